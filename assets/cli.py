@@ -1,0 +1,224 @@
+"""``assistants-backfill``: run the whole asset graph in-process, without the UI.
+
+Runs are recorded in the Dagster instance under ``<data-dir>/dagster_home`` (unless DAGSTER_HOME is set),
+so they show up in the UI's run history next to the sensor's runs.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from assets.backfill import BACKFILL_ASSETS, SCOPE_ASSETS, SCOPES, raw_thread_exports
+from assets.resources import BackfillSettings, EngramiaDestination
+from checks.backfill_checks import BACKFILL_CHECKS
+from pipelines import synth
+from pipelines.incremental import current
+from pipelines.ingest import read_scopes, scope_names
+from pipelines.load_plan import latest_load_result
+from pipelines.reconcile import scope_counts
+from pipelines.scoring import scan_scored
+
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _instance(data_dir: Path) -> dg.DagsterInstance:
+    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    out = []
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            severity = evaluation.severity.value if evaluation.severity else "ERROR"
+            out.append(f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name} ({severity})")
+    return out
+
+
+def scope_summary(settings: BackfillSettings, scope: str) -> dict[str, Any]:
+    layout = settings.layout
+    counts = scope_counts(layout, scope)
+    scored = scan_scored(layout, scope)
+    patterns = current(layout, "patterns", scope)
+    n_patterns = 0 if patterns is None else int(patterns.select(pl.len()).collect().item())
+    kept = n_patterns if scored is None else int(scored.select(pl.col("kept").sum()).collect().item())
+    load = latest_load_result(layout, scope) or {}
+    tenant_id, project_id = scope_names(layout, scope)
+    return {
+        "tenant_id": tenant_id,
+        "project_id": project_id,
+        "lines_in": counts.lines_in,
+        "messages": counts.messages,
+        "quarantined": counts.quarantined,
+        "repeats": counts.repeats,
+        "patterns": n_patterns,
+        "unpaired": counts.unpaired,
+        "duplicates": n_patterns - kept,
+        "kept": kept,
+        "loaded": load.get("stored", 0),
+        "already_loaded": load.get("already_loaded", 0),
+        "rejected": load.get("rejected", 0),
+        "retracted": load.get("retracted", 0),
+        "pattern_count_before": load.get("pattern_count_before"),
+        "pattern_count_after": load.get("pattern_count_after"),
+        "lines_reconcile": counts.lines_reconcile,
+        "messages_reconcile": counts.messages_reconcile,
+        "load_reconciles": bool(load.get("reconciles", False)),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    settings = BackfillSettings(
+        data_dir=str(data_dir),
+        landing=str(args.input),
+        scope_by=args.scope_by,
+        tenant=args.tenant,
+        project=args.project,
+        tenant_map=str(args.tenant_map) if args.tenant_map else None,
+        pairing=args.pairing,
+        task_max_chars=args.task_max_chars,
+        code_max_chars=args.code_max_chars,
+        score_strategy="feedback" if args.feedback else "neutral",
+        feedback=str(args.feedback) if args.feedback else None,
+    )
+    destination = EngramiaDestination(mode=args.destination, store_dir=str(args.store) if args.store else None)
+    resources = {"settings": settings, "engramia": destination}
+    instance = _instance(data_dir)
+    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
+
+    def say(msg: str) -> None:
+        if not args.json or args.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    say(f"ingesting {args.input} into {settings.layout.root}")
+    ingest = dg.materialize(
+        graph,
+        selection=dg.AssetSelection.assets(raw_thread_exports),
+        resources=resources,
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    if not ingest.success:
+        print(f"ingest failed: {_first_error(ingest)}", file=sys.stderr)
+        return 2
+    scopes = read_scopes(settings.layout)["scope"].to_list()
+    register_scopes_for(instance, scopes)
+    failures: dict[str, str] = {}
+    failed_checks: dict[str, list[str]] = {}
+    for i, scope in enumerate(scopes, start=1):
+        say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
+        result = dg.materialize(
+            graph,
+            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+            partition_key=scope,
+            resources=resources,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+        if not result.success:
+            failures[scope] = _first_error(result)
+            say(f"    FAILED: {failures[scope]}")
+        if bad := _failed_checks(result):
+            failed_checks[scope] = bad
+            say(f"    checks not passed: {', '.join(bad)}")
+    summary: dict[str, Any] = {"scopes": {}, "failed_scopes": failures, "failed_checks": failed_checks}
+    for scope in scopes:
+        summary["scopes"][scope] = scope_summary(settings, scope)
+    summary["unscoped_quarantined"] = _unscoped_quarantined(settings)
+    summary["data_dir"] = str(settings.layout.root)
+    summary["engramia_store"] = str(destination.store(settings.layout)) if args.destination == "embedded" else None
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_table(summary)
+    hard_failures = {s: c for s, c in failed_checks.items() if any("(ERROR)" in x for x in c)}
+    return 1 if failures or hard_failures else 0
+
+
+def register_scopes_for(instance: dg.DagsterInstance, scopes: list[str]) -> None:
+    known = set(instance.get_dynamic_partitions(SCOPES.name))
+    new = [s for s in scopes if s not in known]
+    if new:
+        instance.add_dynamic_partitions(SCOPES.name, new)
+
+
+def _unscoped_quarantined(settings: BackfillSettings) -> int:
+    files = sorted(settings.layout.quarantine().glob("*.parquet"))
+    if not files:
+        return 0
+    return int(pl.scan_parquet(files).filter(pl.col("scope").is_null()).select(pl.len()).collect().item())
+
+
+def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err.cause is not None and "Error occurred while executing" in err.message:
+                err = err.cause
+            return err.message.strip().splitlines()[-1] if err.message else "step failed"
+    return "run failed"
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    cols = ["messages", "quarantined", "repeats", "patterns", "unpaired", "duplicates", "loaded",
+            "pattern_count_before", "pattern_count_after"]
+    rows = [{"scope": s, **{c: v[c] for c in cols}, "ok": v["lines_reconcile"] and v["messages_reconcile"]
+             and v["load_reconciles"]} for s, v in summary["scopes"].items()]
+    if rows:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
+                       tbl_hide_column_data_types=True):
+            print(pl.DataFrame(rows))
+    print(f"lines quarantined without a scope: {summary['unscoped_quarantined']}")
+    print(f"staged Parquet: {summary['data_dir']}/staged   warehouse: {summary['data_dir']}/warehouse.duckdb")
+    if summary["engramia_store"]:
+        print(f"Engramia store (embedded): {summary['engramia_store']}")
+    for scope, err in summary["failed_scopes"].items():
+        print(f"FAILED {scope}: {err}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistants-backfill", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="ingest dumps and load every scope into Engramia")
+    r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
+    r.add_argument("--data-dir", type=Path, default=Path("data"))
+    r.add_argument("--scope-by", choices=["assistant", "tenant", "single"], default="assistant")
+    r.add_argument("--tenant", default="default", help="tenant name (scope-by assistant|single)")
+    r.add_argument("--project", default="default", help="project name (scope-by tenant|single)")
+    r.add_argument("--tenant-map", type=Path, help="CSV/Parquet thread_id,tenant_id (scope-by tenant)")
+    r.add_argument("--feedback", type=Path, help="CSV/Parquet of feedback keyed by message_id or thread_id")
+    r.add_argument("--pairing", choices=["merge", "strict"], default="merge")
+    r.add_argument("--task-max-chars", type=int, default=2_000)
+    r.add_argument("--code-max-chars", type=int, default=8_000)
+    r.add_argument("--destination", choices=["embedded"], default="embedded")
+    r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
+    r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
+    r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
+    r.set_defaults(func=run)
+    s = sub.add_parser("synth", help="generate a synthetic export")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=lambda a: synth.main(a.rest) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+

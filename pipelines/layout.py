@@ -1,0 +1,85 @@
+"""Where every table of the pipeline lives under one data directory.
+
+All paths are derived from a single root so that the CLI, the Dagster assets, the sensor and the
+DuckDB warehouse agree on them without passing paths around.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> DataLayout:
+        return cls(Path(root).resolve())
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def staged(self) -> Path:
+        return self.root / "staged"
+
+    @property
+    def engramia(self) -> Path:
+        return self.root / "engramia"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def manifest(self) -> Path:
+        return self.staged / "_manifest" / "dumps.parquet"
+
+    def raw(self, dump_id: str | None = None) -> Path:
+        base = self.staged / "raw"
+        return base if dump_id is None else base / f"dump={dump_id}"
+
+    def quarantine(self) -> Path:
+        return self.staged / "quarantine"
+
+    def table(self, name: str, scope: str | None = None) -> Path:
+        """A scope-partitioned table: ``staged/<name>/scope=<key>/``."""
+        base = self.staged / name
+        return base if scope is None else base / f"scope={scope}"
+
+    def state(self, scope: str) -> Path:
+        return self.staged / "_state" / f"scope={scope}.json"
+
+
+def parquet_files(directory: Path, pattern: str = "*.parquet") -> list[Path]:
+    """Sorted Parquet files of a folder; a missing folder is simply empty."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(pattern) if p.is_file())
+
+
+def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> int:
+    """Write atomically (temp file, then rename) so a crash never leaves half a file behind.
+
+    Returns the number of rows written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(frame, pl.LazyFrame):
+        frame.sink_parquet(tmp, compression="zstd")
+        rows = pl.scan_parquet(tmp).select(pl.len()).collect().item()
+    else:
+        frame.write_parquet(tmp, compression="zstd")
+        rows = frame.height
+    os.replace(tmp, path)
+    return int(rows)

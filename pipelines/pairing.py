@@ -1,0 +1,199 @@
+"""Messages -> (user, assistant) patterns, and every message that pairs with nothing, with its reason.
+
+Per thread, messages are ordered by ``(created_at, dump_seq, line_no)``: ``created_at`` has one-second
+resolution and ties are common, so the export's own order breaks them.
+
+``merge`` (default): consecutive messages of one role form one turn (texts joined by a blank line),
+because one run can write several assistant messages and users send follow-ups before an answer.
+``strict``: the guide's rule, only a user message directly followed by an assistant message pairs.
+System messages and messages with blank text take no part in turns in either mode.
+
+The pairing is computed on narrow columns first (ids, roles, times); the text is only touched once,
+to assemble the task and code of the pairs found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import duckdb
+import polars as pl
+
+DEFAULT_TASK_MAX_CHARS = 2_000
+DEFAULT_CODE_MAX_CHARS = 8_000
+TURN_SEPARATOR = "\n\n"
+
+
+class Pairing(StrEnum):
+    MERGE = "merge"
+    STRICT = "strict"
+
+
+@dataclass(frozen=True)
+class PairingOptions:
+    mode: Pairing = Pairing.MERGE
+    task_max_chars: int = DEFAULT_TASK_MAX_CHARS
+    code_max_chars: int = DEFAULT_CODE_MAX_CHARS
+
+    def describe(self) -> str:
+        return f"mode={self.mode.value} task_max={self.task_max_chars} code_max={self.code_max_chars}"
+
+
+REASON_SYSTEM = "system message"
+REASON_EMPTY = "empty text"
+REASON_UNANSWERED = "unanswered last turn"
+REASON_NO_QUESTION = "answer with no question"
+REASON_USER_FOLLOWED_BY_USER = "unanswered: followed by another user message (strict pairing)"
+REASON_ANSWER_AFTER_ANSWER = "answer follows another answer (strict pairing)"
+
+_ORDER = ["thread_id", "created_at", "dump_seq", "line_no"]
+
+UNPAIRED_SCHEMA = {
+    "message_id": pl.String,
+    "thread_id": pl.String,
+    "role": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+    "reason": pl.String,
+}
+
+
+def _turns(conv: pl.DataFrame, mode: Pairing) -> pl.DataFrame:
+    if mode is Pairing.MERGE:
+        boundary = (pl.col("role") != pl.col("role").shift(1)) | (pl.col("thread_id") != pl.col("thread_id").shift(1))
+        conv = conv.with_columns(turn=boundary.fill_null(True).cum_sum())
+    else:
+        conv = conv.with_row_index("turn")
+    return (
+        conv.group_by("turn", maintain_order=True)
+        .agg(
+            pl.col("thread_id").first(),
+            pl.col("assistant_id").first(),
+            pl.col("role").first(),
+            pl.col("message_id").alias("message_ids"),
+            pl.col("created_at").first(),
+            pl.col("created_at").last().alias("last_created_at"),
+        )
+        .with_columns(
+            same_next=pl.col("thread_id") == pl.col("thread_id").shift(-1),
+            same_prev=pl.col("thread_id") == pl.col("thread_id").shift(1),
+            next_role=pl.col("role").shift(-1),
+            prev_role=pl.col("role").shift(1),
+        )
+        .with_columns(pl.col("same_next", "same_prev").fill_null(False))
+    )
+
+
+def pattern_ids(user_ids: pl.Series, assistant_ids: pl.Series) -> pl.Series:
+    """``oai_`` + 24 hex of sha256 over the source message ids: the same messages always give the same
+    id (so re-runs store nothing twice), and a turn that grows gives a new one."""
+    frame = pl.DataFrame({"u": user_ids.list.join(","), "a": assistant_ids.list.join(",")})
+    ids = duckdb.sql("SELECT 'oai_' || left(sha256(u || '>' || a), 24) AS id FROM frame").pl()["id"]
+    return ids.alias("pattern_id")
+
+
+def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pairs as message-id lists, and unpaired messages with reasons, from ids, roles and times only."""
+    narrow = (
+        messages.select(
+            "thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"
+        )
+        .sort(_ORDER)
+        .collect()
+    )
+    excluded = narrow.filter((pl.col("role") == "system") | pl.col("is_blank")).select(
+        "message_id",
+        "thread_id",
+        "role",
+        "created_at",
+        reason=pl.when(pl.col("role") == "system").then(pl.lit(REASON_SYSTEM)).otherwise(pl.lit(REASON_EMPTY)),
+    )
+    conv = narrow.filter((pl.col("role") != "system") & ~pl.col("is_blank"))
+    turns = _turns(conv, mode)
+    is_pair_user = (pl.col("role") == "user") & pl.col("same_next") & (pl.col("next_role") == "assistant")
+    is_pair_answer = (pl.col("role") == "assistant") & pl.col("same_prev") & (pl.col("prev_role") == "user")
+    users = turns.filter(is_pair_user)
+    answers = turns.filter(is_pair_answer).select(
+        turn=pl.col("turn") - 1,
+        assistant_message_ids=pl.col("message_ids"),
+        answered_at=pl.col("last_created_at"),
+    )
+    pairs = users.select(
+        "turn", "thread_id", "assistant_id", user_message_ids=pl.col("message_ids"), created_at=pl.col("created_at")
+    ).join(answers, on="turn", how="inner")
+    pairs = pairs.with_columns(pattern_ids(pairs["user_message_ids"], pairs["assistant_message_ids"])).drop("turn")
+
+    reason = (
+        pl.when(pl.col("role") == "user")
+        .then(
+            pl.when(pl.col("same_next"))
+            .then(pl.lit(REASON_USER_FOLLOWED_BY_USER))
+            .otherwise(pl.lit(REASON_UNANSWERED))
+        )
+        .otherwise(
+            pl.when(pl.col("same_prev") & (pl.col("prev_role") == "assistant"))
+            .then(pl.lit(REASON_ANSWER_AFTER_ANSWER))
+            .otherwise(pl.lit(REASON_NO_QUESTION))
+        )
+    )
+    lonely = (
+        turns.filter(~is_pair_user & ~is_pair_answer)
+        .select("thread_id", "role", "message_ids", reason=reason)
+        .explode("message_ids")
+        .rename({"message_ids": "message_id"})
+        .join(narrow.select("message_id", "created_at"), on="message_id", how="left")
+    )
+    unpaired = pl.concat([excluded, lonely.select(excluded.columns)]).cast(UNPAIRED_SCHEMA)
+    return pairs, unpaired
+
+
+def pair_messages(
+    messages: pl.LazyFrame, options: PairingOptions = PairingOptions()
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """Patterns (lazy, with text) and unpaired messages for a set of whole threads."""
+    pairs, unpaired = pair_narrow(messages, options.mode)
+    members = pl.concat(
+        [
+            pairs.select("pattern_id", message_id="user_message_ids").with_columns(side=pl.lit("task")),
+            pairs.select("pattern_id", message_id="assistant_message_ids").with_columns(side=pl.lit("code")),
+        ]
+    ).explode("message_id").with_columns(pos=pl.int_range(pl.len()).over("pattern_id", "side"))
+    texts = (
+        messages.select("message_id", "text")
+        .join(members.lazy(), on="message_id", how="inner")
+        .group_by("pattern_id", "side")
+        .agg(pl.col("text").sort_by("pos").str.join(TURN_SEPARATOR))
+    )
+    task = texts.filter(pl.col("side") == "task").select("pattern_id", full_task="text")
+    code = texts.filter(pl.col("side") == "code").select("pattern_id", full_code="text")
+    patterns = (
+        pairs.lazy()
+        .join(task, on="pattern_id", how="left")
+        .join(code, on="pattern_id", how="left")
+        .with_columns(
+            task_chars=pl.col("full_task").str.len_chars(),
+            code_chars=pl.col("full_code").str.len_chars(),
+        )
+        .with_columns(
+            task=pl.col("full_task").str.slice(0, options.task_max_chars),
+            code=pl.col("full_code").str.slice(0, options.code_max_chars),
+            task_truncated=pl.col("task_chars") > options.task_max_chars,
+            code_truncated=pl.col("code_chars") > options.code_max_chars,
+        )
+        .select(
+            "pattern_id",
+            "thread_id",
+            "assistant_id",
+            "task",
+            "code",
+            "task_chars",
+            "code_chars",
+            "task_truncated",
+            "code_truncated",
+            "user_message_ids",
+            "assistant_message_ids",
+            "created_at",
+            "answered_at",
+        )
+    )
+    return patterns, unpaired

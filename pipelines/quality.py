@@ -1,0 +1,124 @@
+"""Data-quality expectations on the staged tables, run with Great Expectations 1.x.
+
+GX does not read Polars frames, and its pandas path would copy whole texts, so each table is reduced in
+Polars to the columns an expectation needs (ids, roles, scores, and the stripped length of task and
+code) and handed to GX as pandas. GX is imported lazily: importing it costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+MESSAGE_COLUMNS = {
+    "message_id": pl.String,
+    "thread_id": pl.String,
+    "assistant_id": pl.String,
+    "role": pl.String,
+    "text": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+    "tenant_id": pl.String,
+    "project_id": pl.String,
+    "dump_id": pl.String,
+    "line_no": pl.Int64,
+}
+
+
+@dataclass
+class QualityReport:
+    table: str
+    rows: int
+    success: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r["success"]]
+
+
+def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    batch = (
+        context.data_sources.add_pandas(f"{table}_source")
+        .add_dataframe_asset(table)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
+    )
+    suite = gx.ExpectationSuite(name=table, expectations=expectations)
+    outcome = batch.validate(suite)
+    results = []
+    for r in outcome.results:
+        cfg = r.expectation_config
+        results.append(
+            {
+                "expectation": cfg.type,
+                "column": cfg.kwargs.get("column"),
+                "success": bool(r.success),
+                "unexpected_count": (r.result or {}).get("unexpected_count"),
+                "observed_value": str((r.result or {}).get("observed_value", ""))[:200] or None,
+            }
+        )
+    return QualityReport(table=table, rows=frame.height, success=bool(outcome.success), results=results)
+
+
+def schema_problems(schema: pl.Schema, expected: dict[str, pl.DataType]) -> list[str]:
+    problems = []
+    for name, dtype in expected.items():
+        if name not in schema:
+            problems.append(f"missing column {name}")
+        elif schema[name] != dtype:
+            problems.append(f"column {name} is {schema[name]}, expected {dtype}")
+    return problems
+
+
+def validate_messages(messages: pl.LazyFrame) -> QualityReport:
+    import great_expectations.expectations as gxe
+
+    problems = schema_problems(messages.collect_schema(), MESSAGE_COLUMNS)
+    narrow = messages.select("message_id", "thread_id", "assistant_id", "role").collect()
+    report = _gx_validate(
+        "messages",
+        narrow,
+        [
+            gxe.ExpectColumnValuesToNotBeNull(column="message_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="thread_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="assistant_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="message_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="role", value_set=["user", "assistant", "system"]),
+        ],
+    )
+    report.results.insert(0, {"expectation": "schema", "column": None, "success": not problems,
+                              "unexpected_count": len(problems), "observed_value": "; ".join(problems) or None})
+    report.success = report.success and not problems
+    return report
+
+
+def validate_scored(kept: pl.LazyFrame) -> QualityReport:
+    """Expectations on the patterns that will be loaded (kept patterns with their text)."""
+    import great_expectations.expectations as gxe
+
+    narrow = kept.select(
+        "pattern_id",
+        "eval_score",
+        task_chars=pl.col("task").str.strip_chars().str.len_chars(),
+        code_chars=pl.col("code").str.strip_chars().str.len_chars(),
+    ).collect()
+    return _gx_validate(
+        "scored_patterns",
+        narrow,
+        [
+            gxe.ExpectColumnValuesToNotBeNull(column="pattern_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="pattern_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="eval_score"),
+            gxe.ExpectColumnValuesToBeBetween(column="eval_score", min_value=0, max_value=10),
+            gxe.ExpectColumnValuesToBeBetween(column="task_chars", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="code_chars", min_value=1),
+        ],
+    )
