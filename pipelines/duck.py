@@ -13,6 +13,7 @@ def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # Rows carry their own order (line numbers); keeping insertion order only costs memory.
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     return con
