@@ -1,0 +1,59 @@
+"""Shared fixtures: temporary data directories and small hand-written exports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipelines.layout import DataLayout
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+T0 = 1_717_200_000
+
+
+def msg(thread: str, mid: str, role: str, text: str, at: int, assistant: str = "asst_1") -> dict:
+    return {
+        "thread_id": thread,
+        "assistant_id": assistant,
+        "message_id": mid,
+        "role": role,
+        "text": text,
+        "created_at": T0 + at,
+    }
+
+
+def write_ndjson(path: Path, rows: list[dict | str]) -> Path:
+    """Rows are dicts (serialised) or raw strings (written as they are, for broken lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
+    return path
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> DataLayout:
+    return DataLayout.at(tmp_path / "data")
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    path = tmp_path / "landing"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def dump(landing: Path) -> Callable[[str, list], Path]:
+    def _write(name: str, rows: list) -> Path:
+        return write_ndjson(landing / name, rows)
+
+    return _write
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE

@@ -1,0 +1,65 @@
+"""eval_score strategies and near-duplicate removal within a scope."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipelines.runner import backfill
+from pipelines.scoring import ScoreStrategy, ScoringOptions, read_feedback, scan_scored
+from tests.conftest import msg
+
+
+def _exchange(thread: str, q: str, a: str, at: int) -> list[dict]:
+    return [msg(thread, f"{thread}_q", "user", q, at), msg(thread, f"{thread}_a", "assistant", a, at + 1)]
+
+
+def test_neutral_by_default_and_near_duplicates_dropped(layout, dump, landing):
+    dump(
+        "d.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100)
+        + _exchange("t3", "Where is my invoice?", "Billing > History.", 200),
+    )
+    run = backfill(layout, landing)
+    [scope] = run.scopes
+    scored = scan_scored(layout, scope).collect().sort("created_at")
+    assert scored["eval_score"].to_list() == [5.0, 5.0, 5.0]
+    assert scored["kept"].to_list() == [False, True, True]  # equal scores: the latest wins
+    winner = scored["pattern_id"][1]
+    assert scored["duplicate_of"][0] == winner and scored["similarity"][0] == 1.0
+    assert run.scopes[scope].load.stored == 2
+
+
+def test_feedback_scores_by_message_and_thread(layout, dump, landing, tmp_path):
+    dump(
+        "d.ndjson",
+        _exchange("t1", "first question here", "a", 0)
+        + _exchange("t2", "second question here please", "b", 10)
+        + _exchange("t3", "third question about something", "c", 20)
+        + _exchange("t4", "fourth one entirely different", "d", 30),
+    )
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("message_id,thread_id,feedback\nt1_a,,positive\n,t2,negative\nt3_a,t3,thumbs_down\n,t3,positive\n")
+    run = backfill(layout, landing, scoring=ScoringOptions(ScoreStrategy.FEEDBACK, fb))
+    [scope] = run.scopes
+    scored = scan_scored(layout, scope).collect().sort("created_at")
+    assert scored["eval_score"].to_list() == [7.0, 3.0, 3.0, 5.0]
+    assert scored["score_source"].to_list() == ["feedback:message", "feedback:thread", "feedback:message", "neutral"]
+
+
+def test_numeric_ratings_map_into_0_10(tmp_path):
+    fb = tmp_path / "ratings.parquet"
+    pl.DataFrame({"thread_id": ["a", "b", "c", "c"], "rating": [1, 5, 4, 2]}).write_parquet(fb)
+    out = read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, fb)).sort("key")
+    assert out["score"].to_list() == [0.0, 10.0, 5.0]
+
+
+def test_bad_feedback_names_file_and_lines(tmp_path):
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("thread_id,feedback\nt1,positive\nt2,meh\n")
+    with pytest.raises(ValueError, match=r"feedback.csv: 1 rows .*lines 3"):
+        read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, fb))
+    with pytest.raises(ValueError, match="needs a 'message_id' or a 'thread_id'"):
+        (tmp_path / "x.csv").write_text("id,feedback\n1,positive\n")
+        read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, tmp_path / "x.csv"))
