@@ -4,7 +4,6 @@
 is partitioned by scope, one dynamic partition per Engramia (tenant, project).
 """
 
-
 import dagster as dg
 import polars as pl
 
@@ -31,8 +30,14 @@ def preview(frame: pl.DataFrame | pl.LazyFrame | None, rows: int = 5) -> dg.Meta
         for c, t in df.schema.items()
         if t != pl.String
     ).with_columns(pl.col(pl.String).str.replace_all(r"[\n|]", " ").str.slice(0, 60))
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_width_chars=2000, fmt_str_lengths=60, tbl_cols=-1):
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_width_chars=2000,
+        fmt_str_lengths=60,
+        tbl_cols=-1,
+    ):
         return dg.MetadataValue.md(str(df))
 
 
@@ -40,11 +45,13 @@ def refresh_views(context: dg.AssetExecutionContext, settings: BackfillSettings)
     # An analyst holding the DuckDB file open locks it; the views are a convenience, never a reason to fail.
     try:
         refresh_warehouse(settings.layout)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         context.log.warning(f"warehouse views not refreshed: {exc}")
 
 
-def register_scopes(context: dg.AssetExecutionContext | dg.SensorEvaluationContext, scopes: list[str]) -> list[str]:
+def register_scopes(
+    context: dg.AssetExecutionContext | dg.SensorEvaluationContext, scopes: list[str]
+) -> list[str]:
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
     new = sorted(set(scopes) - known)
     if new:
@@ -60,7 +67,9 @@ def register_scopes(context: dg.AssetExecutionContext | dg.SensorEvaluationConte
 )
 def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout = settings.layout
-    results = ingest(layout, settings.source, settings.mapping(), settings.chunk_mib * 1024 * 1024, context.log.info)
+    results = ingest(
+        layout, settings.source, settings.mapping(), settings.chunk_mib * 1024 * 1024, context.log.info
+    )
     new_scopes = register_scopes(context, read_scopes(layout)["scope"].to_list())
     refresh_views(context, settings)
     manifest = read_manifest(layout)
@@ -78,7 +87,9 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
             "new_scopes": dg.MetadataValue.json(new_scopes),
             "dumps_total": manifest.height,
             "dagster/row_count": int(manifest["staged"].sum() or 0),
-            "manifest": preview(manifest.select("seq", "file", "lines", "staged", "quarantined").tail(10), 10),
+            "manifest": preview(
+                manifest.select("seq", "file", "lines", "staged", "quarantined").tail(10), 10
+            ),
             "path": dg.MetadataValue.path(str(layout.raw())),
         }
     )
@@ -108,7 +119,11 @@ def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> d
             "repeats": sum(s.repeats for s in stats),
             "conflicts_quarantined": sum(s.conflicts for s in stats),
             "dagster/row_count": 0 if total is None else int(total.select(pl.len()).collect().item()),
-            "preview": preview(None if total is None else total.select("thread_id", "message_id", "role", "created_at", "text")),
+            "preview": preview(
+                None
+                if total is None
+                else total.select("thread_id", "message_id", "role", "created_at", "text")
+            ),
             "path": dg.MetadataValue.path(str(layout.table("messages", scope))),
         }
     )
@@ -127,13 +142,21 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
     result = pair_scope(layout, scope, settings.pairing_options())
     patterns = current(layout, "patterns", scope)
     unpaired = current(layout, "unpaired", scope)
-    totals = {} if patterns is None else patterns.select(
-        pl.len().alias("patterns"),
-        pl.col("task_truncated").sum().alias("tasks_truncated"),
-        pl.col("code_truncated").sum().alias("codes_truncated"),
-    ).collect().to_dicts()[0]
+    totals = (
+        {}
+        if patterns is None
+        else patterns.select(
+            pl.len().alias("patterns"),
+            pl.col("task_truncated").sum().alias("tasks_truncated"),
+            pl.col("code_truncated").sum().alias("codes_truncated"),
+        )
+        .collect()
+        .to_dicts()[0]
+    )
     reasons = {} if unpaired is None else dict(unpaired.group_by("reason").len().collect().iter_rows())
-    context.log.info(f"{scope}: re-paired {result.threads} threads -> {result.patterns} patterns (batch {result.batch})")
+    context.log.info(
+        f"{scope}: re-paired {result.threads} threads -> {result.patterns} patterns (batch {result.batch})"
+    )
     return dg.MaterializeResult(
         metadata={
             "threads_repaired": result.threads,
@@ -143,7 +166,9 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "tasks_truncated": int(totals.get("tasks_truncated", 0) or 0),
             "codes_truncated": int(totals.get("codes_truncated", 0) or 0),
             "unpaired_by_reason": dg.MetadataValue.json({k: int(v) for k, v in reasons.items()}),
-            "preview": preview(None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")),
+            "preview": preview(
+                None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")
+            ),
         }
     )
 
@@ -159,7 +184,9 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
 def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout, scope = settings.layout, context.partition_key
     result = score_scope(layout, scope, settings.scoring_options())
-    context.log.info(f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates")
+    context.log.info(
+        f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates"
+    )
     return dg.MaterializeResult(
         metadata={
             "patterns": result.patterns,
@@ -190,8 +217,9 @@ def engramia_scopes(
     refresh_views(context, settings)
     rate = result.sent / result.seconds if result.seconds else 0.0
     context.log.info(
-        f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, present {result.present}, "
-        f"rejected {result.rejected}, retracted {result.retracted}, {rate:.0f} patterns/s; pattern_count "
+        f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, "
+        f"present {result.present}, rejected {result.rejected}, retracted {result.retracted}, "
+        f"{rate:.0f} patterns/s; pattern_count "
         f"{result.pattern_count_before} -> {result.pattern_count_after}"
     )
     if result.error:

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         score_strategy="feedback" if args.feedback else "neutral",
         feedback=str(args.feedback) if args.feedback else None,
     )
-    destination = EngramiaDestination(mode=args.destination, store_dir=str(args.store) if args.store else None)
+    destination = EngramiaDestination(
+        mode=args.destination, store_dir=str(args.store) if args.store else None
+    )
     resources = {"settings": settings, "engramia": destination}
     instance = _instance(data_dir)
     graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
@@ -141,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
         summary["scopes"][scope] = scope_summary(settings, scope)
     summary["unscoped_quarantined"] = _unscoped_quarantined(settings)
     summary["data_dir"] = str(settings.layout.root)
-    summary["engramia_store"] = str(destination.store(settings.layout)) if args.destination == "embedded" else None
+    summary["engramia_store"] = (
+        str(destination.store(settings.layout)) if args.destination == "embedded" else None
+    )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -175,13 +179,33 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
 
 
 def _print_table(summary: dict[str, Any]) -> None:
-    cols = ["messages", "quarantined", "repeats", "patterns", "unpaired", "duplicates", "loaded",
-            "pattern_count_before", "pattern_count_after"]
-    rows = [{"scope": s, **{c: v[c] for c in cols}, "ok": v["lines_reconcile"] and v["messages_reconcile"]
-             and v["load_reconciles"]} for s, v in summary["scopes"].items()]
+    cols = [
+        "messages",
+        "quarantined",
+        "repeats",
+        "patterns",
+        "unpaired",
+        "duplicates",
+        "loaded",
+        "pattern_count_before",
+        "pattern_count_after",
+    ]
+    rows = [
+        {
+            "scope": s,
+            **{c: v[c] for c in cols},
+            "ok": v["lines_reconcile"] and v["messages_reconcile"] and v["load_reconciles"],
+        }
+        for s, v in summary["scopes"].items()
+    ]
     if rows:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
-                       tbl_hide_column_data_types=True):
+        with pl.Config(
+            tbl_rows=-1,
+            tbl_cols=-1,
+            tbl_width_chars=200,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
             print(pl.DataFrame(rows))
     print(f"lines quarantined without a scope: {summary['unscoped_quarantined']}")
     print(f"staged Parquet: {summary['data_dir']}/staged   warehouse: {summary['data_dir']}/warehouse.duckdb")
@@ -219,6 +243,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
-
-
-

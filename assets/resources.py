@@ -4,7 +4,6 @@ Secrets never sit in configuration: a REST destination names the environment var
 API key, and the key is read only when a request is made.
 """
 
-
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +26,15 @@ class BackfillSettings(dg.ConfigurableResource):
 
     data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Root of landing/, staged/, engramia/.")
     landing: str | None = Field(
-        default=None, description="A dump file or a folder of dumps (*.ndjson, *.jsonl); default <data_dir>/landing."
+        default=None,
+        description="A dump file or a folder of dumps (*.ndjson, *.jsonl); default <data_dir>/landing.",
     )
     scope_by: str = Field(default="assistant", description="assistant | tenant | single")
     tenant: str = Field(default="default", description="Tenant name for scope_by=assistant|single.")
     project: str = Field(default="default", description="Project name for scope_by=tenant|single.")
-    tenant_map: str | None = Field(default=None, description="CSV/Parquet thread_id,tenant_id for scope_by=tenant.")
+    tenant_map: str | None = Field(
+        default=None, description="CSV/Parquet thread_id,tenant_id for scope_by=tenant."
+    )
     pairing: str = Field(default="merge", description="merge | strict")
     task_max_chars: int = 2_000
     code_max_chars: int = 8_000
@@ -74,7 +76,9 @@ class EngramiaDestination(dg.ConfigurableResource):
     """Where patterns are loaded: ``embedded`` (the engramia package in-process, JSON storage)."""
 
     mode: str = Field(default="embedded", description="embedded")
-    store_dir: str | None = Field(default=None, description="Embedded store folder; default <data_dir>/engramia.")
+    store_dir: str | None = Field(
+        default=None, description="Embedded store folder; default <data_dir>/engramia."
+    )
 
     def store(self, layout: DataLayout) -> Path:
         return Path(self.store_dir) if self.store_dir else layout.engramia

@@ -6,7 +6,6 @@ a run of the scope job. Run keys are derived from the dumps involved, so a tick 
 state again requests nothing new.
 """
 
-
 import hashlib
 import time
 
@@ -45,10 +44,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettin
     layout = settings.layout
     requests: list[dg.RunRequest] = []
     if settings.source.exists():
-        settled = [d for d in pending_dumps(layout, settings.source) if time.time_ns() - d.mtime_ns > SETTLE_SECONDS * 1e9]
+        settled = [
+            d
+            for d in pending_dumps(layout, settings.source)
+            if time.time_ns() - d.mtime_ns > SETTLE_SECONDS * 1e9
+        ]
         if settled:
             requests.append(
-                dg.RunRequest(job_name=ingest_job.name, run_key=f"ingest:{_digest([d.dump_id for d in settled])}")
+                dg.RunRequest(
+                    job_name=ingest_job.name, run_key=f"ingest:{_digest([d.dump_id for d in settled])}"
+                )
             )
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
     new_scopes: list[str] = []

@@ -5,7 +5,6 @@ Each check recomputes its figures from the files or from Engramia, never from th
 and publishes them as metadata.
 """
 
-
 import dagster as dg
 import polars as pl
 
@@ -22,8 +21,8 @@ from pipelines.ingest import scope_names
 from pipelines.load_plan import latest_load_result
 from pipelines.messages import scan_messages
 from pipelines.quality import QualityReport, validate_messages, validate_scored
-from pipelines.records import kept_patterns
 from pipelines.reconcile import dump_line_counts, scope_counts
+from pipelines.records import kept_patterns
 from pipelines.scoring import scan_scored
 
 DUPLICATE_WARN_SHARE = 0.5
@@ -52,7 +51,9 @@ def dump_lines_reconcile(settings: BackfillSettings) -> dg.AssetCheckResult:
             "lines": int(counts["lines"].sum() or 0),
             "staged": int(counts["staged"].sum() or 0),
             "quarantined": int(counts["quarantined"].sum() or 0),
-            "mismatched_dumps": dg.MetadataValue.json(bad.select("file", "lines", "staged", "quarantined").to_dicts()),
+            "mismatched_dumps": dg.MetadataValue.json(
+                bad.select("file", "lines", "staged", "quarantined").to_dicts()
+            ),
         },
     )
 
@@ -62,11 +63,15 @@ def dump_lines_reconcile(settings: BackfillSettings) -> dg.AssetCheckResult:
     partitions_def=SCOPES,
     description="Per scope: lines in = messages + quarantined + exact repeats.",
 )
-def lines_reconcile(context: dg.AssetCheckExecutionContext, settings: BackfillSettings) -> dg.AssetCheckResult:
+def lines_reconcile(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings
+) -> dg.AssetCheckResult:
     c = scope_counts(settings.layout, context.partition_key)
     return dg.AssetCheckResult(
         passed=c.lines_reconcile,
-        metadata={k: v for k, v in c.as_dict().items() if k in ("lines_in", "messages", "quarantined", "repeats")},
+        metadata={
+            k: v for k, v in c.as_dict().items() if k in ("lines_in", "messages", "quarantined", "repeats")
+        },
     )
 
 
@@ -75,7 +80,9 @@ def lines_reconcile(context: dg.AssetCheckExecutionContext, settings: BackfillSe
     partitions_def=SCOPES,
     description="Great Expectations: schema, non-null ids, unique message_id, role in the allowed set.",
 )
-def messages_quality(context: dg.AssetCheckExecutionContext, settings: BackfillSettings) -> dg.AssetCheckResult:
+def messages_quality(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings
+) -> dg.AssetCheckResult:
     frame = scan_messages(settings.layout, context.partition_key)
     if frame is None:
         return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
@@ -87,11 +94,15 @@ def messages_quality(context: dg.AssetCheckExecutionContext, settings: BackfillS
     partitions_def=SCOPES,
     description="Per scope: messages = messages in patterns + unpaired messages, and no message in both.",
 )
-def messages_accounted(context: dg.AssetCheckExecutionContext, settings: BackfillSettings) -> dg.AssetCheckResult:
+def messages_accounted(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings
+) -> dg.AssetCheckResult:
     c = scope_counts(settings.layout, context.partition_key)
     return dg.AssetCheckResult(
         passed=c.messages_reconcile,
-        metadata={k: v for k, v in c.as_dict().items() if k in ("messages", "in_patterns", "unpaired", "in_both")},
+        metadata={
+            k: v for k, v in c.as_dict().items() if k in ("messages", "in_patterns", "unpaired", "in_both")
+        },
     )
 
 
@@ -113,7 +124,9 @@ def scored_quality(context: dg.AssetCheckExecutionContext, settings: BackfillSet
     partitions_def=SCOPES,
     description="Every dropped near-duplicate names a kept pattern; kept + dropped = patterns.",
 )
-def duplicates_accounted(context: dg.AssetCheckExecutionContext, settings: BackfillSettings) -> dg.AssetCheckResult:
+def duplicates_accounted(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings
+) -> dg.AssetCheckResult:
     scored = scan_scored(settings.layout, context.partition_key)
     if scored is None:
         return dg.AssetCheckResult(passed=True, metadata={"patterns": 0})
@@ -135,13 +148,16 @@ def duplicates_accounted(context: dg.AssetCheckExecutionContext, settings: Backf
 @dg.asset_check(
     asset=scored_patterns,
     partitions_def=SCOPES,
-    description=f"Warns when more than {DUPLICATE_WARN_SHARE:.0%} of a scope's patterns were near-duplicates.",
+    description=f"Warns when more than {DUPLICATE_WARN_SHARE:.0%} of a scope's patterns were "
+    "near-duplicates.",
 )
-def duplicate_share(context: dg.AssetCheckExecutionContext, settings: BackfillSettings) -> dg.AssetCheckResult:
+def duplicate_share(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings
+) -> dg.AssetCheckResult:
     scored = scan_scored(settings.layout, context.partition_key)
-    total, dropped = (0, 0) if scored is None else scored.select(
-        pl.len(), (~pl.col("kept")).sum()
-    ).collect().row(0)
+    total, dropped = (
+        (0, 0) if scored is None else scored.select(pl.len(), (~pl.col("kept")).sum()).collect().row(0)
+    )
     share = dropped / total if total else 0.0
     return dg.AssetCheckResult(
         passed=share <= DUPLICATE_WARN_SHARE,
@@ -194,7 +210,11 @@ def recall_spot_check(
     hits = engramia.recall_check(layout, tenant_id, project_id, sample["task"], sample["key"])
     return dg.AssetCheckResult(
         passed=all(h["found"] for h in hits),
-        metadata={"checked": len(hits), "found": sum(h["found"] for h in hits), "results": dg.MetadataValue.json(hits)},
+        metadata={
+            "checked": len(hits),
+            "found": sum(h["found"] for h in hits),
+            "results": dg.MetadataValue.json(hits),
+        },
     )
 
 

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from pipelines.embedded import engramia_scope, open_memory
 from pipelines.ingest import read_scopes
 from pipelines.layout import DataLayout
@@ -42,4 +41,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

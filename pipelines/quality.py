@@ -94,8 +94,16 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
             gxe.ExpectColumnValuesToBeInSet(column="role", value_set=["user", "assistant", "system"]),
         ],
     )
-    report.results.insert(0, {"expectation": "schema", "column": None, "success": not problems,
-                              "unexpected_count": len(problems), "observed_value": "; ".join(problems) or None})
+    report.results.insert(
+        0,
+        {
+            "expectation": "schema",
+            "column": None,
+            "success": not problems,
+            "unexpected_count": len(problems),
+            "observed_value": "; ".join(problems) or None,
+        },
+    )
     report.success = report.success and not problems
     return report
 

@@ -65,11 +65,7 @@ def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
     raw = _rows(sorted(layout.raw().glob(f"dump=*/scope={scope}/*.parquet")))
     qfiles = parquet_files(layout.quarantine())
     q = (
-        pl.scan_parquet(qfiles)
-        .filter(pl.col("scope") == scope)
-        .group_by("stage")
-        .len()
-        .collect()
+        pl.scan_parquet(qfiles).filter(pl.col("scope") == scope).group_by("stage").len().collect()
         if qfiles
         else pl.DataFrame(schema={"stage": pl.String, "len": pl.UInt32})
     )
@@ -88,7 +84,9 @@ def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
         else pl.DataFrame(schema={"message_id": pl.String})
     )
     unpaired_ids = (
-        unpaired.select("message_id").collect() if unpaired is not None else pl.DataFrame(schema={"message_id": pl.String})
+        unpaired.select("message_id").collect()
+        if unpaired is not None
+        else pl.DataFrame(schema={"message_id": pl.String})
     )
     return ScopeCounts(
         scope=scope,

@@ -55,7 +55,9 @@ class ScopeMapping:
 
     def __post_init__(self) -> None:
         if self.scope_by is ScopeBy.TENANT and self.tenant_map is None:
-            raise ValueError("scope_by=tenant needs a tenant map (a CSV or Parquet file: thread_id,tenant_id)")
+            raise ValueError(
+                "scope_by=tenant needs a tenant map (a CSV or Parquet file: thread_id,tenant_id)"
+            )
         if self.tenant_map is not None and not Path(self.tenant_map).is_file():
             raise FileNotFoundError(f"tenant map not found: {self.tenant_map}")
 

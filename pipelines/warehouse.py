@@ -31,15 +31,17 @@ _TABLES: dict[str, str] = {
 
 _DERIVED = {
     "current_batches": "SELECT scope, thread_id, max(batch) AS batch FROM thread_batches GROUP BY ALL",
-    "patterns": "SELECT p.* FROM pattern_batches p SEMI JOIN current_batches c USING (scope, thread_id, batch)",
-    "unpaired": "SELECT u.* FROM unpaired_batches u SEMI JOIN current_batches c USING (scope, thread_id, batch)",
+    "patterns": "SELECT p.* FROM pattern_batches p "
+    "SEMI JOIN current_batches c USING (scope, thread_id, batch)",
+    "unpaired": "SELECT u.* FROM unpaired_batches u "
+    "SEMI JOIN current_batches c USING (scope, thread_id, batch)",
     "kept_patterns": "SELECT p.*, s.eval_score, s.score_source FROM patterns p "
     "JOIN scored s USING (scope, pattern_id) WHERE s.kept",
     "duplicates": "SELECT s.scope, s.pattern_id, s.duplicate_of, s.similarity, p.task, k.task AS kept_task "
     "FROM scored s JOIN patterns p USING (scope, pattern_id) "
     "LEFT JOIN patterns k ON k.scope = s.scope AND k.pattern_id = s.duplicate_of WHERE NOT s.kept",
     "ledger": "SELECT * FROM ledger_history QUALIFY row_number() OVER "
-    "(PARTITION BY scope, dest, pattern_id ORDER BY \"at\" DESC) = 1",
+    '(PARTITION BY scope, dest, pattern_id ORDER BY "at" DESC) = 1',
 }
 _NEEDS = {
     "current_batches": ["thread_batches"],

@@ -34,15 +34,22 @@ def test_sample_end_to_end(tmp_path, sample_dir, capsys, monkeypatch):
     assert summary["unscoped_quarantined"] == 1
     for scope, (messages, quarantined, repeats, patterns, unpaired, duplicates) in EXPECTED.items():
         s = summary["scopes"][scope]
-        assert (s["messages"], s["quarantined"], s["repeats"], s["patterns"], s["unpaired"], s["duplicates"]) == (
-            messages, quarantined, repeats, patterns, unpaired, duplicates)
+        assert (
+            s["messages"],
+            s["quarantined"],
+            s["repeats"],
+            s["patterns"],
+            s["unpaired"],
+            s["duplicates"],
+        ) == (messages, quarantined, repeats, patterns, unpaired, duplicates)
         assert s["lines_in"] == s["messages"] + s["quarantined"] + s["repeats"]
         assert s["messages_reconcile"] and s["load_reconciles"]
         assert s["loaded"] == patterns - duplicates
         assert s["pattern_count_after"] == s["pattern_count_before"] + s["loaded"]
     lines = sum(1 for p in sample_dir.glob("*.ndjson") for _ in p.open())
     assert lines == summary["unscoped_quarantined"] + sum(
-        s["messages"] + s["quarantined"] + s["repeats"] for s in summary["scopes"].values())
+        s["messages"] + s["quarantined"] + s["repeats"] for s in summary["scopes"].values()
+    )
 
     # The guide's own example is findable in Engramia.
     memory = open_memory(data / "engramia")

@@ -36,7 +36,11 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 def test_definitions_load():
     assert {a.key.to_user_string() for a in defs.assets} == {
-        "raw_thread_exports", "messages", "paired_patterns", "scored_patterns", "engramia_scopes"
+        "raw_thread_exports",
+        "messages",
+        "paired_patterns",
+        "scored_patterns",
+        "engramia_scopes",
     }
     assert defs.resolve_job_def("scope_job").partitions_def == SCOPES
     assert defs.resolve_sensor_def("landing_sensor").default_status == dg.DefaultSensorStatus.RUNNING
@@ -45,14 +49,20 @@ def test_definitions_load():
 def test_whole_graph_on_the_sample(layout, sample_dir, instance):
     graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
     resources = _resources(layout, sample_dir)
-    ingest = dg.materialize(graph, selection=dg.AssetSelection.assets(raw_thread_exports),
-                            resources=resources, instance=instance)
+    ingest = dg.materialize(
+        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
+    )
     assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
     scopes = instance.get_dynamic_partitions(SCOPES.name)
     assert sorted(scopes) == ["default__asst_analyst", "default__asst_coder", "default__asst_support"]
     for scope in scopes:
-        result = dg.materialize(graph, selection=dg.AssetSelection.assets(*SCOPE_ASSETS), partition_key=scope,
-                                resources=resources, instance=instance)
+        result = dg.materialize(
+            graph,
+            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+            partition_key=scope,
+            resources=resources,
+            instance=instance,
+        )
         assert result.success
         checks = _checks(result)
         assert len(checks) == len(BACKFILL_CHECKS) - 1
@@ -61,8 +71,13 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
         assert load["pattern_count_after"].value == load["pattern_count_before"].value + load["stored"].value
     # A second pass over every scope stores nothing and still passes its checks.
     for scope in scopes:
-        again = dg.materialize(graph, selection=dg.AssetSelection.assets(*SCOPE_ASSETS), partition_key=scope,
-                               resources=resources, instance=instance)
+        again = dg.materialize(
+            graph,
+            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+            partition_key=scope,
+            resources=resources,
+            instance=instance,
+        )
         meta = again.asset_materializations_for_node("engramia_scopes")[0].metadata
         assert meta["sent"].value == 0 and meta["stored"].value == 0
         assert all(_checks(again).values())
@@ -71,15 +86,28 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
 def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
     graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
     resources = _resources(layout, sample_dir)
-    dg.materialize(graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance)
+    dg.materialize(
+        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
+    )
     scope = "default__asst_coder"
-    dg.materialize(graph, selection=dg.AssetSelection.assets(*SCOPE_ASSETS), partition_key=scope,
-                   resources=resources, instance=instance)
+    dg.materialize(
+        graph,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+        partition_key=scope,
+        resources=resources,
+        instance=instance,
+    )
     # Lose a staged message file behind the pipeline's back: the reconciliation must notice.
     victim = next(layout.table("messages", scope).glob("*.parquet"))
     victim.unlink()
-    result = dg.materialize(graph, selection=dg.AssetSelection.assets(*SCOPE_ASSETS[:2]), partition_key=scope,
-                            resources=resources, instance=instance, raise_on_error=False)
+    result = dg.materialize(
+        graph,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS[:2]),
+        partition_key=scope,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
     checks = _checks(result)
     assert checks["lines_reconcile"] is False
 
@@ -100,12 +128,18 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
     [request] = result.run_requests
     assert request.job_name == ingest_job.name and request.run_key.startswith("ingest:")
 
-    dg.materialize([*BACKFILL_ASSETS], selection=dg.AssetSelection.assets(raw_thread_exports),
-                   resources=_resources(layout, landing), instance=instance)
+    dg.materialize(
+        [*BACKFILL_ASSETS],
+        selection=dg.AssetSelection.assets(raw_thread_exports),
+        resources=_resources(layout, landing),
+        instance=instance,
+    )
     result = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
     assert {r.job_name for r in result.run_requests} == {scope_job.name}
     assert sorted(r.partition_key for r in result.run_requests) == [
-        "default__asst_analyst", "default__asst_coder", "default__asst_support"
+        "default__asst_analyst",
+        "default__asst_coder",
+        "default__asst_support",
     ]
     # Same state, same run keys: nothing new would run twice.
     again = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))

@@ -6,8 +6,8 @@ import polars as pl
 
 from pipelines.embedded import engramia_scope, open_memory
 from pipelines.incremental import current
-from pipelines.ledger import Ledger
 from pipelines.layout import DataLayout
+from pipelines.ledger import Ledger
 from pipelines.pairing import Pairing, PairingOptions
 from pipelines.runner import backfill
 from pipelines.synth import SynthSpec, generate
@@ -19,16 +19,28 @@ def _patterns(layout: DataLayout, scope: str) -> pl.DataFrame:
 
 
 def test_question_and_answer_in_different_dumps(layout, dump, landing):
-    dump("1.ndjson", [msg("t", "m1", "user", "Summarise Q2 churn", 0), msg("t2", "x1", "user", "hi", 0),
-                      msg("t2", "x2", "assistant", "hello", 1)])
+    dump(
+        "1.ndjson",
+        [
+            msg("t", "m1", "user", "Summarise Q2 churn", 0),
+            msg("t2", "x1", "user", "hi", 0),
+            msg("t2", "x2", "assistant", "hello", 1),
+        ],
+    )
     run1 = backfill(layout, landing)
     [scope] = run1.scopes
     assert run1.scopes[scope].load.stored == 1
     unpaired = current(layout, "unpaired", scope).collect()
     assert unpaired["reason"].to_list() == ["unanswered last turn"]
 
-    dump("2.ndjson", [msg("t", "m2", "assistant", "EMEA 3.1%", 60), msg("t3", "y1", "user", "new thread?", 0),
-                      msg("t3", "y2", "assistant", "yes", 1)])
+    dump(
+        "2.ndjson",
+        [
+            msg("t", "m2", "assistant", "EMEA 3.1%", 60),
+            msg("t3", "y1", "user", "new thread?", 0),
+            msg("t3", "y2", "assistant", "yes", 1),
+        ],
+    )
     run2 = backfill(layout, landing)
     s = run2.scopes[scope]
     assert s.pairing.threads == 2  # t (continued) and t3 (new); t2 untouched
@@ -71,7 +83,10 @@ def test_a_turn_that_grows_replaces_its_pattern(layout, dump, landing):
 
 
 def test_changing_pairing_mode_repairs_everything(layout, dump, landing):
-    dump("1.ndjson", [msg("t", "u1", "user", "a", 0), msg("t", "u2", "user", "b", 1), msg("t", "a", "assistant", "c", 2)])
+    dump(
+        "1.ndjson",
+        [msg("t", "u1", "user", "a", 0), msg("t", "u2", "user", "b", 1), msg("t", "a", "assistant", "c", 2)],
+    )
     [scope] = backfill(layout, landing).scopes
     assert _patterns(layout, scope)["task"].to_list() == ["a\n\nb"]
     run = backfill(layout, landing, pairing=PairingOptions(Pairing.STRICT))
@@ -96,6 +111,10 @@ def test_split_dumps_give_the_same_patterns_as_one_dump(tmp_path):
     for scope in a.scopes:
         if current(DataLayout.at(tmp_path / "a"), "patterns", scope) is None:
             continue
-        pa = _patterns(DataLayout.at(tmp_path / "a"), scope).select("pattern_id", "task", "code").sort("pattern_id")
+        pa = (
+            _patterns(DataLayout.at(tmp_path / "a"), scope)
+            .select("pattern_id", "task", "code")
+            .sort("pattern_id")
+        )
         pb = _patterns(b, scope).select("pattern_id", "task", "code").sort("pattern_id")
         assert pa.equals(pb), scope

@@ -66,7 +66,10 @@ def test_each_bad_line_is_quarantined_with_its_reason(layout, dump, landing):
 
 
 def test_lines_reconcile_across_chunk_boundaries(layout, landing):
-    rows = [msg(f"t{i // 4}", f"m{i}", "user" if i % 2 == 0 else "assistant", f"text {i} " * (i % 7), i) for i in range(500)]
+    rows = [
+        msg(f"t{i // 4}", f"m{i}", "user" if i % 2 == 0 else "assistant", f"text {i} " * (i % 7), i)
+        for i in range(500)
+    ]
     rows[123] = "{broken"
     rows[400] = ""
     write_ndjson(landing / "d.ndjson", rows)
@@ -77,7 +80,9 @@ def test_lines_reconcile_across_chunk_boundaries(layout, landing):
     assert q["line_no"].to_list() == [124, 401]
     raw = _raw(layout)
     assert raw.height == 498
-    assert raw.select((pl.col("message_id").str.slice(1).cast(pl.Int64) + 1 == pl.col("line_no")).all()).item()
+    assert raw.select(
+        (pl.col("message_id").str.slice(1).cast(pl.Int64) + 1 == pl.col("line_no")).all()
+    ).item()
 
 
 def test_file_without_trailing_newline_and_crlf(layout, landing):

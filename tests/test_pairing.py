@@ -45,7 +45,10 @@ def pair(rows, mode=Pairing.MERGE, **kw):
 
 def test_the_guide_example():
     patterns, unpaired = pair(
-        [("thread_abc", "msg_1", "user", "Build a CSV parser", 0), ("thread_abc", "msg_2", "assistant", "import csv", 3)]
+        [
+            ("thread_abc", "msg_1", "user", "Build a CSV parser", 0),
+            ("thread_abc", "msg_2", "assistant", "import csv", 3),
+        ]
     )
     assert patterns.select("task", "code").rows() == [("Build a CSV parser", "import csv")]
     assert patterns["user_message_ids"].to_list() == [["msg_1"]]
@@ -137,7 +140,9 @@ def test_message_accounting_on_random_threads():
             rows.append((f"t{t}", f"t{t}m{i}", role, text, rng.randint(0, 3)))
     for mode in Pairing:
         patterns, unpaired = pair(rows, mode)
-        in_patterns = patterns.select(pl.concat_list("user_message_ids", "assistant_message_ids")).to_series().explode()
+        in_patterns = (
+            patterns.select(pl.concat_list("user_message_ids", "assistant_message_ids")).to_series().explode()
+        )
         assert in_patterns.n_unique() == in_patterns.len()
         assert set(in_patterns.to_list()).isdisjoint(unpaired["message_id"].to_list())
         assert in_patterns.len() + unpaired.height == len(rows)

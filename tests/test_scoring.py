@@ -40,12 +40,19 @@ def test_feedback_scores_by_message_and_thread(layout, dump, landing, tmp_path):
         + _exchange("t4", "fourth one entirely different", "d", 30),
     )
     fb = tmp_path / "feedback.csv"
-    fb.write_text("message_id,thread_id,feedback\nt1_a,,positive\n,t2,negative\nt3_a,t3,thumbs_down\n,t3,positive\n")
+    fb.write_text(
+        "message_id,thread_id,feedback\nt1_a,,positive\n,t2,negative\nt3_a,t3,thumbs_down\n,t3,positive\n"
+    )
     run = backfill(layout, landing, scoring=ScoringOptions(ScoreStrategy.FEEDBACK, fb))
     [scope] = run.scopes
     scored = scan_scored(layout, scope).collect().sort("created_at")
     assert scored["eval_score"].to_list() == [7.0, 3.0, 3.0, 5.0]
-    assert scored["score_source"].to_list() == ["feedback:message", "feedback:thread", "feedback:message", "neutral"]
+    assert scored["score_source"].to_list() == [
+        "feedback:message",
+        "feedback:thread",
+        "feedback:message",
+        "neutral",
+    ]
 
 
 def test_numeric_ratings_map_into_0_10(tmp_path):
