@@ -1,0 +1,191 @@
+"""Thread ids -> an NDJSON export in the guide's shape, through the official ``openai`` client.
+
+The Assistants API was retired on 26 Aug 2026 and its endpoints now answer 404, so this only helps
+where the API is still reachable (a proxy or a compatible server that still serves ``/v1/threads``) or
+for threads fetched before the shutdown. Thread ids cannot be listed through the API: they come from the
+team's own database, one per line.
+
+Shape conversion (also applied to saved API pages by :func:`convert_saved_pages`):
+- ``text`` is the concatenation of the message's text parts (images and other parts are counted, not kept);
+- ``assistant_id`` is null on user messages in the API; the thread's assistant is used instead (the first
+  assistant message's, else ``default_assistant``), because every exported line needs one;
+- messages are requested in ascending order and written in that order, which becomes the ingest order
+  that breaks ``created_at`` ties.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+RETIRED_HINT = (
+    "the Assistants API was retired on 26 Aug 2026 and answers 404; export from a saved copy of your threads "
+    "(see convert_saved_pages) or from a server that still serves /v1/threads"
+)
+
+
+@dataclass
+class ExportResult:
+    threads: int = 0
+    messages: int = 0
+    not_found: list[str] = field(default_factory=list)
+    skipped_parts: int = 0
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    return message.model_dump() if hasattr(message, "model_dump") else dict(message)
+
+
+def _text(message: dict[str, Any]) -> tuple[str, int]:
+    parts = message.get("content") or []
+    texts, skipped = [], 0
+    for part in parts:
+        if part.get("type") == "text" and isinstance(part.get("text"), dict):
+            texts.append(part["text"].get("value") or "")
+        else:
+            skipped += 1
+    return "\n\n".join(t for t in texts if t), skipped
+
+
+def thread_rows(
+    messages: Iterable[Any], default_assistant: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """One thread's API messages (ascending) -> export rows; returns rows and skipped content parts."""
+    raw = [_as_dict(m) for m in messages]
+    thread_assistant = next((m["assistant_id"] for m in raw if m.get("assistant_id")), default_assistant)
+    rows, skipped = [], 0
+    for m in raw:
+        text, n = _text(m)
+        skipped += n
+        rows.append(
+            {
+                "thread_id": m.get("thread_id"),
+                "assistant_id": m.get("assistant_id") or thread_assistant,
+                "message_id": m.get("id"),
+                "role": m.get("role"),
+                "text": text,
+                "created_at": m.get("created_at"),
+            }
+        )
+    return rows, skipped
+
+
+def export_threads(
+    client: openai.OpenAI,
+    thread_ids: Iterable[str],
+    out: Path,
+    default_assistant: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Fetch each thread's messages (ascending, all pages) and append them to ``out`` as NDJSON.
+
+    A thread that answers 404 is listed in ``not_found`` and the rest goes on; wrong credentials stop
+    at once with a message that says what to fix.
+    """
+    result = ExportResult()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for thread_id in thread_ids:
+            try:
+                page = client.beta.threads.messages.list(thread_id=thread_id, order="asc", limit=100)
+                rows, skipped = thread_rows(page, default_assistant)
+            except openai.NotFoundError:
+                result.not_found.append(thread_id)
+                if log:
+                    log(f"{thread_id}: not found (404)")
+                continue
+            except openai.AuthenticationError as exc:
+                raise PermissionError(
+                    f"OpenAI rejected the API key ({exc.status_code}): check the key"
+                ) from None
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            result.threads += 1
+            result.messages += len(rows)
+            result.skipped_parts += skipped
+    if result.not_found and not result.threads:
+        raise LookupError(f"none of {len(result.not_found)} threads was found: {RETIRED_HINT}")
+    return result
+
+
+def _pages(path: Path) -> Iterator[dict[str, Any]]:
+    """Saved ``messages.list`` responses: one JSON page per line, or one JSON array of pages/messages."""
+    text = path.read_text(encoding="utf-8").strip()
+    if text.startswith("["):
+        items = json.loads(text)
+        if items and isinstance(items[0], dict) and "data" in items[0]:
+            yield from items
+        else:
+            yield {"data": items}
+        return
+    for line in text.splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def convert_saved_pages(path: Path, out: Path, default_assistant: str | None = None) -> ExportResult:
+    """Saved API pages (any order, several threads) -> the guide's NDJSON, threads in ascending time."""
+    by_thread: dict[str, list[dict[str, Any]]] = {}
+    for page in _pages(path):
+        for m in page.get("data", []):
+            by_thread.setdefault(m.get("thread_id"), []).append(m)
+    result = ExportResult()
+    with out.open("w", encoding="utf-8") as f:
+        for messages in by_thread.values():
+            # Saved pages are in the API's default order (newest first): reversing before the stable sort
+            # keeps messages with equal created_at in the order they were written.
+            ordered = sorted(reversed(messages), key=lambda m: m.get("created_at") or 0)
+            rows, skipped = thread_rows(ordered, default_assistant)
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            result.threads += 1
+            result.messages += len(rows)
+            result.skipped_parts += skipped
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export Assistants threads to NDJSON in the guide's shape.")
+    parser.add_argument("--out", type=Path, required=True)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--threads", type=Path, help="file with one thread id per line (fetched through the API)"
+    )
+    src.add_argument("--saved-pages", type=Path, help="saved messages.list responses to convert")
+    parser.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
+    )
+    parser.add_argument("--base-url", default=None, help="API base URL (default: the openai client's)")
+    parser.add_argument("--default-assistant", default=None, help="assistant_id for threads without one")
+    args = parser.parse_args(argv)
+    if args.saved_pages:
+        r = convert_saved_pages(args.saved_pages, args.out, args.default_assistant)
+    else:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            print(f"set {args.api_key_env} to your OpenAI API key", file=sys.stderr)
+            return 2
+        client = openai.OpenAI(api_key=key, base_url=args.base_url, max_retries=3)
+        ids = [t.strip() for t in args.threads.read_text().splitlines() if t.strip()]
+        try:
+            r = export_threads(client, ids, args.out, args.default_assistant, log=print)
+        except (LookupError, PermissionError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    print(
+        f"{args.out}: {r.threads} threads, {r.messages} messages, {len(r.not_found)} not found, "
+        f"{r.skipped_parts} non-text parts skipped"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
