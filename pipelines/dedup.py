@@ -16,20 +16,25 @@ Design, in the order the work happens:
 4. Rows with identical token sets are collapsed onto their highest-priority member (exact-duplicate
    groups would otherwise produce a quadratic number of pairs); the greedy outcome of the other members
    follows from the representative's outcome (see ``_expand_members``).
-5. Candidate pairs among representatives come from prefix filtering (probe prefix of the larger set
-   against the shorter "mid" prefix of the smaller set), restricted by size, position and a 64-bit
-   token-bitmap bound on the symmetric difference. All bounds use a threshold that is a little *lower*
-   than the float threshold, so they are conservative.
-6. Survivors are verified exactly (integer intersection sizes) and the decision is ``i / u >= threshold``
-   evaluated in IEEE double arithmetic, which is bit-for-bit what the Python reference computes.
-7. The greedy keep rule runs in Python over the (small) list of verified pairs.
+5. Candidate pairs among representatives come from prefix filtering over that global order, narrowed
+   by size, position and token-bitmap bounds on the symmetric difference (64-bit, then a lazily built
+   256-bit one). All bounds use the largest double *below* the threshold, so they are conservative.
+6. The greedy runs over blocks of representatives in priority order: a block is first joined against
+   the rows kept so far, then its undecided rows among themselves. Pairs whose earlier row is already
+   dropped are never verified. Blocks are halved while their internal join is too large, which keeps
+   clusters of mutually similar tasks (templated prompts) from costing a quadratic number of pairs.
+7. Verification is exact (integer intersection sizes) and the decision is ``i / u >= threshold`` in IEEE
+   double arithmetic, bit-for-bit what the Python reference computes; the sequential part of the greedy
+   is a Python loop over verified near-duplicate pairs only.
+
+Measured numbers and the effect of each optimisation are recorded in ``benchmarks/bench_dedup.py``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -48,8 +53,16 @@ _REQUIRED = ("pattern_id", "task", "eval_score", "created_at")
 # ASCII characters that Python's str.split() treats as whitespace besides " ": \t \n \v \f \r and the
 # information separators \x1c-\x1f (which the Unicode White_Space property, and so regex \s, does not).
 _ODD_ASCII_WS = r"[\t\n\x0b\x0c\r\x1c-\x1f]"
-# Bound on candidate pairs materialised at once; ~10 int64 temporaries each, so ~0.3 GB per chunk.
-_CHUNK = 4_000_000
+# Candidate pairs materialised at once. ~10 temporaries each; this size keeps them cache-resident,
+# which measured faster than larger chunks (and bounds memory regardless of the input).
+_CHUNK = 1 << 18
+# Candidate pairs verified per step of the greedy walk (see _KeepState.walk): small enough that
+# clusters of similar tasks get pruned early, large enough that ordinary inputs need a single step.
+_PAIR_BATCH = 200_000
+# Raw candidates allowed in one block's within-block join before the block is halved (see
+# _PairFinder.blocks), and the size below which blocks are never split.
+_BLOCK_BUDGET = 16_000_000
+_MIN_BLOCK = 1024
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,37 +142,34 @@ def _tokenize(tasks: pl.Series) -> _TokenSets:
     lens = parts.list.len().to_numpy()
     codes = parts.explode().to_physical().to_numpy()
     # Look up "" while `parts` is alive: the Categories mapping is freed together with its last user.
-    empty_code = cats[""] if "" in cats else None
+    # Runs of spaces (and empty tasks) yield "" tokens, which str.split() without argument never does.
+    empty_code = int(cats[""]) if "" in cats else -1  # (Categories has no .get)
     del parts
-    # Runs of spaces (and empty tasks) yield "" tokens; str.split() without argument has none.
-    if empty_code is not None:
-        nonempty = codes != empty_code
-        lens = np.bincount(np.repeat(np.arange(n), lens)[nonempty], minlength=n)
-        codes = codes[nonempty]
-    if codes.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return _TokenSets(np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64), z, z, 0)
+    n_codes = int(codes.max()) + 1 if codes.size else 0
     # Global order: rarest first, so prefixes hold rare tokens and candidate lists stay short. Counting
     # occurrences instead of document frequency is fine: any fixed total order keeps prefix filtering exact.
-    n_codes = int(codes.max()) + 1
     freq = np.bincount(codes, minlength=n_codes)
+    if empty_code >= 0:
+        freq[empty_code] = codes.size + 1  # rank it last, then drop it below
     rank_of_code = np.empty(n_codes, dtype=np.int64)
     rank_of_code[np.argsort(freq, kind="stable")] = np.arange(n_codes, dtype=np.int64)
-    shift = max(1, int(n_codes - 1).bit_length())
+    shift = max(1, int(n_codes).bit_length())
+    mask = (1 << shift) - 1
     keys = np.repeat(np.arange(n, dtype=np.int64) << shift, lens)
     keys |= rank_of_code[codes]
     del codes
     # Rows are already contiguous, so this mostly sorts tokens within each row.
     keys.sort()
-    # Sets, not bags: drop repeated words within a row.
-    keep = np.empty(keys.size, dtype=bool)
-    keep[0] = True
+    # Sets, not bags: drop repeated words within a row (and the "" pseudo-token).
+    keep = np.ones(keys.size, dtype=bool)
     np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    if empty_code >= 0:
+        keep &= (keys & mask) != rank_of_code[empty_code]
     keys = keys[keep]
-    sizes = np.bincount(keys >> shift, minlength=n).astype(np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return _TokenSets(offsets, sizes, keys & ((1 << shift) - 1), keys, shift)
+    # Row boundaries by binary search of sorted needles: cheaper than another pass over every token.
+    offsets = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) << shift).astype(np.int64)
+    sizes = np.diff(offsets)
+    return _TokenSets(offsets, sizes, keys & mask, keys, shift)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,13 +206,14 @@ def _intersections(xs: np.ndarray, ys: np.ndarray, ts: _TokenSets) -> np.ndarray
     return out
 
 
-def _chunks(counts: np.ndarray, budget: int = _CHUNK) -> list[tuple[int, int]]:
+def _chunks(counts: np.ndarray, budget: int | None = None) -> list[tuple[int, int]]:
     """Split items that expand to ``counts`` elements into [start, stop) runs of about ``budget`` elements.
 
     Bounds the memory of the vectorised expansion; an item larger than the budget simply gets its own run.
     """
     if counts.size == 0:
         return []
+    budget = budget or _CHUNK
     cum = np.cumsum(counts)
     cuts = np.searchsorted(cum, np.arange(budget, int(cum[-1]), budget), "right").tolist()
     bounds = [0, *sorted({c for c in cuts if 0 < c < counts.size}), counts.size]
@@ -245,82 +256,177 @@ def _prefix_entries(
     return ent_row, ent_pos, ranks[offsets[ent_row] + ent_pos]
 
 
-def _candidate_pairs(reps: np.ndarray, ts: _TokenSets, c: Fraction) -> np.ndarray:
-    """Unique candidate pairs (x < y, as x * n + y) among ``reps`` that may reach Jaccard >= c.
+class _WideSignatures:
+    """256-bit token bitmaps (4 x uint64 per row), computed lazily for the rows that need them."""
 
-    Every pair with Jaccard >= c is returned (prefix, size, positional and bitmap filters are all
-    necessary conditions); false positives are removed later by exact verification.
+    def __init__(self, ts: _TokenSets) -> None:
+        self.ts = ts
+        self.sig = np.zeros((ts.sizes.size, 4), dtype=np.uint64)
+        self.done = np.zeros(ts.sizes.size, dtype=bool)
 
-    Pair (A, B) with |A| <= |B| is generated when a token among the first ``index_len[|A|]`` of A equals a
-    token among the first ``probe_len[|B|]`` of B: the first shared token of any qualifying pair lies in
-    both. Index entries are sorted by (token, size), so each probe entry's partners form one contiguous
-    range, and the size and "overlap left after the probe position" bounds just narrow that range.
+    def ensure(self, rows: np.ndarray) -> None:
+        todo = rows[~self.done[rows]]
+        if todo.size == 0:
+            return
+        todo = np.sort(todo)
+        todo = todo[np.concatenate(([True], todo[1:] != todo[:-1]))]
+        lengths = self.ts.sizes[todo]
+        _, _, tok = _prefix_entries(todo, lengths, self.ts.offsets, self.ts.ranks)
+        # A different multiplier than the 64-bit signature so the two filters fail independently.
+        h = (tok.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)) >> np.uint64(56)
+        bits = np.left_shift(np.uint64(1), h & np.uint64(63))
+        word = h >> np.uint64(6)
+        starts = np.cumsum(lengths) - lengths
+        for w in range(4):
+            self.sig[todo, w] = np.bitwise_or.reduceat(np.where(word == w, bits, np.uint64(0)), starts)
+        self.done[todo] = True
+
+
+class _Entries(NamedTuple):
+    """One entry per (row, prefix position); ``key = token * stride + size(row)``."""
+
+    key: np.ndarray
+    row: np.ndarray
+    pos: np.ndarray
+
+    def where(self, mask: np.ndarray) -> _Entries:
+        """Select by boolean mask (keeps a key-sorted array sorted) or by index array (reorders)."""
+        return _Entries(self.key[mask], self.row[mask], self.pos[mask])
+
+
+def _unique_sorted(a: np.ndarray) -> np.ndarray:
+    a = np.sort(a)
+    keep = np.ones(a.size, dtype=bool)
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+class _PairFinder:
+    """Candidate pairs by prefix filtering, narrowed by size, position and token-bitmap bounds.
+
+    Every bound is a necessary condition for Jaccard >= c (c a lower bound of the threshold), so every
+    qualifying pair is produced; exact verification removes the rest.
+
+    Two kinds of join, both "sorted left entries x probe entries" range joins:
+
+    * within a block (``ordered``): left = the short "index" prefix of each row, probes = the longer
+      "probe" prefix; pair (A, B) with |A| <= |B| is found from A's index entries, because the first
+      shared token of a qualifying pair lies within A's index prefix and B's probe prefix.
+    * against kept rows of earlier blocks: both sides use the probe prefix (valid for either size order).
+
+    Left entries are sorted by (token, size), so each probe's partners are one contiguous range; the
+    size bounds and "overlap still possible after the probe position" bound just narrow that range.
     """
-    offsets, sizes, ranks = ts.offsets, ts.sizes, ts.ranks
-    n = sizes.size
-    if reps.size < 2:
-        return np.zeros(0, dtype=np.int64)
-    max_size = int(sizes[reps].max())
-    probe_len, index_len, min_partner, alpha = _bound_tables(c, max_size)
-    # Largest |A| + |B| whose required overlap still fits in v tokens (alpha is non-decreasing).
-    max_total = np.searchsorted(alpha, np.arange(max_size + 1), "right") - 1
-    # Upper bound of |A ^ B| = |A| + |B| - 2 * overlap over all pairs with |A| + |B| <= k.
-    max_diff = np.maximum.accumulate(np.arange(alpha.size) - 2 * alpha)
 
-    # 64-bit signature, one bit per hashed token: popcount(sig_a ^ sig_b) <= |A ^ B| for any two sets.
-    # It rejects nearly all unrelated pairs that share a prefix token with a few cheap sequential ops.
-    bit = (ranks.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(58)
-    sig = np.zeros(n, dtype=np.uint64)
-    nonempty = sizes > 0
-    sig[nonempty] = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), bit), offsets[:-1][nonempty])
-    del bit
+    def __init__(self, ts: _TokenSets, c: Fraction, reps: np.ndarray, sig: np.ndarray) -> None:
+        self.ts = ts
+        self.n = ts.sizes.size
+        max_size = int(ts.sizes[reps].max())
+        self.probe_len, self.index_len, self.min_partner, self.alpha = _bound_tables(c, max_size)
+        # Largest |A| + |B| whose required overlap still fits in v tokens (alpha is non-decreasing).
+        self.max_total = np.searchsorted(self.alpha, np.arange(max_size + 1), "right") - 1
+        # Upper bound of |A ^ B| = |A| + |B| - 2 * overlap over all pairs with |A| + |B| <= k.
+        self.max_diff = np.maximum.accumulate(np.arange(self.alpha.size) - 2 * self.alpha)
+        self.stride = max_size + 1
+        # The 64-bit bitmap bound rejects nearly all unrelated pairs that share a prefix token.
+        self.sig = sig
+        self.wide = _WideSignatures(ts)
 
-    stride = max_size + 1
-    i_row, i_pos, i_tok = _prefix_entries(reps, index_len[sizes[reps]], offsets, ranks)
-    i_key = i_tok * stride + sizes[i_row]
-    order = np.argsort(i_key, kind="stable")
-    i_key, i_row, i_pos = i_key[order], i_row[order], i_pos[order]
-    i_sig = sig[i_row]
-    del order, i_tok
+    def entries(self, rows: np.ndarray, probe: bool, sort: bool) -> _Entries:
+        sizes = self.ts.sizes
+        lengths = (self.probe_len if probe else self.index_len)[sizes[rows]]
+        row, pos, tok = _prefix_entries(rows, lengths, self.ts.offsets, self.ts.ranks)
+        key = tok * self.stride + sizes[row]
+        if sort:
+            order = np.argsort(key, kind="stable")
+            key, row, pos = key[order], row[order], pos[order]
+        return _Entries(key, row, pos)
 
-    p_row, p_pos, p_tok = _prefix_entries(reps, probe_len[sizes[reps]], offsets, ranks)
-    p_size = sizes[p_row]
-    hi_size = np.minimum(p_size, max_total[p_size - p_pos] - p_size)
-    lo = np.searchsorted(i_key, p_tok * stride + min_partner[p_size], "left")
-    hi = np.searchsorted(i_key, p_tok * stride + hi_size, "right")
-    counts = np.maximum(hi - lo, 0)
-    has = np.flatnonzero(counts)
-    p_row, p_pos, p_size, lo, counts = p_row[has], p_pos[has], p_size[has], lo[has], counts[has]
-    p_sig, p_diff = sig[p_row], max_diff[2 * p_size]
-    del p_tok, hi, has
+    def _ranges(self, left: _Entries, probes: _Entries, ordered: bool) -> tuple[np.ndarray, np.ndarray]:
+        size = self.ts.sizes[probes.row]
+        base = probes.key - size  # token * stride
+        hi_size = self.max_total[size - probes.pos] - size
+        if ordered:
+            hi_size = np.minimum(hi_size, size)
+        lo = np.searchsorted(left.key, base + self.min_partner[size], "left")
+        hi = np.searchsorted(left.key, base + hi_size, "right")
+        return lo, np.maximum(hi - lo, 0)
 
-    found: list[np.ndarray] = []
-    for start, stop in _chunks(counts):
-        cnt = counts[start:stop]
-        ends = np.cumsum(cnt)
-        # j enumerates every index entry in every probe range of this chunk, with one repeat.
-        j = np.arange(ends[-1]) + np.repeat(lo[start:stop] - (ends - cnt), cnt)
-        xor_bits = np.bitwise_count(i_sig[j] ^ np.repeat(p_sig[start:stop], cnt))
-        hit = np.flatnonzero(xor_bits <= np.repeat(p_diff[start:stop], cnt))
-        # Few survivors: apply the exact per-pair bounds only to them.
-        j = j[hit]
-        q = start + np.searchsorted(ends, hit, "right")
-        a_row, b_row = i_row[j], p_row[q]
-        sa, sb = sizes[a_row], p_size[q]
-        need = alpha[sa + sb]
-        # The index side holds the smaller set; equal sizes are found from both sides, keep one.
-        ok = (sa < sb) | (a_row < b_row)
-        # Positional bound at the first shared token: the overlap can't exceed what follows it.
-        ok &= (sa - i_pos[j] >= need) & (sb - p_pos[q] >= need)
-        ok &= np.bitwise_count(sig[a_row] ^ sig[b_row]) <= sa + sb - 2 * need
-        a_row, b_row = a_row[ok], b_row[ok]
-        found.append(np.minimum(a_row, b_row) * n + np.maximum(a_row, b_row))
-    if not found:
-        return np.zeros(0, dtype=np.int64)
-    pairs = np.sort(np.concatenate(found))
-    keep = np.ones(pairs.size, dtype=bool)
-    np.not_equal(pairs[1:], pairs[:-1], out=keep[1:])
-    return pairs[keep]
+    def count(self, left: _Entries, probes: _Entries) -> int:
+        """Raw candidate count of the within-block join (before the per-pair filters)."""
+        return int(self._ranges(left, probes, True)[1].sum())
+
+    def join(self, left: _Entries, probes: _Entries, ordered: bool) -> np.ndarray:
+        """Sorted unique candidate pairs as ``y * n + x`` with x < y (priority order)."""
+        sizes, n = self.ts.sizes, self.n
+        lo, counts = self._ranges(left, probes, ordered)
+        has = np.flatnonzero(counts)
+        lo, counts = lo[has], counts[has]
+        p_row, p_pos = probes.row[has], probes.pos[has]
+        p_size = sizes[p_row]
+        p_sig = self.sig[p_row]
+        max_pair_size = self.max_total[p_size - p_pos]
+        if ordered:
+            max_pair_size = np.minimum(max_pair_size, 2 * p_size)
+        p_diff = self.max_diff[max_pair_size]
+        l_sig = self.sig[left.row]
+        found: list[np.ndarray] = []
+        for start, stop in _chunks(counts):
+            cnt = counts[start:stop]
+            ends = np.cumsum(cnt)
+            # j enumerates every left entry in every probe range of this chunk, with one repeat.
+            j = np.arange(ends[-1]) + np.repeat(lo[start:stop] - (ends - cnt), cnt)
+            xor_bits = np.bitwise_count(l_sig[j] ^ np.repeat(p_sig[start:stop], cnt))
+            hit = np.flatnonzero(xor_bits <= np.repeat(p_diff[start:stop], cnt))
+            # Few survivors: apply the exact per-pair bounds only to them.
+            j = j[hit]
+            q = start + np.searchsorted(ends, hit, "right")
+            a_row, b_row = left.row[j], p_row[q]
+            sa, sb = sizes[a_row], p_size[q]
+            need = self.alpha[sa + sb]
+            # Positional bound at the first shared token: the overlap can't exceed what follows it.
+            ok = (sa - left.pos[j] >= need) & (sb - p_pos[q] >= need)
+            if ordered:
+                # The left side holds the smaller set; equal sizes are found from both sides, keep one.
+                ok &= (sa < sb) | (a_row < b_row)
+            ok &= np.bitwise_count(self.sig[a_row] ^ self.sig[b_row]) <= sa + sb - 2 * need
+            a_row, b_row, max_sym = a_row[ok], b_row[ok], (sa + sb - 2 * need)[ok]
+            # 64 bits saturate for long tasks, so pairs of genuinely close tasks (e.g. templated prompts)
+            # slip through; a 256-bit signature, built only for rows that get here, stops most of them.
+            self.wide.ensure(a_row)
+            self.wide.ensure(b_row)
+            ok = np.bitwise_count(self.wide.sig[a_row] ^ self.wide.sig[b_row]).sum(axis=1, dtype=np.int64)
+            ok = ok <= max_sym
+            a_row, b_row = a_row[ok], b_row[ok]
+            found.append(np.maximum(a_row, b_row) * n + np.minimum(a_row, b_row))
+        if not found:
+            return np.zeros(0, dtype=np.int64)
+        # A pair sharing several prefix tokens is found several times.
+        return _unique_sorted(np.concatenate(found))
+
+    def blocks(self, reps: np.ndarray) -> list[tuple[_Entries, _Entries]]:
+        """Split ``reps`` (priority order) into consecutive blocks with a bounded within-block join.
+
+        Returns (sorted index entries, probe entries) per block. A cluster of mutually similar tasks
+        makes the within-block join quadratic in the cluster's share of the block, whereas joining a
+        block against earlier *kept* rows only costs as much as the (few) kept members of the cluster.
+        So halve blocks until the within-block raw candidate count fits the budget.
+        """
+        out: list[tuple[_Entries, _Entries]] = []
+
+        def split(lo: int, hi: int, left: _Entries, probes: _Entries) -> None:
+            if hi - lo <= _MIN_BLOCK or self.count(left, probes) <= _BLOCK_BUDGET:
+                out.append((left, probes))
+                return
+            mid = reps[(lo + hi) // 2]
+            split(lo, (lo + hi) // 2, left.where(left.row < mid), probes.where(probes.row < mid))
+            split((lo + hi) // 2, hi, left.where(left.row >= mid), probes.where(probes.row >= mid))
+
+        # Probes sorted too: ordered needles make searchsorted and the left-side gathers cache-friendly,
+        # and a block's kept probes become the next kept segment without another sort.
+        index, probes = self.entries(reps, probe=False, sort=True), self.entries(reps, probe=True, sort=True)
+        split(0, reps.size, index, probes)
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,22 +434,105 @@ def _candidate_pairs(reps: np.ndarray, ts: _TokenSets, c: Fraction) -> np.ndarra
 # --------------------------------------------------------------------------------------------------
 
 
-def _greedy(n: int, xs: np.ndarray, ys: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the keep rule to verified near-duplicate pairs (x < y in priority order).
+def _similarities(xs: np.ndarray, ys: np.ndarray, ts: _TokenSets) -> np.ndarray:
+    """Exact word Jaccard as the reference computes it (pairs of non-empty sets)."""
+    inter = _intersections(xs, ys, ts)
+    # IEEE division of exact integers (< 2**53) gives the same correctly rounded double as Python's
+    # int / int, so comparing this with the threshold is bit-for-bit `len(a&b)/len(a|b) >= t`.
+    return inter / (ts.sizes[xs] + ts.sizes[ys] - inter)
 
-    Returns (dup_of, similarity) per row, dup_of = -1 for kept rows. Pairs are walked by y then x, so
-    when y is reached every x < y already has its final status and the first kept x is the earliest.
+
+class _KeepState:
+    """Greedy outcome so far: ``dup[r]`` (-1 while kept), ``sim[r]`` and a dropped flag per row.
+
+    Candidate pairs arrive as sorted ``y * n + x`` (x < y). Only pairs whose x is kept can decide
+    anything, so pairs with a dropped x are discarded without verification.
     """
-    dup = np.full(n, -1, dtype=np.int64)
-    sim = np.full(n, np.nan)
-    order = np.lexsort((xs, ys))
-    dropped = bytearray(n)
-    for x, y, s in zip(xs[order].tolist(), ys[order].tolist(), sims[order].tolist(), strict=True):
-        if not dropped[y] and not dropped[x]:
-            dropped[y] = 1
-            dup[y] = x
-            sim[y] = s
-    return dup, sim
+
+    def __init__(self, ts: _TokenSets, t: float) -> None:
+        n = ts.sizes.size
+        self.ts, self.t, self.n = ts, t, n
+        self.dup = np.full(n, -1, dtype=np.int64)
+        self.sim = np.full(n, np.nan)
+        # One buffer seen both as a bytearray (fast scalar access in the walk) and as a numpy array.
+        self.dropped_buf = bytearray(n)
+        self.dropped = np.frombuffer(self.dropped_buf, dtype=np.uint8)
+
+    def settle(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Pairs (sorted by y, x) whose x already has its final status: decide their y in bulk."""
+        sel = np.flatnonzero(self.dropped[xs] == 0)
+        s = _similarities(xs[sel], ys[sel], self.ts)
+        near = s >= self.t
+        hx, hy, hs = xs[sel][near], ys[sel][near], s[near]
+        # The earliest kept near-duplicate is the first pair of each y.
+        first = np.ones(hy.size, dtype=bool)
+        np.not_equal(hy[1:], hy[:-1], out=first[1:])
+        hy = hy[first]
+        self.dup[hy], self.sim[hy], self.dropped[hy] = hx[first], hs[first], 1
+
+    def walk(self, pairs: np.ndarray) -> None:
+        """Pairs among rows that are still undecided, in batches of y ranges.
+
+        When a batch starts, every x before it is final (settled in bulk); only pairs inside the batch
+        need the sequential walk, in (y, x) order, where x < y is always decided before y.
+        """
+        ys_all, xs_all = np.divmod(pairs, self.n)
+        dropped, buf = self.dropped, self.dropped_buf
+        for start, stop in _pair_batches(ys_all):
+            xs, ys = xs_all[start:stop], ys_all[start:stop]
+            earlier = xs < ys[0]
+            self.settle(xs[earlier], ys[earlier])
+            sel = np.flatnonzero(~earlier & (dropped[xs] == 0) & (dropped[ys] == 0))
+            s = _similarities(xs[sel], ys[sel], self.ts)
+            near = s >= self.t
+            for x, y, sxy in zip(
+                xs[sel][near].tolist(), ys[sel][near].tolist(), s[near].tolist(), strict=True
+            ):
+                if not buf[y] and not buf[x]:
+                    buf[y] = 1
+                    self.dup[y] = x
+                    self.sim[y] = sxy
+
+
+def _pair_batches(ys: np.ndarray, budget: int | None = None) -> list[tuple[int, int]]:
+    """[start, stop) runs of ``ys`` (sorted) of about ``budget`` pairs that never split one y's pairs."""
+    if ys.size == 0:
+        return []
+    budget = budget or _PAIR_BATCH
+    cuts = np.searchsorted(ys, ys[np.arange(budget, ys.size, budget)], "left").tolist()
+    bounds = [0, *sorted({c for c in cuts if 0 < c < ys.size}), ys.size]
+    return list(itertools.pairwise(bounds))
+
+
+def _keep_rule(
+    reps: np.ndarray, ts: _TokenSets, sig: np.ndarray, c: Fraction, t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy keep rule over representative rows, block by block in priority order.
+
+    Each block is first joined against the rows kept so far (a few key-sorted segments, merged
+    LSM-style so their number stays logarithmic) and those pairs are settled in bulk; then the block's
+    still-undecided rows are joined among themselves and walked. Returns (dup_of, similarity) per row.
+    """
+    state = _KeepState(ts, t)
+    if reps.size < 2:
+        return state.dup, state.sim
+    finder = _PairFinder(ts, c, reps, sig)
+    n = ts.sizes.size
+    kept_segments: list[_Entries] = []
+    for left, probes in finder.blocks(reps):
+        if kept_segments:
+            found = [finder.join(seg, probes, ordered=False) for seg in kept_segments]
+            ys, xs = np.divmod(_unique_sorted(np.concatenate(found)), n)
+            state.settle(xs, ys)
+            left = left.where(state.dropped[left.row] == 0)
+            probes = probes.where(state.dropped[probes.row] == 0)
+        state.walk(finder.join(left, probes, ordered=True))
+        kept_segments.append(probes.where(state.dropped[probes.row] == 0))
+        while len(kept_segments) > 1 and kept_segments[-2].key.size <= 2 * kept_segments[-1].key.size:
+            b, a = kept_segments.pop(), kept_segments.pop()
+            merged = _Entries(*(np.concatenate([u, v]) for u, v in zip(a, b, strict=True)))
+            kept_segments.append(merged.where(np.argsort(merged.key, kind="stable")))
+    return state.dup, state.sim
 
 
 def _expand_members(dup: np.ndarray, sim: np.ndarray, members: np.ndarray, member_rep: np.ndarray) -> None:
@@ -360,22 +549,54 @@ def _expand_members(dup: np.ndarray, sim: np.ndarray, members: np.ndarray, membe
     sim[members] = np.where(kept_rep, 1.0, sim[member_rep])
 
 
-def _collapse_identical(ts: _TokenSets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _signatures(ts: _TokenSets) -> np.ndarray:
+    """64-bit token bitmap per row (one hashed bit per token; 0 for empty rows).
+
+    popcount(sig_a ^ sig_b) <= |A ^ B| for any two sets: each differing bit needs a token that only one
+    of the sets has. Also a cheap ingredient of the set hash used to group identical sets.
+    """
+    # In place: one 8-byte temporary per token instead of three.
+    bits = ts.ranks.astype(np.uint64)
+    bits *= np.uint64(0x9E3779B97F4A7C15)
+    bits >>= np.uint64(58)
+    np.left_shift(np.uint64(1), bits, out=bits)
+    sig = np.zeros(ts.sizes.size, dtype=np.uint64)
+    nonempty = ts.sizes > 0
+    if bits.size:
+        sig[nonempty] = np.bitwise_or.reduceat(bits, ts.offsets[:-1][nonempty])
+    return sig
+
+
+def _set_hashes(ts: _TokenSets, rows: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    """64-bit hash of each (non-empty) row's token set from its bitmap, size, rarest and commonest token.
+
+    Equal sets always hash equal; unequal ones rarely do, and since members are verified against their
+    representative, a collision only costs time, never correctness. Reusing the bitmap avoids another
+    pass over all tokens.
+    """
+    first = ts.ranks[ts.offsets[rows]].astype(np.uint64)
+    last = ts.ranks[ts.offsets[rows + 1] - 1].astype(np.uint64)
+    size = ts.sizes[rows].astype(np.uint64)
+    return (
+        sig[rows]
+        ^ (size * np.uint64(0x9E3779B97F4A7C15))
+        ^ (first * np.uint64(0xC2B2AE3D27D4EB4F))
+        ^ (last * np.uint64(0x165667B19E3779F9))
+    )
+
+
+def _collapse_identical(ts: _TokenSets, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split non-empty rows into representatives and members of identical-set groups.
 
-    Groups come from an order-independent 64-bit set hash, then every member is verified to be exactly
-    equal to its representative; a (practically impossible) hash collision just leaves the row as its
-    own representative, which is always correct.
+    Groups come from a 64-bit set hash, then every member is verified to be exactly equal to its
+    representative; a member of a colliding group just stays its own representative, which is always
+    correct (only slower).
     """
-    offsets, sizes, ranks = ts.offsets, ts.sizes, ts.ranks
+    sizes = ts.sizes
     rows = np.flatnonzero(sizes > 0)
     if rows.size == 0:
         return rows, rows, rows
-    rng = np.random.default_rng(0x5EED)
-    # Odd random 64-bit values; a set's hash is their wrapping sum (order-independent, vectorisable).
-    token_hash = rng.integers(0, 2**63, size=int(ranks.max()) + 1, dtype=np.int64).astype(np.uint64)
-    token_hash = token_hash * np.uint64(2) + np.uint64(1)
-    set_hash = np.add.reduceat(token_hash[ranks], offsets[:-1][rows])
+    set_hash = _set_hashes(ts, rows, sig)
     order = np.lexsort((rows, set_hash))
     h, r = set_hash[order], rows[order]
     first = np.empty(h.size, dtype=bool)
@@ -394,9 +615,16 @@ def _collapse_identical(ts: _TokenSets) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _priority_sorted(df: pl.DataFrame) -> pl.DataFrame:
-    # NaN scores sort above +inf and nulls go last (Polars' convention), -0.0 ties with 0.0.
-    return df.with_row_index("_input_pos").sort(
-        ["eval_score", "created_at", "pattern_id"], descending=[True, True, False], nulls_last=True
+    """Rows in keep-rule priority order, with their input position in ``_input_pos``.
+
+    NaN scores sort above +inf and nulls go last (Polars' convention), -0.0 ties with 0.0. Sorting by id
+    first and then stably by the numeric keys measured faster than one three-key sort (row encoding of
+    the strings), with the same result since ids are unique.
+    """
+    return (
+        df.with_row_index("_input_pos")
+        .sort("pattern_id")
+        .sort(["eval_score", "created_at"], descending=True, nulls_last=True, maintain_order=True)
     )
 
 
@@ -440,18 +668,11 @@ def near_duplicates(
             with np.errstate(invalid="ignore", divide="ignore"):
                 sim[1:] = np.where((sizes[0] > 0) & (sizes[others] > 0), inter / union, 0.0)
         else:
-            reps, members, member_rep = _collapse_identical(ts)
+            sig = _signatures(ts)
+            reps, members, member_rep = _collapse_identical(ts, sig)
             # Filters use the largest double below t: any i/u whose rounded quotient is >= t exceeds it.
             c = Fraction(math.nextafter(t, -math.inf))
-            pairs = _candidate_pairs(reps, ts, c)
-            xs, ys = pairs // n, pairs % n
-            inter = _intersections(xs, ys, ts)
-            union = sizes[xs] + sizes[ys] - inter
-            # IEEE division of exact integers (< 2**53) is the same correctly rounded double Python's
-            # int / int produces, so this is bit-for-bit the reference's `len(a&b)/len(a|b) >= t`.
-            s = inter / union
-            near = s >= t
-            dup, sim = _greedy(n, xs[near], ys[near], s[near])
+            dup, sim = _keep_rule(reps, ts, sig, c, t)
             _expand_members(dup, sim, members, member_rep)
 
     ids = df["pattern_id"]
@@ -482,7 +703,7 @@ def _reference_priority_key(row: dict) -> tuple:
     if created is None:
         created_key: tuple = (1, 0)
     else:
-        epoch = datetime(1970, 1, 1, tzinfo=created.tzinfo or UTC)
+        epoch = datetime(1970, 1, 1, tzinfo=created.tzinfo)
         created_key = (0, -((created - epoch) // timedelta(microseconds=1)))
     return score_key, created_key, row["pattern_id"]
 
@@ -493,6 +714,7 @@ def near_duplicates_reference(patterns: pl.DataFrame, threshold: float = JACCARD
     It is the executable form of the contract: Engramia's ``jaccard`` on every (kept, candidate) pair,
     walked greedily in priority order. Keep it boring; ``near_duplicates`` must match it exactly.
     """
+    threshold = float(threshold)  # as near_duplicates does
     df = _collect(patterns)
     rows = df.to_dicts()
     order = sorted(range(len(rows)), key=lambda i: _reference_priority_key(rows[i]))
