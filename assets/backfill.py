@@ -4,6 +4,8 @@
 is partitioned by scope, one dynamic partition per Engramia (tenant, project).
 """
 
+import json
+
 import dagster as dg
 import polars as pl
 
@@ -218,10 +220,12 @@ def engramia_scopes(
     rate = result.sent / result.seconds if result.seconds else 0.0
     context.log.info(
         f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, "
-        f"present {result.present}, rejected {result.rejected}, retracted {result.retracted}, "
-        f"{rate:.0f} patterns/s; pattern_count "
+        f"present {result.present}, skipped {result.skipped}, rejected {result.rejected}, "
+        f"retracted {result.retracted}, {rate:.1f} patterns/s; pattern_count "
         f"{result.pattern_count_before} -> {result.pattern_count_after}"
     )
+    for rejection in result.rejections[:20]:
+        context.log.warning(f"{scope}: rejected {rejection['pattern_id']}: {rejection['reason']}")
     if result.error:
         raise dg.Failure(description=result.error, metadata={"scope": scope})
     return dg.MaterializeResult(
@@ -241,6 +245,17 @@ def engramia_scopes(
             "pattern_count_after": result.pattern_count_after,
             "patterns_per_second": round(rate, 1),
             "dagster/row_count": result.pattern_count_after,
+            # REST destinations (pipelines/rest_load.py)
+            "skipped": result.skipped,
+            "replaced": result.replaced,
+            "failed": result.failed,
+            "redacted": result.redacted,
+            "redactions": dg.MetadataValue.json(json.loads(result.redactions or "{}")),
+            "rejections": dg.MetadataValue.json(result.rejections[:20]),
+            "ledger_in_store": result.ledger_in_store,
+            "requests": result.requests,
+            "rate_limited": result.rate_limited,
+            "notes": result.notes,
         }
     )
 

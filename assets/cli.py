@@ -21,8 +21,11 @@ from checks.backfill_checks import BACKFILL_CHECKS
 from pipelines import synth
 from pipelines.incremental import current
 from pipelines.ingest import read_scopes, scope_names
+from pipelines.layout import DataLayout
 from pipelines.load_plan import latest_load_result
 from pipelines.reconcile import scope_counts
+from pipelines.rest_load import progress_bars
+from pipelines.rollback import rollback_embedded, rollback_rest
 from pipelines.scoring import scan_scored
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -94,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
         score_strategy="feedback" if args.feedback else "neutral",
         feedback=str(args.feedback) if args.feedback else None,
     )
-    destination = EngramiaDestination(
-        mode=args.destination, store_dir=str(args.store) if args.store else None
-    )
+    try:
+        destination = _destination(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     resources = {"settings": settings, "engramia": destination}
     instance = _instance(data_dir)
     graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
@@ -119,19 +124,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scopes = read_scopes(settings.layout)["scope"].to_list()
     register_scopes_for(instance, scopes)
+    if destination.is_rest and not destination.servers_file and len(scopes) > 1:
+        say(
+            f"warning: --engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that "
+            "key; give each scope its own key with --servers FILE (or use --scope-by single)"
+        )
     failures: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
+    bars = _progress_factory(args)
     for i, scope in enumerate(scopes, start=1):
         say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
-        result = dg.materialize(
-            graph,
-            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-            partition_key=scope,
-            resources=resources,
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=False,
-        )
+        with progress_bars(bars):
+            result = dg.materialize(
+                graph,
+                selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+                partition_key=scope,
+                resources=resources,
+                instance=instance,
+                run_config=QUIET,
+                raise_on_error=False,
+            )
         if not result.success:
             failures[scope] = _first_error(result)
             say(f"    FAILED: {failures[scope]}")
@@ -146,12 +158,144 @@ def run(args: argparse.Namespace) -> int:
     summary["engramia_store"] = (
         str(destination.store(settings.layout)) if args.destination == "embedded" else None
     )
+    summary["destination"] = args.destination
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_table(summary)
     hard_failures = {s: c for s, c in failed_checks.items() if any("(ERROR)" in x for x in c)}
     return 1 if failures or hard_failures else 0
+
+
+def _destination(args: argparse.Namespace) -> EngramiaDestination:
+    """The destination resource from the ``run`` options (REST options are ignored for embedded)."""
+    rest = args.destination != "embedded"
+    if rest and not args.servers and not (args.engramia_url and args.api_key_env):
+        raise ValueError(
+            f"--destination {args.destination} needs --engramia-url URL --api-key-env NAME (one server "
+            "and key for every scope of the run) or --servers FILE (a key per scope)"
+        )
+    if args.servers and (args.engramia_url or args.api_key_env):
+        raise ValueError("give either --servers FILE or --engramia-url/--api-key-env, not both")
+    destination = EngramiaDestination(
+        mode=args.destination,
+        store_dir=str(args.store) if args.store else None,
+        **(_rest_fields(args) if rest else {}),
+    )
+    if rest:
+        destination.servers()  # a bad URL, variable name or mapping file fails here, before any work
+    return destination
+
+
+def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "url": args.engramia_url,
+        "api_key_env": args.api_key_env,
+        "servers_file": str(args.servers) if args.servers else None,
+        "redact": not args.no_redact,
+        "timeout": args.timeout,
+        "requests_per_minute": args.requests_per_minute,
+        "concurrency": args.concurrency,
+        "max_retries": args.max_retries,
+        "max_retry_after": args.max_retry_after,
+    }
+    for name in ("async_import", "max_body_bytes", "resend_rejected"):
+        if hasattr(args, name):
+            fields[name] = getattr(args, name)
+    if hasattr(args, "no_validate"):
+        fields["validate_limits"] = not args.no_validate
+    return fields
+
+
+def _progress_factory(args: argparse.Namespace):
+    """tqdm bars on stderr, one per scope load (off with --no-progress, or --json without --verbose)."""
+    if args.no_progress or (args.json and not args.verbose):
+        return None
+    from tqdm import tqdm
+
+    def make(desc: str, total: int | None):
+        return tqdm(
+            total=total, desc=desc, unit="pattern", file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+        )
+
+    return make
+
+
+def rollback(args: argparse.Namespace) -> int:
+    layout = DataLayout.at(args.data_dir)
+    known = read_scopes(layout)["scope"].to_list() if layout.staged.exists() else []
+    if args.scope not in known:
+        print(
+            f"error: scope {args.scope!r} not found in {layout.root} (known: {', '.join(known) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    tenant_id, project_id = scope_names(layout, args.scope)
+    rest = bool(args.engramia_url or args.api_key_env or args.servers)
+    if rest and args.embedded:
+        print(
+            "error: --embedded cannot be combined with --engramia-url/--api-key-env/--servers",
+            file=sys.stderr,
+        )
+        return 2
+    if rest:
+        try:
+            args.destination = "rest-import"  # the mode does not matter for deleting by key
+            destination = _destination(args)
+            server = destination.server_for(layout, args.scope, tenant_id, project_id)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        report = rollback_rest(layout, args.scope, server, destination.rest_options(), dry_run=args.dry_run)
+    else:
+        report = rollback_embedded(
+            layout, args.scope, tenant_id, project_id, args.store, dry_run=args.dry_run
+        )
+    out = report.as_dict()
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        verb = "would delete" if args.dry_run else "rollback of"
+        print(f"{verb} scope {args.scope} ({tenant_id}/{project_id}) at {report.destination}:")
+        for item in report.items:
+            print(f"  {item.action:<14} {item.pattern_id}  {item.key or '(key unknown)'}  [{item.outcome}]")
+        print(
+            f"deleted {out['deleted']}, already absent {out['absent']}, would delete {out['would_delete']}, "
+            f"key unknown {out['key_unknown']}; pattern_count {report.pattern_count_before} -> "
+            f"{report.pattern_count_after}"
+        )
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_rest_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("REST destination (rest-learn, rest-import, rollback)")
+    g.add_argument("--engramia-url", help="base URL of the Engramia server (every scope of the run)")
+    g.add_argument("--api-key-env", help="NAME of the environment variable holding the API key (not the key)")
+    g.add_argument("--servers", type=Path, help="YAML/JSON file mapping scopes to url + api_key_env")
+    g.add_argument("--no-redact", action="store_true", help="send task and code without PII redaction")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    g.add_argument(
+        "--requests-per-minute",
+        type=float,
+        default=60.0,
+        help="client-side rate limit (default 60, the server's per-path limit; 0 = none)",
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight (default 1; JSON-backed servers need 1)",
+    )
+    g.add_argument("--max-retries", type=int, default=5, help="retries on connection errors, timeouts, 5xx")
+    g.add_argument(
+        "--max-retry-after",
+        type=float,
+        default=120.0,
+        help="longest wait honoured for one 429 Retry-After (seconds)",
+    )
 
 
 def register_scopes_for(instance: dg.DagsterInstance, scopes: list[str]) -> None:
@@ -229,11 +373,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pairing", choices=["merge", "strict"], default="merge")
     r.add_argument("--task-max-chars", type=int, default=2_000)
     r.add_argument("--code-max-chars", type=int, default=8_000)
-    r.add_argument("--destination", choices=["embedded"], default="embedded")
+    r.add_argument("--destination", choices=["embedded", "rest-learn", "rest-import"], default="embedded")
     r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
     r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_rest_options(r)
+    r.add_argument("--no-validate", action="store_true", help="skip the check of the server's input limits")
+    r.add_argument("--async-import", action="store_true", help="rest-import: Prefer: respond-async + polling")
+    r.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_048_576,
+        help="the server's request body limit (default 1 MiB); import batches stay under it",
+    )
+    r.add_argument(
+        "--resend-rejected",
+        action="store_true",
+        help="send again patterns the server rejected (422) or did not store",
+    )
     r.set_defaults(func=run)
+    b = sub.add_parser("rollback", help="delete exactly the patterns this pipeline loaded into a scope")
+    b.add_argument("--data-dir", type=Path, default=Path("data"))
+    b.add_argument("--scope", required=True, help="the scope key (as in staged/*/scope=<key>)")
+    b.add_argument(
+        "--embedded", action="store_true", help="the embedded store (default without REST options)"
+    )
+    b.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
+    b.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_rest_options(b)
+    b.set_defaults(func=rollback)
     s = sub.add_parser("synth", help="generate a synthetic export")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=lambda a: synth.main(a.rest) or 0)

@@ -50,6 +50,19 @@ class LoadResult:
     rejected: int = 0
     retracted: int = 0
     failed: int = 0
+    # REST destinations (pipelines/rest_load.py): patterns not sent because the ledger already holds an
+    # answer the server gave (server-side rejection, 0.7.x not_stored); 0.7.x learns that overwrote a
+    # near-duplicate under its existing key (stored, but pattern_count did not grow); PII redactions
+    # made before sending (total, and per kind as JSON); what the ledger says is in the store after
+    # the load; requests made and 429 waits.
+    skipped: int = 0
+    replaced: int = 0
+    redacted: int = 0
+    redactions: str = "{}"
+    ledger_in_store: int | None = None
+    requests: int = 0
+    rate_limited: int = 0
+    notes: str = ""
     pattern_count_before: int | None = None
     pattern_count_after: int | None = None
     seconds: float = 0.0
