@@ -37,8 +37,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def _instance(data_dir: Path) -> dg.DagsterInstance:
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    # Built from the folder, not from the environment: the caller's DAGSTER_HOME is left as it was.
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
