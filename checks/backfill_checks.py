@@ -1,6 +1,8 @@
 """Asset checks: every count reconciles, the staged tables meet their expectations, and Engramia's own
 ``pattern_count`` moved by exactly what the ledger says was stored.
 
+Checks on the staged tables are blocking: a scope whose counts or expectations fail is not loaded.
+
 Each check recomputes its figures from the files or from Engramia, never from the asset's own report,
 and publishes them as metadata.
 """
@@ -61,6 +63,7 @@ def dump_lines_reconcile(settings: BackfillSettings) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=messages,
     partitions_def=SCOPES,
+    blocking=True,
     description="Per scope: lines in = messages + quarantined + exact repeats.",
 )
 def lines_reconcile(
@@ -78,6 +81,7 @@ def lines_reconcile(
 @dg.asset_check(
     asset=messages,
     partitions_def=SCOPES,
+    blocking=True,
     description="Great Expectations: schema, non-null ids, unique message_id, role in the allowed set.",
 )
 def messages_quality(
@@ -92,6 +96,7 @@ def messages_quality(
 @dg.asset_check(
     asset=paired_patterns,
     partitions_def=SCOPES,
+    blocking=True,
     description="Per scope: messages = messages in patterns + unpaired messages, and no message in both.",
 )
 def messages_accounted(
@@ -109,6 +114,7 @@ def messages_accounted(
 @dg.asset_check(
     asset=scored_patterns,
     partitions_def=SCOPES,
+    blocking=True,
     description="Great Expectations on the patterns to load: unique non-null ids, eval_score in 0..10, "
     "task and code not blank.",
 )
@@ -122,6 +128,7 @@ def scored_quality(context: dg.AssetCheckExecutionContext, settings: BackfillSet
 @dg.asset_check(
     asset=scored_patterns,
     partitions_def=SCOPES,
+    blocking=True,
     description="Every dropped near-duplicate names a kept pattern; kept + dropped = patterns.",
 )
 def duplicates_accounted(

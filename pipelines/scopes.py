@@ -22,18 +22,19 @@ class ScopeBy(StrEnum):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_MAX_KEY = 100
 
 
 def sanitize_key(raw: str) -> str:
     """A partition key safe for Dagster, hive paths and file names.
 
-    Characters outside ``[A-Za-z0-9_.-]`` become ``_``; when anything had to change, a short hash of
-    the original is appended so that two different names can never collapse onto one key.
+    Characters outside ``[A-Za-z0-9_.-]`` become ``_`` and long names are cut; whenever anything had to
+    change, a short hash of the original is appended so that two different names never share a key.
     """
     clean = _UNSAFE.sub("_", raw).strip(".") or "_"
-    if clean != raw:
+    if clean != raw or len(clean) > _MAX_KEY:
         clean = f"{clean[:80]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
-    return clean[:100]
+    return clean
 
 
 def scope_key(tenant_id: str, project_id: str) -> str:

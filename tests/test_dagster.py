@@ -102,7 +102,7 @@ def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
     victim.unlink()
     result = dg.materialize(
         graph,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS[:2]),
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
         partition_key=scope,
         resources=resources,
         instance=instance,
@@ -110,6 +110,8 @@ def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
     )
     checks = _checks(result)
     assert checks["lines_reconcile"] is False
+    # The check blocks: nothing downstream of a scope that does not reconcile is loaded.
+    assert result.asset_materializations_for_node("engramia_scopes") == []
 
 
 def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, instance, monkeypatch):

@@ -159,3 +159,10 @@ def test_discover_dumps_takes_ndjson_and_jsonl_in_name_order(landing):
     assert [d.path.name for d in discover_dumps(landing)] == ["a.ndjson", "b.jsonl"]
     with pytest.raises(FileNotFoundError):
         discover_dumps(landing / "missing")
+
+
+def test_long_names_never_share_a_key():
+    a, b = "asst_" + "x" * 100 + "1", "asst_" + "x" * 100 + "2"
+    assert sanitize_key(a) != sanitize_key(b)
+    assert len(sanitize_key(a)) <= 100
+    assert sanitize_key("asst_ok-1.2") == "asst_ok-1.2"
