@@ -20,6 +20,8 @@ from assets.backfill import (
 )
 from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest import scope_names
+from pipelines.layout import DataLayout
+from pipelines.ledger import Ledger
 from pipelines.load_plan import latest_load_result
 from pipelines.messages import scan_messages
 from pipelines.quality import QualityReport, validate_messages, validate_scored
@@ -173,31 +175,42 @@ def duplicate_share(
     )
 
 
-@dg.asset_check(
-    asset=engramia_scopes,
-    partitions_def=SCOPES,
-    description="Engramia's pattern_count after the load = before + stored - retracted, and still so now.",
-)
-def pattern_count_reconciles(
-    context: dg.AssetCheckExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
+def count_reconciliation(
+    layout: DataLayout, scope: str, engramia: EngramiaDestination
 ) -> dg.AssetCheckResult:
-    layout, scope = settings.layout, context.partition_key
     last = latest_load_result(layout, scope)
     if last is None:
         return dg.AssetCheckResult(passed=False, metadata={"error": "no load recorded for this scope"})
     tenant_id, project_id = scope_names(layout, scope)
     now = engramia.pattern_count(layout, scope, tenant_id, project_id)
     expected = last["pattern_count_before"] + last["stored"] - last["retracted"]
+    # The destination must hold at least what the ledger says it holds (a wiped store fails here).
+    in_ledger = Ledger(layout, scope, engramia.describe(layout, scope)).in_store().height
     return dg.AssetCheckResult(
-        passed=last["pattern_count_after"] == expected and now == last["pattern_count_after"],
+        passed=last["pattern_count_after"] == expected
+        and now == last["pattern_count_after"]
+        and in_ledger <= now,
         metadata={
             "pattern_count_before": last["pattern_count_before"],
             "stored": last["stored"],
             "retracted": last["retracted"],
             "pattern_count_after": last["pattern_count_after"],
             "pattern_count_now": now,
+            "in_store_per_ledger": in_ledger,
         },
     )
+
+
+@dg.asset_check(
+    asset=engramia_scopes,
+    partitions_def=SCOPES,
+    description="Engramia's pattern_count after the load = before + stored - retracted, still so now, and "
+    "at least what the ledger says is stored.",
+)
+def pattern_count_reconciles(
+    context: dg.AssetCheckExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
+) -> dg.AssetCheckResult:
+    return count_reconciliation(settings.layout, context.partition_key, engramia)
 
 
 @dg.asset_check(

@@ -146,3 +146,26 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
     # Same state, same run keys: nothing new would run twice.
     again = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+
+
+def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
+    from checks.backfill_checks import count_reconciliation
+
+    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
+    resources = _resources(layout, sample_dir)
+    dg.materialize(
+        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
+    )
+    scope = "default__asst_coder"
+    dg.materialize(
+        graph,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+        partition_key=scope,
+        resources=resources,
+        instance=instance,
+    )
+    shutil.rmtree(layout.engramia)
+    result = count_reconciliation(layout, scope, EngramiaDestination())
+    assert result.passed is False
+    assert result.metadata["in_store_per_ledger"].value == 5
+    assert result.metadata["pattern_count_now"].value == 0
