@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines.embedded import destination_id, load_embedded, open_memory, pattern_count, recall_check
+from pipelines.embedded import destination_id, load_embedded, open_memory, pattern_count
 from pipelines.ingest import scope_names
 from pipelines.layout import DataLayout
 from pipelines.load_plan import LoadResult
@@ -22,6 +22,7 @@ from pipelines.rest_load import destination_id as rest_destination_id
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
 from pipelines.scoring import ScoreStrategy, ScoringOptions
 from pipelines.servers import ServerConfig, ServerConfigError, ServerMap
+from pipelines.spot_check import recall_check
 
 DEFAULT_DATA_DIR = os.environ.get("BACKFILL_DATA_DIR", "data")
 

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.embedded import engramia_scope, open_memory
+from pipelines.embedded import engramia_scope
 from pipelines.ingest import read_scopes
 from pipelines.layout import DataLayout
 from pipelines.records import kept_patterns
+from pipelines.spot_check import read_only_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, help="embedded store (default <data-dir>/engramia)")
     args = parser.parse_args(argv)
     layout = DataLayout.at(args.data_dir)
-    memory = open_memory(args.store or layout.engramia)
+    # Read-only: recall would otherwise bump the score of every pattern it returns.
+    memory = read_only_memory(args.store or layout.engramia)
     missing = 0
     for scope, tenant_id, project_id in read_scopes(layout).iter_rows():
         kept = kept_patterns(layout, scope)

@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 from assets.cli import main
-from pipelines.embedded import engramia_scope, open_memory
+from pipelines.embedded import engramia_scope
+from pipelines.spot_check import read_only_memory
 
 EXPECTED = {
     # scope: (messages, quarantined, repeats, patterns, unpaired, duplicates)
@@ -52,7 +53,7 @@ def test_sample_end_to_end(tmp_path, sample_dir, capsys, monkeypatch):
     )
 
     # The guide's own example is findable in Engramia.
-    memory = open_memory(data / "engramia")
+    memory = read_only_memory(data / "engramia")
     with engramia_scope("default", "asst_coder"):
         matches = memory.recall("Build a CSV parser", limit=3, deduplicate=False)
     assert matches[0].pattern.task == "Build a CSV parser"
@@ -63,6 +64,11 @@ def test_sample_end_to_end(tmp_path, sample_dir, capsys, monkeypatch):
     for scope, s in again["scopes"].items():
         assert s["loaded"] == 0
         assert s["pattern_count_after"] == summary["scopes"][scope]["pattern_count_after"]
+
+    # Checks and re-runs leave the stored patterns as loaded (recall would otherwise bump their scores).
+    stored = [json.loads(p.read_text()) for p in (data / "engramia").rglob("patterns/*.json")]
+    assert len(stored) == 10
+    assert {(p["success_score"], p["reuse_count"]) for p in stored} == {(5.0, 0)}
 
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM kept_patterns").fetchone()[0] == 10
