@@ -5,19 +5,35 @@ one batch covering the threads it re-paired, and a thread's current rows are tho
 that covers it (``staged/threads``). A question staged in one dump and its answer in a later one pair
 up because the whole thread is paired again when the answer arrives. Nothing is rewritten, so the cost
 of a run follows the size of what is new, not of what is stored.
+
+Memory stays bounded whatever the scope's size: the touched threads are split into groups whose texts
+add up to at most ``text_budget`` characters, and each group is read, paired and appended to the batch
+file on its own (threads never span groups, so pairs are the same as in one go).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from pipelines.layout import DataLayout, parquet_files, write_parquet
-from pipelines.pairing import PairingOptions, pair_messages
+from pipelines.layout import (
+    ARROW_INTERMEDIATE_COMPRESSION,
+    INTERMEDIATE_COMPRESSION,
+    DataLayout,
+    parquet_files,
+    write_parquet,
+)
+from pipelines.pairing import PAIRING_COLUMNS, UNPAIRED_SCHEMA, PairingOptions, pair_frame
 
 BATCHED_TABLES = ("patterns", "unpaired")
+# Characters of message text paired at once (about as many bytes for mostly-ASCII text; the pairing
+# holds the texts and the assembled patterns, so peak memory is a small multiple of this).
+DEFAULT_TEXT_BUDGET = 192 * 1024 * 1024
 
 
 @dataclass
@@ -54,13 +70,30 @@ def current(layout: DataLayout, table: str, scope: str) -> pl.LazyFrame | None:
     files = parquet_files(layout.table(table, scope))
     if not files:
         return None
-    latest = pl.scan_parquet(parquet_files(layout.table("threads", scope))).group_by("thread_id").agg(
-        pl.col("batch").max()
+    latest = (
+        pl.scan_parquet(parquet_files(layout.table("threads", scope)))
+        .group_by("thread_id")
+        .agg(pl.col("batch").max())
     )
     return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
 
 
-def pair_scope(layout: DataLayout, scope: str, options: PairingOptions) -> PairingResult:
+def _thread_groups(sizes: pl.DataFrame, budget: int) -> list[pl.Series]:
+    """Split threads (``thread_id``, ``chars``) into groups of at most ``budget`` characters each
+    (a single larger thread gets a group of its own)."""
+    total = int(sizes["chars"].sum() or 0)
+    if total <= budget:
+        return [sizes["thread_id"]]
+    groups = max(2, math.ceil(total / budget))
+    # Contiguous ranges of the cumulative size: balanced groups without any bin packing.
+    group = (sizes["chars"].cum_sum() - sizes["chars"]) * groups // (total + 1)
+    frame = sizes.with_columns(group=group)
+    return [g["thread_id"] for _, g in frame.group_by("group", maintain_order=True)]
+
+
+def pair_scope(
+    layout: DataLayout, scope: str, options: PairingOptions, text_budget: int = DEFAULT_TEXT_BUDGET
+) -> PairingResult:
     """Pair the threads of ``scope`` that new messages touched (all threads when the pairing options
     changed since the last run, so the stored result always matches the options in force)."""
     state = ScopeState.load(layout, scope)
@@ -70,17 +103,49 @@ def pair_scope(layout: DataLayout, scope: str, options: PairingOptions) -> Pairi
     if not pending and not full:
         return PairingResult(None, 0, 0, 0, [], False)
     all_messages = pl.scan_parquet(list(message_files.values()))
-    if full:
+    everything = full or len(pending) == len(message_files)
+    if everything:
         threads = all_messages.select("thread_id").unique()
     else:
         threads = pl.scan_parquet([message_files[d] for d in pending]).select("thread_id").unique()
     threads_df = threads.collect()
+    touched = all_messages if everything else _only(all_messages, threads_df["thread_id"])
+    sizes = touched.group_by("thread_id").agg(chars=pl.col("text_chars").sum()).sort("thread_id").collect()
     batch = state.batches + 1
-    messages = all_messages.join(threads_df.lazy(), on="thread_id", how="semi")
-    patterns, unpaired = pair_messages(messages, options)
-    batch_col = pl.lit(batch, dtype=pl.Int64).alias("batch")
     name = f"batch={batch:06d}.parquet"
-    n_patterns = write_parquet(patterns.with_columns(batch_col), layout.table("patterns", scope) / name)
+    target = layout.table("patterns", scope) / name
+    groups = _thread_groups(sizes, text_budget)
+    unpaired_parts = []
+    if len(groups) == 1:
+        patterns, unpaired = pair_frame(touched.select(PAIRING_COLUMNS).collect(), options)
+        n_patterns = write_parquet(
+            patterns.with_columns(pl.lit(batch, dtype=pl.Int64).alias("batch")),
+            target,
+            compression=INTERMEDIATE_COMPRESSION,
+        )
+        unpaired_parts.append(unpaired)
+    else:
+        n_patterns = 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        writer: pq.ParquetWriter | None = None
+        try:
+            for group in groups:
+                frame = _only(all_messages, group).select(PAIRING_COLUMNS).collect()
+                patterns, unpaired = pair_frame(frame, options)
+                del frame
+                table = patterns.with_columns(pl.lit(batch, dtype=pl.Int64).alias("batch")).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression=ARROW_INTERMEDIATE_COMPRESSION)
+                writer.write_table(table)
+                n_patterns += table.num_rows
+                unpaired_parts.append(unpaired)
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, target)
+    batch_col = pl.lit(batch, dtype=pl.Int64).alias("batch")
+    unpaired = pl.concat(unpaired_parts) if unpaired_parts else pl.DataFrame(schema=UNPAIRED_SCHEMA)
     write_parquet(unpaired.with_columns(batch_col), layout.table("unpaired", scope) / name)
     # The threads file is written last: until it exists, the batch is invisible to ``current``.
     write_parquet(threads_df.with_columns(batch_col), layout.table("threads", scope) / name)
@@ -89,3 +154,8 @@ def pair_scope(layout: DataLayout, scope: str, options: PairingOptions) -> Pairi
     state.pairing = options.describe()
     state.save(layout, scope)
     return PairingResult(batch, threads_df.height, n_patterns, unpaired.height, pending, full)
+
+
+def _only(messages: pl.LazyFrame, threads: pl.Series) -> pl.LazyFrame:
+    """Messages of some threads; a filter (not a join) so the Parquet reader skips the other rows."""
+    return messages.filter(pl.col("thread_id").is_in(threads))

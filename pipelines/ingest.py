@@ -6,6 +6,12 @@ classified by DuckDB, whose JSON functions judge every line on its own (Polars' 
 fails a whole column on one bad line). Nothing is pulled into Python objects line by line, except
 to locate the lines of a chunk that holds invalid UTF-8.
 
+One DuckDB query per chunk parses each line three times at most (``json_valid``, then the types and
+the unescaped values of all fields in one call each) and hands back typed rows as Arrow. A writer
+thread appends them to one Parquet file per scope (``staged/raw/dump=<id>/scope=<key>/part-0.parquet``,
+columns in the order of the messages table, so the message stage can adopt the file as it is when the
+dump repeats nothing) while DuckDB already classifies the next chunk.
+
 Invariant per dump: lines = staged rows + quarantined rows.
 """
 
@@ -14,22 +20,31 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import Empty, Full, Queue
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.duck import connect
-from pipelines.layout import DataLayout, parquet_files, write_parquet
+from pipelines.layout import ARROW_INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map, scope_key
 
 DUMP_SUFFIXES = (".ndjson", ".jsonl")
-DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
+# Small enough that a chunk and its Arrow copies stay in the CPU caches' reach and below glibc's mmap
+# threshold (each fresh mmap of a bigger buffer page-faults again); large enough that per-chunk
+# overhead (one query, one row group per scope) is noise.
+DEFAULT_CHUNK_BYTES = 24 * 1024 * 1024
 ROLES = ("user", "assistant", "system")
+RAW_FILE = "part-0.parquet"
 
 # (json field, expected JSON kind) in the guide's export shape, in the order reasons are reported.
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -42,6 +57,9 @@ FIELDS: tuple[tuple[str, str], ...] = (
 )
 # Unix seconds beyond this are certainly not a message time (year 2100); they would overflow timestamps.
 _MAX_EPOCH = 4_102_444_800
+# DuckDB scans one Arrow batch per thread: a chunk is handed over in this many batches so every core
+# parses JSON, with some slack for uneven line lengths.
+_BATCHES_PER_CHUNK = 4
 
 MANIFEST_SCHEMA = {
     "dump_id": pl.String,
@@ -57,6 +75,42 @@ MANIFEST_SCHEMA = {
     "mapping": pl.String,
     "ingested_at": pl.Datetime("us", "UTC"),
 }
+
+# Staged rows, in the column order of the messages table (see pipelines.messages).
+RAW_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.large_string()),
+        ("thread_id", pa.large_string()),
+        ("assistant_id", pa.large_string()),
+        ("role", pa.large_string()),
+        ("text", pa.large_string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("created_epoch", pa.int64()),
+        ("text_chars", pa.int64()),
+        ("is_blank", pa.bool_()),
+        ("tenant_id", pa.large_string()),
+        ("project_id", pa.large_string()),
+        ("dump_id", pa.large_string()),
+        ("dump_seq", pa.int64()),
+        ("line_no", pa.int64()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("dump_id", pa.string()),
+        ("file", pa.string()),
+        ("line_no", pa.int64()),
+        ("raw_text", pa.large_string()),
+        ("reason", pa.string()),
+        ("stage", pa.string()),
+        ("scope", pa.string()),
+        ("thread_id", pa.string()),
+        ("message_id", pa.string()),
+    ]
+)
+# Low-cardinality columns get dictionary pages and statistics; ids and texts never repeat within a file.
+_DICTIONARY_COLUMNS = ["thread_id", "assistant_id", "role", "tenant_id", "project_id", "dump_id"]
+_STATISTICS_COLUMNS = ["message_id", "thread_id", "created_at", "dump_seq", "line_no"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +186,9 @@ def iter_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[
 
 
 def _bad_utf8_lines(data: bytes, first: int) -> list[int]:
+    # isascii() is a memory scan with no allocation: nearly every chunk is done here.
+    if data.isascii():
+        return []
     try:
         data.decode("utf-8")
         return []
@@ -166,22 +223,70 @@ def _lines_frame(data: bytes, first: int, count: int) -> pl.DataFrame:
     )
 
 
+def _split_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame, int]]:
+    for first, data, count in iter_chunks(path, chunk_bytes):
+        yield data, _lines_frame(data, first, count), count
+
+
+def _prefetched[T](items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``items`` on a background thread, at most ``depth`` items ahead of the consumer."""
+    queue: Queue = Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            queue.put(exc)
+            return
+        queue.put(done)
+
+    thread = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        # The consumer stopped early (an error downstream): let the reader finish and go.
+        stop.set()
+        while thread.is_alive():
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(0.05)
+
+
 def _reason_sql() -> str:
-    """One SQL CASE that names the first thing wrong with a line, or NULL for a good one."""
+    """One SQL CASE that names the first thing wrong with a line, or NULL for a good one.
+
+    ``t<i>`` is the JSON type of field i (NULL when absent), read from the line itself.
+    """
     checks = [
         "WHEN bad_utf8 THEN 'invalid UTF-8'",
-        "WHEN line IS NULL OR trim(line) = '' THEN 'empty line'",
+        # A line that trims to nothing is never valid JSON, so only invalid lines need trimming (a copy).
+        "WHEN line IS NULL OR (NOT valid AND trim(line) = '') THEN 'empty line'",
         "WHEN NOT valid THEN 'malformed JSON'",
         "WHEN kind <> 'OBJECT' THEN 'not a JSON object'",
     ]
     for i, (name, _) in enumerate(FIELDS, start=1):
-        checks.append(f"WHEN v[{i}] IS NULL OR json_type(v[{i}]) = 'NULL' THEN 'missing field: {name}'")
+        checks.append(f"WHEN t{i} IS NULL OR t{i} = 'NULL' THEN 'missing field: {name}'")
     for i, (name, kind) in enumerate(FIELDS, start=1):
         if kind == "string":
-            checks.append(f"WHEN json_type(v[{i}]) <> 'VARCHAR' THEN 'mistyped field: {name} must be a string'")
+            checks.append(f"WHEN t{i} <> 'VARCHAR' THEN 'mistyped field: {name} must be a string'")
         else:
             checks.append(
-                f"WHEN json_type(v[{i}]) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE') "
+                f"WHEN t{i} NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE') "
                 f"THEN 'mistyped field: {name} must be unix seconds (a number)'"
             )
     for name in ("thread_id", "assistant_id", "message_id"):
@@ -193,45 +298,174 @@ def _reason_sql() -> str:
     return "CASE " + " ".join(checks) + " END"
 
 
-def _classify(con: duckdb.DuckDBPyConnection, mapping: ScopeMapping) -> None:
-    """Turn the temp table ``lines`` into ``classified``: typed fields, scope columns and a reason."""
+def _classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
+    """Typed fields, scope columns, a reason and (for bad lines only) the raw text of every line of
+    the relation ``lines``, in line order.
+
+    Each value is read straight from the line: ``json_type`` and ``json_extract_string`` with a list of
+    paths parse the line once each, where extracting JSON values and asking each for its type and
+    string would parse the long text field three more times. For numbers ``json_extract_string`` gives
+    exactly the JSON text ``json_extract`` gives, so ``created_at`` goes through the same JSON -> DOUBLE
+    cast as a plain JSON extraction.
+    """
     paths = ", ".join(f"'$.{name}'" for name, _ in FIELDS)
     tenant_sql, project_sql = mapping.sql_columns()
     join = "LEFT JOIN tenant_map m USING (thread_id)" if mapping.scope_by is ScopeBy.TENANT else ""
     map_col = "m.tenant_id AS map_tenant" if mapping.scope_by is ScopeBy.TENANT else "NULL AS map_tenant"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE classified AS
+    string_fields = ",\n".join(
+        f"CASE WHEN t{i} = 'VARCHAR' THEN s[{i}] END AS {name}"
+        for i, (name, kind) in enumerate(FIELDS, start=1)
+        if kind == "string"
+    )
+    # One column per field type: referring to list elements over and over costs a copy each time.
+    type_columns = ", ".join(
+        f"CASE WHEN types[1] = 'OBJECT' THEN types[{i + 1}] END AS t{i}" for i in range(1, len(FIELDS) + 1)
+    )
+    type_names = ", ".join(f"t{i}" for i in range(1, len(FIELDS) + 1))
+    created = len(FIELDS)
+    dump_lit = "'" + dump_id.replace("'", "''") + "'"
+    return f"""
         WITH parsed AS (
             SELECT line_no, line, bad_utf8,
-                   CASE WHEN bad_utf8 OR line IS NULL OR trim(line) = '' THEN NULL ELSE json_valid(line) END AS valid
+                   CASE WHEN bad_utf8 OR line IS NULL THEN NULL ELSE json_valid(line) END AS valid
             FROM lines
+        ), typed_root AS (
+            SELECT *, CASE WHEN valid THEN json_type(line, ['$', {paths}]) END AS types FROM parsed
         ), fields AS (
-            SELECT *,
-                   CASE WHEN valid THEN json_type(line) END AS kind,
-                   CASE WHEN valid AND json_type(line) = 'OBJECT' THEN json_extract(line, [{paths}]) END AS v
-            FROM parsed
+            SELECT line_no, line, bad_utf8, valid, types[1] AS kind, {type_columns},
+                   CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(line, [{paths}]) END AS s
+            FROM typed_root
         ), typed AS (
-            SELECT line_no, line, bad_utf8, valid, kind, v,
-                   CASE WHEN json_type(v[1]) = 'VARCHAR' THEN v[1] ->> '$' END AS thread_id,
-                   CASE WHEN json_type(v[2]) = 'VARCHAR' THEN v[2] ->> '$' END AS assistant_id,
-                   CASE WHEN json_type(v[3]) = 'VARCHAR' THEN v[3] ->> '$' END AS message_id,
-                   CASE WHEN json_type(v[4]) = 'VARCHAR' THEN v[4] ->> '$' END AS role,
-                   CASE WHEN json_type(v[5]) = 'VARCHAR' THEN v[5] ->> '$' END AS text,
-                   CASE WHEN json_type(v[6]) IN ('BIGINT', 'UBIGINT', 'DOUBLE')
-                        THEN TRY_CAST(v[6] AS DOUBLE) END AS created_epoch
+            SELECT line_no, line, bad_utf8, valid, kind, {type_names},
+                   {string_fields},
+                   CASE WHEN t{created} IN ('BIGINT', 'UBIGINT', 'DOUBLE')
+                        THEN TRY_CAST(CAST(s[{created}] AS JSON) AS DOUBLE) END AS created_epoch
             FROM fields
         ), scoped AS (
-            SELECT t.*, {map_col} FROM typed t {join}
+            SELECT f.*, {map_col} FROM typed f {join}
         ), with_scope AS (
             SELECT *,
-                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL THEN {tenant_sql} END AS tenant_id,
-                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL THEN {project_sql} END AS project_id
+                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL
+                        THEN {tenant_sql} END AS tenant_id,
+                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL
+                        THEN {project_sql} END AS project_id
             FROM scoped
+        ), judged AS (
+            SELECT *, {_reason_sql()} AS reason FROM with_scope
         )
-        SELECT *, {_reason_sql()} AS reason FROM with_scope
+        SELECT message_id, thread_id, assistant_id, role, text,
+               CASE WHEN reason IS NULL THEN make_timestamptz(CAST(created_epoch * 1000000 AS BIGINT)) END
+                   AS created_at,
+               CASE WHEN reason IS NULL THEN CAST(created_epoch AS BIGINT) END AS created_epoch,
+               CASE WHEN reason IS NULL THEN length(text) END AS text_chars,
+               CASE WHEN reason IS NULL
+                    THEN regexp_full_match(text, '[\\s\\x{{00A0}}\\x{{2000}}-\\x{{200B}}\\x{{3000}}]*')
+               END AS is_blank,
+               tenant_id, project_id, {dump_lit} AS dump_id, CAST({seq} AS BIGINT) AS dump_seq, line_no,
+               reason,
+               CASE WHEN reason IS NOT NULL THEN regexp_replace(reason, ':.*', '') END AS reason_kind,
+               CASE WHEN reason IS NOT NULL THEN line END AS raw_text
+        FROM judged
         """
-    )
+
+
+def _classify(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -> pa.Table:
+    """Run the classification over one chunk's lines; the result keeps the line order."""
+    arrow = lines.to_arrow()
+    batches = arrow.to_batches(max_chunksize=max(1024, -(-arrow.num_rows // _BATCHES_PER_CHUNK)))
+    con.register("lines", pa.Table.from_batches(batches, schema=arrow.schema) if batches else arrow)
+    try:
+        return con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("lines")
+
+
+class _DumpWriter:
+    """Appends classified chunks to the dump's Parquet files, in chunk order, from one thread.
+
+    Owns every mutable piece of the dump's result, so the thread doing the writing is also the only
+    one counting; the caller reads the result after :meth:`close`.
+    """
+
+    def __init__(self, raw_dir: Path, qfile: Path, dump: Dump, result: DumpResult) -> None:
+        self.raw_dir = raw_dir
+        self.qfile = qfile
+        self.file = str(dump.path)
+        self.result = result
+        self.keys: dict[tuple[str, str], str] = {}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.quarantine = pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd")
+        self.sha = hashlib.sha256()
+
+    def _scope_writer(self, scope: str) -> pq.ParquetWriter:
+        writer = self.writers.get(scope)
+        if writer is None:
+            folder = self.raw_dir / f"scope={scope}"
+            folder.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(
+                folder / RAW_FILE,
+                RAW_SCHEMA,
+                compression=ARROW_INTERMEDIATE_COMPRESSION,
+                use_dictionary=_DICTIONARY_COLUMNS,
+                write_statistics=_STATISTICS_COLUMNS,
+            )
+            self.writers[scope] = writer
+        return writer
+
+    def write(self, data: bytes, table: pa.Table, count: int) -> None:
+        self.sha.update(data)
+        narrow = pl.from_arrow(table.select(["tenant_id", "project_id", "reason"])).with_row_index("row")
+        for tenant_id, project_id in (
+            narrow.drop_nulls(["tenant_id", "project_id"]).select("tenant_id", "project_id").unique().rows()
+        ):
+            self.keys.setdefault((tenant_id, project_id), scope_key(tenant_id, project_id))
+        # Good lines always have both scope columns. A stable sort by scope keeps each scope's rows in
+        # line order, so one take and one slice per scope route the whole chunk.
+        good = narrow.filter(pl.col("reason").is_null()).sort(
+            ["tenant_id", "project_id"], maintain_order=True
+        )
+        if good.height:
+            routed = table.select(RAW_SCHEMA.names).take(good["row"].to_arrow()).cast(RAW_SCHEMA)
+            start = 0
+            for tenant_id, project_id, size in (
+                good.group_by(["tenant_id", "project_id"], maintain_order=True).len().rows()
+            ):
+                scope = self.keys[(tenant_id, project_id)]
+                self._scope_writer(scope).write_table(routed.slice(start, size))
+                self.result.scopes[scope] = self.result.scopes.get(scope, 0) + size
+                self.result.staged += size
+                start += size
+        if good.height < table.num_rows:
+            self._quarantine(table.take(narrow.filter(pl.col("reason").is_not_null())["row"].to_arrow()))
+        self.result.lines += count
+
+    def _quarantine(self, bad: pa.Table) -> None:
+        pairs = zip(bad["tenant_id"].to_pylist(), bad["project_id"].to_pylist(), strict=True)
+        scopes = [self.keys.get(pair) for pair in pairs]
+        n = bad.num_rows
+        # New columns are made by Polars: pa.array() and pa.table(dict) import pandas (~1 s) to check
+        # whether they were given pandas objects.
+        columns = {
+            "dump_id": bad["dump_id"],
+            "file": pl.Series([self.file] * n, dtype=pl.String).to_arrow(),
+            "line_no": bad["line_no"],
+            "raw_text": bad["raw_text"],
+            "reason": bad["reason"],
+            "stage": pl.Series(["ingest"] * n, dtype=pl.String).to_arrow(),
+            "scope": pl.Series(scopes, dtype=pl.String).to_arrow(),
+            "thread_id": bad["thread_id"],
+            "message_id": bad["message_id"],
+        }
+        rows = pa.Table.from_arrays(list(columns.values()), names=list(columns)).cast(QUARANTINE_SCHEMA)
+        self.quarantine.write_table(rows)
+        self.result.quarantined += n
+        for kind, n_kind in pl.from_arrow(bad.select(["reason_kind"])).group_by("reason_kind").len().rows():
+            self.result.reasons[kind] = self.result.reasons.get(kind, 0) + n_kind
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.quarantine.close()
 
 
 def ingest_dump(
@@ -254,74 +488,31 @@ def ingest_dump(
     for stale in qdir.glob(f"dump={dump_id}-*.parquet"):
         stale.unlink()
     result = DumpResult(dump_id=dump_id, file=str(dump.path))
-    sha = hashlib.sha256()
-    keys: dict[tuple[str, str], str] = {}
-    for chunk_no, (first, data, count) in enumerate(iter_chunks(dump.path, chunk_bytes)):
-        sha.update(data)
-        lines = _lines_frame(data, first, count)
-        del data
-        con.register("lines", lines)
-        _classify(con, mapping)
-        con.unregister("lines")
-        del lines
-        for tenant_id, project_id in con.execute(
-            "SELECT DISTINCT tenant_id, project_id FROM classified WHERE tenant_id IS NOT NULL "
-            "AND project_id IS NOT NULL"
-        ).fetchall():
-            keys.setdefault((tenant_id, project_id), scope_key(tenant_id, project_id))
-        con.execute("CREATE OR REPLACE TEMP TABLE scope_keys (tenant_id VARCHAR, project_id VARCHAR, scope VARCHAR)")
-        if keys:
-            con.executemany("INSERT INTO scope_keys VALUES (?, ?, ?)", [(t, p, k) for (t, p), k in keys.items()])
-        con.execute(
-            f"""
-            COPY (
-                SELECT c.thread_id, c.assistant_id, c.message_id, c.role, c.text,
-                       make_timestamptz(CAST(c.created_epoch * 1000000 AS BIGINT)) AS created_at,
-                       CAST(c.created_epoch AS BIGINT) AS created_epoch,
-                       length(c.text) AS text_chars,
-                       regexp_full_match(c.text, '[\\s\\x{{00A0}}\\x{{2000}}-\\x{{200B}}\\x{{3000}}]*') AS is_blank,
-                       c.tenant_id, c.project_id, k.scope,
-                       '{dump_id}' AS dump_id, CAST({seq} AS BIGINT) AS dump_seq, c.line_no
-                FROM classified c JOIN scope_keys k USING (tenant_id, project_id)
-                WHERE c.reason IS NULL
-                ORDER BY c.line_no
-            ) TO '{raw_dir}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (scope),
-                               FILENAME_PATTERN 'c{chunk_no:05d}-{{i}}', OVERWRITE_OR_IGNORE)
-            """
-        )
-        qfile = qdir / f"dump={dump_id}-c{chunk_no:05d}.parquet"
-        con.execute(
-            f"""
-            COPY (
-                SELECT '{dump_id}' AS dump_id, ? AS file, c.line_no, c.line AS raw_text, c.reason,
-                       'ingest' AS stage, k.scope, c.thread_id, c.message_id
-                FROM classified c LEFT JOIN scope_keys k USING (tenant_id, project_id)
-                WHERE c.reason IS NOT NULL
-                ORDER BY c.line_no
-            ) TO '{qfile}' (FORMAT parquet, COMPRESSION zstd)
-            """,
-            [str(dump.path)],
-        )
-        for scope, staged, quarantined in con.execute(
-            "SELECT k.scope, count(*) FILTER (WHERE c.reason IS NULL), count(*) FILTER (WHERE c.reason IS NOT NULL) "
-            "FROM classified c LEFT JOIN scope_keys k USING (tenant_id, project_id) GROUP BY ALL"
-        ).fetchall():
-            result.staged += staged
-            result.quarantined += quarantined
-            if scope is not None and staged:
-                result.scopes[scope] = result.scopes.get(scope, 0) + staged
-        for reason, n in con.execute(
-            "SELECT regexp_replace(reason, ':.*', ''), count(*) FROM classified WHERE reason IS NOT NULL GROUP BY 1"
-        ).fetchall():
-            result.reasons[reason] = result.reasons.get(reason, 0) + n
-        result.lines += count
+    sql = _classify_sql(mapping, dump_id, seq)
+    writer = _DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
+    # One chunk is written while the next is classified: at most two chunks are held at once.
+    # Three stages on their own threads: reading and splitting the next chunk, classifying this one
+    # (DuckDB, itself on every core) and writing the previous one; at most three chunks are held at once.
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
+        try:
+            for data, lines, count in _prefetched(_split_chunks(dump.path, chunk_bytes)):
+                table = _classify(con, lines, sql)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write, data, table, count)
+                del data, lines, table
+            if pending is not None:
+                pending.result()
+        finally:
+            writer.close()
     if result.lines != result.staged + result.quarantined:
         raise RuntimeError(
             f"{dump.path}: {result.lines} lines but {result.staged} staged + {result.quarantined} quarantined"
         )
     result.seconds = time.perf_counter() - started
-    result.scope_names = {k: tp for tp, k in keys.items()}
-    return result, sha.hexdigest()
+    result.scope_names = {k: tp for tp, k in writer.keys.items()}
+    return result, writer.sha.hexdigest()
 
 
 def ingest(
@@ -342,7 +533,10 @@ def ingest(
     todo = pending_dumps(layout, source)
     if not todo:
         return []
-    con = connect()
+    # Output order is line order (the staged files are adopted as messages), so insertion order stays.
+    con = connect(preserve_order=True)
+    # Strings leave DuckDB as large_string, the type the staged files are written with: no conversion.
+    con.execute("SET arrow_large_buffer_size = true")
     if mapping.tenant_map is not None:
         load_tenant_map(con, Path(mapping.tenant_map))
     seq = int(manifest["seq"].max() or 0)

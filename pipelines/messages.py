@@ -5,23 +5,42 @@ once. An exact repeat collapses into the message already staged and is counted; 
 different content is quarantined with a reason that points at the copy that was kept. The first copy
 in ingest order wins, so earlier dumps never change after the fact.
 
+Repeats and conflicts are found on the narrow ``message_id`` column first. A dump whose ids are unique
+and new to the scope (the usual case) needs no comparison at all: its staged file, already in message
+column order and line order, becomes the messages file through a hard link, so a large dump is never
+rewritten. Otherwise only the rows whose id occurs twice are compared in DuckDB, and the messages file
+is the staged rows minus the repeats and conflicts, streamed in line order.
+
 Invariant per scope and dump: staged rows = messages + repeats + conflicts (quarantined).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
-from pipelines.duck import connect, copy_parquet, file_list
-from pipelines.ingest import scope_dump_rows
-from pipelines.layout import DataLayout, parquet_files, write_parquet
+from pipelines.duck import copy_parquet, file_list, thread_connection
+from pipelines.ingest import RAW_SCHEMA, scope_dump_rows
+from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
 MESSAGE_COLUMNS = (
     "message_id, thread_id, assistant_id, role, text, created_at, created_epoch, text_chars, is_blank, "
     "tenant_id, project_id, dump_id, dump_seq, line_no"
+)
+_MESSAGE_COLUMN_LIST = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
+# A typed, empty stand-in for the judged rows: a dump without conflicts gets the same file, written by
+# the same query (its raw_text column has DuckDB's JSON type, which other writers would not reproduce).
+_NO_CONFLICTS = (
+    "SELECT NULL::VARCHAR AS dump_id, NULL::BIGINT AS line_no, NULL::VARCHAR AS thread_id, "
+    "NULL::VARCHAR AS assistant_id, NULL::VARCHAR AS message_id, NULL::VARCHAR AS role, "
+    "NULL::VARCHAR AS text, NULL::BIGINT AS created_epoch, NULL::VARCHAR AS kept_dump, "
+    "NULL::BIGINT AS kept_line WHERE false"
 )
 _SAME_CONTENT = (
     "a.thread_id = b.thread_id AND a.assistant_id = b.assistant_id AND a.role = b.role "
@@ -52,34 +71,111 @@ def stage_messages(layout: DataLayout, scope: str) -> list[MessageStats]:
     """Stage every dump of ``scope`` not staged yet, in ingest order."""
     raw = scope_dump_rows(layout, scope)
     done = staged_dumps(layout, scope)
+    todo = [d for d in raw if d not in done]
+    if not todo:
+        return []
     manifest_files = {}
     if layout.manifest.exists():
         manifest_files = dict(pl.read_parquet(layout.manifest).select("dump_id", "file").iter_rows())
-    out = []
-    con = connect()
-    for dump_id, files in raw.items():
-        if dump_id in done:
-            continue
-        out.append(_stage_one(con, layout, scope, dump_id, files, manifest_files.get(dump_id, "")))
-    con.close()
-    return out
+    con = thread_connection()
+    return [_stage_one(con, layout, scope, d, raw[d], manifest_files.get(d, "")) for d in todo]
+
+
+def _adoptable(files: list[Path]) -> bool:
+    """A single staged file written with exactly the messages schema can be the messages file as is."""
+    if len(files) != 1:
+        return False
+    return pq.read_schema(files[0]).remove_metadata().equals(RAW_SCHEMA.remove_metadata())
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Give ``target`` the content of the immutable ``source`` atomically, sharing its blocks if possible."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        # Another file system, or one without hard links: a plain copy is still cheaper than a rewrite.
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _stage_one(
-    con: duckdb.DuckDBPyConnection, layout: DataLayout, scope: str, dump_id: str, files: list, file: str
+    con: duckdb.DuckDBPyConnection, layout: DataLayout, scope: str, dump_id: str, files: list[Path], file: str
 ) -> MessageStats:
+    target = layout.table("messages", scope) / f"dump={dump_id}.parquet"
+    qfile = layout.quarantine() / f"scope={scope}-dump={dump_id}-conflicts.parquet"
+    ids = pl.scan_parquet(files).select("message_id", "line_no").collect()
+    # A message file of this very dump can only be left over from an attempt that crashed before its
+    # stats were written: it is redone, never compared with itself.
+    earlier_files = [p for p in parquet_files(layout.table("messages", scope)) if p != target]
+    repeated = ids.filter(pl.col("message_id").is_duplicated()).select("message_id").unique()
+    seen_before = (
+        pl.scan_parquet(earlier_files)
+        .select("message_id")
+        .join(ids.lazy().select("message_id"), on="message_id", how="semi")
+        .unique()
+        .collect()
+        if earlier_files
+        else pl.DataFrame(schema={"message_id": pl.String})
+    )
+    involved = pl.concat([repeated, seen_before]).unique()
+    if involved.is_empty():
+        if _adoptable(files):
+            _link_or_copy(files[0], target)
+        else:
+            write_parquet(
+                pl.scan_parquet(files).select(_MESSAGE_COLUMN_LIST).sort("line_no"),
+                target,
+                compression=INTERMEDIATE_COMPRESSION,
+            )
+        counts = {"new": ids.height}
+        _write_conflicts(con, _NO_CONFLICTS, qfile, file, scope)
+    else:
+        counts = _judge(con, layout, scope, files, earlier_files, involved, target, qfile, file, ids.height)
+    stats = MessageStats(
+        dump_id=dump_id,
+        rows_in=ids.height,
+        messages=counts.get("new", 0),
+        repeats=counts.get("repeat", 0),
+        conflicts=counts.get("conflict", 0),
+    )
+    # Written last: its presence marks the dump as staged for this scope.
+    write_parquet(
+        pl.DataFrame([stats.__dict__]).with_columns(pl.lit(scope).alias("scope")),
+        layout.table("message_stats", scope) / f"dump={dump_id}.parquet",
+    )
+    return stats
+
+
+def _judge(
+    con: duckdb.DuckDBPyConnection,
+    layout: DataLayout,
+    scope: str,
+    files: list[Path],
+    earlier_files: list[Path],
+    involved: pl.DataFrame,
+    target: Path,
+    qfile: Path,
+    file: str,
+    rows_in: int,
+) -> dict[str, int]:
+    """Compare the rows whose id occurs more than once; returns the count per verdict."""
+    con.register("involved_ids", involved)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT *, row_number() OVER "
-        f"(PARTITION BY message_id ORDER BY line_no) AS rn FROM read_parquet({file_list(files)})"
+        f"(PARTITION BY message_id ORDER BY line_no) AS rn FROM read_parquet({file_list(files)}) "
+        f"SEMI JOIN involved_ids USING (message_id)"
     )
-    existing = parquet_files(layout.table("messages", scope))
-    if existing:
+    if earlier_files:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE earlier AS SELECT m.* FROM read_parquet({file_list(existing)}) m "
-            f"SEMI JOIN incoming i USING (message_id)"
+            "CREATE OR REPLACE TEMP TABLE earlier AS SELECT m.* "
+            f"FROM read_parquet({file_list(earlier_files)}) m SEMI JOIN involved_ids USING (message_id)"
         )
     else:
         con.execute(f"CREATE OR REPLACE TEMP TABLE earlier AS SELECT {MESSAGE_COLUMNS} FROM incoming LIMIT 0")
+    con.unregister("involved_ids")
     # Each incoming row is compared with the copy that wins: the earlier dump's, else the first in this dump.
     con.execute(
         f"""
@@ -93,42 +189,43 @@ def _stage_one(
         LEFT JOIN (
             SELECT message_id, thread_id, assistant_id, role, text, created_at, dump_id, line_no FROM earlier
             UNION ALL
-            SELECT i.message_id, i.thread_id, i.assistant_id, i.role, i.text, i.created_at, i.dump_id, i.line_no
+            SELECT i.message_id, i.thread_id, i.assistant_id, i.role, i.text, i.created_at, i.dump_id,
+                   i.line_no
             FROM incoming i WHERE i.rn = 1 AND i.message_id NOT IN (SELECT message_id FROM earlier)
         ) b ON a.message_id = b.message_id AND NOT (a.dump_id = b.dump_id AND a.line_no = b.line_no)
         """
     )
-    target = layout.table("messages", scope) / f"dump={dump_id}.parquet"
-    copy_parquet(con, f"SELECT {MESSAGE_COLUMNS} FROM judged WHERE verdict = 'new' ORDER BY line_no", target)
-    qfile = layout.quarantine() / f"scope={scope}-dump={dump_id}-conflicts.parquet"
+    dropped = con.sql("SELECT line_no FROM judged WHERE verdict <> 'new'").pl()["line_no"]
+    # Line numbers are unique within a dump, and a filter keeps the staged (line) order while streaming.
+    write_parquet(
+        pl.scan_parquet(files).select(_MESSAGE_COLUMN_LIST).filter(~pl.col("line_no").is_in(dropped)),
+        target,
+        compression=INTERMEDIATE_COMPRESSION,
+    )
+    _write_conflicts(con, "SELECT * FROM judged WHERE verdict = 'conflict'", qfile, file, scope)
+    counts = dict(con.execute("SELECT verdict, count(*) FROM judged GROUP BY 1").fetchall())
+    counts["new"] = counts.get("new", 0) + rows_in - sum(counts.values())
+    for table in ("incoming", "earlier", "judged"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    return counts
+
+
+def _write_conflicts(con: duckdb.DuckDBPyConnection, source: str, qfile: Path, file: str, scope: str) -> None:
+    """The quarantine file of a dump's conflicts (written even when empty, so every staged dump has one)."""
     copy_parquet(
         con,
-        """
+        f"""
         SELECT dump_id, ? AS file, line_no,
-               to_json({thread_id: thread_id, assistant_id: assistant_id, message_id: message_id, role: role,
-                        text: text, created_at: created_epoch}) AS raw_text,
+               to_json({{thread_id: thread_id, assistant_id: assistant_id, message_id: message_id, role: role,
+                        text: text, created_at: created_epoch}}) AS raw_text,
                'message_id ' || message_id || ' already staged with different content (kept: dump '
                    || kept_dump || ' line ' || kept_line || ')' AS reason,
                'messages' AS stage, ? AS scope, thread_id, message_id
-        FROM judged WHERE verdict = 'conflict' ORDER BY line_no
+        FROM ({source}) ORDER BY line_no
         """,
         qfile,
         [file, scope],
     )
-    counts = dict(con.execute("SELECT verdict, count(*) FROM judged GROUP BY 1").fetchall())
-    stats = MessageStats(
-        dump_id=dump_id,
-        rows_in=sum(counts.values()),
-        messages=counts.get("new", 0),
-        repeats=counts.get("repeat", 0),
-        conflicts=counts.get("conflict", 0),
-    )
-    # Written last: its presence marks the dump as staged for this scope.
-    write_parquet(
-        pl.DataFrame([stats.__dict__]).with_columns(pl.lit(scope).alias("scope")),
-        layout.table("message_stats", scope) / f"dump={dump_id}.parquet",
-    )
-    return stats
 
 
 def scan_messages(layout: DataLayout, scope: str) -> pl.LazyFrame | None:

@@ -8,8 +8,9 @@ because one run can write several assistant messages and users send follow-ups b
 ``strict``: the guide's rule, only a user message directly followed by an assistant message pairs.
 System messages and messages with blank text take no part in turns in either mode.
 
-The pairing is computed on narrow columns first (ids, roles, times); the text is only touched once,
-to assemble the task and code of the pairs found.
+The pairing is computed on narrow columns first (ids, roles, times); each turn remembers the row
+positions of its messages, so the task and code are gathered from the text column by position (no
+join on message ids) and only turns of several messages need a string join.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import duckdb
 import polars as pl
+
+from pipelines.duck import thread_connection
 
 DEFAULT_TASK_MAX_CHARS = 2_000
 DEFAULT_CODE_MAX_CHARS = 8_000
@@ -48,6 +50,9 @@ REASON_USER_FOLLOWED_BY_USER = "unanswered: followed by another user message (st
 REASON_ANSWER_AFTER_ANSWER = "answer follows another answer (strict pairing)"
 
 _ORDER = ["thread_id", "created_at", "dump_seq", "line_no"]
+_NARROW = ["thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"]
+# Every message column the pairing reads.
+PAIRING_COLUMNS = [*_NARROW, "text"]
 
 UNPAIRED_SCHEMA = {
     "message_id": pl.String,
@@ -56,11 +61,28 @@ UNPAIRED_SCHEMA = {
     "created_at": pl.Datetime("us", "UTC"),
     "reason": pl.String,
 }
+PATTERN_COLUMNS = [
+    "pattern_id",
+    "thread_id",
+    "assistant_id",
+    "task",
+    "code",
+    "task_chars",
+    "code_chars",
+    "task_truncated",
+    "code_truncated",
+    "user_message_ids",
+    "assistant_message_ids",
+    "created_at",
+    "answered_at",
+]
 
 
 def _turns(conv: pl.DataFrame, mode: Pairing) -> pl.DataFrame:
     if mode is Pairing.MERGE:
-        boundary = (pl.col("role") != pl.col("role").shift(1)) | (pl.col("thread_id") != pl.col("thread_id").shift(1))
+        boundary = (pl.col("role") != pl.col("role").shift(1)) | (
+            pl.col("thread_id") != pl.col("thread_id").shift(1)
+        )
         conv = conv.with_columns(turn=boundary.fill_null(True).cum_sum())
     else:
         conv = conv.with_row_index("turn")
@@ -71,6 +93,7 @@ def _turns(conv: pl.DataFrame, mode: Pairing) -> pl.DataFrame:
             pl.col("assistant_id").first(),
             pl.col("role").first(),
             pl.col("message_id").alias("message_ids"),
+            pl.col("rid").alias("rids"),
             pl.col("created_at").first(),
             pl.col("created_at").last().alias("last_created_at"),
         )
@@ -88,25 +111,27 @@ def pattern_ids(user_ids: pl.Series, assistant_ids: pl.Series) -> pl.Series:
     """``oai_`` + 24 hex of sha256 over the source message ids: the same messages always give the same
     id (so re-runs store nothing twice), and a turn that grows gives a new one."""
     frame = pl.DataFrame({"u": user_ids.list.join(","), "a": assistant_ids.list.join(",")})
-    ids = duckdb.sql("SELECT 'oai_' || left(sha256(u || '>' || a), 24) AS id FROM frame").pl()["id"]
+    con = thread_connection()
+    con.register("id_parts", frame)
+    try:
+        ids = con.sql("SELECT 'oai_' || left(sha256(u || '>' || a), 24) AS id FROM id_parts").pl()["id"]
+    finally:
+        con.unregister("id_parts")
     return ids.alias("pattern_id")
 
 
-def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pairs as message-id lists, and unpaired messages with reasons, from ids, roles and times only."""
-    narrow = (
-        messages.select(
-            "thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"
-        )
-        .sort(_ORDER)
-        .collect()
-    )
+def _pair_rows(narrow: pl.DataFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pairs (with the row positions ``user_rids`` / ``assistant_rids`` of their messages) and unpaired
+    messages with reasons, from narrow rows that carry their position ``rid``."""
+    narrow = narrow.sort(_ORDER)
     excluded = narrow.filter((pl.col("role") == "system") | pl.col("is_blank")).select(
         "message_id",
         "thread_id",
         "role",
         "created_at",
-        reason=pl.when(pl.col("role") == "system").then(pl.lit(REASON_SYSTEM)).otherwise(pl.lit(REASON_EMPTY)),
+        reason=pl.when(pl.col("role") == "system")
+        .then(pl.lit(REASON_SYSTEM))
+        .otherwise(pl.lit(REASON_EMPTY)),
     )
     conv = narrow.filter((pl.col("role") != "system") & ~pl.col("is_blank"))
     turns = _turns(conv, mode)
@@ -116,12 +141,20 @@ def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl
     answers = turns.filter(is_pair_answer).select(
         turn=pl.col("turn") - 1,
         assistant_message_ids=pl.col("message_ids"),
+        assistant_rids=pl.col("rids"),
         answered_at=pl.col("last_created_at"),
     )
     pairs = users.select(
-        "turn", "thread_id", "assistant_id", user_message_ids=pl.col("message_ids"), created_at=pl.col("created_at")
-    ).join(answers, on="turn", how="inner")
-    pairs = pairs.with_columns(pattern_ids(pairs["user_message_ids"], pairs["assistant_message_ids"])).drop("turn")
+        "turn",
+        "thread_id",
+        "assistant_id",
+        user_message_ids=pl.col("message_ids"),
+        user_rids=pl.col("rids"),
+        created_at=pl.col("created_at"),
+    ).join(answers, on="turn", how="inner", maintain_order="left")
+    pairs = pairs.with_columns(pattern_ids(pairs["user_message_ids"], pairs["assistant_message_ids"])).drop(
+        "turn"
+    )
 
     reason = (
         pl.when(pl.col("role") == "user")
@@ -141,35 +174,40 @@ def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl
         .select("thread_id", "role", "message_ids", reason=reason)
         .explode("message_ids")
         .rename({"message_ids": "message_id"})
-        .join(narrow.select("message_id", "created_at"), on="message_id", how="left")
+        .join(narrow.select("message_id", "created_at"), on="message_id", how="left", maintain_order="left")
     )
     unpaired = pl.concat([excluded, lonely.select(excluded.columns)]).cast(UNPAIRED_SCHEMA)
     return pairs, unpaired
 
 
-def pair_messages(
-    messages: pl.LazyFrame, options: PairingOptions = PairingOptions()
-) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """Patterns (lazy, with text) and unpaired messages for a set of whole threads."""
-    pairs, unpaired = pair_narrow(messages, options.mode)
-    members = pl.concat(
-        [
-            pairs.select("pattern_id", message_id="user_message_ids").with_columns(side=pl.lit("task")),
-            pairs.select("pattern_id", message_id="assistant_message_ids").with_columns(side=pl.lit("code")),
-        ]
-    ).explode("message_id").with_columns(pos=pl.int_range(pl.len()).over("pattern_id", "side"))
-    texts = (
-        messages.select("message_id", "text")
-        .join(members.lazy(), on="message_id", how="inner")
-        .group_by("pattern_id", "side")
-        .agg(pl.col("text").sort_by("pos").str.join(TURN_SEPARATOR))
-    )
-    task = texts.filter(pl.col("side") == "task").select("pattern_id", full_task="text")
-    code = texts.filter(pl.col("side") == "code").select("pattern_id", full_code="text")
-    patterns = (
-        pairs.lazy()
-        .join(task, on="pattern_id", how="left")
-        .join(code, on="pattern_id", how="left")
+def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pairs as message-id lists, and unpaired messages with reasons, from ids, roles and times only."""
+    narrow = messages.select(_NARROW).collect().with_row_index("rid")
+    pairs, unpaired = _pair_rows(narrow, mode)
+    return pairs.drop("user_rids", "assistant_rids"), unpaired
+
+
+def _join_turn_texts(rids: pl.Series, text: pl.Series) -> pl.Series:
+    """The text of each turn: its messages' texts, in turn order, joined by a blank line."""
+    out = text.gather(rids.list.first())
+    several = (rids.list.len() > 1).arg_true()
+    if several.len():
+        parts = pl.DataFrame({"rid": rids.gather(several)}).with_row_index("turn").explode("rid")
+        joined = (
+            parts.with_columns(text=text.gather(parts["rid"]))
+            .group_by("turn", maintain_order=True)
+            .agg(pl.col("text").str.join(TURN_SEPARATOR))
+        )
+        out = out.scatter(several, joined["text"])
+    return out
+
+
+def _assemble(pairs: pl.DataFrame, text: pl.Series, options: PairingOptions) -> pl.DataFrame:
+    full_task = _join_turn_texts(pairs["user_rids"], text)
+    full_code = _join_turn_texts(pairs["assistant_rids"], text)
+    return (
+        pairs.drop("user_rids", "assistant_rids")
+        .with_columns(full_task=full_task, full_code=full_code)
         .with_columns(
             task_chars=pl.col("full_task").str.len_chars(),
             code_chars=pl.col("full_code").str.len_chars(),
@@ -180,20 +218,24 @@ def pair_messages(
             task_truncated=pl.col("task_chars") > options.task_max_chars,
             code_truncated=pl.col("code_chars") > options.code_max_chars,
         )
-        .select(
-            "pattern_id",
-            "thread_id",
-            "assistant_id",
-            "task",
-            "code",
-            "task_chars",
-            "code_chars",
-            "task_truncated",
-            "code_truncated",
-            "user_message_ids",
-            "assistant_message_ids",
-            "created_at",
-            "answered_at",
-        )
+        .select(PATTERN_COLUMNS)
     )
-    return patterns, unpaired
+
+
+def pair_frame(
+    messages: pl.DataFrame, options: PairingOptions = PairingOptions()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Patterns (with text) and unpaired messages for whole threads held in one DataFrame."""
+    narrow = messages.select(_NARROW).with_row_index("rid")
+    pairs, unpaired = _pair_rows(narrow, options.mode)
+    return _assemble(pairs, messages["text"], options), unpaired
+
+
+def pair_messages(
+    messages: pl.LazyFrame, options: PairingOptions = PairingOptions()
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """Patterns (lazy, with text) and unpaired messages for a set of whole threads."""
+    # One collect for ids and text together: the rows' positions then mean the same in both.
+    frame = messages.select(PAIRING_COLUMNS).collect()
+    patterns, unpaired = pair_frame(frame, options)
+    return patterns.lazy(), unpaired

@@ -7,20 +7,33 @@ linearly from its scale into 0..10. Message-level feedback beats thread-level fe
 for one key are averaged; patterns without feedback stay neutral.
 
 Near-duplicates are removed over the whole scope every run (see :mod:`pipelines.dedup`), so the result
-never depends on the order dumps arrived in.
+never depends on the order dumps arrived in. Re-running it on a whole scope after each small dump would
+make every incremental run as expensive as the first, so each scope keeps a cache
+(``staged/_dedup/scope=<key>/``) of every pattern's task, token set and outcome. The keep rule walks
+patterns in priority order and only ever compares near-duplicates, so the outcome inside one connected
+group of near-duplicates (a component of the similarity graph) depends on that group alone. A run
+therefore finds the groups that changed (new or vanished patterns, changed scores), closes them over
+the similarity graph with an exact prefix-filtered search, runs ``near_duplicates`` on just those
+patterns and keeps every other pattern's cached outcome: the result is the same as a full recompute.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates
-from pipelines.incremental import current
-from pipelines.layout import DataLayout, write_parquet
+from pipelines.incremental import ScopeState, current
+from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, write_parquet
 
 NEUTRAL_SCORE = 5.0
 POSITIVE_SCORE = 7.0
@@ -61,7 +74,11 @@ def read_feedback(options: ScoringOptions) -> pl.DataFrame:
     if "feedback" not in raw.columns and "rating" not in raw.columns:
         raise ValueError(f"{path}: needs a 'feedback' (positive/negative) or a 'rating' (number) column")
     raw = raw.with_row_index("line", offset=2)  # header is line 1
-    label = pl.col("feedback").cast(pl.String).str.strip_chars().str.to_lowercase() if "feedback" in raw.columns else None
+    label = (
+        pl.col("feedback").cast(pl.String).str.strip_chars().str.to_lowercase()
+        if "feedback" in raw.columns
+        else None
+    )
     span = options.rating_max - options.rating_min
     rating = (
         ((pl.col("rating").cast(pl.Float64, strict=False) - options.rating_min) / span * 10.0).clip(0.0, 10.0)
@@ -110,8 +127,10 @@ def score(patterns: pl.LazyFrame, feedback: pl.DataFrame | None) -> pl.LazyFrame
         .group_by("pattern_id")
         .agg(message_score=pl.col("score").mean())
     )
-    by_thread = feedback.lazy().filter(pl.col("key_kind") == "thread_id").select(
-        thread_id="key", thread_score="score"
+    by_thread = (
+        feedback.lazy()
+        .filter(pl.col("key_kind") == "thread_id")
+        .select(thread_id="key", thread_score="score")
     )
     return (
         base.join(by_message, on="pattern_id", how="left")
@@ -152,9 +171,11 @@ def score_scope(
         .join(scores, on="pattern_id", how="left")
         .collect()
     )
-    decided = near_duplicates(narrow, threshold=options.threshold)
+    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache).
+    context = ScopeState.load(layout, scope).pairing
+    decided = DedupCache(layout.table("_dedup", scope)).near_duplicates(narrow, options.threshold, context)
     scored = narrow.drop("task").join(decided, on="pattern_id", how="left").sort("pattern_id")
-    write_parquet(scored, target)
+    write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     kept = int(scored["kept"].sum())
     return ScoringResult(
         patterns=scored.height,
@@ -162,6 +183,429 @@ def score_scope(
         duplicates=scored.height - kept,
         from_feedback=int((scored["score_source"] != "neutral").sum()),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Incremental near-duplicate removal
+# --------------------------------------------------------------------------------------------------
+
+# The ASCII characters str.isspace() accepts besides " " (information separators \x1c-\x1f included).
+_ASCII_WS = r"[\t\n\x0b\x0c\r\x1c-\x1f]"
+_DECISION_SCHEMA = {
+    "pattern_id": pl.String,
+    "kept": pl.Boolean,
+    "duplicate_of": pl.String,
+    "similarity": pl.Float64,
+}
+_CACHE_VERSION = 3
+# Two independent 64-bit mixes of a token rank; a set's hash is their wrapping sum over its tokens.
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+
+
+def _token_codes(tasks: pl.Series) -> tuple[np.ndarray, np.ndarray, pl.Series]:
+    """The distinct tokens of ``set(task.lower().split())`` of every task (a null task has none) as
+    ``(rows, codes, tokens)``: pairs sorted by row, codes indexing the ``tokens`` strings.
+
+    Vectorised where Polars provably agrees with Python, on pure-ASCII rows: there ``lower()`` only maps
+    A-Z, and ``split()`` splits on runs of the ASCII whitespace characters, which become spaces first.
+    Other rows are tokenised by Python itself (Rust's and CPython's Unicode tables may disagree).
+    """
+    tasks = tasks.fill_null("")
+    exotic = tasks.str.len_bytes() != tasks.str.len_chars()
+    frame = pl.DataFrame({"token": tasks}).with_row_index("row")
+    flat = (
+        frame.lazy()
+        .filter(~exotic)
+        .select("row", pl.col("token").str.replace_all(_ASCII_WS, " ").str.to_lowercase().str.split(" "))
+        .explode("token")
+        .filter(pl.col("token") != "")
+        .collect(engine="streaming")
+    )
+    slow = frame.filter(exotic)
+    if slow.height:
+        exact = [(row, tok) for row, task in slow.iter_rows() for tok in task.lower().split()]
+        flat = pl.concat([flat, pl.DataFrame(exact, schema=flat.schema, orient="row")])
+    # Dictionary codes make "distinct per row" an integer sort instead of hashing strings.
+    cats = pl.Categories.random()
+    encoded = flat["token"].cast(pl.Categorical(cats))
+    codes = encoded.to_physical().to_numpy().astype(np.int64)
+    # Read while ``encoded`` is alive: the mapping is freed together with its last user.
+    tokens = cats.to_series().alias("token")
+    del encoded
+    rows = flat["row"].to_numpy().astype(np.int64)
+    shift = max(1, int(tokens.len()).bit_length())
+    keys = _sorted_unique((rows << shift) | codes)
+    return keys >> shift, keys & ((1 << shift) - 1), tokens
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique may hash instead, which is several times slower here)."""
+    values = np.sort(values)
+    if values.size:
+        keep = np.empty(values.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(values[1:], values[:-1], out=keep[1:])
+        values = values[keep]
+    return values
+
+
+class _Sets:
+    """Token sets in CSR layout: ``values[offsets[i]:offsets[i + 1]]`` is set i, increasing ranks."""
+
+    def __init__(self, offsets: np.ndarray, values: np.ndarray) -> None:
+        self.offsets = offsets
+        self.values = values
+        self.sizes = np.diff(offsets)
+
+    @classmethod
+    def from_pairs(cls, rows: np.ndarray, values: np.ndarray, n: int) -> _Sets:
+        """From (row, value) pairs; values are sorted within each row here."""
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+        if not values.size:
+            return cls(offsets, values.astype(np.int64))
+        # One sort of packed (row, value) keys: several times faster than a two-key lexsort.
+        base = int(values.min())
+        shifted = values.astype(np.int64) - base
+        shift = max(1, int(shifted.max()).bit_length())
+        keys = np.sort((rows.astype(np.int64) << shift) | shifted)
+        return cls(offsets, (keys & ((1 << shift) - 1)) + base)
+
+    @classmethod
+    def from_lists(cls, lists: pl.Series) -> _Sets:
+        """From a List column, through its Arrow buffers (no per-row work)."""
+        array = lists.rechunk().to_arrow()
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int64)
+        return cls(offsets - offsets[0], values)
+
+    def to_lists(self) -> pl.Series:
+        # Arrow arrays through Polars: pa.array() on a numpy array imports pandas (~1 s).
+        offsets = pl.Series(self.offsets).to_arrow()
+        values = pl.Series(self.values.astype(np.int32)).to_arrow()
+        return pl.Series(pa.LargeListArray.from_arrays(offsets, values))
+
+    def take(self, rows: np.ndarray) -> _Sets:
+        sizes = self.sizes[rows]
+        offsets = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], sizes)
+        return _Sets(offsets, self.values[np.repeat(self.offsets[:-1][rows], sizes) + within])
+
+    @staticmethod
+    def concat(parts: list[_Sets]) -> _Sets:
+        sizes = np.concatenate([p.sizes for p in parts])
+        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return _Sets(offsets, np.concatenate([p.values for p in parts]))
+
+    def hashes(self) -> np.ndarray:
+        """Two independent 64-bit hashes of every set (order-independent wrapping sums), shape (n, 2)."""
+        out = np.zeros((self.sizes.size, 2), dtype=np.uint64)
+        nonempty = self.sizes > 0
+        if self.values.size:
+            for i, mix in enumerate(_MIX):
+                mixed = (self.values.astype(np.uint64) + np.uint64(1)) * mix
+                mixed ^= mixed >> np.uint64(31)
+                out[nonempty, i] = np.add.reduceat(mixed, self.offsets[:-1][nonempty])
+        return out
+
+    def groups(self, rows: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Among ``rows``, rows with identical sets share a group: returns (group of each of ``rows``,
+        the row leading each group).
+
+        Sets are grouped by (size, two 64-bit hashes), then every row is compared element by element
+        with its group's leader; a hash collision (never seen in practice) only makes the rows involved
+        groups of their own, so grouping is exact.
+        """
+        n = rows.size
+        h = hashes[rows]
+        sizes = self.sizes[rows]
+        order = np.lexsort((rows, h[:, 1], h[:, 0], sizes))
+        key_change = np.ones(n, dtype=bool)
+        if n > 1:
+            key_change[1:] = (
+                (np.diff(sizes[order]) != 0) | (np.diff(h[order, 0]) != 0) | (np.diff(h[order, 1]) != 0)
+            )
+        leader = order[np.maximum.accumulate(np.where(key_change, np.arange(n), 0))]
+        follower = np.flatnonzero(leader != order)
+        differs = follower[self._differs(rows[order[follower]], rows[leader[follower]])]
+        if differs.size:
+            # A collision: the rows that differ from their leader become leaders of their own.
+            leader[differs] = order[differs]
+        leaders = _sorted_unique(leader)
+        group_of = np.full(n, -1, dtype=np.int64)
+        group_of[leaders] = np.arange(leaders.size)
+        group = np.empty(n, dtype=np.int64)
+        group[order] = group_of[leader]
+        return group, rows[leaders]
+
+    def _differs(self, rows: np.ndarray, leaders: np.ndarray) -> np.ndarray:
+        """Whether each row's set differs from its leader's (sizes are already equal)."""
+        sizes = self.sizes[rows]
+        seg = np.repeat(np.arange(rows.size), sizes)
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        a = self.values[self.offsets[:-1][rows][seg] + within]
+        b = self.values[self.offsets[:-1][leaders][seg] + within]
+        return np.bincount(seg, weights=a != b, minlength=rows.size) > 0
+
+
+class _Graph:
+    """The near-duplicate graph over distinct token sets, searched with an exact prefix filter.
+
+    A pair reaching the threshold shares at least ceil(low * |A|) tokens of A, so in the global token
+    order (increasing rank) its first shared token is within A's first |A| - ceil(low * |A|) + 1 tokens,
+    and within B's likewise: every similar pair shares a "prefix" token. ``low`` is the largest double
+    below the threshold, because float division of exact integers can round a quotient just below the
+    threshold up onto it; the final test is that very division, as in the reference.
+    """
+
+    def __init__(self, sets: _Sets, nodes: np.ndarray, threshold: float) -> None:
+        """Similarity search over the sets ``nodes`` (other sets may be probed from, never found)."""
+        self.sets = sets
+        self.threshold = threshold
+        low = Fraction(math.nextafter(threshold, -math.inf))
+        self.num, self.den = low.numerator, low.denominator
+        sizes = sets.sizes
+        need = -((-self.num * sizes) // self.den)
+        self.prefix = np.clip(sizes - need + 1, 0, sizes)
+        base = int(sets.values.min()) if sets.values.size else 0
+        self.ranks = sets.values - base  # non-negative, so (set, rank) packs into one sortable key
+        self.shift = max(1, int(self.ranks.max() if self.ranks.size else 0).bit_length())
+        self.keys = (np.repeat(np.arange(sizes.size, dtype=np.int64), sizes) << self.shift) | self.ranks
+        rows, tokens = self._prefix_entries(nodes)
+        order = np.argsort(tokens, kind="stable")
+        self.index_tokens, self.index_rows = tokens[order], rows[order]
+
+    def _prefix_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lengths = self.prefix[rows]
+        entry_rows = np.repeat(rows, lengths)
+        pos = np.arange(entry_rows.size, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return entry_rows, self.ranks[self.sets.offsets[:-1][entry_rows] + pos]
+
+    def neighbours(self, rows: np.ndarray) -> np.ndarray:
+        """Every set with a Jaccard similarity >= threshold to one of ``rows`` (exact)."""
+        rows, tokens = self._prefix_entries(rows)
+        lo = np.searchsorted(self.index_tokens, tokens, "left")
+        counts = np.searchsorted(self.index_tokens, tokens, "right") - lo
+        sizes = self.sets.sizes
+        found: list[np.ndarray] = []
+        # Candidates are expanded in slices so a token shared by many prefixes cannot exhaust memory.
+        for start, stop in _slices(counts, 2_000_000):
+            cnt = counts[start:stop]
+            total = int(cnt.sum())
+            if not total:
+                continue
+            ends = np.cumsum(cnt)
+            a = np.repeat(rows[start:stop], cnt)
+            b = self.index_rows[np.arange(total) + np.repeat(lo[start:stop] - (ends - cnt), cnt)]
+            small, large = np.minimum(sizes[a], sizes[b]), np.maximum(sizes[a], sizes[b])
+            # Jaccard <= small / large, so the smaller set must exceed low * the larger one.
+            ok = (a != b) & (small * self.den > self.num * large)
+            a, b = a[ok], b[ok]
+            if a.size:
+                inter = self._intersections(a, b)
+                union = sizes[a] + sizes[b] - inter
+                # The same IEEE division of exact integers as Python's int / int in the reference.
+                found.append(b[inter / union >= self.threshold])
+        return _sorted_unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+    def _intersections(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """|set(a) & set(b)| per pair: a's tokens looked up by binary search among b's (set, rank) keys."""
+        counts = self.sets.sizes[a]
+        seg = np.repeat(np.arange(a.size), counts)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        probe = (b[seg] << self.shift) | self.ranks[self.sets.offsets[:-1][a][seg] + within]
+        pos = np.minimum(np.searchsorted(self.keys, probe), self.keys.size - 1)
+        return np.bincount(seg, weights=self.keys[pos] == probe, minlength=a.size).astype(np.int64)
+
+    def closure(self, seeds: np.ndarray) -> np.ndarray:
+        """Whether each set is one of the seeds or connected to them through near-duplicate pairs."""
+        seen = np.zeros(self.sets.sizes.size, dtype=bool)
+        frontier = _sorted_unique(seeds)
+        seen[frontier] = True
+        while frontier.size:
+            nxt = self.neighbours(frontier)
+            frontier = nxt[~seen[nxt]]
+            seen[frontier] = True
+        return seen
+
+
+def _slices(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """[start, stop) runs of items whose counts add up to about ``budget`` (one item may exceed it)."""
+    if counts.size == 0:
+        return []
+    cum = np.cumsum(counts)
+    cuts = np.searchsorted(cum, np.arange(budget, int(cum[-1]), budget), "right").tolist()
+    bounds = [0, *sorted({c for c in cuts if 0 < c < counts.size}), counts.size]
+    return list(itertools.pairwise(bounds))
+
+
+def _tokenise(tasks: pl.Series, vocab: pl.DataFrame | None) -> tuple[_Sets, pl.DataFrame]:
+    """Token sets of ``tasks`` as vocabulary ranks, and the vocabulary extended by their new tokens.
+
+    A new vocabulary ranks tokens by frequency, rarest first (ties by token), so prefixes hold rare
+    tokens and candidate lists stay short. Tokens added later rank before all others: that keeps the
+    order, and so the prefix, of every stored set.
+    """
+    rows, codes, tokens = _token_codes(tasks)
+    if vocab is None:
+        counted = (
+            pl.DataFrame({"token": tokens, "n": np.bincount(codes, minlength=tokens.len())})
+            .with_row_index("code")
+            .sort("n", "token")
+            .with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64))
+        )
+        rank_of_code = np.empty(tokens.len(), dtype=np.int64)
+        rank_of_code[counted["code"].to_numpy()] = counted["rank"].to_numpy()
+        vocab = counted.select("token", "rank")
+    else:
+        looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
+        unseen = looked_up["rank"].is_null()
+        if unseen.any():
+            first = int(vocab["rank"].min()) if vocab.height else 0
+            added = looked_up.filter(unseen).select("token").sort("token")
+            vocab = pl.concat(
+                [vocab, added.with_columns(rank=first - 1 - pl.int_range(pl.len(), dtype=pl.Int64))]
+            )
+            looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
+        rank_of_code = looked_up["rank"].to_numpy().astype(np.int64)
+    return _Sets.from_pairs(rows, rank_of_code[codes], tasks.len()), vocab
+
+
+class DedupCache:
+    """The per-scope cache behind incremental near-duplicate removal (see the module docstring).
+
+    ``state.parquet`` holds, for every pattern of the last run, created_at, eval_score, token set (as
+    vocabulary ranks) and outcome; ``vocab.parquet`` maps tokens to ranks; ``meta.json`` names the
+    threshold and the ``context`` the state belongs to. A pattern id names a fixed list of immutable
+    messages, so its task is fixed as long as the pairing options are: callers pass those options as
+    ``context``, and any change of context or threshold starts the cache afresh.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def near_duplicates(self, patterns: pl.DataFrame, threshold: float, context: str = "") -> pl.DataFrame:
+        """``pipelines.dedup.near_duplicates(patterns, threshold)``, reusing the cached outcomes."""
+        if not 0.0 < threshold <= 1.0:
+            # Degenerate thresholds (everything or nothing is a duplicate) are cheap and never cached.
+            return near_duplicates(patterns, threshold)
+        frame = patterns.select(
+            pl.col("pattern_id").cast(pl.String),
+            pl.col("task").cast(pl.String),
+            pl.col("eval_score").cast(pl.Float64),
+            pl.col("created_at"),
+        )
+        meta = {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
+        cached = self._load(meta)
+        if cached is None:
+            decided = near_duplicates(frame, threshold)
+            sets, vocab = _tokenise(frame["task"], None)
+            self._save(frame, sets, decided, vocab, meta)
+            return decided
+        state, vocab = cached
+        decided, sets, new_vocab, changed = _update(frame, state, vocab, threshold)
+        if changed:
+            self._save(frame, sets, decided, new_vocab if new_vocab is not vocab else None, meta)
+        return decided
+
+    def _load(self, meta: dict) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+        path = self.folder / "meta.json"
+        if not path.exists() or json.loads(path.read_text()) != meta:
+            return None
+        return pl.read_parquet(self.folder / "state.parquet"), pl.read_parquet(self.folder / "vocab.parquet")
+
+    def _save(
+        self, frame: pl.DataFrame, sets: _Sets, decided: pl.DataFrame, vocab: pl.DataFrame | None, meta: dict
+    ) -> None:
+        """Write the state (and the vocabulary when it changed, ``None`` otherwise)."""
+        hashes = sets.hashes()
+        state = pl.DataFrame(
+            {
+                "pattern_id": frame["pattern_id"],
+                "created_at": frame["created_at"],
+                "eval_score": frame["eval_score"],
+                "ranks": sets.to_lists(),
+                "h1": hashes[:, 0],
+                "h2": hashes[:, 1],
+                "kept": decided["kept"],
+                "duplicate_of": decided["duplicate_of"],
+                "similarity": decided["similarity"],
+            }
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # meta.json is removed first and written last: a crash in between leaves no cache, never a
+        # cache that disagrees with itself.
+        (self.folder / "meta.json").unlink(missing_ok=True)
+        if vocab is not None:
+            write_parquet(vocab, self.folder / "vocab.parquet", compression=INTERMEDIATE_COMPRESSION)
+        write_parquet(state, self.folder / "state.parquet", compression=INTERMEDIATE_COMPRESSION)
+        tmp = self.folder / ".meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.folder / "meta.json")
+
+
+def _update(
+    frame: pl.DataFrame, state: pl.DataFrame, vocab: pl.DataFrame, threshold: float
+) -> tuple[pl.DataFrame, _Sets, pl.DataFrame, bool]:
+    """Outcomes for ``frame`` from the cached ``state``: only groups that changed are decided again.
+
+    Returns the outcomes (in ``frame`` order), every row's token set, the vocabulary and whether
+    anything differs from the state.
+    """
+    rows = frame.select("pattern_id", "eval_score", "created_at").join(
+        state.select("pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity")
+        .with_row_index("srow")
+        .rename({"created_at": "cached_at", "eval_score": "cached_score"}),
+        on="pattern_id",
+        how="left",
+        maintain_order="left",
+    )
+    known = (rows["srow"].is_not_null() & rows["created_at"].eq_missing(rows["cached_at"])).fill_null(False)
+    same_score = rows["eval_score"].eq(rows["cached_score"]) | (
+        rows["eval_score"].is_nan() & rows["cached_score"].is_nan()
+    )
+    rescored = (known & ~same_score.fill_null(False)).to_numpy()
+    known_np = known.to_numpy()
+    fresh = np.flatnonzero(~known_np)
+    # Every set gets a node: the state's rows first (in state order), then the fresh rows' sets.
+    node = np.empty(frame.height, dtype=np.int64)
+    node[known_np] = rows["srow"].to_numpy()[known_np].astype(np.int64)
+    node[fresh] = state.height + np.arange(fresh.size)
+    alive = np.zeros(state.height + fresh.size, dtype=bool)
+    alive[node] = True
+    gone = np.flatnonzero(~alive[: state.height])
+    stored = _Sets.from_lists(state["ranks"])
+    if not fresh.size and not gone.size and not rescored.any():
+        # Nothing changed since the last run: every cached outcome holds.
+        cached = rows.select("pattern_id", "kept", "duplicate_of", "similarity").cast(_DECISION_SCHEMA)
+        return cached, stored.take(node), vocab, False
+
+    new_sets, vocab = _tokenise(frame["task"].gather(fresh), vocab)
+    sets = _Sets.concat([stored, new_sets])
+    hashes = np.concatenate(
+        [np.column_stack([state["h1"].to_numpy(), state["h2"].to_numpy()]), new_sets.hashes()]
+    )
+    group, leaders = sets.groups(node, hashes)
+    graph = _Graph(sets, leaders, threshold)
+    # A set that is gone was similar (at least) to the group that kept its other members.
+    seeds = np.concatenate(
+        [leaders[group[fresh]], leaders[group[np.flatnonzero(rescored)]], graph.neighbours(gone)]
+    )
+    affected = graph.closure(seeds)[leaders[group]]
+    reuse = rows.with_row_index("row").filter(pl.Series(~affected))
+    redo = near_duplicates(frame.filter(pl.Series(affected)), threshold).with_columns(
+        row=pl.Series(np.flatnonzero(affected), dtype=pl.UInt32)
+    )
+    columns = ["row", "pattern_id", "kept", "duplicate_of", "similarity"]
+    decided = (
+        pl.concat([reuse.select(columns), redo.select(columns)])
+        .sort("row")
+        .drop("row")
+        .cast(_DECISION_SCHEMA)
+    )
+    return decided, sets.take(node), vocab, True
 
 
 def scan_scored(layout: DataLayout, scope: str) -> pl.LazyFrame | None:

@@ -1,9 +1,9 @@
 """Synthetic Assistants exports in the guide's NDJSON shape, for the demo, the tests and the benchmarks.
 
 Everything is generated column-wise with numpy and Polars in chunks (texts are slices of one random
-corpus), so millions of messages take seconds and memory stays bounded by the chunk size. The knobs mirror what
-real exports contain: many assistants, threads of about eight messages, ``created_at`` ties, runs of
-consecutive same-role messages, near-duplicate prompts, and broken lines.
+corpus), so millions of messages take seconds and memory stays bounded by the chunk size. The knobs
+mirror what real exports contain: many assistants, threads of about eight messages, ``created_at``
+ties, runs of consecutive same-role messages, near-duplicate prompts, and broken lines.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ _BAD_LINES = (
     '"text": "x", "created_at": 1735689600}',
     '{"thread_id": "thread_x", "assistant_id": "asst_x", "message_id": "msg_bad_time", "role": "user", '
     '"text": "x", "created_at": "yesterday"}',
-    '{"thread_id": "thread_x", "assistant_id": "asst_x", "role": "user", "text": "no id", "created_at": 1735689600}',
+    '{"thread_id": "thread_x", "assistant_id": "asst_x", "role": "user", "text": "no id", '
+    '"created_at": 1735689600}',
     "",
 )
 
@@ -39,8 +40,15 @@ class SynthSpec:
     bad_line_rate: float = 0.001
     system_rate: float = 0.0
     dumps: int = 1
+    # Share of the messages (by time) in each dump, e.g. (0.99, 0.01): a large export, then a small late
+    # one that continues some of its threads. Default: equal shares.
+    shares: tuple[float, ...] | None = None
     seed: int = 7
     chunk_messages: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.shares is not None and (len(self.shares) != self.dumps or min(self.shares) <= 0):
+            raise ValueError(f"shares must give one positive weight per dump ({self.dumps})")
 
 
 def _corpus(rng: np.random.Generator, vocab: int = 4_000, words: int = 400_000) -> tuple[str, np.ndarray]:
@@ -162,7 +170,9 @@ def generate(spec: SynthSpec, out: Path) -> list[Path]:
             lines = lines.with_columns(_bad_lines(rng, lines["line"], spec.bad_line_rate).alias("line"))
             if spec.dumps > 1:
                 # Split by time: threads running across a boundary continue in the next dump.
-                edges = np.quantile(lines["created_at"].to_numpy(), np.linspace(0, 1, spec.dumps + 1)[1:-1])
+                weights = np.asarray(spec.shares or [1.0] * spec.dumps, dtype=np.float64)
+                cuts = np.cumsum(weights)[:-1] / weights.sum()
+                edges = np.quantile(lines["created_at"].to_numpy(), cuts)
                 part = np.searchsorted(edges, lines["created_at"].to_numpy(), side="right")
             else:
                 part = np.zeros(lines.height, dtype=np.int64)
@@ -183,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=SynthSpec.messages)
     parser.add_argument("--assistants", type=int, default=SynthSpec.assistants)
     parser.add_argument("--dumps", type=int, default=1)
+    parser.add_argument(
+        "--shares", help="comma-separated share of the messages per dump, by time (default: equal), e.g. 99,1"
+    )
     parser.add_argument("--tie-rate", type=float, default=SynthSpec.tie_rate)
     parser.add_argument("--consecutive-rate", type=float, default=SynthSpec.consecutive_rate)
     parser.add_argument("--near-duplicate-rate", type=float, default=SynthSpec.near_duplicate_rate)
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         messages=a.messages,
         assistants=a.assistants,
         dumps=a.dumps,
+        shares=tuple(float(x) for x in a.shares.split(",")) if a.shares else None,
         tie_rate=a.tie_rate,
         consecutive_rate=a.consecutive_rate,
         near_duplicate_rate=a.near_duplicate_rate,

@@ -1,0 +1,292 @@
+"""The fast and memory-bounded code paths give exactly what the simple ones give (no timings here)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from engramia.providers.json_storage import JSONStorage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines import scoring
+from pipelines.dedup import near_duplicates
+from pipelines.embedded import FastJSONStorage, dumps_indent2, engramia_scope, load_embedded, open_memory
+from pipelines.incremental import current, pair_scope
+from pipelines.ingest import ingest, read_scopes, scope_names
+from pipelines.layout import DataLayout
+from pipelines.messages import stage_messages
+from pipelines.pairing import PairingOptions
+from pipelines.records import import_record, kept_patterns
+from pipelines.runner import backfill
+from pipelines.scopes import ScopeMapping
+from pipelines.scoring import DedupCache
+from pipelines.synth import SynthSpec, generate
+from tests.conftest import msg, write_ndjson
+
+# ------------------------------------------------------------------------------------------------
+# Embedded store: same bytes, same paths, same patterns read back
+# ------------------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_dumps_indent2_is_json_dumps(value):
+    assert dumps_indent2(value) == json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def test_dumps_indent2_hands_the_unusual_to_json():
+    odd = {"t": (1, "x"), "s": "\ud800", "n": float("nan"), 1: "int key"}
+    assert dumps_indent2(odd) == json.dumps(odd, indent=2, ensure_ascii=False)
+
+
+def test_fast_storage_maps_keys_and_writes_files_like_jsonstorage(tmp_path):
+    plain, fast = JSONStorage(tmp_path / "a"), FastJSONStorage(tmp_path / "b")
+    rng = random.Random(0)
+    pieces = ["a", ".", "..", "/", "\\", "x.y", "", "...", "é", "patterns", " ", ".json"]
+    record = {"task": "t\u2028é", "design": {"code": "c\n", "ids": ["m1"], "n": 1.5, "b": True, "z": None}}
+    for scope in [("default", "default"), ("acme", "asst 1"), ("t/x", "p")]:
+        with engramia_scope(*scope):
+            for _ in range(2000):
+                key = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 5)))
+                outcomes = []
+                for storage in (plain, fast):
+                    try:
+                        outcomes.append(("ok", storage._key_to_path(key).relative_to(storage._root_resolved)))
+                    except ValueError as exc:
+                        outcomes.append(("error", str(exc)))
+                assert outcomes[0] == outcomes[1], key
+            plain.save("patterns/oai_1", record)
+            fast.save("patterns/oai_1", record)
+            fast.save("patterns/oai_1", record)  # an overwrite goes through the .bak step too
+            a = plain._key_to_path("patterns/oai_1").read_bytes()
+            b = fast._key_to_path("patterns/oai_1").read_bytes()
+            assert a == b
+            assert fast.list_keys("patterns/") == plain.list_keys("patterns/") == ["patterns/oai_1"]
+
+
+def test_loaded_patterns_read_back_as_their_import_records(tmp_path):
+    spec = SynthSpec(messages=600, assistants=2, seed=5)
+    source = generate(spec, tmp_path / "in" / "d.ndjson")[0]
+    layout = DataLayout.at(tmp_path / "data")
+    backfill(layout, source, load=False)
+    loaded = 0
+    for scope in read_scopes(layout)["scope"]:
+        tenant_id, project_id = scope_names(layout, scope)
+        result = load_embedded(layout, scope, tenant_id, project_id)
+        assert result.reconciles and result.stored == result.kept
+        kept = kept_patterns(layout, scope)
+        if kept is None:  # a scope named only by broken lines
+            continue
+        memory = open_memory(layout.engramia)
+        plain = JSONStorage(layout.engramia)
+        with engramia_scope(tenant_id, project_id):
+            for row in kept.collect().iter_rows(named=True):
+                loaded += 1
+                record = import_record(row, tenant_id, project_id)
+                assert plain.load(record["key"]) == record["data"]
+                assert memory.storage.load(record["key"]) == record["data"]
+    assert loaded > 100
+
+
+# ------------------------------------------------------------------------------------------------
+# Ingest: chunking never changes what is staged or quarantined
+# ------------------------------------------------------------------------------------------------
+
+
+def _staged(layout: DataLayout) -> tuple[pl.DataFrame, pl.DataFrame]:
+    raw = pl.read_parquet(layout.raw() / "**" / "*.parquet", hive_partitioning=True).sort("line_no")
+    quarantine = pl.read_parquet(layout.quarantine() / "*.parquet").sort("line_no")
+    return raw.drop("dump"), quarantine
+
+
+def test_chunk_size_does_not_change_the_result(tmp_path):
+    rows: list[dict | str] = []
+    rng = random.Random(4)
+    for i in range(400):
+        rows.append(
+            msg(f"t{i // 5}", f"m{i}", rng.choice(["user", "assistant"]), "x " * rng.randint(0, 40), i)
+        )
+    rows[10], rows[50], rows[51], rows[200] = "{broken", "", "   ", '["not", "an object"]'
+    path = write_ndjson(tmp_path / "in" / "d.ndjson", rows)
+    with path.open("ab") as f:
+        f.write(
+            b'{"thread_id": "t", "text": "\xff"}\r\n'
+            + json.dumps(msg("t9", "m9", "user", "crlf", 1)).encode()
+            + b"\r\n"
+        )
+    outcomes = []
+    for chunk in (997, 64 * 1024, 24 * 1024 * 1024):
+        layout = DataLayout.at(tmp_path / f"c{chunk}")
+        [result] = ingest(layout, path.parent, ScopeMapping(), chunk_bytes=chunk)
+        outcomes.append((result.lines, result.staged, result.quarantined, result.reasons, *_staged(layout)))
+    for other in outcomes[1:]:
+        assert other[:4] == outcomes[0][:4]
+        assert other[4].equals(outcomes[0][4]) and other[5].equals(outcomes[0][5])
+
+
+def test_staged_file_becomes_the_messages_file_when_nothing_repeats(tmp_path, landing, dump):
+    dump("a.ndjson", [msg("t", "m1", "user", "q", 0), msg("t", "m2", "assistant", "a", 1)])
+    dump("b.ndjson", [msg("t", "m2", "assistant", "a", 1), msg("t", "m3", "user", "again", 2)])
+    layout = DataLayout.at(tmp_path / "data")
+    ingest(layout, landing, ScopeMapping())
+    [scope] = read_scopes(layout)["scope"]
+    first, second = stage_messages(layout, scope)
+    assert (first.messages, first.repeats) == (2, 0) and (second.messages, second.repeats) == (1, 1)
+    files = sorted(layout.table("messages", scope).glob("*.parquet"))
+    staged = {
+        p.parent.parent.name.removeprefix("dump="): p for p in layout.raw().glob("dump=*/scope=*/*.parquet")
+    }
+    adopted = files[0].stat().st_ino == staged[files[0].stem.removeprefix("dump=")].stat().st_ino
+    assert adopted  # the dump without repeats shares its staged file
+    assert pl.read_parquet(files[1])["message_id"].to_list() == ["m3"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairing: threads paired in groups under a memory budget give the same patterns
+# ------------------------------------------------------------------------------------------------
+
+
+def test_pairing_in_groups_matches_pairing_at_once(tmp_path):
+    spec = SynthSpec(messages=3000, assistants=1, seed=9, bad_line_rate=0)
+    source = generate(spec, tmp_path / "in" / "d.ndjson")[0]
+    results = []
+    for budget in (10**12, 20_000):
+        layout = DataLayout.at(tmp_path / f"b{budget}")
+        ingest(layout, source, ScopeMapping())
+        [scope] = read_scopes(layout)["scope"]
+        stage_messages(layout, scope)
+        pair_scope(layout, scope, PairingOptions(), text_budget=budget)
+        patterns = current(layout, "patterns", scope).collect().sort("pattern_id")
+        unpaired = current(layout, "unpaired", scope).collect().sort("message_id")
+        results.append((patterns, unpaired))
+    assert results[0][0].height > 300
+    assert results[0][0].equals(results[1][0]) and results[0][1].equals(results[1][1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Incremental near-duplicate removal equals a full recompute
+# ------------------------------------------------------------------------------------------------
+
+_WORDS = [
+    *["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta"],
+    *["theta", "iota", "kappa", "lam", "mu", "nu", "xi"],
+    "Ünï",
+    "İx",
+    "straße",
+    "A\tb",
+]
+_SCHEMA = {
+    "pattern_id": pl.String,
+    "task": pl.String,
+    "eval_score": pl.Float64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+
+def _pattern(rng: random.Random, i: int, pool: dict) -> dict:
+    if pool and rng.random() < 0.4:
+        task = rng.choice(list(pool.values()))["task"]
+    else:
+        words = [rng.choice(_WORDS[: rng.randint(3, len(_WORDS))]) for _ in range(rng.randint(0, 12))]
+        task = rng.choice([" ", "  ", "\n", " \x1f"]).join(words)
+        task = task.upper() if rng.random() < 0.1 else task
+    if task is not None and rng.random() < 0.3:
+        task = f"{task} {rng.choice(_WORDS)}"
+    return {
+        "pattern_id": f"p{i:05d}",
+        "task": None if rng.random() < 0.02 else task,
+        "eval_score": rng.choice([5.0, 5.0, 3.0, 7.0, float("nan")]),
+        "created_at": datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 50)),
+    }
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cached_near_duplicates_equal_a_full_recompute(tmp_path, seed):
+    rng = random.Random(seed)
+    threshold = rng.choice([0.92, 0.5, 0.75, 1.0, 0.3])
+    counter = iter(range(10**6))
+    pool: dict[int, dict] = {}
+    for _ in range(rng.randint(5, 80)):
+        i = next(counter)
+        pool[i] = _pattern(rng, i, pool)
+    cache = DedupCache(tmp_path / "cache")
+    for step in range(6):
+        frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+        context = "ctx" if step < 4 else "new options"  # a context change starts afresh
+        assert cache.near_duplicates(frame, threshold, context).equals(near_duplicates(frame, threshold)), (
+            step
+        )
+        for _ in range(rng.randint(0, 10)):
+            i = next(counter)
+            pool[i] = _pattern(rng, i, pool)
+        for key in rng.sample(list(pool), min(len(pool) - 1, rng.randint(0, 5))):
+            del pool[key]
+        for key in rng.sample(list(pool), min(len(pool), rng.randint(0, 3))):
+            pool[key]["eval_score"] = rng.choice([1.0, 9.0, 5.0])
+        for key in rng.sample(list(pool), min(len(pool), rng.randint(0, 2))):
+            # A turn that grows: its pattern goes, a new id comes with a longer task.
+            old, i = pool.pop(key), next(counter)
+            pool[i] = {**old, "pattern_id": f"p{i:05d}", "task": f"{old['task'] or ''} {rng.choice(_WORDS)}"}
+
+
+def test_cache_grouping_survives_hash_collisions(tmp_path, monkeypatch):
+    # Every set hashes to the same value: grouping must fall back on comparing the sets themselves.
+    monkeypatch.setattr(scoring, "_MIX", (np.uint64(0), np.uint64(0)))
+    rng = random.Random(1)
+    pool = {i: _pattern(rng, i, {}) for i in range(60)}
+    cache = DedupCache(tmp_path / "cache")
+    frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+    cache.near_duplicates(frame, 0.75, "c")
+    more = pl.DataFrame([_pattern(rng, i, pool) for i in range(60, 90)], schema=_SCHEMA)
+    both = pl.concat([frame, more])
+    assert cache.near_duplicates(both, 0.75, "c").equals(near_duplicates(both, 0.75))
+
+
+def test_tokens_match_python_split_on_ascii_whitespace():
+    tasks = pl.Series(["A\tb\nc\x0bd\x0ce\rf\x1cg\x1dh\x1ei\x1fj k  l", "", None, "Ünï İx", "x\u00a0y"])
+    rows, codes, tokens = scoring._token_codes(tasks)
+    got: dict[int, set[str]] = {}
+    for row, code in zip(rows.tolist(), codes.tolist(), strict=True):
+        got.setdefault(row, set()).add(tokens[code])
+    for row, task in enumerate(tasks.to_list()):
+        assert got.get(row, set()) == set((task or "").lower().split()), task
+
+
+def test_scored_patterns_stay_exact_across_incremental_runs(tmp_path):
+    spec = SynthSpec(messages=4000, assistants=2, dumps=3, seed=13, near_duplicate_rate=0.4)
+    dumps = generate(spec, tmp_path / "dumps")
+    layout = DataLayout.at(tmp_path / "data")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for path in dumps:
+        (landing / path.name).symlink_to(path)
+        backfill(layout, landing, load=False)
+        for scope in read_scopes(layout)["scope"]:
+            patterns = current(layout, "patterns", scope)
+            if patterns is None:
+                continue
+            scored = pl.read_parquet(layout.table("scored", scope) / "scored.parquet")
+            expected = near_duplicates(
+                patterns.select("pattern_id", "task", "created_at")
+                .with_columns(eval_score=pl.lit(5.0))
+                .collect()
+            )
+            got = scored.select("pattern_id", "kept", "duplicate_of", "similarity").sort("pattern_id")
+            assert got.equals(expected.sort("pattern_id")), (path.name, scope)
