@@ -70,7 +70,12 @@ def register_scopes(
 def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout = settings.layout
     results = ingest(
-        layout, settings.source, settings.mapping(), settings.chunk_mib * 1024 * 1024, context.log.info
+        layout,
+        settings.source,
+        settings.mapping(),
+        settings.chunk_mib * 1024 * 1024,
+        context.log.info,
+        settle_seconds=settings.settle_seconds,
     )
     new_scopes = register_scopes(context, read_scopes(layout)["scope"].to_list())
     refresh_views(context, settings)

@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         code_max_chars=args.code_max_chars,
         score_strategy="feedback" if args.feedback else "neutral",
         feedback=str(args.feedback) if args.feedback else None,
+        # The dumps were named explicitly: read them as they are now.
+        settle_seconds=0,
     )
     try:
         destination = _destination(args)

@@ -49,6 +49,10 @@ class BackfillSettings(dg.ConfigurableResource):
     rating_min: float = 1.0
     rating_max: float = 5.0
     chunk_mib: int = Field(default=128, description="Bytes of a dump read at once (bounds memory).")
+    settle_seconds: float = Field(
+        default=10.0,
+        description="A dump must be unchanged this long before it is read (files being copied in).",
+    )
 
     @property
     def layout(self) -> DataLayout:

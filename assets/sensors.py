@@ -7,7 +7,6 @@ state again requests nothing new.
 """
 
 import hashlib
-import time
 
 import dagster as dg
 
@@ -15,9 +14,6 @@ from assets.backfill import SCOPE_ASSETS, SCOPES, raw_thread_exports
 from assets.resources import BackfillSettings
 from pipelines.ingest import pending_dumps, read_scopes
 from pipelines.messages import pending_message_dumps
-
-# A file modified this recently may still be being copied in; it is picked up on a later tick.
-SETTLE_SECONDS = 10
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=dg.AssetSelection.assets(raw_thread_exports), description="Stage new dumps."
@@ -44,11 +40,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettin
     layout = settings.layout
     requests: list[dg.RunRequest] = []
     if settings.source.exists():
-        settled = [
-            d
-            for d in pending_dumps(layout, settings.source)
-            if time.time_ns() - d.mtime_ns > SETTLE_SECONDS * 1e9
-        ]
+        # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
+        settled = pending_dumps(layout, settings.source, settings.settle_seconds)
         if settled:
             requests.append(
                 dg.RunRequest(

@@ -25,7 +25,7 @@ def instance():
 
 def _resources(layout, source):
     return {
-        "settings": BackfillSettings(data_dir=str(layout.root), landing=str(source)),
+        "settings": BackfillSettings(data_dir=str(layout.root), landing=str(source), settle_seconds=0),
         "engramia": EngramiaDestination(),
     }
 
@@ -114,13 +114,10 @@ def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
     assert result.asset_materializations_for_node("engramia_scopes") == []
 
 
-def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, instance, monkeypatch):
-    import assets.sensors as sensors
-
-    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0)
+def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, instance):
     landing = tmp_path / "landing"
     landing.mkdir()
-    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing))
+    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
     ctx = dg.build_sensor_context(instance=instance, resources={"settings": settings})
     assert landing_sensor(ctx).run_requests == []
 

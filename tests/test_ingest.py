@@ -166,3 +166,42 @@ def test_long_names_never_share_a_key():
     assert sanitize_key(a) != sanitize_key(b)
     assert len(sanitize_key(a)) <= 100
     assert sanitize_key("asst_ok-1.2") == "asst_ok-1.2"
+
+
+def test_same_name_size_and_time_in_two_folders_are_two_dumps(layout, landing):
+    import os
+
+    a = write_ndjson(landing / "day1" / "export.ndjson", [msg("t1", "m1", "user", "q", 0)])
+    b = write_ndjson(landing / "day2" / "export.ndjson", [msg("t2", "m2", "user", "q", 0)])
+    os.utime(b, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns))
+    results = ingest(layout, landing, ScopeMapping())
+    assert len(results) == 2 and len({r.dump_id for r in results}) == 2
+    assert _raw(layout)["message_id"].sort().to_list() == ["m1", "m2"]
+
+
+def test_files_still_being_written_wait_for_the_settle_time(layout, dump, landing):
+    import os
+    import time
+
+    old = dump("old.ndjson", [msg("t", "m1", "user", "q", 0)])
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    dump("new.ndjson", [msg("t", "m2", "user", "q", 1)])
+    [r] = ingest(layout, landing, ScopeMapping(), settle_seconds=30)
+    assert r.file.endswith("old.ndjson")
+    [r] = ingest(layout, landing, ScopeMapping())
+    assert r.file.endswith("new.ndjson")
+
+
+def test_rows_of_a_dump_whose_ingest_crashed_are_not_staged(layout, dump, landing):
+    from pipelines.ingest import scope_dump_rows
+
+    dump("a.ndjson", [msg("t", "m1", "user", "q", 0)])
+    ingest(layout, landing, ScopeMapping())
+    [scope] = read_scopes(layout)["scope"].to_list()
+    assert len(scope_dump_rows(layout, scope)) == 1
+    # Staged files of a dump that never reached the manifest (the process died mid-dump).
+    orphan = layout.raw("crashed-000000000000") / f"scope={scope}"
+    orphan.mkdir(parents=True)
+    pl.DataFrame({"message_id": ["x"]}).write_parquet(orphan / "part.parquet")
+    assert len(scope_dump_rows(layout, scope)) == 1
+    assert "crashed-000000000000" not in scope_dump_rows(layout, scope)
