@@ -109,8 +109,13 @@ def _turns(conv: pl.DataFrame, mode: Pairing) -> pl.DataFrame:
 
 def pattern_ids(user_ids: pl.Series, assistant_ids: pl.Series) -> pl.Series:
     """``oai_`` + 24 hex of sha256 over the source message ids: the same messages always give the same
-    id (so re-runs store nothing twice), and a turn that grows gives a new one."""
-    frame = pl.DataFrame({"u": user_ids.list.join(","), "a": assistant_ids.list.join(",")})
+    id (so re-runs store nothing twice), and a turn that grows gives a new one. Each id is prefixed with
+    its length, so no choice of message ids can make two different sources hash the same text."""
+
+    def encode(ids: pl.Series) -> pl.Series:
+        return ids.list.eval(pl.element().str.len_bytes().cast(pl.String) + ":" + pl.element()).list.join("")
+
+    frame = pl.DataFrame({"u": encode(user_ids), "a": encode(assistant_ids)})
     con = thread_connection()
     con.register("id_parts", frame)
     try:

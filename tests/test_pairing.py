@@ -146,3 +146,13 @@ def test_message_accounting_on_random_threads():
         assert in_patterns.n_unique() == in_patterns.len()
         assert set(in_patterns.to_list()).isdisjoint(unpaired["message_id"].to_list())
         assert in_patterns.len() + unpaired.height == len(rows)
+
+
+def test_ids_cannot_be_made_to_collide_by_separators():
+    from pipelines.pairing import pattern_ids
+
+    a = pattern_ids(pl.Series([["a"]]), pl.Series([["b>c"]]))
+    b = pattern_ids(pl.Series([["a>b"]]), pl.Series([["c"]]))
+    c = pattern_ids(pl.Series([["a,b"]]), pl.Series([["c"]]))
+    d = pattern_ids(pl.Series([["a", "b"]]), pl.Series([["c"]]))
+    assert len({a.item(), b.item(), c.item(), d.item()}) == 4
