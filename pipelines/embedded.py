@@ -27,7 +27,7 @@ from typing import Any
 
 import engramia
 import polars as pl
-from engramia._context import reset_scope, set_scope
+from engramia._context import get_scope, reset_scope, set_scope
 from engramia.providers.json_storage import JSONStorage
 from engramia.types import Scope
 
@@ -147,44 +147,49 @@ def _encode_dict(obj: dict, newline: str, parts: list[str]) -> None:
 
 class FastJSONStorage(JSONStorage):
     """Engramia's ``JSONStorage`` with a faster file write that produces byte-identical files, and its
-    key -> path mapping with the scope folder resolved once per scope instead of on every key."""
+    key -> path mapping with each scope folder resolved once instead of on every key."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
-        self._made_dirs: set[Path] = set()
-        self._resolved_roots: dict[Path, Path] = {}
+        self._made_dirs: set[str] = set()
+        self._scope_roots: dict[tuple[str, str], tuple[Path, bool]] = {}
 
     def _key_to_path(self, key: str) -> Path:
-        # JSONStorage._key_to_path step by step; only ``_effective_root().resolve()`` (a realpath, one
-        # lstat per path component) is remembered, and the "stays inside the root" check, which can
-        # only fail through the scope folder itself (no key segment is "." or ".."), is done with it.
+        # JSONStorage._key_to_path step by step, except that ``_effective_root().resolve()`` (a realpath,
+        # one lstat per path component) and the "stays inside the root" check are done once per scope:
+        # no key segment is "." or "..", so only the scope folder itself can lead outside the root.
         clean = key.replace("\\", "/")
         parts = [p for p in clean.split("/") if p and not all(c == "." for c in p)]
         if not parts:
             raise ValueError(f"Invalid storage key: {key!r}")
-        effective = self._effective_root()
-        root = self._resolved_roots.get(effective)
-        if root is None:
-            root = effective.resolve()
-            self._resolved_roots[effective] = root
+        scope = get_scope()
+        cached = self._scope_roots.get((scope.tenant_id, scope.project_id))
+        if cached is None:
+            root = self._effective_root().resolve()
+            cached = (root, root.is_relative_to(self._root_resolved))
+            self._scope_roots[(scope.tenant_id, scope.project_id)] = cached
+        root, inside = cached
         path = root.joinpath(*parts).with_suffix(".json")
-        if not root.is_relative_to(self._root_resolved):
+        if not inside:
             raise ValueError(f"Storage key escapes root directory: {key!r}")
         return path
 
     def _atomic_write(self, path: Path, data: dict[str, Any] | list[Any]) -> None:
-        # JSONStorage._atomic_write's steps (tmp -> bak -> replace), with the text made in one piece
-        # and each directory created once per storage object instead of on every write.
+        # JSONStorage._atomic_write's steps (tmp -> bak -> replace) on plain strings, with the text made
+        # in one piece and each directory created once per storage object instead of on every write.
         text = dumps_indent2(data)
-        if path.parent not in self._made_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(path.parent)
-        tmp = path.with_suffix(".tmp")
+        target = os.fspath(path)
+        folder = os.path.dirname(target)
+        if folder not in self._made_dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._made_dirs.add(folder)
+        stem = os.path.splitext(target)[0]  # what Path.with_suffix replaces
+        tmp = stem + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        if path.exists():
-            os.replace(path, path.with_suffix(".bak"))
-        os.replace(tmp, path)
+        if os.path.exists(target):
+            os.replace(target, stem + ".bak")
+        os.replace(tmp, target)
 
 
 def open_memory(store: Path) -> engramia.Memory:

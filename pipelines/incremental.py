@@ -7,33 +7,25 @@ up because the whole thread is paired again when the answer arrives. Nothing is 
 of a run follows the size of what is new, not of what is stored.
 
 Memory stays bounded whatever the scope's size: the touched threads are split into groups whose texts
-add up to at most ``text_budget`` characters, and each group is read, paired and appended to the batch
-file on its own (threads never span groups, so pairs are the same as in one go).
+add up to at most ``text_budget`` characters, and each group is read, paired and written on its own
+(``batch=<n>-g<k>.parquet``; threads never span groups, so pairs are the same as in one go).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from pipelines.layout import (
-    ARROW_INTERMEDIATE_COMPRESSION,
-    INTERMEDIATE_COMPRESSION,
-    DataLayout,
-    parquet_files,
-    write_parquet,
-)
+from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 from pipelines.pairing import PAIRING_COLUMNS, UNPAIRED_SCHEMA, PairingOptions, pair_frame
 
 BATCHED_TABLES = ("patterns", "unpaired")
 # Characters of message text paired at once (about as many bytes for mostly-ASCII text; the pairing
 # holds the texts and the assembled patterns, so peak memory is a small multiple of this).
-DEFAULT_TEXT_BUDGET = 192 * 1024 * 1024
+DEFAULT_TEXT_BUDGET = 128 * 1024 * 1024
 
 
 @dataclass
@@ -115,35 +107,25 @@ def pair_scope(
     name = f"batch={batch:06d}.parquet"
     target = layout.table("patterns", scope) / name
     groups = _thread_groups(sizes, text_budget)
+    # A crashed attempt at this batch may have left group files behind: they must not join the batch.
+    for stale in [target, *target.parent.glob(f"batch={batch:06d}-g*.parquet")]:
+        stale.unlink(missing_ok=True)
     unpaired_parts = []
-    if len(groups) == 1:
-        patterns, unpaired = pair_frame(touched.select(PAIRING_COLUMNS).collect(), options)
-        n_patterns = write_parquet(
+    n_patterns = 0
+    for i, group in enumerate(groups):
+        source = touched if len(groups) == 1 else _only(all_messages, group)
+        frame = source.select(PAIRING_COLUMNS).collect()
+        patterns, unpaired = pair_frame(frame, options)
+        del frame
+        # One file per group (only a single group keeps the plain batch name): every file is written
+        # once, straight from Polars; ``current`` reads all files of the folder.
+        path = target if len(groups) == 1 else target.with_name(f"batch={batch:06d}-g{i:03d}.parquet")
+        n_patterns += write_parquet(
             patterns.with_columns(pl.lit(batch, dtype=pl.Int64).alias("batch")),
-            target,
+            path,
             compression=INTERMEDIATE_COMPRESSION,
         )
         unpaired_parts.append(unpaired)
-    else:
-        n_patterns = 0
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        writer: pq.ParquetWriter | None = None
-        try:
-            for group in groups:
-                frame = _only(all_messages, group).select(PAIRING_COLUMNS).collect()
-                patterns, unpaired = pair_frame(frame, options)
-                del frame
-                table = patterns.with_columns(pl.lit(batch, dtype=pl.Int64).alias("batch")).to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression=ARROW_INTERMEDIATE_COMPRESSION)
-                writer.write_table(table)
-                n_patterns += table.num_rows
-                unpaired_parts.append(unpaired)
-        finally:
-            if writer is not None:
-                writer.close()
-        os.replace(tmp, target)
     batch_col = pl.lit(batch, dtype=pl.Int64).alias("batch")
     unpaired = pl.concat(unpaired_parts) if unpaired_parts else pl.DataFrame(schema=UNPAIRED_SCHEMA)
     write_parquet(unpaired.with_columns(batch_col), layout.table("unpaired", scope) / name)

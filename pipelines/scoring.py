@@ -198,49 +198,59 @@ _DECISION_SCHEMA = {
     "similarity": pl.Float64,
 }
 _CACHE_VERSION = 3
+# Tasks tokenised at once (bounds the exploded token strings held in memory).
+_TOKENISE_ROWS = 100_000
 # Two independent 64-bit mixes of a token rank; a set's hash is their wrapping sum over its tokens.
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
 
 
 def _token_codes(tasks: pl.Series) -> tuple[np.ndarray, np.ndarray, pl.Series]:
-    """The distinct tokens of ``set(task.lower().split())`` of every task (a null task has none) as
-    ``(rows, codes, tokens)``: pairs sorted by row, codes indexing the ``tokens`` strings.
+    """The tokens of ``task.lower().split()`` of every task (a null task has none) as
+    ``(rows, codes, tokens)``: one (row, code) pair per token (repeats included), codes indexing the
+    ``tokens`` strings.
 
     Vectorised where Polars provably agrees with Python, on pure-ASCII rows: there ``lower()`` only maps
     A-Z, and ``split()`` splits on runs of the ASCII whitespace characters, which become spaces first.
     Other rows are tokenised by Python itself (Rust's and CPython's Unicode tables may disagree).
+    Tasks are tokenised in slices sharing one dictionary, so the exploded tokens never exist all at once.
     """
     tasks = tasks.fill_null("")
-    exotic = tasks.str.len_bytes() != tasks.str.len_chars()
-    frame = pl.DataFrame({"token": tasks}).with_row_index("row")
-    flat = (
-        frame.lazy()
-        .filter(~exotic)
-        .select("row", pl.col("token").str.replace_all(_ASCII_WS, " ").str.to_lowercase().str.split(" "))
-        .explode("token")
-        .filter(pl.col("token") != "")
-        .collect(engine="streaming")
-    )
-    slow = frame.filter(exotic)
-    if slow.height:
-        exact = [(row, tok) for row, task in slow.iter_rows() for tok in task.lower().split()]
-        flat = pl.concat([flat, pl.DataFrame(exact, schema=flat.schema, orient="row")])
-    # Dictionary codes make "distinct per row" an integer sort instead of hashing strings.
     cats = pl.Categories.random()
-    encoded = flat["token"].cast(pl.Categorical(cats))
-    codes = encoded.to_physical().to_numpy().astype(np.int64)
-    # Read while ``encoded`` is alive: the mapping is freed together with its last user.
+    keep = []  # the encoded slices keep the dictionary alive until its strings are read
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, max(tasks.len(), 1), _TOKENISE_ROWS):
+        chunk = tasks.slice(start, _TOKENISE_ROWS)
+        exotic = chunk.str.len_bytes() != chunk.str.len_chars()
+        frame = pl.DataFrame({"token": chunk}).with_row_index("row", offset=start)
+        flat = (
+            frame.lazy()
+            .filter(~exotic)
+            .select("row", pl.col("token").str.replace_all(_ASCII_WS, " ").str.to_lowercase().str.split(" "))
+            .explode("token")
+            .filter(pl.col("token") != "")
+            .collect(engine="streaming")
+        )
+        slow = frame.filter(exotic)
+        if slow.height:
+            exact = [(row, tok) for row, task in slow.iter_rows() for tok in task.lower().split()]
+            flat = pl.concat([flat, pl.DataFrame(exact, schema=flat.schema, orient="row")])
+        # Dictionary codes make "distinct per row" an integer sort instead of hashing strings.
+        encoded = flat["token"].cast(pl.Categorical(cats))
+        keep.append(encoded.head(1))
+        parts.append((flat["row"].to_numpy(), encoded.to_physical().to_numpy()))
+        del flat, encoded
     tokens = cats.to_series().alias("token")
-    del encoded
-    rows = flat["row"].to_numpy().astype(np.int64)
-    shift = max(1, int(tokens.len()).bit_length())
-    keys = _sorted_unique((rows << shift) | codes)
-    return keys >> shift, keys & ((1 << shift) - 1), tokens
+    del keep
+    return np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts]), tokens
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (np.unique may hash instead, which is several times slower here)."""
-    values = np.sort(values)
+    return _unique_sorted(np.sort(values))
+
+
+def _unique_sorted(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an already sorted array."""
     if values.size:
         keep = np.empty(values.size, dtype=bool)
         keep[0] = True
@@ -259,25 +269,29 @@ class _Sets:
 
     @classmethod
     def from_pairs(cls, rows: np.ndarray, values: np.ndarray, n: int) -> _Sets:
-        """From (row, value) pairs; values are sorted within each row here."""
+        """From (row, value) pairs in any order, repeats allowed: each row's distinct values, sorted."""
         offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
         if not values.size:
             return cls(offsets, values.astype(np.int64))
-        # One sort of packed (row, value) keys: several times faster than a two-key lexsort.
+        # One in-place sort of packed (row, value) keys: several times faster than a two-key lexsort.
         base = int(values.min())
-        shifted = values.astype(np.int64) - base
+        shifted = values - base if base else values
         shift = max(1, int(shifted.max()).bit_length())
-        keys = np.sort((rows.astype(np.int64) << shift) | shifted)
+        keys = rows.astype(np.int64)
+        keys <<= shift
+        keys |= shifted
+        keys.sort()
+        keys = _unique_sorted(keys)
+        np.cumsum(np.bincount(keys >> shift, minlength=n), out=offsets[1:])
         return cls(offsets, (keys & ((1 << shift) - 1)) + base)
 
     @classmethod
     def from_lists(cls, lists: pl.Series) -> _Sets:
-        """From a List column, through its Arrow buffers (no per-row work)."""
-        array = lists.rechunk().to_arrow()
-        offsets = array.offsets.to_numpy().astype(np.int64)
-        values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int64)
-        return cls(offsets - offsets[0], values)
+        """From a List column (Polars, not pyarrow's to_numpy, which imports pandas: ~1 s)."""
+        offsets = np.zeros(lists.len() + 1, dtype=np.int64)
+        np.cumsum(lists.list.len().fill_null(0).to_numpy(), out=offsets[1:])
+        # Empty lists explode to nulls; set members are never null.
+        return cls(offsets, lists.explode().drop_nulls().to_numpy().astype(np.int64))
 
     def to_lists(self) -> pl.Series:
         # Arrow arrays through Polars: pa.array() on a numpy array imports pandas (~1 s).
