@@ -284,24 +284,3 @@ def load_embedded(
         result.pattern_count_after = pattern_count(memory) if changed else before
     result.seconds = time.perf_counter() - started
     return result
-
-
-def recall_check(
-    store: Path, tenant_id: str, project_id: str, tasks: pl.Series, keys: pl.Series
-) -> list[dict]:
-    """Recall each task and report whether its own pattern came back as a duplicate-tier match."""
-    memory = open_memory(store)
-    out = []
-    with engramia_scope(tenant_id, project_id):
-        for task, key in zip(tasks.to_list(), keys.to_list(), strict=True):
-            matches = memory.recall(task, limit=5, deduplicate=False)
-            hit = next((m for m in matches if m.pattern_key == key), None)
-            out.append(
-                {
-                    "key": key,
-                    "found": hit is not None and hit.reuse_tier == "duplicate",
-                    "similarity": None if hit is None else float(hit.similarity),
-                    "reuse_tier": None if hit is None else hit.reuse_tier,
-                }
-            )
-    return out
