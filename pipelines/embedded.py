@@ -226,7 +226,11 @@ def load_embedded(
     with engramia_scope(tenant_id, project_id):
         # The same plan as pipelines.load_plan.plan_load, made on ids: texts are read only for what is sent.
         kept = kept_patterns(layout, scope)
-        in_store = ledger.in_store().select("pattern_id", "key")
+        # count_patterns() is len(list_keys("patterns/")): one listing gives both the count and the keys.
+        existing = set(memory.storage.list_keys(prefix="patterns/"))
+        before = len(existing)
+        # Trust the ledger only for keys the store really holds: a wiped or damaged store is refilled.
+        in_store = ledger.in_store().select("pattern_id", "key").filter(pl.col("key").is_in(list(existing)))
         kept_ids = (
             kept.select("pattern_id").collect()
             if kept is not None
@@ -235,9 +239,6 @@ def load_embedded(
         send_ids = kept_ids.join(in_store, on="pattern_id", how="anti")
         to_retract = in_store.join(kept_ids, on="pattern_id", how="anti")
         result.kept, result.already_loaded = kept_ids.height, kept_ids.height - send_ids.height
-        # count_patterns() is len(list_keys("patterns/")): one listing gives both the count and the keys.
-        existing = set(memory.storage.list_keys(prefix="patterns/"))
-        before = len(existing)
         result.pattern_count_before = before
         if before - to_retract.height + send_ids.height > SCOPE_PATTERN_CAP:
             result.error = (

@@ -118,3 +118,14 @@ def test_split_dumps_give_the_same_patterns_as_one_dump(tmp_path):
         )
         pb = _patterns(b, scope).select("pattern_id", "task", "code").sort("pattern_id")
         assert pa.equals(pb), scope
+
+
+def test_a_wiped_store_is_refilled_on_the_next_run(layout, dump, landing):
+    import shutil
+
+    dump("1.ndjson", [msg("t", "u", "user", "question", 0), msg("t", "a", "assistant", "answer", 1)])
+    [scope] = backfill(layout, landing).scopes
+    shutil.rmtree(layout.engramia)
+    load = backfill(layout, landing).scopes[scope].load
+    assert (load.stored, load.pattern_count_before, load.pattern_count_after) == (1, 0, 1)
+    assert load.reconciles
