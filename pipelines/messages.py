@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.duck import copy_parquet, file_list, thread_connection
@@ -34,13 +35,20 @@ MESSAGE_COLUMNS = (
     "tenant_id, project_id, dump_id, dump_seq, line_no"
 )
 _MESSAGE_COLUMN_LIST = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
-# A typed, empty stand-in for the judged rows: a dump without conflicts gets the same file, written by
-# the same query (its raw_text column has DuckDB's JSON type, which other writers would not reproduce).
-_NO_CONFLICTS = (
-    "SELECT NULL::VARCHAR AS dump_id, NULL::BIGINT AS line_no, NULL::VARCHAR AS thread_id, "
-    "NULL::VARCHAR AS assistant_id, NULL::VARCHAR AS message_id, NULL::VARCHAR AS role, "
-    "NULL::VARCHAR AS text, NULL::BIGINT AS created_epoch, NULL::VARCHAR AS kept_dump, "
-    "NULL::BIGINT AS kept_line WHERE false"
+# The conflicts file's columns as DuckDB writes them (raw_text has the Parquet JSON type): a dump without
+# conflicts gets an empty file that Polars and DuckDB read exactly like one written by the query below.
+_CONFLICT_SCHEMA = pa.schema(
+    [
+        ("dump_id", pa.string()),
+        ("file", pa.string()),
+        ("line_no", pa.int64()),
+        ("raw_text", pa.json_()),
+        ("reason", pa.string()),
+        ("stage", pa.string()),
+        ("scope", pa.string()),
+        ("thread_id", pa.string()),
+        ("message_id", pa.string()),
+    ]
 )
 _SAME_CONTENT = (
     "a.thread_id = b.thread_id AND a.assistant_id = b.assistant_id AND a.role = b.role "
@@ -131,7 +139,7 @@ def _stage_one(
                 compression=INTERMEDIATE_COMPRESSION,
             )
         counts = {"new": ids.height}
-        _write_conflicts(con, _NO_CONFLICTS, qfile, file, scope)
+        _write_no_conflicts(qfile)
     else:
         counts = _judge(con, layout, scope, files, earlier_files, involved, target, qfile, file, ids.height)
     stats = MessageStats(
@@ -208,6 +216,14 @@ def _judge(
     for table in ("incoming", "earlier", "judged"):
         con.execute(f"DROP TABLE IF EXISTS {table}")
     return counts
+
+
+def _write_no_conflicts(qfile: Path) -> None:
+    """The empty conflicts file of a dump, atomically; no Arrow schema metadata, like DuckDB's files."""
+    qfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = qfile.with_name(f".{qfile.name}.tmp")
+    pq.write_table(_CONFLICT_SCHEMA.empty_table(), tmp, store_schema=False)
+    os.replace(tmp, qfile)
 
 
 def _write_conflicts(con: duckdb.DuckDBPyConnection, source: str, qfile: Path, file: str, scope: str) -> None:

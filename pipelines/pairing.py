@@ -15,6 +15,7 @@ join on message ids) and only turns of several messages need a string join.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,6 +51,8 @@ REASON_USER_FOLLOWED_BY_USER = "unanswered: followed by another user message (st
 REASON_ANSWER_AFTER_ANSWER = "answer follows another answer (strict pairing)"
 
 _ORDER = ["thread_id", "created_at", "dump_seq", "line_no"]
+# Up to this many pattern ids are hashed in Python, more in one DuckDB query (same sha256, lowercase hex).
+_HASH_IN_PYTHON = 2_000
 _NARROW = ["thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"]
 # Every message column the pairing reads.
 PAIRING_COLUMNS = [*_NARROW, "text"]
@@ -116,6 +119,12 @@ def pattern_ids(user_ids: pl.Series, assistant_ids: pl.Series) -> pl.Series:
         return ids.list.eval(pl.element().str.len_bytes().cast(pl.String) + ":" + pl.element()).list.join("")
 
     frame = pl.DataFrame({"u": encode(user_ids), "a": encode(assistant_ids)})
+    if frame.height <= _HASH_IN_PYTHON:
+        # A handful of ids (an incremental run): hashlib beats a DuckDB query's fixed cost.
+        digests = [
+            "oai_" + hashlib.sha256(f"{u}>{a}".encode()).hexdigest()[:24] for u, a in frame.iter_rows()
+        ]
+        return pl.Series("pattern_id", digests, dtype=pl.String)
     con = thread_connection()
     con.register("id_parts", frame)
     try:

@@ -9,6 +9,7 @@ Arrow and file I/O, which release the GIL, so two scopes keep two cores busy.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ def backfill(
     dumps = ingest(layout, source, mapping, chunk_bytes)
     timings["ingest"] = time.perf_counter() - t0
     feedback = read_feedback(scoring) if scoring.feedback else None
+    load_lock = threading.Lock()
 
     def run_scope(scope: str) -> ScopeRun:
         t = {}
@@ -85,7 +87,10 @@ def backfill(
         if load:
             s0 = time.perf_counter()
             tenant_id, project_id = scope_names(layout, scope)
-            loaded = load_embedded(layout, scope, tenant_id, project_id, store)
+            # One load at a time: the file system creates files faster for one writer than for two
+            # (measured), and the other thread keeps transforming its scope meanwhile.
+            with load_lock:
+                loaded = load_embedded(layout, scope, tenant_id, project_id, store)
             t["load"] = time.perf_counter() - s0
         return ScopeRun(scope, staged, paired, scored, loaded, t)
 

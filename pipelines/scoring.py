@@ -9,12 +9,13 @@ for one key are averaged; patterns without feedback stay neutral.
 Near-duplicates are removed over the whole scope every run (see :mod:`pipelines.dedup`), so the result
 never depends on the order dumps arrived in. Re-running it on a whole scope after each small dump would
 make every incremental run as expensive as the first, so each scope keeps a cache
-(``staged/_dedup/scope=<key>/``) of every pattern's task, token set and outcome. The keep rule walks
-patterns in priority order and only ever compares near-duplicates, so the outcome inside one connected
-group of near-duplicates (a component of the similarity graph) depends on that group alone. A run
-therefore finds the groups that changed (new or vanished patterns, changed scores), closes them over
-the similarity graph with an exact prefix-filtered search, runs ``near_duplicates`` on just those
-patterns and keeps every other pattern's cached outcome: the result is the same as a full recompute.
+(``staged/_dedup/scope=<key>/``, see :class:`DedupCache`) of every pattern's token set, score and
+outcome. The keep rule walks patterns in priority order and only ever compares near-duplicates, so the
+outcome inside one connected group of near-duplicates (a component of the similarity graph) depends on
+that group alone. A run therefore finds the patterns that changed (new or vanished patterns, changed
+scores), closes them over the similarity graph with an exact prefix-filtered search, runs
+``near_duplicates`` on just those components and keeps every other pattern's cached outcome: the result
+is the same as a full recompute (tests/test_performance_shapes.py checks it against one).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates
 from pipelines.incremental import ScopeState, current
@@ -197,7 +197,7 @@ _DECISION_SCHEMA = {
     "duplicate_of": pl.String,
     "similarity": pl.Float64,
 }
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 # Tasks tokenised at once (bounds the exploded token strings held in memory).
 _TOKENISE_ROWS = 100_000
 # Two independent 64-bit mixes of a token rank; a set's hash is their wrapping sum over its tokens.
@@ -285,26 +285,12 @@ class _Sets:
         np.cumsum(np.bincount(keys >> shift, minlength=n), out=offsets[1:])
         return cls(offsets, (keys & ((1 << shift) - 1)) + base)
 
-    @classmethod
-    def from_lists(cls, lists: pl.Series) -> _Sets:
-        """From a List column (Polars, not pyarrow's to_numpy, which imports pandas: ~1 s)."""
-        offsets = np.zeros(lists.len() + 1, dtype=np.int64)
-        np.cumsum(lists.list.len().fill_null(0).to_numpy(), out=offsets[1:])
-        # Empty lists explode to nulls; set members are never null.
-        return cls(offsets, lists.explode().drop_nulls().to_numpy().astype(np.int64))
-
-    def to_lists(self) -> pl.Series:
-        # Arrow arrays through Polars: pa.array() on a numpy array imports pandas (~1 s).
-        offsets = pl.Series(self.offsets).to_arrow()
-        values = pl.Series(self.values.astype(np.int32)).to_arrow()
-        return pl.Series(pa.LargeListArray.from_arrays(offsets, values))
-
-    def take(self, rows: np.ndarray) -> _Sets:
-        sizes = self.sizes[rows]
-        offsets = np.zeros(rows.size + 1, dtype=np.int64)
+    def keep(self, mask: np.ndarray) -> _Sets:
+        """The sets where ``mask`` is true, in order (cheaper than :meth:`take` for an ordered subset)."""
+        sizes = self.sizes[mask]
+        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], sizes)
-        return _Sets(offsets, self.values[np.repeat(self.offsets[:-1][rows], sizes) + within])
+        return _Sets(offsets, self.values[np.repeat(mask, self.sizes)])
 
     @staticmethod
     def concat(parts: list[_Sets]) -> _Sets:
@@ -335,7 +321,10 @@ class _Sets:
         n = rows.size
         h = hashes[rows]
         sizes = self.sizes[rows]
-        order = np.lexsort((rows, h[:, 1], h[:, 0], sizes))
+        # Sorting by one hash puts identical sets next to each other; rows whose (size, hashes) differ
+        # from their predecessor start a new group. Identical sets that end up in two groups would still
+        # be similar to each other (Jaccard 1), so only the element-wise check below matters for exactness.
+        order = np.argsort(h[:, 0], kind="stable")
         key_change = np.ones(n, dtype=bool)
         if n > 1:
             key_change[1:] = (
@@ -379,14 +368,18 @@ class _Graph:
         self.sets = sets
         self.threshold = threshold
         low = Fraction(math.nextafter(threshold, -math.inf))
-        self.num, self.den = low.numerator, low.denominator
         sizes = sets.sizes
-        need = -((-self.num * sizes) // self.den)
-        self.prefix = np.clip(sizes - need + 1, 0, sizes)
-        base = int(sets.values.min()) if sets.values.size else 0
-        self.ranks = sets.values - base  # non-negative, so (set, rank) packs into one sortable key
-        self.shift = max(1, int(self.ranks.max() if self.ranks.size else 0).bit_length())
-        self.keys = (np.repeat(np.arange(sizes.size, dtype=np.int64), sizes) << self.shift) | self.ranks
+        # Exact rational bounds per set size, in Python integers (numerator * size overflows int64).
+        top = int(sizes.max()) if sizes.size else 0
+        num, den = low.numerator, low.denominator
+        need = np.array([-((-num * n) // den) for n in range(top + 1)], dtype=np.int64)  # ceil(low * n)
+        # Jaccard <= small / large, so the smaller set must exceed low * the larger one.
+        self.min_small = np.array([(num * n) // den + 1 for n in range(top + 1)], dtype=np.int64)
+        self.prefix = np.clip(sizes - need[sizes] + 1, 0, sizes)
+        # Ranks minus ``base`` are non-negative, so (set, rank) packs into one sortable key.
+        self.base = int(sets.values.min()) if sets.values.size else 0
+        top_rank = int(sets.values.max()) - self.base if sets.values.size else 0
+        self.shift = max(1, top_rank.bit_length())
         rows, tokens = self._prefix_entries(nodes)
         order = np.argsort(tokens, kind="stable")
         self.index_tokens, self.index_rows = tokens[order], rows[order]
@@ -395,7 +388,7 @@ class _Graph:
         lengths = self.prefix[rows]
         entry_rows = np.repeat(rows, lengths)
         pos = np.arange(entry_rows.size, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return entry_rows, self.ranks[self.sets.offsets[:-1][entry_rows] + pos]
+        return entry_rows, self.sets.values[self.sets.offsets[:-1][entry_rows] + pos]
 
     def neighbours(self, rows: np.ndarray) -> np.ndarray:
         """Every set with a Jaccard similarity >= threshold to one of ``rows`` (exact)."""
@@ -414,8 +407,7 @@ class _Graph:
             a = np.repeat(rows[start:stop], cnt)
             b = self.index_rows[np.arange(total) + np.repeat(lo[start:stop] - (ends - cnt), cnt)]
             small, large = np.minimum(sizes[a], sizes[b]), np.maximum(sizes[a], sizes[b])
-            # Jaccard <= small / large, so the smaller set must exceed low * the larger one.
-            ok = (a != b) & (small * self.den > self.num * large)
+            ok = (a != b) & (small >= self.min_small[large])
             a, b = a[ok], b[ok]
             if a.size:
                 inter = self._intersections(a, b)
@@ -425,13 +417,23 @@ class _Graph:
         return _sorted_unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
     def _intersections(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """|set(a) & set(b)| per pair: a's tokens looked up by binary search among b's (set, rank) keys."""
+        """|set(a) & set(b)| per pair: a's tokens looked up by binary search among the sorted
+        (set, rank) keys of just the b sets involved."""
+        targets = _sorted_unique(b)
+        sizes = self.sets.sizes[targets]
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        local = np.repeat(np.arange(targets.size, dtype=np.int64), sizes)
+        values = self.sets.values[np.repeat(self.sets.offsets[:-1][targets], sizes) + within] - self.base
+        keys = (local << self.shift) | values
         counts = self.sets.sizes[a]
         seg = np.repeat(np.arange(a.size), counts)
         within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        probe = (b[seg] << self.shift) | self.ranks[self.sets.offsets[:-1][a][seg] + within]
-        pos = np.minimum(np.searchsorted(self.keys, probe), self.keys.size - 1)
-        return np.bincount(seg, weights=self.keys[pos] == probe, minlength=a.size).astype(np.int64)
+        b_local = np.searchsorted(targets, b)
+        probe = (b_local[seg] << self.shift) | (
+            self.sets.values[self.sets.offsets[:-1][a][seg] + within] - self.base
+        )
+        pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+        return np.bincount(seg, weights=keys[pos] == probe, minlength=a.size).astype(np.int64)
 
     def closure(self, seeds: np.ndarray) -> np.ndarray:
         """Whether each set is one of the seeds or connected to them through near-duplicate pairs."""
@@ -490,8 +492,9 @@ def _tokenise(tasks: pl.Series, vocab: pl.DataFrame | None) -> tuple[_Sets, pl.D
 class DedupCache:
     """The per-scope cache behind incremental near-duplicate removal (see the module docstring).
 
-    ``state.parquet`` holds, for every pattern of the last run, created_at, eval_score, token set (as
-    vocabulary ranks) and outcome; ``vocab.parquet`` maps tokens to ranks; ``meta.json`` names the
+    ``state.parquet`` holds, for every pattern of the last run, created_at, eval_score, the size and two
+    hashes of its token set, and its outcome; ``ranks.npy`` the token sets themselves (vocabulary ranks,
+    concatenated in state order); ``vocab.parquet`` maps tokens to ranks; ``meta.json`` names the
     threshold and the ``context`` the state belongs to. A pattern id names a fixed list of immutable
     messages, so its task is fixed as long as the pairing options are: callers pass those options as
     ``context``, and any change of context or threshold starts the cache afresh.
@@ -516,37 +519,46 @@ class DedupCache:
         if cached is None:
             decided = near_duplicates(frame, threshold)
             sets, vocab = _tokenise(frame["task"], None)
-            self._save(frame, sets, decided, vocab, meta)
+            self._save(
+                pl.concat([frame, decided.drop("pattern_id")], how="horizontal"),
+                sets,
+                sets.hashes(),
+                vocab,
+                meta,
+            )
             return decided
-        state, vocab = cached
-        decided, sets, new_vocab, changed = _update(frame, state, vocab, threshold)
-        if changed:
-            self._save(frame, sets, decided, new_vocab if new_vocab is not vocab else None, meta)
+        state, stored, vocab = cached
+        decided, saved = _update(frame, state, stored, vocab, threshold)
+        if saved is not None:
+            rows, sets, hashes, new_vocab = saved
+            self._save(rows, sets, hashes, new_vocab if new_vocab is not vocab else None, meta)
         return decided
 
-    def _load(self, meta: dict) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    def _load(self, meta: dict) -> tuple[pl.DataFrame, _Sets, pl.DataFrame] | None:
         path = self.folder / "meta.json"
         if not path.exists() or json.loads(path.read_text()) != meta:
             return None
-        return pl.read_parquet(self.folder / "state.parquet"), pl.read_parquet(self.folder / "vocab.parquet")
+        state = pl.read_parquet(self.folder / "state.parquet")
+        offsets = np.zeros(state.height + 1, dtype=np.int64)
+        np.cumsum(state["size"].to_numpy(), out=offsets[1:])
+        sets = _Sets(offsets, np.load(self.folder / "ranks.npy").astype(np.int64))
+        return state, sets, pl.read_parquet(self.folder / "vocab.parquet")
 
     def _save(
-        self, frame: pl.DataFrame, sets: _Sets, decided: pl.DataFrame, vocab: pl.DataFrame | None, meta: dict
+        self,
+        rows: pl.DataFrame,
+        sets: _Sets,
+        hashes: np.ndarray,
+        vocab: pl.DataFrame | None,
+        meta: dict,
     ) -> None:
-        """Write the state (and the vocabulary when it changed, ``None`` otherwise)."""
-        hashes = sets.hashes()
-        state = pl.DataFrame(
-            {
-                "pattern_id": frame["pattern_id"],
-                "created_at": frame["created_at"],
-                "eval_score": frame["eval_score"],
-                "ranks": sets.to_lists(),
-                "h1": hashes[:, 0],
-                "h2": hashes[:, 1],
-                "kept": decided["kept"],
-                "duplicate_of": decided["duplicate_of"],
-                "similarity": decided["similarity"],
-            }
+        """Write the state: ``rows`` (pattern_id, created_at, eval_score and outcome), their token sets
+        (flat ranks as a .npy array, sizes in the table) and hashes, and the vocabulary when it changed
+        (``None`` otherwise)."""
+        state = rows.select(
+            "pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity"
+        ).with_columns(
+            size=pl.Series(sets.sizes, dtype=pl.Int64), h1=pl.Series(hashes[:, 0]), h2=pl.Series(hashes[:, 1])
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         # meta.json is removed first and written last: a crash in between leaves no cache, never a
@@ -555,18 +567,23 @@ class DedupCache:
         if vocab is not None:
             write_parquet(vocab, self.folder / "vocab.parquet", compression=INTERMEDIATE_COMPRESSION)
         write_parquet(state, self.folder / "state.parquet", compression=INTERMEDIATE_COMPRESSION)
+        # Ranks fit 32 bits (a scope has far fewer distinct tokens); np.save writes the raw array.
+        with open(self.folder / ".ranks.npy.tmp", "wb") as f:
+            np.save(f, sets.values.astype(np.int32))
+        (self.folder / ".ranks.npy.tmp").replace(self.folder / "ranks.npy")
         tmp = self.folder / ".meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.folder / "meta.json")
 
 
 def _update(
-    frame: pl.DataFrame, state: pl.DataFrame, vocab: pl.DataFrame, threshold: float
-) -> tuple[pl.DataFrame, _Sets, pl.DataFrame, bool]:
-    """Outcomes for ``frame`` from the cached ``state``: only groups that changed are decided again.
+    frame: pl.DataFrame, state: pl.DataFrame, stored: _Sets, vocab: pl.DataFrame, threshold: float
+) -> tuple[pl.DataFrame, tuple[pl.DataFrame, _Sets, np.ndarray, pl.DataFrame] | None]:
+    """Outcomes for ``frame`` from the cached ``state`` (whose token sets are ``stored``): only groups
+    that changed are decided again.
 
-    Returns the outcomes (in ``frame`` order), every row's token set, the vocabulary and whether
-    anything differs from the state.
+    Returns the outcomes (in ``frame`` order) and, when anything differs from the state, the new state
+    to save: rows, token sets, hashes and vocabulary.
     """
     rows = frame.select("pattern_id", "eval_score", "created_at").join(
         state.select("pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity")
@@ -590,11 +607,9 @@ def _update(
     alive = np.zeros(state.height + fresh.size, dtype=bool)
     alive[node] = True
     gone = np.flatnonzero(~alive[: state.height])
-    stored = _Sets.from_lists(state["ranks"])
     if not fresh.size and not gone.size and not rescored.any():
         # Nothing changed since the last run: every cached outcome holds.
-        cached = rows.select("pattern_id", "kept", "duplicate_of", "similarity").cast(_DECISION_SCHEMA)
-        return cached, stored.take(node), vocab, False
+        return rows.select("pattern_id", "kept", "duplicate_of", "similarity").cast(_DECISION_SCHEMA), None
 
     new_sets, vocab = _tokenise(frame["task"].gather(fresh), vocab)
     sets = _Sets.concat([stored, new_sets])
@@ -619,7 +634,11 @@ def _update(
         .drop("row")
         .cast(_DECISION_SCHEMA)
     )
-    return decided, sets.take(node), vocab, True
+    # The new state keeps node order (the old state's surviving rows, then the fresh ones), so its sets
+    # are one masked copy of the old ones plus the new ones.
+    by_node = np.argsort(node, kind="stable")
+    saved_rows = pl.concat([frame.drop("task"), decided.drop("pattern_id")], how="horizontal")[by_node]
+    return decided, (saved_rows, sets.keep(alive), hashes[alive], vocab)
 
 
 def scan_scored(layout: DataLayout, scope: str) -> pl.LazyFrame | None:

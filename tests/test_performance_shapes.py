@@ -290,3 +290,54 @@ def test_scored_patterns_stay_exact_across_incremental_runs(tmp_path):
             )
             got = scored.select("pattern_id", "kept", "duplicate_of", "similarity").sort("pattern_id")
             assert got.equals(expected.sort("pattern_id")), (path.name, scope)
+
+
+def test_cache_is_exact_for_very_long_tasks(tmp_path):
+    # Thousands of tokens per task: size bounds must not overflow 64-bit arithmetic.
+    words = [f"w{i}" for i in range(6000)]
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = [
+        {"pattern_id": "a", "task": " ".join(words[:3000]), "eval_score": 5.0, "created_at": base},
+        {"pattern_id": "b", "task": " ".join(words[1:3001]), "eval_score": 5.0, "created_at": base},
+        {"pattern_id": "c", "task": " ".join(words[3000:]), "eval_score": 5.0, "created_at": base},
+    ]
+    cache = DedupCache(tmp_path / "cache")
+    first = pl.DataFrame(rows[:1] + rows[2:], schema=_SCHEMA)
+    cache.near_duplicates(first, 0.92, "c")
+    both = pl.DataFrame(rows, schema=_SCHEMA)
+    got = cache.near_duplicates(both, 0.92, "c")
+    assert got.equals(near_duplicates(both, 0.92))
+    assert got.filter(pl.col("pattern_id") == "b")["duplicate_of"].item() == "a"
+
+
+def test_fast_storage_lists_keys_like_jsonstorage(tmp_path):
+    plain, fast = JSONStorage(tmp_path), FastJSONStorage(tmp_path)
+    for scope in [("default", "default"), ("acme", "p")]:
+        with engramia_scope(*scope):
+            root = plain._effective_root()
+            names = [
+                "patterns/oai_1.json",
+                "patterns/a.b.json",
+                "patterns/_hidden.json",
+                "patterns/.json",
+                "patterns/.x.json",
+                "patterns/x.JSON",
+                "patterns/x.json.tmp",
+                "patterns/x.bak",
+                "patterns/deep/er/k.json",
+                "patterns/back\\slash.json",
+                "evals/e.json",
+                "_embeddings.json",
+                "patterns/..json",
+                "patterns/dir.json/inner.json",
+                "patterns/ünï.json",
+            ]
+            for name in names:
+                path = root / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}")
+            (root / "patterns" / "link.json").symlink_to(root / "patterns" / "deep")
+            (root / "patterns" / "linkdir").symlink_to(root / "patterns" / "deep")
+            for prefix in ("", "patterns/", "patterns/deep", "evals/", "nothing/"):
+                assert fast.list_keys(prefix) == plain.list_keys(prefix), prefix
+            assert fast.count_patterns() == plain.count_patterns()
