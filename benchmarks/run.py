@@ -119,6 +119,21 @@ def _worker(name: str, args: dict) -> dict:
                 raise RuntimeError(f"{scope}: pattern_count does not reconcile: {result}")
             stored += result.stored
         return {"seconds": time.perf_counter() - started, "stored": stored}
+    if name == "fsprobe":
+        # The file system's own ceiling for what the embedded store does per pattern: write a small
+        # file under a temporary name, then rename it into place (one writer, fresh folder).
+        folder = Path(args["folder"])
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        text = "x" * 3000
+        started = time.perf_counter()
+        for i in range(args["files"]):
+            with open(folder / f"f{i}.tmp", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(folder / f"f{i}.tmp", folder / f"f{i}.json")
+        seconds = time.perf_counter() - started
+        shutil.rmtree(folder, ignore_errors=True)
+        return {"files_per_s": args["files"] / seconds}
     if name == "dedup":
         from benchmarks.bench_dedup import run
 
@@ -178,11 +193,18 @@ def _guide_import(source: Path, max_pairs: int, store: Path) -> dict:
                 message = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(message, dict) and isinstance(message.get("thread_id"), str):
+            # The guide assumes well-formed messages (its sort fails on a non-numeric created_at):
+            # keep only those, so it can run at all on an export with broken lines.
+            if (
+                isinstance(message, dict)
+                and isinstance(message.get("thread_id"), str)
+                and isinstance(message.get("created_at"), int | float)
+                and isinstance(message.get("text"), str)
+            ):
                 threads[message["thread_id"]].append(message)
     pairs = []
     for messages in threads.values():
-        messages.sort(key=lambda m: m.get("created_at") or 0)
+        messages.sort(key=lambda m: m["created_at"])
         for question, answer in itertools.pairwise(messages):
             if question.get("role") == "user" and answer.get("role") == "assistant":
                 pairs.append((question["text"], answer["text"]))
@@ -339,6 +361,7 @@ def _prepared(messages: int) -> Path:
 
 def bench_load(sizes: Sizes) -> Row:
     data = _prepared(sizes.load_messages)
+    probe = measure("fsprobe", folder=str(WORK / "fsprobe"), files=3000).inner["files_per_s"]
     m = measure("load", data=str(data))
     rate = m.inner["stored"] / m.inner["seconds"]
     return Row(
@@ -352,7 +375,8 @@ def bench_load(sizes: Sizes) -> Row:
         target=">= 3,000 patterns/s",
         met=rate >= 3000,
         details=f"{m.inner['stored']:,} patterns stored in {m.inner['seconds']:.1f} s (load calls only), "
-        f"pattern_count reconciled in every scope",
+        f"pattern_count reconciled in every scope; the file system's own ceiling just before "
+        f"(write + rename of 3 KB files, one writer): {probe:,.0f} files/s",
     )
 
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,9 +60,6 @@ FIELDS: tuple[tuple[str, str], ...] = (
 )
 # Unix seconds beyond this are certainly not a message time (year 2100); they would overflow timestamps.
 _MAX_EPOCH = 4_102_444_800
-# DuckDB scans one Arrow batch per thread: a chunk is handed over in this many batches so every core
-# parses JSON, with some slack for uneven line lengths.
-_BATCHES_PER_CHUNK = 4
 
 MANIFEST_SCHEMA = {
     "dump_id": pl.String,
@@ -375,11 +374,21 @@ def _classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
         """
 
 
+def _classifier(con: duckdb.DuckDBPyConnection, mapping: ScopeMapping) -> duckdb.DuckDBPyConnection:
+    """A connection of its own (temp tables, registered frames) to classify chunks on one thread."""
+    cursor = con.cursor()
+    cursor.execute("SET threads = 1")
+    cursor.execute("SET preserve_insertion_order = true")
+    # Strings leave DuckDB as large_string, the type the staged files are written with: no conversion.
+    cursor.execute("SET arrow_large_buffer_size = true")
+    if mapping.tenant_map is not None:
+        load_tenant_map(cursor, Path(mapping.tenant_map))
+    return cursor
+
+
 def _classify(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -> pa.Table:
     """Run the classification over one chunk's lines; the result keeps the line order."""
-    arrow = lines.to_arrow()
-    batches = arrow.to_batches(max_chunksize=max(1024, -(-arrow.num_rows // _BATCHES_PER_CHUNK)))
-    con.register("lines", pa.Table.from_batches(batches, schema=arrow.schema) if batches else arrow)
+    con.register("lines", lines.to_arrow())
     try:
         return con.sql(sql).to_arrow_table()
     finally:
@@ -496,22 +505,43 @@ def ingest_dump(
     result = DumpResult(dump_id=dump_id, file=str(dump.path))
     sql = _classify_sql(mapping, dump_id, seq)
     writer = _DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
-    # One chunk is written while the next is classified: at most two chunks are held at once.
-    # Three stages on their own threads: reading and splitting the next chunk, classifying this one
-    # (DuckDB, itself on every core) and writing the previous one; at most three chunks are held at once.
+    # A pipeline on threads: one reads and splits the next chunks, single-threaded DuckDB connections
+    # classify one chunk each side by side (one query spread over every core left cores idle at the end
+    # of each chunk: measured ~10% slower), and a writer appends finished chunks in order.
+    chunks_in_dump = max(1, -(-dump.size // chunk_bytes))
+    classifiers = [_classifier(con, mapping) for _ in range(max(1, min(os.cpu_count() or 1, chunks_in_dump)))]
+    classified: deque[tuple[bytes, int, Future]] = deque()
     pending: Future | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=len(classifiers), thread_name_prefix="ingest-classify") as classify,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as write,
+    ):
         try:
-            for data, lines, count in _prefetched(_split_chunks(dump.path, chunk_bytes)):
-                table = _classify(con, lines, sql)
+            chunks = _prefetched(_split_chunks(dump.path, chunk_bytes))
+            for number, (data, lines, count) in enumerate(chunks):
+                cursor = classifiers[number % len(classifiers)]
+                classified.append((data, count, classify.submit(_classify, cursor, lines, sql)))
+                del data, lines
+                while len(classified) >= len(classifiers) or (classified and classified[0][2].done()):
+                    data, count, table = classified.popleft()
+                    table = table.result()
+                    if pending is not None:
+                        pending.result()
+                    pending = write.submit(writer.write, data, table, count)
+                    del data, table
+            while classified:
+                data, count, table = classified.popleft()
+                table = table.result()
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(writer.write, data, table, count)
-                del data, lines, table
+                pending = write.submit(writer.write, data, table, count)
+                del data, table
             if pending is not None:
                 pending.result()
         finally:
             writer.close()
+            for cursor in classifiers:
+                cursor.close()
     if result.lines != result.staged + result.quarantined:
         raise RuntimeError(
             f"{dump.path}: {result.lines} lines but {result.staged} staged + {result.quarantined} quarantined"
@@ -543,9 +573,8 @@ def ingest(
         return []
     # Output order is line order (the staged files are adopted as messages), so insertion order stays.
     con = connect(preserve_order=True)
-    # Strings leave DuckDB as large_string, the type the staged files are written with: no conversion.
-    con.execute("SET arrow_large_buffer_size = true")
     if mapping.tenant_map is not None:
+        # Also validates the map before any dump is touched.
         load_tenant_map(con, Path(mapping.tenant_map))
     seq = int(manifest["seq"].max() or 0)
     results = []

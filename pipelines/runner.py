@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.embedded import load_embedded
 from pipelines.incremental import PairingResult, pair_scope
 from pipelines.ingest import DEFAULT_CHUNK_BYTES, DumpResult, ingest, read_scopes, scope_names
 from pipelines.layout import DataLayout
@@ -87,6 +86,10 @@ def backfill(
         if load:
             s0 = time.perf_counter()
             tenant_id, project_id = scope_names(layout, scope)
+            # Imported here: engramia takes a good part of a second to import, and transform-only runs
+            # never need it.
+            from pipelines.embedded import load_embedded
+
             # One load at a time: the file system creates files faster for one writer than for two
             # (measured), and the other thread keeps transforming its scope meanwhile.
             with load_lock:
