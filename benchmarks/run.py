@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
+TRASH = WORK / "trash"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 _JSON_MARK = "<!-- results-json:"
 
@@ -123,7 +124,6 @@ def _worker(name: str, args: dict) -> dict:
         # The file system's own ceiling for what the embedded store does per pattern: write a small
         # file under a temporary name, then rename it into place (one writer, fresh folder).
         folder = Path(args["folder"])
-        shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         text = "x" * 3000
         started = time.perf_counter()
@@ -132,7 +132,6 @@ def _worker(name: str, args: dict) -> dict:
                 f.write(text)
             os.replace(folder / f"f{i}.tmp", folder / f"f{i}.json")
         seconds = time.perf_counter() - started
-        shutil.rmtree(folder, ignore_errors=True)
         return {"files_per_s": args["files"] / seconds}
     if name == "dedup":
         from benchmarks.bench_dedup import run
@@ -284,8 +283,21 @@ def _synth(out: Path, messages: int, dumps: int = 1, shares: str | None = None) 
 
 
 def _fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
+    """Clear ``path`` for a measurement by moving what is there into the trash, emptied after the last row.
+
+    Not deleted on the spot: for some minutes after many files are deleted, ext4 creates each new file
+    several times slower (inode allocation skips the recently freed inodes one by one; profiled:
+    ``recently_deleted`` in ``find_inode_bit``). Deleting the previous run's 40k-file store just before
+    the load row slowed the load itself ~3x, which says nothing about the loader.
+    """
+    if path.exists() or path.is_symlink():
+        TRASH.mkdir(parents=True, exist_ok=True)
+        os.replace(path, TRASH / f"{path.name}-{time.time_ns()}")
     return path
+
+
+def _empty_trash() -> None:
+    shutil.rmtree(TRASH, ignore_errors=True)
 
 
 def _size(path: Path) -> str:
@@ -306,7 +318,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
     data = _fresh(WORK / f"data-transform-{label}")
     args = {"source": str(source), "data": str(data), "load": False}
     m = measure("backfill", **args)
-    _fresh(data)  # tens of GB at 10M: only the measurement is kept
+    shutil.rmtree(data)  # tens of GB at 10M, in a few large files: only the measurement is kept
     wall_target, rss_target = (180.0, 4096.0) if big else (15.0, 2048.0)
     inner = m.inner
     return Row(
@@ -361,7 +373,7 @@ def _prepared(messages: int) -> Path:
 
 def bench_load(sizes: Sizes) -> Row:
     data = _prepared(sizes.load_messages)
-    probe = measure("fsprobe", folder=str(WORK / "fsprobe"), files=3000).inner["files_per_s"]
+    probe = measure("fsprobe", folder=str(_fresh(WORK / "fsprobe")), files=3000).inner["files_per_s"]
     m = measure("load", data=str(data))
     rate = m.inner["stored"] / m.inner["seconds"]
     return Row(
@@ -549,6 +561,9 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "- Bytecode is cached under benchmarks/work/pycache for the measured processes, and memory is "
         "touched once before the first row (the VM backs guest memory lazily: the first touch of a page "
         "costs ~25x a later one). See benchmarks/run.py.",
+        "- Folders left by earlier rows are moved aside and deleted after the last row: for minutes after "
+        "tens of thousands of files are deleted, ext4 creates files several times slower (it skips recently "
+        "freed inodes one by one), so a load measured right after deleting the last store measured that.",
         "",
         f"{_JSON_MARK} {json.dumps([asdict(r) for r in ordered])} -->",
         "",
@@ -595,18 +610,21 @@ def main(argv: list[str] | None = None) -> None:
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     measure("warm", gib=4 if not a.quick else 1)
     commit = _commit()
-    for name in selected:
-        print(f"== {name}", flush=True)
-        for row in benches[name]():
-            row.measured_at = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-            row.commit = commit
-            rows[row.name] = row
-            print(
-                f"   {row.name}: wall {_fmt(row.wall_s)} s, rss {_fmt(row.rss_mb, 0)} MB, {row.throughput}, "
-                f"met={row.met}; {row.details}",
-                flush=True,
-            )
-            write_report(report, rows, machine, load_avg)
+    try:
+        for name in selected:
+            print(f"== {name}", flush=True)
+            for row in benches[name]():
+                row.measured_at = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+                row.commit = commit
+                rows[row.name] = row
+                print(
+                    f"   {row.name}: wall {_fmt(row.wall_s)} s, rss {_fmt(row.rss_mb, 0)} MB, "
+                    f"{row.throughput}, met={row.met}; {row.details}",
+                    flush=True,
+                )
+                write_report(report, rows, machine, load_avg)
+    finally:
+        _empty_trash()
     print(f"wrote {report}")
 
 

@@ -341,3 +341,24 @@ def test_fast_storage_lists_keys_like_jsonstorage(tmp_path):
             for prefix in ("", "patterns/", "patterns/deep", "evals/", "nothing/"):
                 assert fast.list_keys(prefix) == plain.list_keys(prefix), prefix
             assert fast.count_patterns() == plain.count_patterns()
+
+
+def test_transform_never_imports_pandas_or_engramia(tmp_path):
+    """Importing pandas costs about a second and engramia more: a transform-only run needs neither (pyarrow
+    reaches for pandas from some innocent-looking calls, such as ``Schema.empty_table``)."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "landing"
+    generate(SynthSpec(messages=400, assistants=3, seed=5, bad_line_rate=0.02), source / "d.ndjson")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipelines.layout import DataLayout\n"
+        "from pipelines.runner import backfill\n"
+        f"run = backfill(DataLayout.at({str(tmp_path / 'data')!r}), Path({str(source)!r}), load=False)\n"
+        "assert sum(s.scoring.patterns for s in run.scopes.values()) > 0\n"
+        "print(sorted(m for m in ('pandas', 'engramia') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
