@@ -115,8 +115,11 @@ class _TokenSets(NamedTuple):
     shift: int
 
 
-def _tokenize(tasks: pl.Series) -> _TokenSets:
-    """Exact ``set(task.lower().split())`` for every row, dictionary-encoded (no hashing, no collisions)."""
+def _tokenize(tasks: pl.Series, vocabulary: list[pl.DataFrame] | None = None) -> _TokenSets:
+    """Exact ``set(task.lower().split())`` for every row, dictionary-encoded (no hashing, no collisions).
+
+    With ``vocabulary`` (a list), the ``(token, rank)`` table of every token is appended to it.
+    """
     n = tasks.len()
     tasks = tasks.fill_null("")
     # Only rows whose lowercasing/splitting Polars provably does like CPython stay on the fast path.
@@ -144,6 +147,7 @@ def _tokenize(tasks: pl.Series) -> _TokenSets:
     # Look up "" while `parts` is alive: the Categories mapping is freed together with its last user.
     # Runs of spaces (and empty tasks) yield "" tokens, which str.split() without argument never does.
     empty_code = int(cats[""]) if "" in cats else -1  # (Categories has no .get)
+    token_strings = cats.to_series() if vocabulary is not None else None
     del parts
     n_codes = int(codes.max()) + 1 if codes.size else 0
     # Global order: rarest first, so prefixes hold rare tokens and candidate lists stay short. Counting
@@ -153,6 +157,9 @@ def _tokenize(tasks: pl.Series) -> _TokenSets:
         freq[empty_code] = codes.size + 1  # rank it last, then drop it below
     rank_of_code = np.empty(n_codes, dtype=np.int64)
     rank_of_code[np.argsort(freq, kind="stable")] = np.arange(n_codes, dtype=np.int64)
+    if vocabulary is not None and token_strings is not None:
+        table = pl.DataFrame({"token": token_strings.head(n_codes), "rank": rank_of_code})
+        vocabulary.append(table.filter(pl.col("token") != ""))
     shift = max(1, int(n_codes).bit_length())
     mask = (1 << shift) - 1
     keys = np.repeat(np.arange(n, dtype=np.int64) << shift, lens)
@@ -628,6 +635,43 @@ def _priority_sorted(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+class TokenSets(NamedTuple):
+    """Every row's token set as distinct increasing ranks in CSR layout, rows in input order:
+    ``ranks[offsets[i]:offsets[i + 1]]`` is row i's set; ``vocabulary`` maps each token to its rank."""
+
+    offsets: np.ndarray
+    ranks: np.ndarray
+    vocabulary: pl.DataFrame
+
+
+def near_duplicates_with_tokens(
+    patterns: pl.DataFrame | pl.LazyFrame, threshold: float
+) -> tuple[pl.DataFrame, TokenSets]:
+    """:func:`near_duplicates`, and the token sets it computed on the way (for a caller that keeps them,
+    such as the incremental cache, which would otherwise tokenise every task a second time).
+
+    Needs ``0 < threshold <= 1``: only then is every task tokenised.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    tokens: list = []
+    result = _near_duplicates(patterns, threshold, tokens)
+    if not tokens:  # no rows: nothing was tokenised
+        empty = np.zeros(1, dtype=np.int64)
+        vocabulary = pl.DataFrame(schema={"token": pl.String, "rank": pl.Int64})
+        return result, TokenSets(empty, np.zeros(0, dtype=np.int64), vocabulary)
+    ts, input_pos, vocabulary = tokens
+    # The sets are in priority order; the caller's rows are in input order.
+    position = np.empty(input_pos.size, dtype=np.int64)
+    position[input_pos] = np.arange(input_pos.size)
+    sizes = ts.sizes[position]
+    offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    starts = np.repeat(ts.offsets[:-1][position] - offsets[:-1], sizes)
+    ranks = ts.ranks[starts + np.arange(offsets[-1], dtype=np.int64)]
+    return result, TokenSets(offsets, ranks, vocabulary[0])
+
+
 def near_duplicates(
     patterns: pl.DataFrame | pl.LazyFrame, threshold: float = JACCARD_THRESHOLD
 ) -> pl.DataFrame:
@@ -646,6 +690,14 @@ def near_duplicates(
     ``near_duplicates_reference`` exactly. A null task counts as empty; a NaN score sorts above every
     number and null scores/timestamps sort last.
     """
+    return _near_duplicates(patterns, threshold, None)
+
+
+def _near_duplicates(
+    patterns: pl.DataFrame | pl.LazyFrame, threshold: float, tokens: list | None
+) -> pl.DataFrame:
+    """:func:`near_duplicates`; with ``tokens`` (a list), the token sets (priority order), each row's input
+    position and the vocabulary list are appended to it."""
     df = _collect(patterns)
     n = df.height
     if n == 0:
@@ -656,7 +708,10 @@ def near_duplicates(
     sim = np.full(n, np.nan)
 
     if t <= 1.0:  # otherwise (t > 1 or NaN) nothing is ever similar enough: all kept
-        ts = _tokenize(df["task"])
+        vocabulary: list[pl.DataFrame] | None = [] if tokens is not None else None
+        ts = _tokenize(df["task"], vocabulary)
+        if tokens is not None:
+            tokens.extend([ts, df["_input_pos"].to_numpy().astype(np.int64), vocabulary])
         sizes = ts.sizes
         if t <= 0.0:
             # Every pair qualifies, even empty tasks (similarity 0.0 >= t): the first row absorbs all.

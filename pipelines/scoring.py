@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates
+from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates, near_duplicates_with_tokens
 from pipelines.incremental import ScopeState, current
 from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, write_parquet
 
@@ -167,14 +168,17 @@ def score_scope(
         feedback = read_feedback(options)
     scores = score(patterns, feedback if options.strategy is ScoreStrategy.FEEDBACK else None)
     narrow = (
-        patterns.select("pattern_id", "thread_id", "task", "created_at")
+        patterns.select("pattern_id", "thread_id", "created_at")
         .join(scores, on="pattern_id", how="left")
         .collect()
     )
-    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache).
+    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache), which reads
+    # them only for the patterns it has to decide.
     context = ScopeState.load(layout, scope).pairing
-    decided = DedupCache(layout.table("_dedup", scope)).near_duplicates(narrow, options.threshold, context)
-    scored = narrow.drop("task").join(decided, on="pattern_id", how="left").sort("pattern_id")
+    cache = DedupCache(layout.table("_dedup", scope))
+    tasks = patterns.select("pattern_id", "task")
+    decided = cache.near_duplicates(narrow, options.threshold, context, tasks=tasks)
+    scored = narrow.join(decided, on="pattern_id", how="left").sort("pattern_id")
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     kept = int(scored["kept"].sum())
     return ScoringResult(
@@ -457,35 +461,25 @@ def _slices(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def _tokenise(tasks: pl.Series, vocab: pl.DataFrame | None) -> tuple[_Sets, pl.DataFrame]:
-    """Token sets of ``tasks`` as vocabulary ranks, and the vocabulary extended by their new tokens.
+def _tokenise(tasks: pl.Series, vocab: pl.DataFrame) -> tuple[_Sets, pl.DataFrame]:
+    """Token sets of ``tasks`` as ranks of the cached vocabulary, and that vocabulary extended by their
+    new tokens.
 
-    A new vocabulary ranks tokens by frequency, rarest first (ties by token), so prefixes hold rare
-    tokens and candidate lists stay short. Tokens added later rank before all others: that keeps the
-    order, and so the prefix, of every stored set.
+    The first vocabulary comes from the full run (``near_duplicates_with_tokens``: rarest first, so
+    prefixes hold rare tokens and candidate lists stay short). Tokens added later rank before all
+    others: that keeps the order, and so the prefix, of every stored set.
     """
     rows, codes, tokens = _token_codes(tasks)
-    if vocab is None:
-        counted = (
-            pl.DataFrame({"token": tokens, "n": np.bincount(codes, minlength=tokens.len())})
-            .with_row_index("code")
-            .sort("n", "token")
-            .with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64))
+    looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
+    unseen = looked_up["rank"].is_null()
+    if unseen.any():
+        first = int(vocab["rank"].min()) if vocab.height else 0
+        added = looked_up.filter(unseen).select("token").sort("token")
+        vocab = pl.concat(
+            [vocab, added.with_columns(rank=first - 1 - pl.int_range(pl.len(), dtype=pl.Int64))]
         )
-        rank_of_code = np.empty(tokens.len(), dtype=np.int64)
-        rank_of_code[counted["code"].to_numpy()] = counted["rank"].to_numpy()
-        vocab = counted.select("token", "rank")
-    else:
         looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
-        unseen = looked_up["rank"].is_null()
-        if unseen.any():
-            first = int(vocab["rank"].min()) if vocab.height else 0
-            added = looked_up.filter(unseen).select("token").sort("token")
-            vocab = pl.concat(
-                [vocab, added.with_columns(rank=first - 1 - pl.int_range(pl.len(), dtype=pl.Int64))]
-            )
-            looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
-        rank_of_code = looked_up["rank"].to_numpy().astype(np.int64)
+    rank_of_code = looked_up["rank"].to_numpy().astype(np.int64)
     return _Sets.from_pairs(rows, rank_of_code[codes], tasks.len()), vocab
 
 
@@ -503,22 +497,33 @@ class DedupCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def near_duplicates(self, patterns: pl.DataFrame, threshold: float, context: str = "") -> pl.DataFrame:
-        """``pipelines.dedup.near_duplicates(patterns, threshold)``, reusing the cached outcomes."""
+    def near_duplicates(
+        self,
+        patterns: pl.DataFrame,
+        threshold: float,
+        context: str = "",
+        tasks: pl.LazyFrame | None = None,
+    ) -> pl.DataFrame:
+        """``pipelines.dedup.near_duplicates(patterns, threshold)``, reusing the cached outcomes.
+
+        ``patterns`` may leave out ``task`` when ``tasks`` (``pattern_id, task``, e.g. a Parquet scan)
+        is given: tasks are then read only for the patterns that need deciding, which after a small
+        dump are a small share of the scope.
+        """
+        task_of = _task_lookup(patterns, tasks)
         if not 0.0 < threshold <= 1.0:
             # Degenerate thresholds (everything or nothing is a duplicate) are cheap and never cached.
-            return near_duplicates(patterns, threshold)
+            return near_duplicates(_with_tasks(patterns, task_of), threshold)
         frame = patterns.select(
             pl.col("pattern_id").cast(pl.String),
-            pl.col("task").cast(pl.String),
             pl.col("eval_score").cast(pl.Float64),
             pl.col("created_at"),
         )
         meta = {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
         cached = self._load(meta)
         if cached is None:
-            decided = near_duplicates(frame, threshold)
-            sets, vocab = _tokenise(frame["task"], None)
+            decided, tokens = near_duplicates_with_tokens(_with_tasks(frame, task_of), threshold)
+            sets, vocab = _Sets(tokens.offsets, tokens.ranks), tokens.vocabulary
             self._save(
                 pl.concat([frame, decided.drop("pattern_id")], how="horizontal"),
                 sets,
@@ -528,7 +533,7 @@ class DedupCache:
             )
             return decided
         state, stored, vocab = cached
-        decided, saved = _update(frame, state, stored, vocab, threshold)
+        decided, saved = _update(frame, task_of, state, stored, vocab, threshold)
         if saved is not None:
             rows, sets, hashes, new_vocab = saved
             self._save(rows, sets, hashes, new_vocab if new_vocab is not vocab else None, meta)
@@ -576,11 +581,47 @@ class DedupCache:
         tmp.replace(self.folder / "meta.json")
 
 
+TaskLookup = Callable[[np.ndarray], pl.Series]
+
+
+def _task_lookup(patterns: pl.DataFrame, tasks: pl.LazyFrame | None) -> TaskLookup:
+    """The tasks of given rows of ``patterns``: from its own ``task`` column, or read from ``tasks``."""
+    if "task" in patterns.columns:
+        column = patterns["task"].cast(pl.String)
+        return lambda rows: column.gather(rows)
+    if tasks is None:
+        raise ValueError("patterns has no task column and no tasks source was given")
+    ids = patterns["pattern_id"].cast(pl.String)
+
+    def lookup(rows: np.ndarray) -> pl.Series:
+        wanted = ids.gather(rows).to_frame()
+        source = tasks.select(pl.col("pattern_id").cast(pl.String), pl.col("task").cast(pl.String))
+        if rows.size < ids.len():
+            # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
+            source = source.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode()))
+        found = source.collect().unique("pattern_id", keep="first")
+        return wanted.join(found, on="pattern_id", how="left", maintain_order="left")["task"]
+
+    return lookup
+
+
+def _with_tasks(frame: pl.DataFrame, task_of: TaskLookup) -> pl.DataFrame:
+    if "task" in frame.columns:
+        return frame
+    return frame.with_columns(task=task_of(np.arange(frame.height)))
+
+
 def _update(
-    frame: pl.DataFrame, state: pl.DataFrame, stored: _Sets, vocab: pl.DataFrame, threshold: float
+    frame: pl.DataFrame,
+    task_of: TaskLookup,
+    state: pl.DataFrame,
+    stored: _Sets,
+    vocab: pl.DataFrame,
+    threshold: float,
 ) -> tuple[pl.DataFrame, tuple[pl.DataFrame, _Sets, np.ndarray, pl.DataFrame] | None]:
-    """Outcomes for ``frame`` from the cached ``state`` (whose token sets are ``stored``): only groups
-    that changed are decided again.
+    """Outcomes for ``frame`` (no tasks: ``task_of`` reads them for given rows) from the cached ``state``
+    (whose token sets are ``stored``): only groups that changed are decided again, and only their tasks
+    and those of new patterns are read.
 
     Returns the outcomes (in ``frame`` order) and, when anything differs from the state, the new state
     to save: rows, token sets, hashes and vocabulary.
@@ -611,7 +652,7 @@ def _update(
         # Nothing changed since the last run: every cached outcome holds.
         return rows.select("pattern_id", "kept", "duplicate_of", "similarity").cast(_DECISION_SCHEMA), None
 
-    new_sets, vocab = _tokenise(frame["task"].gather(fresh), vocab)
+    new_sets, vocab = _tokenise(task_of(fresh), vocab)
     sets = _Sets.concat([stored, new_sets])
     hashes = np.concatenate(
         [np.column_stack([state["h1"].to_numpy(), state["h2"].to_numpy()]), new_sets.hashes()]
@@ -624,8 +665,9 @@ def _update(
     )
     affected = graph.closure(seeds)[leaders[group]]
     reuse = rows.with_row_index("row").filter(pl.Series(~affected))
-    redo = near_duplicates(frame.filter(pl.Series(affected)), threshold).with_columns(
-        row=pl.Series(np.flatnonzero(affected), dtype=pl.UInt32)
+    redo_rows = np.flatnonzero(affected)
+    redo = near_duplicates(frame[redo_rows].with_columns(task=task_of(redo_rows)), threshold).with_columns(
+        row=pl.Series(redo_rows, dtype=pl.UInt32)
     )
     columns = ["row", "pattern_id", "kept", "duplicate_of", "similarity"]
     decided = (
@@ -637,7 +679,7 @@ def _update(
     # The new state keeps node order (the old state's surviving rows, then the fresh ones), so its sets
     # are one masked copy of the old ones plus the new ones.
     by_node = np.argsort(node, kind="stable")
-    saved_rows = pl.concat([frame.drop("task"), decided.drop("pattern_id")], how="horizontal")[by_node]
+    saved_rows = pl.concat([frame, decided.drop("pattern_id")], how="horizontal")[by_node]
     return decided, (saved_rows, sets.keep(alive), hashes[alive], vocab)
 
 

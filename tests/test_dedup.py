@@ -431,3 +431,22 @@ def test_matches_reference_on_raw_unicode_text(tasks: list[str]) -> None:
         assert (
             near_duplicates(df, threshold).to_dicts() == near_duplicates_reference(df, threshold).to_dicts()
         )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(df=pattern_frames(), threshold=st.sampled_from([JACCARD_THRESHOLD, 0.5, 1.0]))
+def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: float) -> None:
+    result, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    assert result.equals(near_duplicates(df, threshold))
+    vocabulary = dict(tokens.vocabulary.iter_rows())
+    assert len(set(vocabulary.values())) == len(vocabulary)  # a rank names one token
+    assert tokens.offsets.size == df.height + 1
+    for i, task in enumerate(df["task"].to_list()):
+        ranks = tokens.ranks[tokens.offsets[i] : tokens.offsets[i + 1]]
+        assert list(ranks) == sorted(set(ranks))  # distinct, increasing
+        assert set(ranks) == {vocabulary[w] for w in set((task or "").lower().split())}
+
+
+def test_token_sets_need_a_threshold_that_tokenises() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        dedup.near_duplicates_with_tokens(frame([("a", "x", 1.0, T0)]), 1.5)

@@ -230,9 +230,16 @@ def test_cached_near_duplicates_equal_a_full_recompute(tmp_path, seed):
     for step in range(6):
         frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
         context = "ctx" if step < 4 else "new options"  # a context change starts afresh
-        assert cache.near_duplicates(frame, threshold, context).equals(near_duplicates(frame, threshold)), (
-            step
-        )
+        if seed % 2:
+            # Tasks read on demand from a Parquet file in another order, as score_scope does.
+            frame.select("pattern_id", "task").sample(fraction=1.0, shuffle=True, seed=step).write_parquet(
+                tmp_path / "tasks.parquet"
+            )
+            tasks = pl.scan_parquet(tmp_path / "tasks.parquet")
+            decided = cache.near_duplicates(frame.drop("task"), threshold, context, tasks=tasks)
+        else:
+            decided = cache.near_duplicates(frame, threshold, context)
+        assert decided.equals(near_duplicates(frame, threshold)), step
         for _ in range(rng.randint(0, 10)):
             i = next(counter)
             pool[i] = _pattern(rng, i, pool)
