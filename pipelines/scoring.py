@@ -34,7 +34,7 @@ import polars as pl
 
 from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates, near_duplicates_with_tokens
 from pipelines.incremental import ScopeState, current
-from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, write_parquet
+from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
 NEUTRAL_SCORE = 5.0
 POSITIVE_SCORE = 7.0
@@ -167,18 +167,25 @@ def score_scope(
     if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
         feedback = read_feedback(options)
     scores = score(patterns, feedback if options.strategy is ScoreStrategy.FEEDBACK else None)
+    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
+    # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
+    context = ScopeState.load(layout, scope).pairing
+    cache = DedupCache(layout.table("_dedup", scope))
+    all_tasks = not cache.holds(options.threshold, context)
     narrow = (
-        patterns.select("pattern_id", "thread_id", "created_at")
+        patterns.select("pattern_id", "thread_id", "created_at", *(["task"] if all_tasks else []))
         .join(scores, on="pattern_id", how="left")
         .collect()
     )
-    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache), which reads
-    # them only for the patterns it has to decide.
-    context = ScopeState.load(layout, scope).pairing
-    cache = DedupCache(layout.table("_dedup", scope))
-    tasks = patterns.select("pattern_id", "task")
+    # The ids asked for are current, and a current id's row is in the latest batch holding it (an older
+    # batch may hold the same id paired under other options): cheaper than ``current``'s join per lookup.
+    tasks = (
+        pl.scan_parquet(parquet_files(layout.table("patterns", scope)))
+        .select("pattern_id", "task", "batch")
+        .sort("batch", descending=True)
+    )
     decided = cache.near_duplicates(narrow, options.threshold, context, tasks=tasks)
-    scored = narrow.join(decided, on="pattern_id", how="left").sort("pattern_id")
+    scored = narrow.drop("task", strict=False).join(decided, on="pattern_id", how="left").sort("pattern_id")
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     kept = int(scored["kept"].sum())
     return ScoringResult(
@@ -519,7 +526,7 @@ class DedupCache:
             pl.col("eval_score").cast(pl.Float64),
             pl.col("created_at"),
         )
-        meta = {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
+        meta = self._meta(threshold, context)
         cached = self._load(meta)
         if cached is None:
             decided, tokens = near_duplicates_with_tokens(_with_tasks(frame, task_of), threshold)
@@ -538,6 +545,15 @@ class DedupCache:
             rows, sets, hashes, new_vocab = saved
             self._save(rows, sets, hashes, new_vocab if new_vocab is not vocab else None, meta)
         return decided
+
+    def holds(self, threshold: float, context: str = "") -> bool:
+        """Whether a cache for this threshold and context is in place (else the next call starts afresh)."""
+        path = self.folder / "meta.json"
+        return path.exists() and json.loads(path.read_text()) == self._meta(threshold, context)
+
+    @staticmethod
+    def _meta(threshold: float, context: str) -> dict:
+        return {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
 
     def _load(self, meta: dict) -> tuple[pl.DataFrame, _Sets, pl.DataFrame] | None:
         path = self.folder / "meta.json"
@@ -599,7 +615,7 @@ def _task_lookup(patterns: pl.DataFrame, tasks: pl.LazyFrame | None) -> TaskLook
         if rows.size < ids.len():
             # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
             source = source.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode()))
-        found = source.collect().unique("pattern_id", keep="first")
+        found = source.collect().unique("pattern_id", keep="first", maintain_order=True)
         return wanted.join(found, on="pattern_id", how="left", maintain_order="left")["task"]
 
     return lookup

@@ -276,15 +276,20 @@ def test_tokens_match_python_split_on_ascii_whitespace():
         assert got.get(row, set()) == set((task or "").lower().split()), task
 
 
-def test_scored_patterns_stay_exact_across_incremental_runs(tmp_path):
+@pytest.mark.parametrize("options_change", [False, True])
+def test_scored_patterns_stay_exact_across_incremental_runs(tmp_path, options_change):
     spec = SynthSpec(messages=4000, assistants=2, dumps=3, seed=13, near_duplicate_rate=0.4)
     dumps = generate(spec, tmp_path / "dumps")
     layout = DataLayout.at(tmp_path / "data")
     landing = tmp_path / "landing"
     landing.mkdir()
-    for path in dumps:
+    for i, path in enumerate(dumps):
         (landing / path.name).symlink_to(path)
-        backfill(layout, landing, load=False)
+        # With options_change, the first batch is paired with short tasks: the same pattern ids then
+        # stand in two batches with different tasks, and only the later one is current.
+        short = options_change and i == 0
+        options = PairingOptions(task_max_chars=25) if short else PairingOptions()
+        backfill(layout, landing, pairing=options, load=False)
         for scope in read_scopes(layout)["scope"]:
             patterns = current(layout, "patterns", scope)
             if patterns is None:
