@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
@@ -156,20 +156,50 @@ class ScoringResult:
     from_feedback: int
 
 
+def _scoring_inputs(state: ScopeState, options: ScoringOptions, feedback: pl.DataFrame | None) -> dict:
+    """Everything the scored table depends on: the patterns (a new batch is the only way they change),
+    the options and the feedback's content."""
+    return {
+        "version": 1,
+        "batches": state.batches,
+        "pairing": state.pairing,
+        "strategy": options.strategy.value,
+        "threshold": options.threshold,
+        "rating": [options.rating_min, options.rating_max],
+        "feedback": None
+        if feedback is None
+        else [feedback.height, int(feedback.hash_rows(seed=0).sum()), feedback.columns],
+    }
+
+
 def score_scope(
     layout: DataLayout, scope: str, options: ScoringOptions, feedback: pl.DataFrame | None = None
 ) -> ScoringResult:
-    """Rewrite ``staged/scored/scope=<key>/scored.parquet`` for the scope's current patterns."""
+    """Rewrite ``staged/scored/scope=<key>/scored.parquet`` for the scope's current patterns.
+
+    A scope whose patterns, options and feedback are those of the last run keeps its table as it is
+    (``scored.json`` beside it records what it was made from): a run that brought nothing new for the
+    scope costs it one small file read.
+    """
     patterns = current(layout, "patterns", scope)
     target = layout.table("scored", scope) / "scored.parquet"
     if patterns is None:
         return ScoringResult(0, 0, 0, 0)
     if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
         feedback = read_feedback(options)
-    scores = score(patterns, feedback if options.strategy is ScoreStrategy.FEEDBACK else None)
+    feedback = feedback if options.strategy is ScoreStrategy.FEEDBACK else None
+    state = ScopeState.load(layout, scope)
+    inputs = _scoring_inputs(state, options, feedback)
+    marker = target.with_name("scored.json")
+    if target.exists() and marker.exists():
+        made = json.loads(marker.read_text())
+        if made.get("inputs") == inputs:
+            return ScoringResult(**made["result"])
+    marker.unlink(missing_ok=True)
+    scores = score(patterns, feedback)
     # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
     # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
-    context = ScopeState.load(layout, scope).pairing
+    context = state.pairing
     cache = DedupCache(layout.table("_dedup", scope))
     all_tasks = not cache.holds(options.threshold, context)
     narrow = (
@@ -188,12 +218,16 @@ def score_scope(
     scored = narrow.drop("task", strict=False).join(decided, on="pattern_id", how="left").sort("pattern_id")
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     kept = int(scored["kept"].sum())
-    return ScoringResult(
+    result = ScoringResult(
         patterns=scored.height,
         kept=kept,
         duplicates=scored.height - kept,
         from_feedback=int((scored["score_source"] != "neutral").sum()),
     )
+    tmp = marker.with_name(".scored.json.tmp")
+    tmp.write_text(json.dumps({"inputs": inputs, "result": asdict(result)}))
+    tmp.replace(marker)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipelines.runner import backfill
-from pipelines.scoring import ScoreStrategy, ScoringOptions, read_feedback, scan_scored
+from pipelines.scoring import ScoreStrategy, ScoringOptions, read_feedback, scan_scored, score_scope
 from tests.conftest import msg
 
 
@@ -70,3 +70,34 @@ def test_bad_feedback_names_file_and_lines(tmp_path):
     with pytest.raises(ValueError, match="needs a 'message_id' or a 'thread_id'"):
         (tmp_path / "x.csv").write_text("id,feedback\n1,positive\n")
         read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, tmp_path / "x.csv"))
+
+
+def test_scored_table_is_kept_until_an_input_changes(layout, dump, landing, tmp_path):
+
+    dump(
+        "d.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100),
+    )
+    [scope] = backfill(layout, landing, load=False).scopes
+    table = layout.table("scored", scope) / "scored.parquet"
+    made = table.stat().st_mtime_ns
+    first = score_scope(layout, scope, ScoringOptions())
+    assert first.patterns == 2 and first.kept == 1
+    assert table.stat().st_mtime_ns == made  # nothing changed: not rewritten
+
+    # Each input, changed on its own, makes a new table: the threshold, the feedback, a new batch.
+    assert score_scope(layout, scope, ScoringOptions(threshold=1.01)).kept == 2
+    assert score_scope(layout, scope, ScoringOptions()).kept == 1
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("message_id,feedback\nt1_a,positive\n")
+    options = ScoringOptions(ScoreStrategy.FEEDBACK, fb)
+    assert score_scope(layout, scope, options).from_feedback == 1
+    assert sorted(scan_scored(layout, scope).collect()["eval_score"].to_list()) == [5.0, 7.0]
+    fb.write_text("message_id,feedback\nt1_a,negative\n")
+    score_scope(layout, scope, options)
+    assert sorted(scan_scored(layout, scope).collect()["eval_score"].to_list()) == [3.0, 5.0]
+    dump("e.ndjson", _exchange("t3", "Where is my invoice?", "Billing > History.", 200))
+    assert backfill(layout, landing, load=False).scopes[scope].scoring.patterns == 3
+    table.unlink()  # a table gone is made again
+    assert score_scope(layout, scope, ScoringOptions()).patterns == 3 and table.exists()
