@@ -82,11 +82,18 @@ QUICK = Sizes(
 
 def _worker(name: str, args: dict) -> dict:
     """Run one measured call in this (fresh) process; returns what the call itself measured."""
-    if name == "warm":
+    if name == "probe":
+        # How fast the host is just now: the VM's memory and CPU speed drift with other tenants' load.
+        import hashlib
+
         import numpy as np
 
-        block = np.ones(int(args["gib"] * 2**30), dtype=np.uint8)
-        return {"touched_gib": args["gib"], "sum": int(block[:: 2**20].sum())}
+        started = time.perf_counter()
+        block = np.ones(2**30, dtype=np.uint8)
+        touch = time.perf_counter() - started
+        started = time.perf_counter()
+        hashlib.sha256(memoryview(block)[: 2**28]).hexdigest()
+        return {"touch_s": touch, "sha_s": time.perf_counter() - started}
     if name == "backfill":
         from pipelines.layout import DataLayout
         from pipelines.runner import backfill
@@ -321,9 +328,10 @@ def _median_run[T](runs: list[T], key: Callable[[T], float]) -> T:
 
 
 def _spread(values: list[float], fmt: str, unit: str) -> str:
+    """How the row's run was chosen, to lead its details ("" for a single run)."""
     if len(values) == 1:
-        return "one run"
-    return f"median of {len(values)} runs ({', '.join(format(v, fmt) for v in values)} {unit})"
+        return ""
+    return f"median of {len(values)} runs ({', '.join(format(v, fmt) for v in values)} {unit}); in that run: "
 
 
 def bench_transform(sizes: Sizes, big: bool) -> Row:
@@ -350,7 +358,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
         throughput=f"{n / inner['seconds']:,.0f} messages/s",
         target=f"<= {wall_target:.0f} s, <= {rss_target / 1024:.0f} GB RSS",
         met=m.wall <= wall_target and m.rss_mb <= rss_target,
-        details=f"{_spread([r.wall for r in runs], '.1f', 's wall')}; in the median run: "
+        details=f"{_spread([r.wall for r in runs], '.1f', 's wall')}"
         f"backfill() {inner['seconds']:.1f} s; stage seconds {inner['stages']} (scope stages add up "
         f"two scopes at a time); {inner['patterns']:,} patterns, {inner['kept']:,} kept; RSS sampled every "
         f"0.2 s peaked at {inner['rss_ingest_mb']:,} MB during ingest, {inner['rss_scopes_mb']:,} MB after",
@@ -409,7 +417,7 @@ def bench_load(sizes: Sizes) -> Row:
         throughput=f"{rate:,.0f} patterns/s",
         target=">= 3,000 patterns/s",
         met=rate >= 3000,
-        details=f"{_spread([r[0] for r in runs], ',.0f', 'patterns/s')}; in the median run "
+        details=f"{_spread([r[0] for r in runs], ',.0f', 'patterns/s')}"
         f"{m.inner['stored']:,} patterns stored in {m.inner['seconds']:.1f} s (load calls only), "
         f"pattern_count reconciled in every scope; the file system's own ceiling just before "
         f"(write + rename of 3 KB files, one writer): {probe:,.0f} files/s",
@@ -446,7 +454,7 @@ def _incremental(sizes: Sizes, base: int, load: bool, name: str) -> Row:
         throughput=f"{ratio:.1%} of full",
         target="<= 10% of a full run",
         met=ratio <= 0.10,
-        details=f"{_spread([r[0] * 100 for r in runs], '.1f', '%')}; in the median run: "
+        details=f"{_spread([r[0] * 100 for r in runs], '.1f', '%')}"
         f"full backfill() {full.inner['seconds']:.2f} s (process {full.wall:.1f} s, stages "
         f"{full.inner['stages']}); incremental backfill() {incr.inner['seconds']:.2f} s "
         f"(process {incr.wall:.1f} s, stages {incr.inner['stages']}); "
@@ -528,6 +536,21 @@ def _commit() -> str:
         return "?"
 
 
+def _dirty() -> str:
+    """A note when the measured code differs from the commit (this report itself excepted)."""
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!benchmarks/RESULTS.md"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return " (plus uncommitted changes)" if status.strip() else ""
+
+
 def _load_previous(path: Path) -> dict[str, Row]:
     if not path.exists():
         return {}
@@ -559,7 +582,7 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} RAM, "
         f"Python {machine['python']}.  ",
-        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{_commit()}` (plus uncommitted changes); "
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{_commit()}`{_dirty()}; "
         f"load average at the start: {load_avg}.  ",
         "Reproduce everything with `make bench` (`python -m benchmarks.run`; `--with-10m` adds the 10M row, "
         "`--only NAME` runs some rows). Each row ran in a fresh process; wall time and peak RSS are the "
@@ -587,9 +610,11 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "",
         "- The benchmark VM is shared: other jobs ran at the same time (see the load average above), so "
         "wall times are upper bounds.",
-        "- Bytecode is cached under benchmarks/work/pycache for the measured processes, and memory is "
-        "touched once before the first row (the VM backs guest memory lazily: the first touch of a page "
-        "costs ~25x a later one). See benchmarks/run.py.",
+        "- Bytecode is cached under benchmarks/work/pycache for the measured processes. The VM hands "
+        "memory back to its host seconds after a process frees it, and taking it again costs ~3 s per GiB "
+        "when the host is busy (~0.2 s when not): every row pays this for its peak RSS and for the files it "
+        "writes (page cache). Each row's details end with a probe of the host taken just before it "
+        "(first touch of 1 GiB, sha256 of 256 MiB) to tell a slow host from slow code.",
         "- Folders left by earlier rows are moved aside and deleted after the last row: for minutes after "
         "tens of thousands of files are deleted, ext4 creates files several times slower (it skips recently "
         "freed inodes one by one), so a load measured right after deleting the last store measured that.",
@@ -639,14 +664,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = _load_previous(report)
     machine = _machine()
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    measure("warm", gib=4 if not a.quick else 1)
     commit = _commit()
     try:
         for name in selected:
             print(f"== {name}", flush=True)
+            probe = measure("probe").inner
+            host = (
+                f"host just before: 1 GiB first touched in {probe['touch_s']:.2f} s, "
+                f"sha256 of 256 MiB in {probe['sha_s']:.2f} s"
+            )
             for row in benches[name]():
                 row.measured_at = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
                 row.commit = commit
+                row.details = f"{row.details}; {host}"
                 rows[row.name] = row
                 print(
                     f"   {row.name}: wall {_fmt(row.wall_s)} s, rss {_fmt(row.rss_mb, 0)} MB, "
