@@ -7,11 +7,11 @@ fails a whole column on one bad line). Nothing is pulled into Python objects lin
 to locate the lines of a chunk that holds invalid UTF-8.
 
 One DuckDB query per chunk parses each line three times at most (``json_valid``, then the types and
-the unescaped values of all fields in one call each) and hands back typed rows as Arrow. Three
-threads form a pipeline: one reads and splits the next chunk, DuckDB classifies the current one (on
-every core), and a writer appends the previous one to one Parquet file per scope
-(``staged/raw/dump=<id>/scope=<key>/part-0.parquet``, columns in the order of the messages table, so
-the message stage can adopt the file as it is when the dump repeats nothing).
+the unescaped values of all fields in one call each) and hands back typed rows as Arrow. Threads form
+a pipeline: one reads and splits the next chunks, one single-threaded DuckDB connection per core
+classifies a chunk each, side by side, and a writer appends finished chunks in order to one Parquet
+file per scope (``staged/raw/dump=<id>/scope=<key>/part-0.parquet``, columns in the order of the
+messages table, so the message stage can adopt the file as it is when the dump repeats nothing).
 
 Invariant per dump: lines = staged rows + quarantined rows.
 """
