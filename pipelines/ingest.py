@@ -46,6 +46,8 @@ DUMP_SUFFIXES = (".ndjson", ".jsonl")
 # chunks are in flight. Measured on the benchmark machine, 16-24 MB chunks ran faster than 64 MB ones
 # (cache locality); per-chunk overhead (one query, one row group per scope) is noise at this size.
 DEFAULT_CHUNK_BYTES = 24 * 1024 * 1024
+# Dumps are not split below this size to spread them over the cores.
+_MIN_SPLIT_BYTES = 2 * 1024 * 1024
 ROLES = ("user", "assistant", "system")
 RAW_FILE = "part-0.parquet"
 
@@ -508,8 +510,12 @@ def ingest_dump(
     # A pipeline on threads: one reads and splits the next chunks, single-threaded DuckDB connections
     # classify one chunk each side by side (one query spread over every core left cores idle at the end
     # of each chunk: measured ~10% slower), and a writer appends finished chunks in order.
+    cores = os.cpu_count() or 1
+    # A dump smaller than a chunk per core (a typical incremental delivery) is cut into one chunk per
+    # core, so that every core classifies; a tiny one stays whole (a query has a fixed cost).
+    chunk_bytes = min(chunk_bytes, max(_MIN_SPLIT_BYTES, -(-dump.size // cores)))
     chunks_in_dump = max(1, -(-dump.size // chunk_bytes))
-    classifiers = [_classifier(con, mapping) for _ in range(max(1, min(os.cpu_count() or 1, chunks_in_dump)))]
+    classifiers = [_classifier(con, mapping) for _ in range(max(1, min(cores, chunks_in_dump)))]
     classified: deque[tuple[bytes, int, Future]] = deque()
     pending: Future | None = None
     with (
