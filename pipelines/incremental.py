@@ -102,11 +102,17 @@ def pair_scope(
         threads = pl.scan_parquet([message_files[d] for d in pending]).select("thread_id").unique()
     threads_df = threads.collect()
     touched = all_messages if everything else _only(all_messages, threads_df["thread_id"])
-    sizes = touched.group_by("thread_id").agg(chars=pl.col("text_chars").sum()).sort("thread_id").collect()
+    # Sizing threads costs a pass over the scope's messages: needed only when the whole scope's text
+    # (one integer column to add up) could exceed the budget.
+    total_chars = all_messages.select(pl.col("text_chars").sum()).collect().item() or 0
+    if total_chars <= text_budget:
+        groups = [threads_df["thread_id"]]
+    else:
+        sizes = touched.group_by("thread_id").agg(chars=pl.col("text_chars").sum()).sort("thread_id")
+        groups = _thread_groups(sizes.collect(), text_budget)
     batch = state.batches + 1
     name = f"batch={batch:06d}.parquet"
     target = layout.table("patterns", scope) / name
-    groups = _thread_groups(sizes, text_budget)
     # A crashed attempt at this batch may have left group files behind: they must not join the batch.
     for stale in [target, *target.parent.glob(f"batch={batch:06d}-g*.parquet")]:
         stale.unlink(missing_ok=True)
@@ -140,4 +146,4 @@ def pair_scope(
 
 def _only(messages: pl.LazyFrame, threads: pl.Series) -> pl.LazyFrame:
     """Messages of some threads; a filter (not a join) so the Parquet reader skips the other rows."""
-    return messages.filter(pl.col("thread_id").is_in(threads))
+    return messages.filter(pl.col("thread_id").is_in(threads.implode()))

@@ -206,7 +206,9 @@ def _judge(
     dropped = con.sql("SELECT line_no FROM judged WHERE verdict <> 'new'").pl()["line_no"]
     # Line numbers are unique within a dump, and a filter keeps the staged (line) order while streaming.
     write_parquet(
-        pl.scan_parquet(files).select(_MESSAGE_COLUMN_LIST).filter(~pl.col("line_no").is_in(dropped)),
+        pl.scan_parquet(files)
+        .select(_MESSAGE_COLUMN_LIST)
+        .filter(~pl.col("line_no").is_in(dropped.implode())),
         target,
         compression=INTERMEDIATE_COMPRESSION,
     )

@@ -642,15 +642,21 @@ def _task_lookup(patterns: pl.DataFrame, tasks: pl.LazyFrame | None) -> TaskLook
     if tasks is None:
         raise ValueError("patterns has no task column and no tasks source was given")
     ids = patterns["pattern_id"].cast(pl.String)
+    # Tasks already read, by pattern id: the new patterns' tasks are asked for again with their groups.
+    seen = pl.DataFrame(schema={"pattern_id": pl.String, "task": pl.String})
 
     def lookup(rows: np.ndarray) -> pl.Series:
+        nonlocal seen
         wanted = ids.gather(rows).to_frame()
-        source = tasks.select(pl.col("pattern_id").cast(pl.String), pl.col("task").cast(pl.String))
-        if rows.size < ids.len():
-            # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
-            source = source.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode()))
-        found = source.collect().unique("pattern_id", keep="first", maintain_order=True)
-        return wanted.join(found, on="pattern_id", how="left", maintain_order="left")["task"]
+        missing = wanted.join(seen, on="pattern_id", how="anti")
+        if missing.height:
+            source = tasks.select(pl.col("pattern_id").cast(pl.String), pl.col("task").cast(pl.String))
+            if missing.height < ids.len():
+                # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
+                source = source.filter(pl.col("pattern_id").is_in(missing["pattern_id"].implode()))
+            found = source.collect().unique("pattern_id", keep="first", maintain_order=True)
+            seen = pl.concat([seen, found.join(seen, on="pattern_id", how="anti")])
+        return wanted.join(seen, on="pattern_id", how="left", maintain_order="left")["task"]
 
     return lookup
 
