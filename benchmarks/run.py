@@ -615,6 +615,7 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "when the host is busy (~0.2 s when not): every row pays this for its peak RSS and for the files it "
         "writes (page cache). Each row's details end with a probe of the host taken just before it "
         "(first touch of 1 GiB, sha256 of 256 MiB) to tell a slow host from slow code.",
+        "- Where the time goes, and what each optimisation did: benchmarks/NOTES.md.",
         "- Folders left by earlier rows are moved aside and deleted after the last row: for minutes after "
         "tens of thousands of files are deleted, ext4 creates files several times slower (it skips recently "
         "freed inodes one by one), so a load measured right after deleting the last store measured that.",
