@@ -582,16 +582,18 @@ class DedupCache:
 
     def holds(self, threshold: float, context: str = "") -> bool:
         """Whether a cache for this threshold and context is in place (else the next call starts afresh)."""
+        return self._holds(self._meta(threshold, context))
+
+    def _holds(self, meta: dict) -> bool:
         path = self.folder / "meta.json"
-        return path.exists() and json.loads(path.read_text()) == self._meta(threshold, context)
+        return path.exists() and json.loads(path.read_text()) == meta
 
     @staticmethod
     def _meta(threshold: float, context: str) -> dict:
         return {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
 
     def _load(self, meta: dict) -> tuple[pl.DataFrame, _Sets, pl.DataFrame] | None:
-        path = self.folder / "meta.json"
-        if not path.exists() or json.loads(path.read_text()) != meta:
+        if not self._holds(meta):
             return None
         state = pl.read_parquet(self.folder / "state.parquet")
         offsets = np.zeros(state.height + 1, dtype=np.int64)
