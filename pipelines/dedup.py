@@ -115,11 +115,9 @@ class _TokenSets(NamedTuple):
     shift: int
 
 
-def _tokenize(tasks: pl.Series, vocabulary: list[pl.DataFrame] | None = None) -> _TokenSets:
-    """Exact ``set(task.lower().split())`` for every row, dictionary-encoded (no hashing, no collisions).
-
-    With ``vocabulary`` (a list), the ``(token, rank)`` table of every token is appended to it.
-    """
+def _tokenize(tasks: pl.Series, with_vocabulary: bool = False) -> tuple[_TokenSets, pl.DataFrame | None]:
+    """Exact ``set(task.lower().split())`` for every row, dictionary-encoded (no hashing, no collisions),
+    and with ``with_vocabulary`` the ``(token, rank)`` table of every token."""
     n = tasks.len()
     tasks = tasks.fill_null("")
     # Only rows whose lowercasing/splitting Polars provably does like CPython stay on the fast path.
@@ -147,7 +145,7 @@ def _tokenize(tasks: pl.Series, vocabulary: list[pl.DataFrame] | None = None) ->
     # Look up "" while `parts` is alive: the Categories mapping is freed together with its last user.
     # Runs of spaces (and empty tasks) yield "" tokens, which str.split() without argument never does.
     empty_code = int(cats[""]) if "" in cats else -1  # (Categories has no .get)
-    token_strings = cats.to_series() if vocabulary is not None else None
+    token_strings = cats.to_series() if with_vocabulary else None
     del parts
     n_codes = int(codes.max()) + 1 if codes.size else 0
     # Global order: rarest first, so prefixes hold rare tokens and candidate lists stay short. Counting
@@ -157,9 +155,10 @@ def _tokenize(tasks: pl.Series, vocabulary: list[pl.DataFrame] | None = None) ->
         freq[empty_code] = codes.size + 1  # rank it last, then drop it below
     rank_of_code = np.empty(n_codes, dtype=np.int64)
     rank_of_code[np.argsort(freq, kind="stable")] = np.arange(n_codes, dtype=np.int64)
-    if vocabulary is not None and token_strings is not None:
+    vocabulary = None
+    if token_strings is not None:
         table = pl.DataFrame({"token": token_strings.head(n_codes), "rank": rank_of_code})
-        vocabulary.append(table.filter(pl.col("token") != ""))
+        vocabulary = table.filter(pl.col("token") != "")
     shift = max(1, int(n_codes).bit_length())
     mask = (1 << shift) - 1
     keys = np.repeat(np.arange(n, dtype=np.int64) << shift, lens)
@@ -176,7 +175,7 @@ def _tokenize(tasks: pl.Series, vocabulary: list[pl.DataFrame] | None = None) ->
     # Row boundaries by binary search of sorted needles: cheaper than another pass over every token.
     offsets = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) << shift).astype(np.int64)
     sizes = np.diff(offsets)
-    return _TokenSets(offsets, sizes, keys & mask, keys, shift)
+    return _TokenSets(offsets, sizes, keys & mask, keys, shift), vocabulary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -654,9 +653,8 @@ def near_duplicates_with_tokens(
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    tokens: list = []
-    result = _near_duplicates(patterns, threshold, tokens)
-    if not tokens:  # no rows: nothing was tokenised
+    result, tokens = _near_duplicates(patterns, threshold, keep_tokens=True)
+    if tokens is None:  # no rows: nothing was tokenised
         empty = np.zeros(1, dtype=np.int64)
         vocabulary = pl.DataFrame(schema={"token": pl.String, "rank": pl.Int64})
         return result, TokenSets(empty, np.zeros(0, dtype=np.int64), vocabulary)
@@ -669,7 +667,7 @@ def near_duplicates_with_tokens(
     np.cumsum(sizes, out=offsets[1:])
     starts = np.repeat(ts.offsets[:-1][position] - offsets[:-1], sizes)
     ranks = ts.ranks[starts + np.arange(offsets[-1], dtype=np.int64)]
-    return result, TokenSets(offsets, ranks, vocabulary[0])
+    return result, TokenSets(offsets, ranks, vocabulary)
 
 
 def near_duplicates(
@@ -690,28 +688,28 @@ def near_duplicates(
     ``near_duplicates_reference`` exactly. A null task counts as empty; a NaN score sorts above every
     number and null scores/timestamps sort last.
     """
-    return _near_duplicates(patterns, threshold, None)
+    return _near_duplicates(patterns, threshold)[0]
 
 
 def _near_duplicates(
-    patterns: pl.DataFrame | pl.LazyFrame, threshold: float, tokens: list | None
-) -> pl.DataFrame:
-    """:func:`near_duplicates`; with ``tokens`` (a list), the token sets (priority order), each row's input
-    position and the vocabulary list are appended to it."""
+    patterns: pl.DataFrame | pl.LazyFrame, threshold: float, keep_tokens: bool = False
+) -> tuple[pl.DataFrame, tuple[_TokenSets, np.ndarray, pl.DataFrame] | None]:
+    """:func:`near_duplicates`, with ``keep_tokens`` also the token sets (in priority order), each row's
+    input position and the vocabulary (None when nothing was tokenised)."""
     df = _collect(patterns)
     n = df.height
     if n == 0:
-        return _empty_result()
+        return _empty_result(), None
     df = _priority_sorted(df)
     t = float(threshold)
     dup = np.full(n, -1, dtype=np.int64)
     sim = np.full(n, np.nan)
+    tokens = None
 
     if t <= 1.0:  # otherwise (t > 1 or NaN) nothing is ever similar enough: all kept
-        vocabulary: list[pl.DataFrame] | None = [] if tokens is not None else None
-        ts = _tokenize(df["task"], vocabulary)
-        if tokens is not None:
-            tokens.extend([ts, df["_input_pos"].to_numpy().astype(np.int64), vocabulary])
+        ts, vocabulary = _tokenize(df["task"], with_vocabulary=keep_tokens)
+        if vocabulary is not None:
+            tokens = (ts, df["_input_pos"].to_numpy().astype(np.int64), vocabulary)
         sizes = ts.sizes
         if t <= 0.0:
             # Every pair qualifies, even empty tasks (similarity 0.0 >= t): the first row absorbs all.
@@ -744,7 +742,7 @@ def _near_duplicates(
         pl.when(pl.col("kept")).then(None).otherwise(pl.col("duplicate_of")).alias("duplicate_of"),
         pl.when(pl.col("kept")).then(None).otherwise(pl.col("similarity")).alias("similarity"),
     )
-    return out.sort("_input_pos").drop("_input_pos")
+    return out.sort("_input_pos").drop("_input_pos"), tokens
 
 
 def _reference_priority_key(row: dict) -> tuple:
