@@ -97,17 +97,19 @@ RAW_SCHEMA = pa.schema(
         ("line_no", pa.int64()),
     ]
 )
+# Strings are large here, as Polars hands them over; the files are written without the Arrow schema,
+# so readers see plain strings, as in the quarantine files DuckDB writes.
 QUARANTINE_SCHEMA = pa.schema(
     [
-        ("dump_id", pa.string()),
-        ("file", pa.string()),
+        ("dump_id", pa.large_string()),
+        ("file", pa.large_string()),
         ("line_no", pa.int64()),
         ("raw_text", pa.large_string()),
-        ("reason", pa.string()),
-        ("stage", pa.string()),
-        ("scope", pa.string()),
-        ("thread_id", pa.string()),
-        ("message_id", pa.string()),
+        ("reason", pa.large_string()),
+        ("stage", pa.large_string()),
+        ("scope", pa.large_string()),
+        ("thread_id", pa.large_string()),
+        ("message_id", pa.large_string()),
     ]
 )
 # Low-cardinality columns get dictionary pages and statistics; ids and texts never repeat within a file.
@@ -411,7 +413,7 @@ class _DumpWriter:
         self.result = result
         self.keys: dict[tuple[str, str], str] = {}
         self.writers: dict[str, pq.ParquetWriter] = {}
-        self.quarantine = pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd")
+        self.quarantine = pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd", store_schema=False)
         self.sha = hashlib.sha256()
 
     def _scope_writer(self, scope: str) -> pq.ParquetWriter:
@@ -431,18 +433,18 @@ class _DumpWriter:
 
     def write(self, data: bytes, table: pa.Table, count: int) -> None:
         self.sha.update(data)
-        narrow = pl.from_arrow(table.select(["tenant_id", "project_id", "reason"])).with_row_index("row")
+        # Routed with Polars: Arrow's take and cast import pyarrow.compute, ~0.1 s per process, which is
+        # a good part of a small incremental run.
+        frame = pl.from_arrow(table).with_columns(pl.col("created_at").dt.convert_time_zone("UTC"))
         for tenant_id, project_id in (
-            narrow.drop_nulls(["tenant_id", "project_id"]).select("tenant_id", "project_id").unique().rows()
+            frame.drop_nulls(["tenant_id", "project_id"]).select("tenant_id", "project_id").unique().rows()
         ):
             self.keys.setdefault((tenant_id, project_id), scope_key(tenant_id, project_id))
         # Good lines always have both scope columns. A stable sort by scope keeps each scope's rows in
-        # line order, so one take and one slice per scope route the whole chunk.
-        good = narrow.filter(pl.col("reason").is_null()).sort(
-            ["tenant_id", "project_id"], maintain_order=True
-        )
+        # line order, so one gather and one slice per scope route the whole chunk.
+        good = frame.filter(pl.col("reason").is_null()).sort(["tenant_id", "project_id"], maintain_order=True)
         if good.height:
-            routed = table.select(RAW_SCHEMA.names).take(good["row"].to_arrow()).cast(RAW_SCHEMA)
+            routed = _arrow(good.select(RAW_SCHEMA.names), RAW_SCHEMA)
             start = 0
             for tenant_id, project_id, size in (
                 good.group_by(["tenant_id", "project_id"], maintain_order=True).len().rows()
@@ -452,37 +454,40 @@ class _DumpWriter:
                 self.result.scopes[scope] = self.result.scopes.get(scope, 0) + size
                 self.result.staged += size
                 start += size
-        if good.height < table.num_rows:
-            self._quarantine(table.take(narrow.filter(pl.col("reason").is_not_null())["row"].to_arrow()))
+        if good.height < frame.height:
+            self._quarantine(frame.filter(pl.col("reason").is_not_null()))
         self.result.lines += count
 
-    def _quarantine(self, bad: pa.Table) -> None:
-        pairs = zip(bad["tenant_id"].to_pylist(), bad["project_id"].to_pylist(), strict=True)
-        scopes = [self.keys.get(pair) for pair in pairs]
-        n = bad.num_rows
-        # New columns are made by Polars: pa.array() and pa.table(dict) import pandas (~1 s) to check
-        # whether they were given pandas objects.
-        columns = {
-            "dump_id": bad["dump_id"],
-            "file": pl.Series([self.file] * n, dtype=pl.String).to_arrow(),
-            "line_no": bad["line_no"],
-            "raw_text": bad["raw_text"],
-            "reason": bad["reason"],
-            "stage": pl.Series(["ingest"] * n, dtype=pl.String).to_arrow(),
-            "scope": pl.Series(scopes, dtype=pl.String).to_arrow(),
-            "thread_id": bad["thread_id"],
-            "message_id": bad["message_id"],
-        }
-        rows = pa.Table.from_arrays(list(columns.values()), names=list(columns)).cast(QUARANTINE_SCHEMA)
-        self.quarantine.write_table(rows)
-        self.result.quarantined += n
-        for kind, n_kind in pl.from_arrow(bad.select(["reason_kind"])).group_by("reason_kind").len().rows():
+    def _quarantine(self, bad: pl.DataFrame) -> None:
+        scopes = [self.keys.get(pair) for pair in bad.select("tenant_id", "project_id").rows()]
+        rows = bad.select(
+            "dump_id",
+            file=pl.lit(self.file, dtype=pl.String),
+            line_no="line_no",
+            raw_text="raw_text",
+            reason="reason",
+            stage=pl.lit("ingest", dtype=pl.String),
+            scope=pl.Series(scopes, dtype=pl.String),
+            thread_id="thread_id",
+            message_id="message_id",
+        )
+        self.quarantine.write_table(_arrow(rows, QUARANTINE_SCHEMA))
+        self.result.quarantined += bad.height
+        for kind, n_kind in bad.group_by("reason_kind").len().rows():
             self.result.reasons[kind] = self.result.reasons.get(kind, 0) + n_kind
 
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
         self.quarantine.close()
+
+
+def _arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``frame`` as an Arrow table of ``schema`` (Polars' oldest Arrow types: large strings, no views)."""
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if not table.schema.equals(schema):
+        raise TypeError(f"staged rows do not match their schema:\n{table.schema}\nexpected:\n{schema}")
+    return table
 
 
 def ingest_dump(
