@@ -697,19 +697,56 @@ def _near_duplicates(
     """:func:`near_duplicates`, with ``keep_tokens`` also the token sets (in priority order), each row's
     input position and the vocabulary (None when nothing was tokenised)."""
     df = _collect(patterns)
-    n = df.height
-    if n == 0:
+    if df.height == 0:
         return _empty_result(), None
     df = _priority_sorted(df)
-    t = float(threshold)
-    dup = np.full(n, -1, dtype=np.int64)
-    sim = np.full(n, np.nan)
     tokens = None
-
-    if t <= 1.0:  # otherwise (t > 1 or NaN) nothing is ever similar enough: all kept
+    ts = None
+    if float(threshold) <= 1.0:  # otherwise (t > 1 or NaN) nothing is ever similar enough: all kept
         ts, vocabulary = _tokenize(df["task"], with_vocabulary=keep_tokens)
         if vocabulary is not None:
             tokens = (ts, df["_input_pos"].to_numpy().astype(np.int64), vocabulary)
+    return _decide(df, ts, threshold), tokens
+
+
+def near_duplicates_of_sets(
+    patterns: pl.DataFrame, offsets: np.ndarray, ranks: np.ndarray, threshold: float
+) -> pl.DataFrame:
+    """:func:`near_duplicates` for patterns whose token sets are already known: row i's set is
+    ``ranks[offsets[i]:offsets[i + 1]]``, distinct and increasing, in any fixed token order (the result
+    does not depend on the order; rarer tokens first only makes it faster). ``patterns`` needs no task."""
+    missing = [c for c in ("pattern_id", "eval_score", "created_at") if c not in patterns.columns]
+    if missing:
+        raise ValueError(f"patterns is missing column(s): {missing}")
+    if patterns.height == 0:
+        return _empty_result()
+    df = _priority_sorted(
+        patterns.select(
+            pl.col("pattern_id").cast(pl.String), pl.col("eval_score").cast(pl.Float64), pl.col("created_at")
+        )
+    )
+    order = df["_input_pos"].to_numpy().astype(np.int64)
+    sizes = np.diff(offsets)[order]
+    new_offsets = np.zeros(order.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=new_offsets[1:])
+    starts = np.repeat(offsets[:-1][order] - new_offsets[:-1], sizes)
+    values = ranks[starts + np.arange(new_offsets[-1], dtype=np.int64)]
+    base = int(values.min()) if values.size else 0
+    values = values - base
+    shift = max(1, int(values.max()).bit_length()) if values.size else 1
+    keys = (np.repeat(np.arange(order.size, dtype=np.int64), sizes) << shift) | values
+    ts = _TokenSets(new_offsets, sizes, values, keys, shift)
+    return _decide(df, ts if float(threshold) <= 1.0 else None, threshold)
+
+
+def _decide(df: pl.DataFrame, ts: _TokenSets | None, threshold: float) -> pl.DataFrame:
+    """The keep rule over rows in priority order (``_priority_sorted``) with their token sets ``ts``
+    (None when the threshold is above 1 or NaN: nothing is similar enough); the result in input order."""
+    n = df.height
+    t = float(threshold)
+    dup = np.full(n, -1, dtype=np.int64)
+    sim = np.full(n, np.nan)
+    if ts is not None:
         sizes = ts.sizes
         if t <= 0.0:
             # Every pair qualifies, even empty tasks (similarity 0.0 >= t): the first row absorbs all.
@@ -742,7 +779,7 @@ def _near_duplicates(
         pl.when(pl.col("kept")).then(None).otherwise(pl.col("duplicate_of")).alias("duplicate_of"),
         pl.when(pl.col("kept")).then(None).otherwise(pl.col("similarity")).alias("similarity"),
     )
-    return out.sort("_input_pos").drop("_input_pos"), tokens
+    return out.sort("_input_pos").drop("_input_pos")
 
 
 def _reference_priority_key(row: dict) -> tuple:

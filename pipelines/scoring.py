@@ -13,9 +13,10 @@ make every incremental run as expensive as the first, so each scope keeps a cach
 outcome. The keep rule walks patterns in priority order and only ever compares near-duplicates, so the
 outcome inside one connected group of near-duplicates (a component of the similarity graph) depends on
 that group alone. A run therefore finds the patterns that changed (new or vanished patterns, changed
-scores), closes them over the similarity graph with an exact prefix-filtered search, runs
-``near_duplicates`` on just those components and keeps every other pattern's cached outcome: the result
-is the same as a full recompute (tests/test_performance_shapes.py checks it against one).
+scores), closes them over the similarity graph with an exact prefix-filtered search, runs the keep rule
+on just those components (``near_duplicates_of_sets``, on the cached token sets: only new patterns' tasks
+are read) and keeps every other pattern's cached outcome: the result is the same as a full recompute
+(tests/test_performance_shapes.py checks it against one).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.dedup import JACCARD_THRESHOLD, near_duplicates, near_duplicates_with_tokens
+from pipelines.dedup import (
+    JACCARD_THRESHOLD,
+    near_duplicates,
+    near_duplicates_of_sets,
+    near_duplicates_with_tokens,
+)
 from pipelines.incremental import ScopeState, current
 from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
@@ -329,6 +335,14 @@ class _Sets:
         keys = _unique_sorted(keys)
         np.cumsum(np.bincount(keys >> shift, minlength=n), out=offsets[1:])
         return cls(offsets, (keys & ((1 << shift) - 1)) + base)
+
+    def take(self, rows: np.ndarray) -> _Sets:
+        """The sets of ``rows``, in that order."""
+        sizes = self.sizes[rows]
+        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        starts = np.repeat(self.offsets[:-1][rows] - offsets[:-1], sizes)
+        return _Sets(offsets, self.values[starts + np.arange(offsets[-1], dtype=np.int64)])
 
     def keep(self, mask: np.ndarray) -> _Sets:
         """The sets where ``mask`` is true, in order (cheaper than :meth:`take` for an ordered subset)."""
@@ -644,21 +658,15 @@ def _task_lookup(patterns: pl.DataFrame, tasks: pl.LazyFrame | None) -> TaskLook
     if tasks is None:
         raise ValueError("patterns has no task column and no tasks source was given")
     ids = patterns["pattern_id"].cast(pl.String)
-    # Tasks already read, by pattern id: the new patterns' tasks are asked for again with their groups.
-    seen = pl.DataFrame(schema={"pattern_id": pl.String, "task": pl.String})
 
     def lookup(rows: np.ndarray) -> pl.Series:
-        nonlocal seen
         wanted = ids.gather(rows).to_frame()
-        missing = wanted.join(seen, on="pattern_id", how="anti")
-        if missing.height:
-            source = tasks.select(pl.col("pattern_id").cast(pl.String), pl.col("task").cast(pl.String))
-            if missing.height < ids.len():
-                # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
-                source = source.filter(pl.col("pattern_id").is_in(missing["pattern_id"].implode()))
-            found = source.collect().unique("pattern_id", keep="first", maintain_order=True)
-            seen = pl.concat([seen, found.join(seen, on="pattern_id", how="anti")])
-        return wanted.join(seen, on="pattern_id", how="left", maintain_order="left")["task"]
+        source = tasks.select(pl.col("pattern_id").cast(pl.String), pl.col("task").cast(pl.String))
+        if rows.size < ids.len():
+            # A filter the Parquet reader applies while scanning: only these rows' tasks are read.
+            source = source.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode()))
+        found = source.collect().unique("pattern_id", keep="first", maintain_order=True)
+        return wanted.join(found, on="pattern_id", how="left", maintain_order="left")["task"]
 
     return lookup
 
@@ -678,8 +686,8 @@ def _update(
     threshold: float,
 ) -> tuple[pl.DataFrame, tuple[pl.DataFrame, _Sets, np.ndarray, pl.DataFrame] | None]:
     """Outcomes for ``frame`` (no tasks: ``task_of`` reads them for given rows) from the cached ``state``
-    (whose token sets are ``stored``): only groups that changed are decided again, and only their tasks
-    and those of new patterns are read.
+    (whose token sets are ``stored``): only groups that changed are decided again, on token sets, so only
+    the tasks of new patterns are read.
 
     Returns the outcomes (in ``frame`` order) and, when anything differs from the state, the new state
     to save: rows, token sets, hashes and vocabulary.
@@ -724,9 +732,10 @@ def _update(
     affected = graph.closure(seeds)[leaders[group]]
     reuse = rows.with_row_index("row").filter(pl.Series(~affected))
     redo_rows = np.flatnonzero(affected)
-    redo = near_duplicates(frame[redo_rows].with_columns(task=task_of(redo_rows)), threshold).with_columns(
-        row=pl.Series(redo_rows, dtype=pl.UInt32)
-    )
+    # Decided on the token sets already at hand: no task of a known pattern is read again.
+    redo_sets = sets.take(node[redo_rows])
+    redo = near_duplicates_of_sets(frame[redo_rows], redo_sets.offsets, redo_sets.values, threshold)
+    redo = redo.with_columns(row=pl.Series(redo_rows, dtype=pl.UInt32))
     columns = ["row", "pattern_id", "kept", "duplicate_of", "similarity"]
     decided = (
         pl.concat([reuse.select(columns), redo.select(columns)])

@@ -450,3 +450,23 @@ def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: 
 def test_token_sets_need_a_threshold_that_tokenises() -> None:
     with pytest.raises(ValueError, match="threshold"):
         dedup.near_duplicates_with_tokens(frame([("a", "x", 1.0, T0)]), 1.5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    df=pattern_frames(),
+    threshold=st.one_of(st.sampled_from([t for t in THRESHOLDS if 0.0 < t <= 1.0]), st.floats(0.3, 1.0)),
+    flip=st.booleans(),
+)
+def test_deciding_on_known_token_sets_matches_deciding_on_tasks(
+    df: pl.DataFrame, threshold: float, flip: bool
+):
+    _, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    offsets, ranks = tokens.offsets, tokens.ranks
+    if flip:
+        # Another token order (commonest first, some ranks negative): the outcome must not change.
+        ranks = -ranks
+        for i in range(offsets.size - 1):
+            ranks[offsets[i] : offsets[i + 1]] = np.sort(ranks[offsets[i] : offsets[i + 1]])
+    got = dedup.near_duplicates_of_sets(df.drop("task"), offsets, ranks, threshold)
+    assert got.to_dicts() == near_duplicates_reference(df, threshold).to_dicts()
