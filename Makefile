@@ -15,8 +15,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode compiled at install: where PYTHONDONTWRITEBYTECODE is set nothing is cached later, and every
+# process would compile polars, duckdb and dagster again (imports ~2x slower).
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 install: $(VENV)/.synced ## virtual environment with exactly the locked packages
