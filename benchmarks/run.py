@@ -10,12 +10,14 @@ present). Every measurement runs in a fresh subprocess (``python -m benchmarks.r
 wall time and peak RSS are those of that process, taken from ``os.wait4`` (so they include interpreter
 start and imports), and the worker also reports the time of the measured call alone.
 
-Two properties of the benchmark machine are neutralised, and said so in the results:
-- the subprocesses cache bytecode under ``benchmarks/work/pycache`` even when ``PYTHONDONTWRITEBYTECODE``
-  is set, otherwise every run would recompile the imported libraries (seconds of CPU);
-- before the first row, a throwaway process touches a few GB of memory once: a VM whose host backs
-  guest memory lazily charges the first touch of each page to whoever touches it first (measured
-  ~5 s/GB on the benchmark VM the first time, ~0.2 s/GB afterwards).
+Properties of the benchmark machine, handled and said so in the results:
+- the libraries' bytecode is compiled at install (``make install``), and the subprocesses may write the
+  project's own even when ``PYTHONDONTWRITEBYTECODE`` is set: no measured run compiles its imports;
+- the VM hands freed memory back to its host within seconds, and a process taking fresh memory pays
+  0.2-4.7 s per GiB depending on the host's load: each row records a probe of the host taken just
+  before it (first touch of 1 GiB, sha256 of 256 MiB);
+- for minutes after a mass delete, ext4 creates files several times slower: folders of earlier runs
+  are moved aside and deleted after the last row.
 """
 
 from __future__ import annotations
@@ -240,7 +242,6 @@ class Measured:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -610,7 +611,7 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "",
         "- The benchmark VM is shared: other jobs ran at the same time (see the load average above), so "
         "wall times are upper bounds.",
-        "- Bytecode is cached under benchmarks/work/pycache for the measured processes. The VM hands "
+        "- Bytecode is compiled at install, so no measured process compiles its imports. The VM hands "
         "memory back to its host seconds after a process frees it, and taking it again costs ~3 s per GiB "
         "when the host is busy (~0.2 s when not): every row pays this for its peak RSS and for the files it "
         "writes (page cache). Each row's details end with a probe of the host taken just before it "
