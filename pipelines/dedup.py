@@ -635,11 +635,13 @@ def _priority_sorted(df: pl.DataFrame) -> pl.DataFrame:
 
 
 class TokenSets(NamedTuple):
-    """Every row's token set as distinct increasing ranks in CSR layout, rows in input order:
-    ``ranks[offsets[i]:offsets[i + 1]]`` is row i's set; ``vocabulary`` maps each token to its rank."""
+    """Token sets as distinct increasing ranks in CSR layout: ``ranks[offsets[k]:offsets[k + 1]]`` is the
+    set of input row ``rows[k]`` (the sets come in the keep rule's priority order, which spares copying
+    them into input order); ``vocabulary`` maps each token to its rank."""
 
     offsets: np.ndarray
     ranks: np.ndarray
+    rows: np.ndarray
     vocabulary: pl.DataFrame
 
 
@@ -655,19 +657,10 @@ def near_duplicates_with_tokens(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     result, tokens = _near_duplicates(patterns, threshold, keep_tokens=True)
     if tokens is None:  # no rows: nothing was tokenised
-        empty = np.zeros(1, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
         vocabulary = pl.DataFrame(schema={"token": pl.String, "rank": pl.Int64})
-        return result, TokenSets(empty, np.zeros(0, dtype=np.int64), vocabulary)
-    ts, input_pos, vocabulary = tokens
-    # The sets are in priority order; the caller's rows are in input order.
-    position = np.empty(input_pos.size, dtype=np.int64)
-    position[input_pos] = np.arange(input_pos.size)
-    sizes = ts.sizes[position]
-    offsets = np.zeros(sizes.size + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    starts = np.repeat(ts.offsets[:-1][position] - offsets[:-1], sizes)
-    ranks = ts.ranks[starts + np.arange(offsets[-1], dtype=np.int64)]
-    return result, TokenSets(offsets, ranks, vocabulary)
+        return result, TokenSets(np.zeros(1, dtype=np.int64), empty, empty, vocabulary)
+    return result, tokens
 
 
 def near_duplicates(
@@ -693,9 +686,9 @@ def near_duplicates(
 
 def _near_duplicates(
     patterns: pl.DataFrame | pl.LazyFrame, threshold: float, keep_tokens: bool = False
-) -> tuple[pl.DataFrame, tuple[_TokenSets, np.ndarray, pl.DataFrame] | None]:
-    """:func:`near_duplicates`, with ``keep_tokens`` also the token sets (in priority order), each row's
-    input position and the vocabulary (None when nothing was tokenised)."""
+) -> tuple[pl.DataFrame, TokenSets | None]:
+    """:func:`near_duplicates`, with ``keep_tokens`` also the token sets (None when nothing was
+    tokenised)."""
     df = _collect(patterns)
     if df.height == 0:
         return _empty_result(), None
@@ -705,7 +698,8 @@ def _near_duplicates(
     if float(threshold) <= 1.0:  # otherwise (t > 1 or NaN) nothing is ever similar enough: all kept
         ts, vocabulary = _tokenize(df["task"], with_vocabulary=keep_tokens)
         if vocabulary is not None:
-            tokens = (ts, df["_input_pos"].to_numpy().astype(np.int64), vocabulary)
+            rows = df["_input_pos"].to_numpy().astype(np.int64)
+            tokens = TokenSets(ts.offsets, ts.ranks, rows, vocabulary)
     return _decide(df, ts, threshold), tokens
 
 

@@ -578,14 +578,10 @@ class DedupCache:
         cached = self._load(meta)
         if cached is None:
             decided, tokens = near_duplicates_with_tokens(_with_tasks(frame, task_of), threshold)
-            sets, vocab = _Sets(tokens.offsets, tokens.ranks), tokens.vocabulary
-            self._save(
-                pl.concat([frame, decided.drop("pattern_id")], how="horizontal"),
-                sets,
-                sets.hashes(),
-                vocab,
-                meta,
-            )
+            sets = _Sets(tokens.offsets, tokens.ranks)
+            # The state is kept in the order the sets come in (any order will do): rows follow the sets.
+            rows = pl.concat([frame, decided.drop("pattern_id")], how="horizontal")[tokens.rows]
+            self._save(rows, sets, sets.hashes(), tokens.vocabulary, meta)
             return decided
         state, stored, vocab = cached
         decided, saved = _update(frame, task_of, state, stored, vocab, threshold)

@@ -441,10 +441,12 @@ def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: 
     vocabulary = dict(tokens.vocabulary.iter_rows())
     assert len(set(vocabulary.values())) == len(vocabulary)  # a rank names one token
     assert tokens.offsets.size == df.height + 1
-    for i, task in enumerate(df["task"].to_list()):
-        ranks = tokens.ranks[tokens.offsets[i] : tokens.offsets[i + 1]]
+    assert sorted(tokens.rows.tolist()) == list(range(df.height))  # every row's set, once
+    tasks = df["task"].to_list()
+    for k, row in enumerate(tokens.rows.tolist()):
+        ranks = tokens.ranks[tokens.offsets[k] : tokens.offsets[k + 1]]
         assert list(ranks) == sorted(set(ranks))  # distinct, increasing
-        assert set(ranks) == {vocabulary[w] for w in set((task or "").lower().split())}
+        assert set(ranks) == {vocabulary[w] for w in set((tasks[row] or "").lower().split())}
 
 
 def test_token_sets_need_a_threshold_that_tokenises() -> None:
@@ -468,5 +470,7 @@ def test_deciding_on_known_token_sets_matches_deciding_on_tasks(
         ranks = -ranks
         for i in range(offsets.size - 1):
             ranks[offsets[i] : offsets[i + 1]] = np.sort(ranks[offsets[i] : offsets[i + 1]])
-    got = dedup.near_duplicates_of_sets(df.drop("task"), offsets, ranks, threshold)
-    assert got.to_dicts() == near_duplicates_reference(df, threshold).to_dicts()
+    # The sets come in their own order: the rows are given in that order.
+    in_set_order = df[tokens.rows]
+    got = dedup.near_duplicates_of_sets(in_set_order.drop("task"), offsets, ranks, threshold)
+    assert got.to_dicts() == near_duplicates_reference(in_set_order, threshold).to_dicts()
