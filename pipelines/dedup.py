@@ -703,6 +703,15 @@ def _near_duplicates(
     return _decide(df, ts, threshold), tokens
 
 
+def csr_take(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` (in that order) of the CSR layout ``values[offsets[i]:offsets[i + 1]]``."""
+    sizes = np.diff(offsets)[rows]
+    taken = np.zeros(sizes.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=taken[1:])
+    starts = np.repeat(offsets[:-1][rows] - taken[:-1], sizes)
+    return taken, values[starts + np.arange(taken[-1], dtype=np.int64)]
+
+
 def near_duplicates_of_sets(
     patterns: pl.DataFrame, offsets: np.ndarray, ranks: np.ndarray, threshold: float
 ) -> pl.DataFrame:
@@ -720,11 +729,8 @@ def near_duplicates_of_sets(
         )
     )
     order = df["_input_pos"].to_numpy().astype(np.int64)
-    sizes = np.diff(offsets)[order]
-    new_offsets = np.zeros(order.size + 1, dtype=np.int64)
-    np.cumsum(sizes, out=new_offsets[1:])
-    starts = np.repeat(offsets[:-1][order] - new_offsets[:-1], sizes)
-    values = ranks[starts + np.arange(new_offsets[-1], dtype=np.int64)]
+    new_offsets, values = csr_take(offsets, ranks, order)
+    sizes = np.diff(new_offsets)
     base = int(values.min()) if values.size else 0
     values = values - base
     shift = max(1, int(values.max()).bit_length()) if values.size else 1

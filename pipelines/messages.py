@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.duck import copy_parquet, file_list, thread_connection
-from pipelines.ingest import RAW_SCHEMA, scope_dump_rows
+from pipelines.ingest import QUARANTINE_SCHEMA, RAW_SCHEMA, scope_dump_rows
 from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
 MESSAGE_COLUMNS = (
@@ -35,20 +35,11 @@ MESSAGE_COLUMNS = (
     "tenant_id, project_id, dump_id, dump_seq, line_no"
 )
 _MESSAGE_COLUMN_LIST = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
-# The conflicts file's columns as DuckDB writes them (raw_text has the Parquet JSON type): a dump without
-# conflicts gets an empty file that Polars and DuckDB read exactly like one written by the query below.
-_CONFLICT_SCHEMA = pa.schema(
-    [
-        ("dump_id", pa.string()),
-        ("file", pa.string()),
-        ("line_no", pa.int64()),
-        ("raw_text", pa.json_()),
-        ("reason", pa.string()),
-        ("stage", pa.string()),
-        ("scope", pa.string()),
-        ("thread_id", pa.string()),
-        ("message_id", pa.string()),
-    ]
+# The conflicts file's columns are the quarantine's, as DuckDB writes them (raw_text has the Parquet JSON
+# type): a dump without conflicts gets an empty file that Polars and DuckDB read exactly like one written
+# by the query below.
+_CONFLICT_SCHEMA = QUARANTINE_SCHEMA.set(
+    QUARANTINE_SCHEMA.get_field_index("raw_text"), pa.field("raw_text", pa.json_())
 )
 _SAME_CONTENT = (
     "a.thread_id = b.thread_id AND a.assistant_id = b.assistant_id AND a.role = b.role "

@@ -35,6 +35,7 @@ import polars as pl
 
 from pipelines.dedup import (
     JACCARD_THRESHOLD,
+    csr_take,
     near_duplicates,
     near_duplicates_of_sets,
     near_duplicates_with_tokens,
@@ -338,11 +339,7 @@ class _Sets:
 
     def take(self, rows: np.ndarray) -> _Sets:
         """The sets of ``rows``, in that order."""
-        sizes = self.sizes[rows]
-        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        starts = np.repeat(self.offsets[:-1][rows] - offsets[:-1], sizes)
-        return _Sets(offsets, self.values[starts + np.arange(offsets[-1], dtype=np.int64)])
+        return _Sets(*csr_take(self.offsets, self.values, rows))
 
     def keep(self, mask: np.ndarray) -> _Sets:
         """The sets where ``mask`` is true, in order (cheaper than :meth:`take` for an ordered subset)."""
