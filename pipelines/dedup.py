@@ -732,7 +732,7 @@ def near_duplicates_of_sets(
     new_offsets, values = csr_take(offsets, ranks, order)
     sizes = np.diff(new_offsets)
     base = int(values.min()) if values.size else 0
-    values = values - base
+    values = values.astype(np.int64) - base  # ranks may come as 32-bit (the cache's)
     shift = max(1, int(values.max()).bit_length()) if values.size else 1
     keys = (np.repeat(np.arange(order.size, dtype=np.int64), sizes) << shift) | values
     ts = _TokenSets(new_offsets, sizes, values, keys, shift)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -68,6 +69,35 @@ def current(layout: DataLayout, table: str, scope: str) -> pl.LazyFrame | None:
         .agg(pl.col("batch").max())
     )
     return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
+
+
+def _batch_of(path: Path) -> int:
+    """``batch=000007.parquet`` and ``batch=000007-g003.parquet`` both belong to batch 7."""
+    return int(path.stem.removeprefix("batch=").split("-", 1)[0])
+
+
+@dataclass
+class Repaired:
+    """What the batches after a given one changed: the threads they re-paired (each with the latest
+    batch covering it) and their current rows, which replace every earlier row of those threads."""
+
+    threads: pl.DataFrame
+    rows: pl.LazyFrame
+
+
+def repaired_since(layout: DataLayout, table: str, scope: str, batch: int) -> Repaired | None:
+    """The rows of a batched table that became current after ``batch`` (None when no later batch exists).
+
+    ``current()`` as of ``batch``, minus the rows of ``threads``, plus ``rows`` is ``current()`` now:
+    a run can bring a derived table up to date from its last state while reading only the new batches.
+    """
+    thread_files = [p for p in parquet_files(layout.table("threads", scope)) if _batch_of(p) > batch]
+    files = [p for p in parquet_files(layout.table(table, scope)) if _batch_of(p) > batch]
+    if not thread_files or not files:
+        return None
+    threads = pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
+    rows = pl.scan_parquet(files).join(threads.lazy(), on=["thread_id", "batch"], how="semi")
+    return Repaired(threads, rows)
 
 
 def _thread_groups(sizes: pl.DataFrame, budget: int) -> list[pl.Series]:

@@ -40,7 +40,7 @@ from pipelines.dedup import (
     near_duplicates_of_sets,
     near_duplicates_with_tokens,
 )
-from pipelines.incremental import ScopeState, current
+from pipelines.incremental import Repaired, ScopeState, current, repaired_since
 from pipelines.layout import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
 NEUTRAL_SCORE = 5.0
@@ -186,7 +186,9 @@ def score_scope(
 
     A scope whose patterns, options and feedback are those of the last run keeps its table as it is
     (``scored.json`` beside it records what it was made from): a run that brought nothing new for the
-    scope costs it one small file read.
+    scope costs it one small file read. When new batches are all that changed, the table is brought up
+    to date from them: the rows of the threads they re-paired are replaced, and only new patterns are
+    scored, read and tokenised. Rows are in ``current()`` order as the table was built up, not sorted.
     """
     patterns = current(layout, "patterns", scope)
     target = layout.table("scored", scope) / "scored.parquet"
@@ -198,31 +200,34 @@ def score_scope(
     state = ScopeState.load(layout, scope)
     inputs = _scoring_inputs(state, options, feedback)
     marker = target.with_name("scored.json")
-    if target.exists() and marker.exists():
-        made = json.loads(marker.read_text())
-        if made.get("inputs") == inputs:
-            return ScoringResult(**made["result"])
+    made = json.loads(marker.read_text()) if target.exists() and marker.exists() else None
+    if made is not None and made.get("inputs") == inputs:
+        return ScoringResult(**made["result"])
     marker.unlink(missing_ok=True)
-    scores = score(patterns, feedback)
     # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
     # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
     context = state.pairing
     cache = DedupCache(layout.table("_dedup", scope))
-    all_tasks = not cache.holds(options.threshold, context)
-    narrow = (
-        patterns.select("pattern_id", "thread_id", "created_at", *(["task"] if all_tasks else []))
-        .join(scores, on="pattern_id", how="left")
-        .collect()
-    )
-    # The ids asked for are current, and a current id's row is in the latest batch holding it (an older
-    # batch may hold the same id paired under other options): cheaper than ``current``'s join per lookup.
-    tasks = (
-        pl.scan_parquet(parquet_files(layout.table("patterns", scope)))
-        .select("pattern_id", "task", "batch")
-        .sort("batch", descending=True)
-    )
+    cached = cache.holds(options.threshold, context)
+    since = _made_at(made, inputs) if cached else None
+    repaired = repaired_since(layout, "patterns", scope, since) if since is not None else None
+    if repaired is not None:
+        narrow, tasks = _brought_up_to_date(target, repaired, feedback)
+    else:
+        narrow = (
+            patterns.select("pattern_id", "thread_id", "created_at", *([] if cached else ["task"]))
+            .join(score(patterns, feedback), on="pattern_id", how="left")
+            .collect()
+        )
+        # The ids asked for are current, and a current id's row is in the latest batch holding it (an
+        # older batch may hold the same id paired under other options): cheaper than ``current``'s join.
+        tasks = (
+            pl.scan_parquet(parquet_files(layout.table("patterns", scope)))
+            .select("pattern_id", "task", "batch")
+            .sort("batch", descending=True)
+        )
     decided = cache.near_duplicates(narrow, options.threshold, context, tasks=tasks)
-    scored = narrow.drop("task", strict=False).join(decided, on="pattern_id", how="left").sort("pattern_id")
+    scored = _with_outcomes(narrow.drop("task", strict=False), decided)
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     kept = int(scored["kept"].sum())
     result = ScoringResult(
@@ -237,6 +242,50 @@ def score_scope(
     return result
 
 
+def _made_at(made: dict | None, inputs: dict) -> int | None:
+    """The batch count a scored table was made at, when new batches are all that changed since."""
+    if made is None:
+        return None
+    before = made.get("inputs", {})
+    same = {k: v for k, v in before.items() if k != "batches"} == {
+        k: v for k, v in inputs.items() if k != "batches"
+    }
+    batches = before.get("batches")
+    return batches if same and isinstance(batches, int) and batches < inputs["batches"] else None
+
+
+def _brought_up_to_date(
+    target: Path, repaired: Repaired, feedback: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """The scored table's rows for threads no new batch touched, plus the new batches' current rows,
+    scored: the same rows as scoring ``current()`` whole (the options and feedback are unchanged, so
+    an earlier row's score still holds), at the cost of the new rows. Returns that frame without
+    outcomes, and the new rows' tasks (only new patterns need theirs)."""
+    fresh = repaired.rows.select(
+        "pattern_id", "thread_id", "created_at", "task", "user_message_ids", "assistant_message_ids"
+    ).collect()
+    new = fresh.select("pattern_id", "thread_id", "created_at", "task").join(
+        score(fresh.lazy(), feedback).collect(), on="pattern_id", how="left", maintain_order="left"
+    )
+    columns = ["pattern_id", "thread_id", "created_at", "eval_score", "score_source"]
+    earlier = (
+        pl.scan_parquet(target)
+        .select(columns)
+        .filter(~pl.col("thread_id").is_in(repaired.threads["thread_id"].implode()))
+        .collect()
+    )
+    narrow = pl.concat([earlier, new.select(columns).cast(earlier.schema)])
+    return narrow, new.select("pattern_id", "task").lazy()
+
+
+def _with_outcomes(frame: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the outcome columns of ``decided`` (matched by pattern id; when both are in the
+    same order, as after an incremental update, the columns are simply put side by side)."""
+    if decided["pattern_id"].equals(frame["pattern_id"]):
+        return frame.hstack(decided.drop("pattern_id"))
+    return frame.join(decided, on="pattern_id", how="left", maintain_order="left")
+
+
 # --------------------------------------------------------------------------------------------------
 # Incremental near-duplicate removal
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +298,7 @@ _DECISION_SCHEMA = {
     "duplicate_of": pl.String,
     "similarity": pl.Float64,
 }
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5
 # Tasks tokenised at once (bounds the exploded token strings held in memory).
 _TOKENISE_ROWS = 100_000
 # Two independent 64-bit mixes of a token rank; a set's hash is their wrapping sum over its tokens.
@@ -532,18 +581,27 @@ def _tokenise(tasks: pl.Series, vocab: pl.DataFrame) -> tuple[_Sets, pl.DataFram
         )
         looked_up = tokens.to_frame().join(vocab, on="token", how="left", maintain_order="left")
     rank_of_code = looked_up["rank"].to_numpy().astype(np.int64)
-    return _Sets.from_pairs(rows, rank_of_code[codes], tasks.len()), vocab
+    sets = _Sets.from_pairs(rows, rank_of_code[codes], tasks.len())
+    # Stored sets are 32-bit (a scope has far fewer distinct tokens): new ones join them without a copy
+    # of the old ones into 64 bits.
+    return _Sets(sets.offsets, sets.values.astype(np.int32)), vocab
 
 
 class DedupCache:
     """The per-scope cache behind incremental near-duplicate removal (see the module docstring).
 
-    ``state.parquet`` holds, for every pattern of the last run, created_at, eval_score, the size and two
-    hashes of its token set, and its outcome; ``ranks.npy`` the token sets themselves (vocabulary ranks,
-    concatenated in state order); ``vocab.parquet`` maps tokens to ranks; ``meta.json`` names the
-    threshold and the ``context`` the state belongs to. A pattern id names a fixed list of immutable
-    messages, so its task is fixed as long as the pairing options are: callers pass those options as
-    ``context``, and any change of context or threshold starts the cache afresh.
+    ``ranks.i32`` holds token sets (vocabulary ranks as native int32, set after set) and is only ever
+    appended to; ``state.parquet`` has one row per stored set, in the same order: pattern id,
+    created_at, eval_score, the set's size and two hashes, the outcome, and whether the pattern is
+    still ``live`` (a pattern that is gone keeps its row and its set until more than a quarter of the
+    rows are gone, when both files are written afresh without them). ``vocab.parquet`` maps tokens to
+    ranks; ``meta.json`` names the threshold and the ``context`` the state belongs to, and how many rows
+    and ranks it has. A pattern id names a fixed list of immutable messages, so its task is fixed as
+    long as the pairing options are: callers pass those options as ``context``, and any change of
+    context or threshold starts the cache afresh.
+
+    A run after a small dump therefore writes the new sets and the small state table, never the sets
+    already stored.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -571,73 +629,106 @@ class DedupCache:
             pl.col("eval_score").cast(pl.Float64),
             pl.col("created_at"),
         )
-        meta = self._meta(threshold, context)
-        cached = self._load(meta)
+        key = self._key(threshold, context)
+        cached = self._load(key)
         if cached is None:
             decided, tokens = near_duplicates_with_tokens(_with_tasks(frame, task_of), threshold)
             sets = _Sets(tokens.offsets, tokens.ranks)
             # The state is kept in the order the sets come in (any order will do): rows follow the sets.
             rows = pl.concat([frame, decided.drop("pattern_id")], how="horizontal")[tokens.rows]
-            self._save(rows, sets, sets.hashes(), tokens.vocabulary, meta)
+            self._write(
+                _state_rows(rows, sets, sets.hashes()), sets.values, tokens.vocabulary, key, fresh=True
+            )
             return decided
         state, stored, vocab = cached
-        decided, saved = _update(frame, task_of, state, stored, vocab, threshold)
-        if saved is not None:
-            rows, sets, hashes, new_vocab = saved
-            self._save(rows, sets, hashes, new_vocab if new_vocab is not vocab else None, meta)
+        decided, change = _update(frame, task_of, state, stored, vocab, threshold)
+        if change is not None:
+            new_state, values, new_vocab = change
+            vocab_changed = new_vocab is not vocab
+            gone = new_state.height - int(new_state["live"].sum())
+            if gone * 4 > new_state.height:
+                # Compaction: the rows and sets of patterns that are gone are dropped.
+                live = new_state["live"].to_numpy()
+                sizes = new_state["size"].to_numpy()
+                offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+                np.cumsum(sizes, out=offsets[1:])
+                kept_values = _Sets(offsets, np.concatenate([stored.values, values])).keep(live).values
+                self._write(new_state.filter(pl.Series(live)), kept_values, new_vocab, key, fresh=True)
+            else:
+                self._write(new_state, values, new_vocab if vocab_changed else None, key, fresh=False)
         return decided
 
     def holds(self, threshold: float, context: str = "") -> bool:
         """Whether a cache for this threshold and context is in place (else the next call starts afresh)."""
-        return self._holds(self._meta(threshold, context))
-
-    def _holds(self, meta: dict) -> bool:
-        path = self.folder / "meta.json"
-        return path.exists() and json.loads(path.read_text()) == meta
+        return self._meta(self._key(threshold, context)) is not None
 
     @staticmethod
-    def _meta(threshold: float, context: str) -> dict:
+    def _key(threshold: float, context: str) -> dict:
         return {"version": _CACHE_VERSION, "threshold": threshold, "context": context}
 
-    def _load(self, meta: dict) -> tuple[pl.DataFrame, _Sets, pl.DataFrame] | None:
-        if not self._holds(meta):
+    def _meta(self, key: dict) -> dict | None:
+        """The cache's meta.json when it belongs to ``key`` and its files are whole, else None."""
+        path = self.folder / "meta.json"
+        if not path.exists():
+            return None
+        meta = json.loads(path.read_text())
+        if {k: meta.get(k) for k in key} != key:
+            return None
+        ranks = self.folder / "ranks.i32"
+        if not ranks.exists() or ranks.stat().st_size != 4 * int(meta.get("values", -1)):
+            return None
+        return meta
+
+    def _load(self, key: dict) -> tuple[pl.DataFrame, _Sets, pl.DataFrame] | None:
+        meta = self._meta(key)
+        if meta is None:
             return None
         state = pl.read_parquet(self.folder / "state.parquet")
+        if state.height != meta.get("rows"):
+            return None
         offsets = np.zeros(state.height + 1, dtype=np.int64)
         np.cumsum(state["size"].to_numpy(), out=offsets[1:])
-        sets = _Sets(offsets, np.load(self.folder / "ranks.npy").astype(np.int64))
+        # Mapped, not read: the sets stay in the page cache and only those looked at are touched.
+        values = np.memmap(self.folder / "ranks.i32", dtype=np.int32, mode="r") if meta["values"] else None
+        sets = _Sets(offsets, values if values is not None else np.zeros(0, dtype=np.int32))
         return state, sets, pl.read_parquet(self.folder / "vocab.parquet")
 
-    def _save(
-        self,
-        rows: pl.DataFrame,
-        sets: _Sets,
-        hashes: np.ndarray,
-        vocab: pl.DataFrame | None,
-        meta: dict,
+    def _write(
+        self, state: pl.DataFrame, values: np.ndarray, vocab: pl.DataFrame | None, key: dict, fresh: bool
     ) -> None:
-        """Write the state: ``rows`` (pattern_id, created_at, eval_score and outcome), their token sets
-        (flat ranks as a .npy array, sizes in the table) and hashes, and the vocabulary when it changed
-        (``None`` otherwise)."""
-        state = rows.select(
-            "pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity"
-        ).with_columns(
-            size=pl.Series(sets.sizes, dtype=pl.Int64), h1=pl.Series(hashes[:, 0]), h2=pl.Series(hashes[:, 1])
-        )
+        """Write the state table and the sets: all of them (``fresh``) or, appended, the sets of the
+        state's new rows; the vocabulary only when it changed (``None`` otherwise)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        # meta.json is removed first and written last: a crash in between leaves no cache, never a
-        # cache that disagrees with itself.
+        # meta.json is removed first and written last, with the sizes of the files: a crash in between
+        # leaves no cache, never a cache that disagrees with itself.
         (self.folder / "meta.json").unlink(missing_ok=True)
+        ranks = self.folder / "ranks.i32"
+        if fresh:
+            tmp = self.folder / ".ranks.i32.tmp"
+            np.ascontiguousarray(values, dtype=np.int32).tofile(tmp)
+            tmp.replace(ranks)
+        elif values.size:
+            with open(ranks, "ab") as f:
+                f.write(np.ascontiguousarray(values, dtype=np.int32).tobytes())
         if vocab is not None:
             write_parquet(vocab, self.folder / "vocab.parquet", compression=INTERMEDIATE_COMPRESSION)
         write_parquet(state, self.folder / "state.parquet", compression=INTERMEDIATE_COMPRESSION)
-        # Ranks fit 32 bits (a scope has far fewer distinct tokens); np.save writes the raw array.
-        with open(self.folder / ".ranks.npy.tmp", "wb") as f:
-            np.save(f, sets.values.astype(np.int32))
-        (self.folder / ".ranks.npy.tmp").replace(self.folder / "ranks.npy")
         tmp = self.folder / ".meta.json.tmp"
-        tmp.write_text(json.dumps(meta))
+        tmp.write_text(json.dumps({**key, "rows": state.height, "values": int(state["size"].sum() or 0)}))
         tmp.replace(self.folder / "meta.json")
+
+
+_STATE_COLUMNS = ("pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity")
+
+
+def _state_rows(rows: pl.DataFrame, sets: _Sets, hashes: np.ndarray) -> pl.DataFrame:
+    """State rows for ``rows`` (pattern_id, created_at, eval_score and outcome) and their token sets."""
+    return rows.select(_STATE_COLUMNS).with_columns(
+        size=pl.Series(sets.sizes, dtype=pl.Int64),
+        h1=pl.Series(hashes[:, 0]),
+        h2=pl.Series(hashes[:, 1]),
+        live=pl.lit(True),
+    )
 
 
 TaskLookup = Callable[[np.ndarray], pl.Series]
@@ -677,17 +768,20 @@ def _update(
     stored: _Sets,
     vocab: pl.DataFrame,
     threshold: float,
-) -> tuple[pl.DataFrame, tuple[pl.DataFrame, _Sets, np.ndarray, pl.DataFrame] | None]:
+) -> tuple[pl.DataFrame, tuple[pl.DataFrame, np.ndarray, pl.DataFrame] | None]:
     """Outcomes for ``frame`` (no tasks: ``task_of`` reads them for given rows) from the cached ``state``
     (whose token sets are ``stored``): only groups that changed are decided again, on token sets, so only
     the tasks of new patterns are read.
 
-    Returns the outcomes (in ``frame`` order) and, when anything differs from the state, the new state
-    to save: rows, token sets, hashes and vocabulary.
+    Returns the outcomes (in ``frame`` order) and, when anything differs from the state, what to save:
+    the new state (every old row in its place, then the new patterns' rows), the new rows' token sets
+    (flat ranks, to append) and the vocabulary.
     """
     rows = frame.select("pattern_id", "eval_score", "created_at").join(
-        state.select("pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity")
+        state.select("pattern_id", "created_at", "eval_score", "kept", "duplicate_of", "similarity", "live")
         .with_row_index("srow")
+        .filter(pl.col("live"))
+        .drop("live")
         .rename({"created_at": "cached_at", "eval_score": "cached_score"}),
         on="pattern_id",
         how="left",
@@ -706,16 +800,15 @@ def _update(
     node[fresh] = state.height + np.arange(fresh.size)
     alive = np.zeros(state.height + fresh.size, dtype=bool)
     alive[node] = True
-    gone = np.flatnonzero(~alive[: state.height])
+    gone = np.flatnonzero(state["live"].to_numpy() & ~alive[: state.height])
     if not fresh.size and not gone.size and not rescored.any():
         # Nothing changed since the last run: every cached outcome holds.
         return rows.select("pattern_id", "kept", "duplicate_of", "similarity").cast(_DECISION_SCHEMA), None
 
     new_sets, vocab = _tokenise(task_of(fresh), vocab)
+    new_hashes = new_sets.hashes()
     sets = _Sets.concat([stored, new_sets])
-    hashes = np.concatenate(
-        [np.column_stack([state["h1"].to_numpy(), state["h2"].to_numpy()]), new_sets.hashes()]
-    )
+    hashes = np.concatenate([np.column_stack([state["h1"].to_numpy(), state["h2"].to_numpy()]), new_hashes])
     group, leaders = sets.groups(node, hashes)
     graph = _Graph(sets, leaders, threshold)
     # A set that is gone was similar (at least) to the group that kept its other members.
@@ -736,11 +829,25 @@ def _update(
         .drop("row")
         .cast(_DECISION_SCHEMA)
     )
-    # The new state keeps node order (the old state's surviving rows, then the fresh ones), so its sets
-    # are one masked copy of the old ones plus the new ones.
-    by_node = np.argsort(node, kind="stable")
-    saved_rows = pl.concat([frame, decided.drop("pattern_id")], how="horizontal")[by_node]
-    return decided, (saved_rows, sets.keep(alive), hashes[alive], vocab)
+    # Old rows keep their place, so their sets stay where they are on disk: a row that is gone stays
+    # (not live) with its old values, a live one takes its score and outcome from this run.
+    outcomes = ["eval_score", "kept", "duplicate_of", "similarity"]
+    now = pl.concat([frame.select("eval_score"), decided.drop("pattern_id")], how="horizontal")
+    frame_row = np.full(state.height, -1, dtype=np.int64)
+    frame_row[node[known_np]] = np.flatnonzero(known_np)
+    live = frame_row >= 0
+    pick = np.where(live, frame_row, frame.height + np.arange(state.height))
+    kept_rows = pl.concat(
+        [
+            state.select("pattern_id", "created_at"),
+            pl.concat([now, state.select(outcomes)])[pick],
+            state.select("size", "h1", "h2"),
+        ],
+        how="horizontal",
+    ).with_columns(live=pl.Series(live))
+    fresh_rows = pl.concat([frame, decided.drop("pattern_id")], how="horizontal")[fresh]
+    new_state = pl.concat([kept_rows, _state_rows(fresh_rows, new_sets, new_hashes)])
+    return decided, (new_state, new_sets.values, vocab)
 
 
 def scan_scored(layout: DataLayout, scope: str) -> pl.LazyFrame | None:

@@ -253,6 +253,60 @@ def test_cached_near_duplicates_equal_a_full_recompute(tmp_path, seed):
             pool[i] = {**old, "pattern_id": f"p{i:05d}", "task": f"{old['task'] or ''} {rng.choice(_WORDS)}"}
 
 
+def test_cache_appends_sets_keeps_gone_rows_and_compacts(tmp_path):
+    rng = random.Random(7)
+    pool = {i: _pattern(rng, i, {}) for i in range(40)}
+    folder = tmp_path / "cache"
+    cache = DedupCache(folder)
+
+    def run() -> pl.DataFrame:
+        frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+        decided = cache.near_duplicates(frame, 0.75, "c")
+        assert decided.equals(near_duplicates(frame, 0.75))
+        return pl.read_parquet(folder / "state.parquet")
+
+    state = run()
+    stored = (folder / "ranks.i32").read_bytes()
+    assert state.height == 40 and state["live"].all()
+    assert len(stored) == 4 * state["size"].sum()
+
+    for i in range(40, 45):
+        pool[i] = _pattern(rng, i, pool)
+    state = run()
+    ranks = (folder / "ranks.i32").read_bytes()
+    assert ranks.startswith(stored) and len(ranks) == 4 * state["size"].sum()  # appended, not rewritten
+    assert state.height == 45 and state["live"].all()
+
+    removed = {key: pool.pop(key) for key in (3, 7, 11)}
+    state = run()
+    assert (folder / "ranks.i32").read_bytes() == ranks  # a pattern gone keeps its set...
+    assert state.height == 45 and state.filter(~pl.col("live"))["pattern_id"].sort().to_list() == [
+        "p00003",
+        "p00007",
+        "p00011",
+    ]
+    pool[7] = removed[7]  # ...and one that comes back gets a row of its own
+    state = run()
+    assert state.height == 46 and state.filter(pl.col("pattern_id") == "p00007")["live"].to_list() == [
+        False,
+        True,
+    ]
+
+    for key in range(12, 24):
+        del pool[key]
+    state = run()  # more than a quarter gone: both files are written afresh without them
+    assert state.height == len(pool) and state["live"].all()
+    assert (folder / "ranks.i32").stat().st_size == 4 * state["size"].sum()
+
+    # A set file cut short (a crash while appending) is no cache at all: the next call starts afresh.
+    with open(folder / "ranks.i32", "r+b") as f:
+        f.truncate(8)
+    assert not cache.holds(0.75, "c")
+    pool[99] = _pattern(rng, 99, pool)
+    run()
+    assert cache.holds(0.75, "c")
+
+
 def test_cache_grouping_survives_hash_collisions(tmp_path, monkeypatch):
     # Every set hashes to the same value: grouping must fall back on comparing the sets themselves.
     monkeypatch.setattr(scoring, "_MIX", (np.uint64(0), np.uint64(0)))
