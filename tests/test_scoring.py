@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipelines import scoring
 from pipelines.runner import backfill
 from pipelines.scoring import ScoreStrategy, ScoringOptions, read_feedback, scan_scored, score_scope
 from tests.conftest import msg
@@ -101,3 +102,46 @@ def test_scored_table_is_kept_until_an_input_changes(layout, dump, landing, tmp_
     assert backfill(layout, landing, load=False).scopes[scope].scoring.patterns == 3
     table.unlink()  # a table gone is made again
     assert score_scope(layout, scope, ScoringOptions()).patterns == 3 and table.exists()
+
+
+def test_scored_table_updated_from_new_batches_equals_a_rebuild(layout, dump, landing, tmp_path, monkeypatch):
+    updates = []
+    update = scoring._brought_up_to_date
+    monkeypatch.setattr(scoring, "_brought_up_to_date", lambda *a: updates.append(a) or update(*a))
+    fb = tmp_path / "feedback.csv"
+    # t1's answer in the later dump, t2 rated by thread, t4 (later dump) rated by message.
+    fb.write_text("message_id,thread_id,rating\nt1_a2,,5\n,t2,1\nt4_a,,4\n")
+    options = ScoringOptions(ScoreStrategy.FEEDBACK, fb)
+    dump(
+        "d1.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100)
+        + _exchange("t3", "Where is my invoice?", "Billing > History.", 200),
+    )
+    [scope] = backfill(layout, landing, scoring=options, load=False).scopes
+    dump(
+        "d2.ndjson",
+        # t1 grows a second answer (its pattern is rebuilt under a new id), t4 is new.
+        [
+            msg("t1", "t1_a2", "assistant", "Or use the reset link.", 2),
+            *_exchange("t4", "Where is my invoice please?", "Billing > History.", 300),
+        ],
+    )
+    assert backfill(layout, landing, scoring=options, load=False).scopes[scope].scoring.patterns == 4
+    assert len(updates) == 1  # the second run updated the table from its new batch
+    table = layout.table("scored", scope) / "scored.parquet"
+    updated = pl.read_parquet(table).sort("pattern_id")
+    assert updated["pattern_id"].is_unique().all()
+
+    # The same table made from scratch: no record of the last table, no near-duplicate cache.
+    table.with_name("scored.json").unlink()
+    for path in layout.table("_dedup", scope).iterdir():
+        path.unlink()
+    score_scope(layout, scope, options)
+    rebuilt = pl.read_parquet(table).sort("pattern_id")
+    assert updated.equals(rebuilt)
+    assert rebuilt["score_source"].value_counts().sort("score_source").rows() == [
+        ("feedback:message", 2),
+        ("feedback:thread", 1),
+        ("neutral", 1),
+    ]
