@@ -429,7 +429,7 @@ class _Sets:
         # Sorting by one hash puts identical sets next to each other; rows whose (size, hashes) differ
         # from their predecessor start a new group. Identical sets that end up in two groups would still
         # be similar to each other (Jaccard 1), so only the element-wise check below matters for exactness.
-        order = np.argsort(h[:, 0], kind="stable")
+        order = np.argsort(h[:, 0])
         key_change = np.ones(n, dtype=bool)
         if n > 1:
             key_change[1:] = (
@@ -486,8 +486,7 @@ class _Graph:
         top_rank = int(sets.values.max()) - self.base if sets.values.size else 0
         self.shift = max(1, top_rank.bit_length())
         rows, tokens = self._prefix_entries(nodes)
-        order = np.argsort(tokens, kind="stable")
-        self.index_tokens, self.index_rows = tokens[order], rows[order]
+        self.index_tokens, self.index_rows = _by_token(tokens, rows, self.base, self.shift)
 
     def _prefix_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lengths = self.prefix[rows]
@@ -550,6 +549,21 @@ class _Graph:
             frontier = nxt[~seen[nxt]]
             seen[frontier] = True
         return seen
+
+
+def _by_token(tokens: np.ndarray, rows: np.ndarray, base: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token, row) pairs sorted by token (rows of one token in any order): one sort of packed 64-bit
+    keys, several times faster than a stable argsort of the tokens."""
+    row_bits = max(1, int(rows.max()).bit_length()) if rows.size else 1
+    if shift + row_bits > 62:
+        order = np.argsort(tokens)
+        return tokens[order], rows[order]
+    keys = tokens.astype(np.int64)
+    keys -= base
+    keys <<= row_bits
+    keys |= rows
+    keys.sort()
+    return (keys >> row_bits) + base, keys & ((1 << row_bits) - 1)
 
 
 def _slices(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -689,8 +703,11 @@ class DedupCache:
         offsets = np.zeros(state.height + 1, dtype=np.int64)
         np.cumsum(state["size"].to_numpy(), out=offsets[1:])
         # Mapped, not read: the sets stay in the page cache and only those looked at are touched.
-        values = np.memmap(self.folder / "ranks.i32", dtype=np.int32, mode="r") if meta["values"] else None
-        sets = _Sets(offsets, values if values is not None else np.zeros(0, dtype=np.int32))
+        values = np.zeros(0, dtype=np.int32)
+        if meta["values"]:
+            # A plain array over the mapping: np.memmap's own indexing adds Python work to every gather.
+            values = np.memmap(self.folder / "ranks.i32", dtype=np.int32, mode="r").view(np.ndarray)
+        sets = _Sets(offsets, values)
         return state, sets, pl.read_parquet(self.folder / "vocab.parquet")
 
     def _write(
