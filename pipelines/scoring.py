@@ -298,7 +298,7 @@ _DECISION_SCHEMA = {
     "duplicate_of": pl.String,
     "similarity": pl.Float64,
 }
-_CACHE_VERSION = 5
+_CACHE_VERSION = 6
 # Tasks tokenised at once (bounds the exploded token strings held in memory).
 _TOKENISE_ROWS = 100_000
 # Two independent 64-bit mixes of a token rank; a set's hash is their wrapping sum over its tokens.
@@ -405,14 +405,19 @@ class _Sets:
         return _Sets(offsets, np.concatenate([p.values for p in parts]))
 
     def hashes(self) -> np.ndarray:
-        """Two independent 64-bit hashes of every set (order-independent wrapping sums), shape (n, 2)."""
-        out = np.zeros((self.sizes.size, 2), dtype=np.uint64)
+        """Per set, shape (n, 3): two independent 64-bit hashes (order-independent wrapping sums) and a
+        64-bit token bitmap (one hashed bit per token; popcount(a ^ b) <= |A ^ B| for any two sets)."""
+        out = np.zeros((self.sizes.size, 3), dtype=np.uint64)
         nonempty = self.sizes > 0
         if self.values.size:
+            starts = self.offsets[:-1][nonempty]
+            ranks = self.values.astype(np.uint64)
             for i, mix in enumerate(_MIX):
-                mixed = (self.values.astype(np.uint64) + np.uint64(1)) * mix
+                mixed = (ranks + np.uint64(1)) * mix
                 mixed ^= mixed >> np.uint64(31)
-                out[nonempty, i] = np.add.reduceat(mixed, self.offsets[:-1][nonempty])
+                out[nonempty, i] = np.add.reduceat(mixed, starts)
+            bits = np.left_shift(np.uint64(1), (ranks * _MIX[0]) >> np.uint64(58))
+            out[nonempty, 2] = np.bitwise_or.reduceat(bits, starts)
         return out
 
     def groups(self, rows: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -468,9 +473,11 @@ class _Graph:
     threshold up onto it; the final test is that very division, as in the reference.
     """
 
-    def __init__(self, sets: _Sets, nodes: np.ndarray, threshold: float) -> None:
-        """Similarity search over the sets ``nodes`` (other sets may be probed from, never found)."""
+    def __init__(self, sets: _Sets, nodes: np.ndarray, threshold: float, bitmaps: np.ndarray) -> None:
+        """Similarity search over the sets ``nodes`` (other sets may be probed from, never found);
+        ``bitmaps`` are the sets' token bitmaps (the third column of :meth:`_Sets.hashes`)."""
         self.sets = sets
+        self.bitmaps = bitmaps
         self.threshold = threshold
         low = Fraction(math.nextafter(threshold, -math.inf))
         sizes = sets.sizes
@@ -480,6 +487,11 @@ class _Graph:
         need = np.array([-((-num * n) // den) for n in range(top + 1)], dtype=np.int64)  # ceil(low * n)
         # Jaccard <= small / large, so the smaller set must exceed low * the larger one.
         self.min_small = np.array([(num * n) // den + 1 for n in range(top + 1)], dtype=np.int64)
+        # |A ^ B| = |A| + |B| - 2|A & B|, and Jaccard >= low means |A & B| >= low (|A| + |B|) / (1 + low):
+        # at most floor(n (1 - low) / (1 + low)) tokens differ between two sets of n tokens in all.
+        self.max_diff = np.array(
+            [(n * (den - num)) // (den + num) for n in range(2 * top + 1)], dtype=np.int64
+        )
         self.prefix = np.clip(sizes - need[sizes] + 1, 0, sizes)
         # Ranks minus ``base`` are non-negative, so (set, rank) packs into one sortable key.
         self.base = int(sets.values.min()) if sets.values.size else 0
@@ -512,6 +524,10 @@ class _Graph:
             b = self.index_rows[np.arange(total) + np.repeat(lo[start:stop] - (ends - cnt), cnt)]
             small, large = np.minimum(sizes[a], sizes[b]), np.maximum(sizes[a], sizes[b])
             ok = (a != b) & (small >= self.min_small[large])
+            a, b = a[ok], b[ok]
+            # Bits set in one bitmap only each stand for a token of one set only.
+            differ = np.bitwise_count(self.bitmaps[a] ^ self.bitmaps[b])
+            ok = differ <= self.max_diff[sizes[a] + sizes[b]]
             a, b = a[ok], b[ok]
             if a.size:
                 inter = self._intersections(a, b)
@@ -606,13 +622,13 @@ class DedupCache:
 
     ``ranks.i32`` holds token sets (vocabulary ranks as native int32, set after set) and is only ever
     appended to; ``state.parquet`` has one row per stored set, in the same order: pattern id,
-    created_at, eval_score, the set's size and two hashes, the outcome, and whether the pattern is
-    still ``live`` (a pattern that is gone keeps its row and its set until more than a quarter of the
-    rows are gone, when both files are written afresh without them). ``vocab.parquet`` maps tokens to
-    ranks; ``meta.json`` names the threshold and the ``context`` the state belongs to, and how many rows
-    and ranks it has. A pattern id names a fixed list of immutable messages, so its task is fixed as
-    long as the pairing options are: callers pass those options as ``context``, and any change of
-    context or threshold starts the cache afresh.
+    created_at, eval_score, the set's size, two hashes and token bitmap, the outcome, and whether the
+    pattern is still ``live`` (a pattern that is gone keeps its row and its set until more than a
+    quarter of the rows are gone, when both files are written afresh without them). ``vocab.parquet``
+    maps tokens to ranks; ``meta.json`` names the threshold and the ``context`` the state belongs to,
+    and how many rows and ranks it has. A pattern id names a fixed list of immutable messages, so its
+    task is fixed as long as the pairing options are: callers pass those options as ``context``, and
+    any change of context or threshold starts the cache afresh.
 
     A run after a small dump therefore writes the new sets and the small state table, never the sets
     already stored.
@@ -744,6 +760,7 @@ def _state_rows(rows: pl.DataFrame, sets: _Sets, hashes: np.ndarray) -> pl.DataF
         size=pl.Series(sets.sizes, dtype=pl.Int64),
         h1=pl.Series(hashes[:, 0]),
         h2=pl.Series(hashes[:, 1]),
+        bitmap=pl.Series(hashes[:, 2]),
         live=pl.lit(True),
     )
 
@@ -825,9 +842,12 @@ def _update(
     new_sets, vocab = _tokenise(task_of(fresh), vocab)
     new_hashes = new_sets.hashes()
     sets = _Sets.concat([stored, new_sets])
-    hashes = np.concatenate([np.column_stack([state["h1"].to_numpy(), state["h2"].to_numpy()]), new_hashes])
+    stored_hashes = np.column_stack(
+        [state["h1"].to_numpy(), state["h2"].to_numpy(), state["bitmap"].to_numpy()]
+    )
+    hashes = np.concatenate([stored_hashes, new_hashes])
     group, leaders = sets.groups(node, hashes)
-    graph = _Graph(sets, leaders, threshold)
+    graph = _Graph(sets, leaders, threshold, hashes[:, 2])
     # A set that is gone was similar (at least) to the group that kept its other members.
     seeds = np.concatenate(
         [leaders[group[fresh]], leaders[group[np.flatnonzero(rescored)]], graph.neighbours(gone)]
@@ -858,7 +878,7 @@ def _update(
         [
             state.select("pattern_id", "created_at"),
             pl.concat([now, state.select(outcomes)])[pick],
-            state.select("size", "h1", "h2"),
+            state.select("size", "h1", "h2", "bitmap"),
         ],
         how="horizontal",
     ).with_columns(live=pl.Series(live))
