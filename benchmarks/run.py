@@ -538,10 +538,10 @@ def _commit() -> str:
 
 
 def _dirty() -> str:
-    """A note when the measured code differs from the commit (this report itself excepted)."""
+    """A note when the measured code differs from the commit (this report and its notes excepted)."""
     try:
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":!benchmarks/RESULTS.md"],
+            ["git", "status", "--porcelain", "--", ".", ":!benchmarks/RESULTS.md", ":!benchmarks/NOTES.md"],
             cwd=ROOT,
             capture_output=True,
             text=True,
