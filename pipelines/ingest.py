@@ -527,6 +527,16 @@ def ingest_dump(
         ThreadPoolExecutor(max_workers=len(classifiers), thread_name_prefix="ingest-classify") as classify,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as write,
     ):
+
+        def hand_over() -> None:
+            """The oldest classified chunk goes to the writer after the previous one, in order."""
+            nonlocal pending
+            data, count, table = classified.popleft()
+            table = table.result()
+            if pending is not None:
+                pending.result()
+            pending = write.submit(writer.write, data, table, count)
+
         try:
             chunks = _prefetched(_split_chunks(dump.path, chunk_bytes))
             for number, (data, lines, count) in enumerate(chunks):
@@ -534,19 +544,9 @@ def ingest_dump(
                 classified.append((data, count, classify.submit(_classify, cursor, lines, sql)))
                 del data, lines
                 while len(classified) >= len(classifiers) or (classified and classified[0][2].done()):
-                    data, count, table = classified.popleft()
-                    table = table.result()
-                    if pending is not None:
-                        pending.result()
-                    pending = write.submit(writer.write, data, table, count)
-                    del data, table
+                    hand_over()
             while classified:
-                data, count, table = classified.popleft()
-                table = table.result()
-                if pending is not None:
-                    pending.result()
-                pending = write.submit(writer.write, data, table, count)
-                del data, table
+                hand_over()
             if pending is not None:
                 pending.result()
         finally:

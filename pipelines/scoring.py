@@ -360,6 +360,13 @@ def _unique_sorted(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _offsets(sizes: np.ndarray) -> np.ndarray:
+    """CSR offsets of consecutive sets of these sizes."""
+    offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets
+
+
 class _Sets:
     """Token sets in CSR layout: ``values[offsets[i]:offsets[i + 1]]`` is set i, increasing ranks."""
 
@@ -392,17 +399,13 @@ class _Sets:
 
     def keep(self, mask: np.ndarray) -> _Sets:
         """The sets where ``mask`` is true, in order (cheaper than :meth:`take` for an ordered subset)."""
-        sizes = self.sizes[mask]
-        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        return _Sets(offsets, self.values[np.repeat(mask, self.sizes)])
+        return _Sets(_offsets(self.sizes[mask]), self.values[np.repeat(mask, self.sizes)])
 
     @staticmethod
     def concat(parts: list[_Sets]) -> _Sets:
-        sizes = np.concatenate([p.sizes for p in parts])
-        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        return _Sets(offsets, np.concatenate([p.values for p in parts]))
+        return _Sets(
+            _offsets(np.concatenate([p.sizes for p in parts])), np.concatenate([p.values for p in parts])
+        )
 
     def hashes(self) -> np.ndarray:
         """Per set, shape (n, 3): two independent 64-bit hashes (order-independent wrapping sums) and a
@@ -679,10 +682,8 @@ class DedupCache:
             if gone * 4 > new_state.height:
                 # Compaction: the rows and sets of patterns that are gone are dropped.
                 live = new_state["live"].to_numpy()
-                sizes = new_state["size"].to_numpy()
-                offsets = np.zeros(sizes.size + 1, dtype=np.int64)
-                np.cumsum(sizes, out=offsets[1:])
-                kept_values = _Sets(offsets, np.concatenate([stored.values, values])).keep(live).values
+                every = _Sets(_offsets(new_state["size"].to_numpy()), np.concatenate([stored.values, values]))
+                kept_values = every.keep(live).values
                 self._write(new_state.filter(pl.Series(live)), kept_values, new_vocab, key, fresh=True)
             else:
                 self._write(new_state, values, new_vocab if vocab_changed else None, key, fresh=False)
@@ -716,14 +717,12 @@ class DedupCache:
         state = pl.read_parquet(self.folder / "state.parquet")
         if state.height != meta.get("rows"):
             return None
-        offsets = np.zeros(state.height + 1, dtype=np.int64)
-        np.cumsum(state["size"].to_numpy(), out=offsets[1:])
         # Mapped, not read: the sets stay in the page cache and only those looked at are touched.
         values = np.zeros(0, dtype=np.int32)
         if meta["values"]:
             # A plain array over the mapping: np.memmap's own indexing adds Python work to every gather.
             values = np.memmap(self.folder / "ranks.i32", dtype=np.int32, mode="r").view(np.ndarray)
-        sets = _Sets(offsets, values)
+        sets = _Sets(_offsets(state["size"].to_numpy()), values)
         return state, sets, pl.read_parquet(self.folder / "vocab.parquet")
 
     def _write(
