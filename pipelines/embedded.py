@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from engramia.types import Scope
 from pipelines.layout import DataLayout
 from pipelines.ledger import PRESENT, RETRACTED, STORED, Ledger
 from pipelines.load_plan import LoadResult
-from pipelines.records import import_record, iter_rows, kept_patterns
+from pipelines.records import import_record, iter_rows, kept_ids, kept_patterns
 
 DESTINATION = "embedded"
 # Engramia refuses to learn beyond this many patterns in one scope; an import past it would leave
@@ -181,6 +181,8 @@ class FastJSONStorage(JSONStorage):
         # entry whose name ends in ".json" (files, folders and links alike, as rglob yields them) in the
         # scope folder and every folder below it (links to folders are not followed, as Path.walk does
         # not), except names starting with "_"; the key is the relative path without its last suffix.
+        # A folder none of whose keys can start with the prefix is not entered ("patterns/" skips the
+        # rest of the scope), and each folder's entries go through comprehensions rather than a loop.
         root = self._effective_root()
         root.mkdir(parents=True, exist_ok=True)
         keys: list[str] = []
@@ -192,19 +194,24 @@ class FastJSONStorage(JSONStorage):
                     entries = list(it)
             except OSError:
                 continue
-            for entry in entries:
-                name = entry.name
-                if name.endswith(".json") and not name.startswith("_"):
-                    # Path.with_suffix("") drops ".json" unless the name is just ".json" (no suffix then).
-                    key = (relative + (name[:-5] if name != ".json" else name)).replace("\\", "/")
-                    if not prefix or key.startswith(prefix):
-                        keys.append(key)
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    is_dir = False
-                if is_dir:
-                    pending.append((relative + name + "/", entry.path))
+            # Path.with_suffix("") drops ".json" unless the name is just ".json" (no suffix then).
+            found = [
+                (relative + (n[:-5] if n != ".json" else n)).replace("\\", "/")
+                for n in [e.name for e in entries]
+                if n.endswith(".json") and not n.startswith("_")
+            ]
+            if prefix and not relative.replace("\\", "/").startswith(prefix):
+                found = [k for k in found if k.startswith(prefix)]
+            keys += found
+            try:
+                folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                folders = [e for e in entries if _is_folder(e)]
+            for entry in folders:
+                below = relative + entry.name + "/"
+                shown = below.replace("\\", "/")
+                if not prefix or shown.startswith(prefix) or prefix.startswith(shown):
+                    pending.append((below, entry.path))
         return sorted(keys)
 
     def _atomic_write(self, path: Path, data: dict[str, Any] | list[Any]) -> None:
@@ -223,6 +230,13 @@ class FastJSONStorage(JSONStorage):
         if os.path.exists(target):
             os.replace(target, stem + ".bak")
         os.replace(tmp, target)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def open_memory(store: Path) -> engramia.Memory:
@@ -248,8 +262,13 @@ def load_embedded(
     store: Path | None = None,
     batch_rows: int = 5_000,
     progress: Callable[[int], None] | None = None,
+    writes: AbstractContextManager[Any] | None = None,
 ) -> LoadResult:
-    """Load the scope's kept patterns that the store lacks; retract those no longer kept."""
+    """Load the scope's kept patterns that the store lacks; retract those no longer kept.
+
+    ``writes`` (a lock shared by concurrent loads) is held only while files are written and deleted:
+    planning and reading texts run beside another scope's writes.
+    """
     started = time.perf_counter()
     store = Path(store or layout.engramia)
     ledger = Ledger(layout, scope, destination_id(store))
@@ -264,14 +283,10 @@ def load_embedded(
         before = len(existing)
         # Trust the ledger only for keys the store really holds: a wiped or damaged store is refilled.
         in_store = ledger.in_store().select("pattern_id", "key").filter(pl.col("key").is_in(list(existing)))
-        kept_ids = (
-            kept.select("pattern_id").collect()
-            if kept is not None
-            else pl.DataFrame(schema={"pattern_id": pl.String})
-        )
-        send_ids = kept_ids.join(in_store, on="pattern_id", how="anti")
-        to_retract = in_store.join(kept_ids, on="pattern_id", how="anti")
-        result.kept, result.already_loaded = kept_ids.height, kept_ids.height - send_ids.height
+        ids = kept_ids(layout, scope)
+        send_ids = ids.join(in_store, on="pattern_id", how="anti")
+        to_retract = in_store.join(ids, on="pattern_id", how="anti")
+        result.kept, result.already_loaded = ids.height, ids.height - send_ids.height
         result.pattern_count_before = before
         if before - to_retract.height + send_ids.height > SCOPE_PATTERN_CAP:
             result.error = (
@@ -281,38 +296,41 @@ def load_embedded(
             )
             result.pattern_count_after = before
             return result
-        for row in to_retract.iter_rows(named=True):
-            memory.delete_pattern(row["key"])
-            ledger.record(row["pattern_id"], row["key"], RETRACTED, "no longer kept")
-            result.retracted += 1
-        ledger.flush()
         to_send = (
-            kept.join(send_ids.lazy(), on="pattern_id", how="semi").sort("pattern_id")
+            # A filter, not a semi join: it reaches the Parquet scans, which then skip other rows' texts.
+            kept.filter(pl.col("pattern_id").is_in(send_ids["pattern_id"].implode())).collect()
             if kept is not None and send_ids.height
             else None
         )
-        for rows in iter_rows(to_send, batch_rows) if to_send is not None else ():
-            records = []
-            for row in rows:
-                key = f"patterns/{row['pattern_id']}"
-                if key in existing:
-                    ledger.record(row["pattern_id"], key, PRESENT, "key already in the store")
-                    result.present += 1
-                else:
-                    records.append(import_record(row, tenant_id, project_id))
-            # Keys already present were filtered out above, so overwrite=True only skips a second lookup.
-            # Serial on purpose: two threads or processes writing files into the scope folder were slower
-            # than one (measured 7.5k and 3.1k vs 9-12k files/s), the file system serialises them.
-            imported = memory.import_data(records, overwrite=True) if records else 0
-            if imported != len(records):
-                raise RuntimeError(f"scope {scope}: import stored {imported} of {len(records)} records")
-            for rec in records:
-                ledger.record(rec["data"]["design"]["pattern_id"], rec["key"], STORED)
-            result.stored += imported
-            result.sent += len(rows)
+        # Only the writes wait for other loads' writes (see ``writes``).
+        with writes or nullcontext():
+            for row in to_retract.iter_rows(named=True):
+                memory.delete_pattern(row["key"])
+                ledger.record(row["pattern_id"], row["key"], RETRACTED, "no longer kept")
+                result.retracted += 1
             ledger.flush()
-            if progress:
-                progress(len(rows))
+            for rows in iter_rows(to_send, batch_rows) if to_send is not None else ():
+                records = []
+                for row in rows:
+                    key = f"patterns/{row['pattern_id']}"
+                    if key in existing:
+                        ledger.record(row["pattern_id"], key, PRESENT, "key already in the store")
+                        result.present += 1
+                    else:
+                        records.append(import_record(row, tenant_id, project_id))
+                # Keys already present were filtered out above, so overwrite=True only skips a second lookup.
+                # Serial on purpose: two threads or processes writing files into the scope folder were slower
+                # than one (measured 7.5k and 3.1k vs 9-12k files/s), the file system serialises them.
+                imported = memory.import_data(records, overwrite=True) if records else 0
+                if imported != len(records):
+                    raise RuntimeError(f"scope {scope}: import stored {imported} of {len(records)} records")
+                for rec in records:
+                    ledger.record(rec["data"]["design"]["pattern_id"], rec["key"], STORED)
+                result.stored += imported
+                result.sent += len(rows)
+                ledger.flush()
+                if progress:
+                    progress(len(rows))
         # Nothing written means nothing to recount (listing a large scope takes seconds).
         changed = result.stored or result.retracted
         result.pattern_count_after = pattern_count(memory) if changed else before

@@ -13,7 +13,7 @@ import polars as pl
 
 from pipelines.incremental import current
 from pipelines.layout import DataLayout
-from pipelines.scoring import scan_scored
+from pipelines.scoring import scan_scored, scored_in_step
 
 EXPORT_VERSION = 1
 KEY_PREFIX = "patterns/"
@@ -37,6 +37,20 @@ def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
         .join(patterns.drop("batch"), on="pattern_id", how="inner")
         .with_columns(key=pl.lit(KEY_PREFIX) + pl.col("pattern_id"))
         .sort("pattern_id")
+    )
+
+
+def kept_ids(layout: DataLayout, scope: str) -> pl.DataFrame:
+    """The ids of :func:`kept_patterns`: read from the scored table alone when it is in step with the
+    scope's batches, which spares reading which batch holds each thread."""
+    scored = scan_scored(layout, scope)
+    if scored is not None and scored_in_step(layout, scope):
+        return scored.filter(pl.col("kept")).select("pattern_id").collect()
+    kept = kept_patterns(layout, scope)
+    return (
+        kept.select("pattern_id").collect()
+        if kept is not None
+        else pl.DataFrame(schema={"pattern_id": pl.String})
     )
 
 

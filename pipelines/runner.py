@@ -8,6 +8,7 @@ Arrow and file I/O, which release the GIL, so two scopes keep two cores busy.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -66,6 +67,11 @@ def backfill(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # engramia takes a good part of a second to import, and transform-only runs never need it: a load
+    # imports it beside ingest (which runs in DuckDB and Polars with the GIL released), not after.
+    importer = threading.Thread(target=importlib.import_module, args=("pipelines.embedded",), daemon=True)
+    if load:
+        importer.start()
     dumps = ingest(layout, source, mapping, chunk_bytes)
     timings["ingest"] = time.perf_counter() - t0
     feedback = read_feedback(scoring) if scoring.feedback else None
@@ -86,14 +92,12 @@ def backfill(
         if load:
             s0 = time.perf_counter()
             tenant_id, project_id = scope_names(layout, scope)
-            # Imported here: engramia takes a good part of a second to import, and transform-only runs
-            # never need it.
+            importer.join()
             from pipelines.embedded import load_embedded
 
-            # One load at a time: the file system creates files faster for one writer than for two
-            # (measured), and the other thread keeps transforming its scope meanwhile.
-            with load_lock:
-                loaded = load_embedded(layout, scope, tenant_id, project_id, store)
+            # One scope writes at a time: the file system creates files faster for one writer than for
+            # two (measured), and the other thread keeps transforming or planning its scope meanwhile.
+            loaded = load_embedded(layout, scope, tenant_id, project_id, store, writes=load_lock)
             t["load"] = time.perf_counter() - s0
         return ScopeRun(scope, staged, paired, scored, loaded, t)
 

@@ -886,6 +886,18 @@ def _update(
     return decided, (new_state, new_sets.values, vocab)
 
 
+def scored_in_step(layout: DataLayout, scope: str) -> bool:
+    """Whether the scored table was made from the scope's current batches, and so holds exactly the
+    current patterns (its marker is removed before the table is rewritten and written after)."""
+    target = layout.table("scored", scope) / "scored.parquet"
+    marker = target.with_name("scored.json")
+    if not (target.exists() and marker.exists()):
+        return False
+    inputs = json.loads(marker.read_text()).get("inputs", {})
+    state = ScopeState.load(layout, scope)
+    return inputs.get("batches") == state.batches and inputs.get("pairing") == state.pairing
+
+
 def scan_scored(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
     path = layout.table("scored", scope) / "scored.parquet"
     return pl.scan_parquet(path) if path.exists() else None

@@ -5,11 +5,16 @@ from __future__ import annotations
 import polars as pl
 
 from pipelines.embedded import engramia_scope, open_memory
-from pipelines.incremental import current
+from pipelines.incremental import current, pair_scope
+from pipelines.ingest import ingest
 from pipelines.layout import DataLayout
 from pipelines.ledger import Ledger
+from pipelines.messages import stage_messages
 from pipelines.pairing import Pairing, PairingOptions
+from pipelines.records import kept_ids, kept_patterns
 from pipelines.runner import backfill
+from pipelines.scopes import ScopeMapping
+from pipelines.scoring import ScoringOptions, score_scope, scored_in_step
 from pipelines.synth import SynthSpec, generate
 from tests.conftest import msg
 
@@ -129,3 +134,24 @@ def test_a_wiped_store_is_refilled_on_the_next_run(layout, dump, landing):
     load = backfill(layout, landing).scopes[scope].load
     assert (load.stored, load.pattern_count_before, load.pattern_count_after) == (1, 0, 1)
     assert load.reconciles
+
+
+def test_kept_ids_follow_current_patterns_when_the_scored_table_lags(layout, dump, landing):
+    dump("1.ndjson", [msg("t", "u", "user", "question", 0), msg("t", "a1", "assistant", "part one", 1)])
+    [scope] = backfill(layout, landing, load=False).scopes
+    assert scored_in_step(layout, scope)
+    old = kept_ids(layout, scope)
+    assert old.equals(kept_patterns(layout, scope).select("pattern_id").collect()) and old.height == 1
+    # The turn grows and is paired again, but not scored yet: the scored table names a pattern that is
+    # no longer current, and the ids must come through the current patterns instead.
+    dump("2.ndjson", [msg("t", "a2", "assistant", "part two", 2)])
+    ingest(layout, landing, ScopeMapping())
+    stage_messages(layout, scope)
+    pair_scope(layout, scope, PairingOptions())
+    assert not scored_in_step(layout, scope)
+    assert kept_ids(layout, scope).is_empty() and kept_patterns(layout, scope).collect().is_empty()
+    score_scope(layout, scope, ScoringOptions())
+    assert scored_in_step(layout, scope)
+    new = kept_ids(layout, scope)
+    assert new.equals(kept_patterns(layout, scope).select("pattern_id").collect())
+    assert new["pattern_id"].to_list() != old["pattern_id"].to_list() and new.height == 1

@@ -397,6 +397,9 @@ def test_fast_storage_lists_keys_like_jsonstorage(tmp_path):
                 "patterns/..json",
                 "patterns/dir.json/inner.json",
                 "patterns/ünï.json",
+                "patterns\\at-root.json",
+                "patterns\\sub/k.json",
+                "pat/p.json",
             ]
             for name in names:
                 path = root / name
@@ -404,7 +407,16 @@ def test_fast_storage_lists_keys_like_jsonstorage(tmp_path):
                 path.write_text("{}")
             (root / "patterns" / "link.json").symlink_to(root / "patterns" / "deep")
             (root / "patterns" / "linkdir").symlink_to(root / "patterns" / "deep")
-            for prefix in ("", "patterns/", "patterns/deep", "evals/", "nothing/"):
+            for prefix in (
+                "",
+                "patterns/",
+                "patterns/deep",
+                "patterns/deep/",
+                "pat",
+                "patterns/s",
+                "evals/",
+                "nothing/",
+            ):
                 assert fast.list_keys(prefix) == plain.list_keys(prefix), prefix
             assert fast.count_patterns() == plain.count_patterns()
 
