@@ -55,7 +55,9 @@ class Sizes:
     dedup_tasks: int = 1_000_000
     load_messages: int = 100_000
     incremental_base: int = 1_000_000
-    incremental_load_base: int = 100_000
+    incremental_load_base: int = 1_000_000
+    # A small base, for reference: there the run is mostly what every scope costs whatever is new.
+    incremental_small_base: int = 100_000
     guide_pairs: int = 1_000
     # Rows that take seconds run this many times and report the median run: the VM's CPU and memory
     # speed drift by a third between minutes (other tenants), so one run says little.
@@ -70,7 +72,8 @@ QUICK = Sizes(
     dedup_tasks=20_000,
     load_messages=5_000,
     incremental_base=20_000,
-    incremental_load_base=5_000,
+    incremental_load_base=20_000,
+    incremental_small_base=5_000,
     guide_pairs=150,
     repeats=1,
     suffix="-quick",
@@ -425,7 +428,7 @@ def bench_load(sizes: Sizes) -> Row:
     )
 
 
-def _incremental(sizes: Sizes, base: int, load: bool, name: str) -> Row:
+def _incremental(sizes: Sizes, base: int, load: bool, name: str, reference: bool = False) -> Row:
     total = base + base // 100
     label = f"{base // 1000}k" if base < 1_000_000 else f"{base // 1_000_000}M"
     dumps = _synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
@@ -453,8 +456,8 @@ def _incremental(sizes: Sizes, base: int, load: bool, name: str) -> Row:
         wall_s=incr.wall,
         rss_mb=max(full.rss_mb, incr.rss_mb),
         throughput=f"{ratio:.1%} of full",
-        target="<= 10% of a full run",
-        met=ratio <= 0.10,
+        target="(reference: a small base)" if reference else "<= 10% of a full run",
+        met=None if reference else ratio <= 0.10,
         details=f"{_spread([r[0] * 100 for r in runs], '.1f', '%')}"
         f"full backfill() {full.inner['seconds']:.2f} s (process {full.wall:.1f} s, stages "
         f"{full.inner['stages']}); incremental backfill() {incr.inner['seconds']:.2f} s "
@@ -574,6 +577,7 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "load",
         "incremental",
         "incremental_load",
+        "incremental_small",
         "guide",
         "guide_ours",
     ]
@@ -632,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         help="comma-separated rows: transform_1m, transform_10m, dedup_1m, load, "
-        "incremental, incremental_load, guide",
+        "incremental, incremental_load, incremental_small, guide",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--with-10m", action="store_true", help="include the 10M-message row")
@@ -652,6 +656,9 @@ def main(argv: list[str] | None = None) -> None:
         "incremental": lambda: [_incremental(sizes, sizes.incremental_base, False, "incremental")],
         "incremental_load": lambda: [
             _incremental(sizes, sizes.incremental_load_base, True, "incremental_load")
+        ],
+        "incremental_small": lambda: [
+            _incremental(sizes, sizes.incremental_small_base, True, "incremental_small", reference=True)
         ],
         "guide": lambda: bench_guide(sizes),
     }
