@@ -191,7 +191,7 @@ def score_scope(
     scored, read and tokenised. Rows are in ``current()`` order as the table was built up, not sorted.
     """
     patterns = current(layout, "patterns", scope)
-    target = layout.table("scored", scope) / "scored.parquet"
+    target = _scored_file(layout, scope)
     if patterns is None:
         return ScoringResult(0, 0, 0, 0)
     if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
@@ -199,8 +199,8 @@ def score_scope(
     feedback = feedback if options.strategy is ScoreStrategy.FEEDBACK else None
     state = ScopeState.load(layout, scope)
     inputs = _scoring_inputs(state, options, feedback)
-    marker = target.with_name("scored.json")
-    made = json.loads(marker.read_text()) if target.exists() and marker.exists() else None
+    marker = _marker(target)
+    made = _made(target)
     if made is not None and made.get("inputs") == inputs:
         return ScoringResult(**made["result"])
     marker.unlink(missing_ok=True)
@@ -886,18 +886,31 @@ def _update(
     return decided, (new_state, new_sets.values, vocab)
 
 
+def _scored_file(layout: DataLayout, scope: str) -> Path:
+    return layout.table("scored", scope) / "scored.parquet"
+
+
+def _marker(target: Path) -> Path:
+    return target.with_name("scored.json")
+
+
+def _made(target: Path) -> dict | None:
+    """What the scored table was made from and what it gave (its marker), if both are there."""
+    marker = _marker(target)
+    return json.loads(marker.read_text()) if target.exists() and marker.exists() else None
+
+
 def scored_in_step(layout: DataLayout, scope: str) -> bool:
     """Whether the scored table was made from the scope's current batches, and so holds exactly the
     current patterns (its marker is removed before the table is rewritten and written after)."""
-    target = layout.table("scored", scope) / "scored.parquet"
-    marker = target.with_name("scored.json")
-    if not (target.exists() and marker.exists()):
+    made = _made(_scored_file(layout, scope))
+    if made is None:
         return False
-    inputs = json.loads(marker.read_text()).get("inputs", {})
+    inputs = made.get("inputs", {})
     state = ScopeState.load(layout, scope)
     return inputs.get("batches") == state.batches and inputs.get("pairing") == state.pairing
 
 
 def scan_scored(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
-    path = layout.table("scored", scope) / "scored.parquet"
+    path = _scored_file(layout, scope)
     return pl.scan_parquet(path) if path.exists() else None
