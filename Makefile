@@ -25,7 +25,7 @@ install: $(VENV)/.synced ## virtual environment with exactly the locked packages
 
 demo: install ## run the whole graph on the bundled sample into the embedded Engramia store
 	$(BIN)/assistants-backfill run --input data/sample --data-dir $(DATA)
-	$(BIN)/python -m pipelines.demo_recall --data-dir $(DATA)
+	$(BIN)/python -m pipelines.tools.demo_recall --data-dir $(DATA)
 
 test: install ## the test suite (starts its own Engramia servers on 127.0.0.1)
 	$(BIN)/pytest

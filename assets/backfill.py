@@ -10,12 +10,12 @@ import dagster as dg
 import polars as pl
 
 from assets.resources import BackfillSettings, EngramiaDestination
-from pipelines.incremental import current, pair_scope
-from pipelines.ingest import ingest, read_manifest, read_scopes, scope_names
-from pipelines.load_plan import save_load_result
-from pipelines.messages import scan_messages, stage_messages
-from pipelines.records import kept_patterns
-from pipelines.scoring import score_scope
+from pipelines.ingest.messages import scan_messages, stage_messages
+from pipelines.ingest.staging import ingest, read_manifest, read_scopes, scope_names
+from pipelines.load.plan import save_load_result
+from pipelines.load.records import kept_patterns
+from pipelines.pairing.batches import current, pair_scope
+from pipelines.scoring.scores import score_scope
 from pipelines.warehouse import refresh as refresh_warehouse
 
 SCOPES = dg.DynamicPartitionsDefinition(name="scopes")
@@ -250,7 +250,7 @@ def engramia_scopes(
             "pattern_count_after": result.pattern_count_after,
             "patterns_per_second": round(rate, 1),
             "dagster/row_count": result.pattern_count_after,
-            # REST destinations (pipelines/rest_load.py)
+            # REST destinations (pipelines/load/rest/scope_load.py)
             "skipped": result.skipped,
             "replaced": result.replaced,
             "failed": result.failed,

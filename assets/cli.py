@@ -18,15 +18,15 @@ import polars as pl
 from assets.backfill import BACKFILL_ASSETS, SCOPE_ASSETS, SCOPES, raw_thread_exports
 from assets.resources import BackfillSettings, EngramiaDestination
 from checks.backfill_checks import BACKFILL_CHECKS
-from pipelines import synth
-from pipelines.incremental import current
-from pipelines.ingest import read_scopes, scope_names
-from pipelines.layout import DataLayout
-from pipelines.load_plan import latest_load_result
-from pipelines.reconcile import scope_counts
-from pipelines.rest_load import progress_bars
-from pipelines.rollback import rollback_embedded, rollback_rest
-from pipelines.scoring import scan_scored
+from pipelines.ingest.staging import read_scopes, scope_names
+from pipelines.load.plan import latest_load_result
+from pipelines.load.rest.scope_load import progress_bars
+from pipelines.load.rollback import rollback_embedded, rollback_rest
+from pipelines.pairing.batches import current
+from pipelines.quality.reconcile import scope_counts
+from pipelines.scoring.scores import scan_scored
+from pipelines.tables import DataLayout
+from pipelines.tools import synth
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

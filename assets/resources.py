@@ -11,18 +11,24 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines.embedded import destination_id, load_embedded, open_memory, pattern_count
-from pipelines.ingest import scope_names
-from pipelines.layout import DataLayout
-from pipelines.load_plan import LoadResult
-from pipelines.pairing import Pairing, PairingOptions
-from pipelines.rest_load import MODES as REST_MODES
-from pipelines.rest_load import RestOptions, load_rest, open_bar, pattern_count_rest, recall_check_rest
-from pipelines.rest_load import destination_id as rest_destination_id
+from pipelines.ingest.staging import scope_names
+from pipelines.load.embedded import destination_id, load_embedded, open_memory, pattern_count
+from pipelines.load.plan import LoadResult
+from pipelines.load.rest.scope_load import MODES as REST_MODES
+from pipelines.load.rest.scope_load import (
+    RestOptions,
+    load_rest,
+    open_bar,
+    pattern_count_rest,
+    recall_check_rest,
+)
+from pipelines.load.rest.scope_load import destination_id as rest_destination_id
+from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap
+from pipelines.load.spot_check import recall_check
+from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
-from pipelines.scoring import ScoreStrategy, ScoringOptions
-from pipelines.servers import ServerConfig, ServerConfigError, ServerMap
-from pipelines.spot_check import recall_check
+from pipelines.scoring.scores import ScoreStrategy, ScoringOptions
+from pipelines.tables import DataLayout
 
 DEFAULT_DATA_DIR = os.environ.get("BACKFILL_DATA_DIR", "data")
 
@@ -86,7 +92,7 @@ class EngramiaDestination(dg.ConfigurableResource):
     """Where patterns are loaded.
 
     ``embedded``: the engramia package in-process, JSON storage under ``store_dir``.
-    ``rest-learn`` / ``rest-import``: a running Engramia server over REST (see pipelines/rest_load.py),
+    ``rest-learn`` / ``rest-import``: a running Engramia server over REST (see pipelines/load/rest/),
     configured per scope by ``url`` + ``api_key_env`` (one server and key for every scope of the run) or
     a ``servers_file`` mapping scopes to servers. Only the NAME of the key's environment variable is
     configuration; the key is read from the environment when a request is made.
@@ -225,7 +231,7 @@ class EngramiaDestination(dg.ConfigurableResource):
         if self.is_rest:
             server = self.server_for(layout, scope, tenant_id, project_id)
             return pattern_count_rest(server, self.rest_options(), f"{scope} -> {server.url}")
-        from pipelines.embedded import engramia_scope
+        from pipelines.load.embedded import engramia_scope
 
         memory = open_memory(self.store(layout))
         with engramia_scope(tenant_id, project_id):

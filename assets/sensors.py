@@ -12,8 +12,8 @@ import dagster as dg
 
 from assets.backfill import SCOPE_ASSETS, SCOPES, raw_thread_exports
 from assets.resources import BackfillSettings
-from pipelines.ingest import pending_dumps, read_scopes
-from pipelines.messages import pending_message_dumps
+from pipelines.ingest.messages import pending_message_dumps
+from pipelines.ingest.staging import pending_dumps, read_scopes
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=dg.AssetSelection.assets(raw_thread_exports), description="Stage new dumps."

@@ -1,4 +1,4 @@
-"""Benchmark for ``pipelines.dedup.near_duplicates`` (exact word-Jaccard near-duplicate removal).
+"""Benchmark for exact word-Jaccard near-duplicate removal (``pipelines.scoring.near_duplicates``).
 
 Usage (from the repo root)::
 
@@ -88,7 +88,7 @@ import polars as pl
 # Allow ``python benchmarks/bench_dedup.py`` from the repo root without installing anything.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.dedup import near_duplicates, near_duplicates_reference
+from pipelines.scoring.near_duplicates import near_duplicates, near_duplicates_reference
 
 # Common English/prompt words get the head of the Zipf distribution.
 _COMMON_WORDS = """

@@ -5,7 +5,7 @@
     python -m benchmarks.run --only load,guide    # some rows
     python -m benchmarks.run --quick              # small sizes, a smoke test (writes work/RESULTS-quick.md)
 
-Inputs come from ``pipelines.synth`` and are generated once into ``benchmarks/work/`` (reused when
+Inputs come from ``pipelines.tools.synth`` and are generated once into ``benchmarks/work/`` (reused when
 present). Every measurement runs in a fresh subprocess (``python -m benchmarks.run --worker ...``); its
 wall time and peak RSS are those of that process, taken from ``os.wait4`` (so they include interpreter
 start and imports), and the worker also reports the time of the measured call alone.
@@ -100,8 +100,8 @@ def _worker(name: str, args: dict) -> dict:
         hashlib.sha256(memoryview(block)[: 2**28]).hexdigest()
         return {"touch_s": touch, "sha_s": time.perf_counter() - started}
     if name == "backfill":
-        from pipelines.layout import DataLayout
         from pipelines.runner import backfill
+        from pipelines.tables import DataLayout
 
         layout = DataLayout.at(args["data"])
         sampler = _RssSampler()
@@ -123,9 +123,9 @@ def _worker(name: str, args: dict) -> dict:
             "stored": sum(s.load.stored for s in scopes if s.load),
         }
     if name == "load":
-        from pipelines.embedded import load_embedded
-        from pipelines.ingest import read_scopes
-        from pipelines.layout import DataLayout
+        from pipelines.ingest.staging import read_scopes
+        from pipelines.load.embedded import load_embedded
+        from pipelines.tables import DataLayout
 
         layout = DataLayout.at(args["data"])
         started = time.perf_counter()
@@ -286,7 +286,7 @@ def _synth(out: Path, messages: int, dumps: int = 1, shares: str | None = None) 
     done = out.with_name(out.name + ".done")
     if done.exists():
         return out
-    cmd = [sys.executable, "-m", "pipelines.synth", "--out", str(out), "--messages", str(messages)]
+    cmd = [sys.executable, "-m", "pipelines.tools.synth", "--out", str(out), "--messages", str(messages)]
     if dumps > 1:
         cmd += ["--dumps", str(dumps)]
     if shares:

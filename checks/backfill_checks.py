@@ -19,15 +19,15 @@ from assets.backfill import (
     scored_patterns,
 )
 from assets.resources import BackfillSettings, EngramiaDestination
-from pipelines.ingest import scope_names
-from pipelines.layout import DataLayout
-from pipelines.ledger import Ledger
-from pipelines.load_plan import latest_load_result
-from pipelines.messages import scan_messages
-from pipelines.quality import QualityReport, validate_messages, validate_scored
-from pipelines.reconcile import dump_line_counts, scope_counts
-from pipelines.records import kept_patterns
-from pipelines.scoring import scan_scored
+from pipelines.ingest.messages import scan_messages
+from pipelines.ingest.staging import scope_names
+from pipelines.load.ledger import Ledger
+from pipelines.load.plan import latest_load_result
+from pipelines.load.records import kept_patterns
+from pipelines.quality.expectations import QualityReport, validate_messages, validate_scored
+from pipelines.quality.reconcile import dump_line_counts, scope_counts
+from pipelines.scoring.scores import scan_scored
+from pipelines.tables import DataLayout
 
 DUPLICATE_WARN_SHARE = 0.5
 RECALL_SAMPLE = 3

@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.incremental import PairingResult, pair_scope
-from pipelines.ingest import DEFAULT_CHUNK_BYTES, DumpResult, ingest, read_scopes, scope_names
-from pipelines.layout import DataLayout
-from pipelines.load_plan import LoadResult
-from pipelines.messages import MessageStats, stage_messages
-from pipelines.pairing import PairingOptions
+from pipelines.ingest.messages import MessageStats, stage_messages
+from pipelines.ingest.staging import DEFAULT_CHUNK_BYTES, DumpResult, ingest, read_scopes, scope_names
+from pipelines.load.plan import LoadResult
+from pipelines.pairing.batches import PairingResult, pair_scope
+from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeMapping
-from pipelines.scoring import ScoringOptions, ScoringResult, read_feedback, score_scope
+from pipelines.scoring.scores import ScoringOptions, ScoringResult, read_feedback, score_scope
+from pipelines.tables import DataLayout
 
 
 @dataclass
@@ -69,7 +69,9 @@ def backfill(
     t0 = time.perf_counter()
     # engramia takes a good part of a second to import, and transform-only runs never need it: a load
     # imports it beside ingest (which runs in DuckDB and Polars with the GIL released), not after.
-    importer = threading.Thread(target=importlib.import_module, args=("pipelines.embedded",), daemon=True)
+    importer = threading.Thread(
+        target=importlib.import_module, args=("pipelines.load.embedded",), daemon=True
+    )
     if load:
         importer.start()
     dumps = ingest(layout, source, mapping, chunk_bytes)
@@ -93,7 +95,7 @@ def backfill(
             s0 = time.perf_counter()
             tenant_id, project_id = scope_names(layout, scope)
             importer.join()
-            from pipelines.embedded import load_embedded
+            from pipelines.load.embedded import load_embedded
 
             # One scope writes at a time: the file system creates files faster for one writer than for
             # two (measured), and the other thread keeps transforming or planning its scope meanwhile.

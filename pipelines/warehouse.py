@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.layout import DataLayout
+from pipelines.tables import DataLayout
 
 # view name -> (glob under staged/, extra SQL over the read as ``t``)
 _TABLES: dict[str, str] = {

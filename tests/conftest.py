@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.layout import DataLayout
+from pipelines.tables import DataLayout
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 T0 = 1_717_200_000

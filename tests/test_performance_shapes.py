@@ -13,19 +13,19 @@ from engramia.providers.json_storage import JSONStorage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import scoring
-from pipelines.dedup import near_duplicates
-from pipelines.embedded import FastJSONStorage, dumps_indent2, engramia_scope, load_embedded, open_memory
-from pipelines.incremental import current, pair_scope
-from pipelines.ingest import ingest, read_scopes, scope_names
-from pipelines.layout import DataLayout
-from pipelines.messages import stage_messages
-from pipelines.pairing import PairingOptions
-from pipelines.records import import_record, kept_patterns
+from pipelines.ingest.messages import stage_messages
+from pipelines.ingest.staging import ingest, read_scopes, scope_names
+from pipelines.load.embedded import FastJSONStorage, dumps_indent2, engramia_scope, load_embedded, open_memory
+from pipelines.load.records import import_record, kept_patterns
+from pipelines.pairing.batches import current, pair_scope
+from pipelines.pairing.pairs import PairingOptions
 from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
-from pipelines.scoring import DedupCache
-from pipelines.synth import SynthSpec, generate
+from pipelines.scoring import scores as scoring
+from pipelines.scoring.near_duplicates import near_duplicates
+from pipelines.scoring.scores import DedupCache
+from pipelines.tables import DataLayout
+from pipelines.tools.synth import SynthSpec, generate
 from tests.conftest import msg, write_ndjson
 
 # ------------------------------------------------------------------------------------------------
@@ -433,7 +433,7 @@ def test_transform_never_imports_pandas_engramia_or_arrow_compute(tmp_path):
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from pipelines.layout import DataLayout\n"
+        "from pipelines.tables import DataLayout\n"
         "from pipelines.runner import backfill\n"
         f"run = backfill(DataLayout.at({str(tmp_path / 'data')!r}), Path({str(source)!r}), load=False)\n"
         "assert sum(s.scoring.patterns for s in run.scopes.values()) > 0\n"

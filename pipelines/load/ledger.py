@@ -1,0 +1,92 @@
+"""The load ledger: what happened to each pattern at each destination, so nothing is sent twice.
+
+One ledger per scope and destination (``staged/ledger/scope=<key>/dest=<id>/``), append-only: every
+load writes one Parquet file of outcomes, and a pattern's state is its latest row. A crash loses at
+most the outcomes of the batch in flight, and those are recovered by the idempotent import keys or by
+the next run's comparison with the server. API keys never reach it.
+
+Outcomes: ``stored`` (written now), ``present`` (the destination already had it), ``rejected`` (the
+destination refused it, with its reason), ``retracted`` (removed: superseded or beaten by a near-duplicate),
+``not_stored`` (accepted but not stored, e.g. the server's own near-duplicate rule), ``failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+
+from pipelines.scopes import sanitize_key
+from pipelines.tables import DataLayout, parquet_files, write_parquet
+
+STORED, PRESENT, REJECTED, RETRACTED, NOT_STORED, FAILED = (
+    "stored",
+    "present",
+    "rejected",
+    "retracted",
+    "not_stored",
+    "failed",
+)
+IN_STORE = (STORED, PRESENT)
+
+LEDGER_SCHEMA = {
+    "pattern_id": pl.String,
+    "key": pl.String,
+    "outcome": pl.String,
+    "reason": pl.String,
+    "destination": pl.String,
+    "run_id": pl.String,
+    "at": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass
+class Ledger:
+    layout: DataLayout
+    scope: str
+    destination: str
+    run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f"))
+    _pending: list[dict] = field(default_factory=list)
+    _part: int = 0
+
+    @property
+    def folder(self):
+        return self.layout.table("ledger", self.scope) / f"dest={sanitize_key(self.destination)}"
+
+    def history(self) -> pl.DataFrame:
+        files = parquet_files(self.folder)
+        if not files:
+            return pl.DataFrame(schema=LEDGER_SCHEMA)
+        return pl.read_parquet(files)
+
+    def state(self) -> pl.DataFrame:
+        """Latest outcome per pattern."""
+        return self.history().sort("at").group_by("pattern_id").agg(pl.all().last())
+
+    def in_store(self) -> pl.DataFrame:
+        return self.state().filter(pl.col("outcome").is_in(IN_STORE))
+
+    def record(self, pattern_id: str, key: str, outcome: str, reason: str | None = None) -> None:
+        self._pending.append(
+            {
+                "pattern_id": pattern_id,
+                "key": key,
+                "outcome": outcome,
+                "reason": reason,
+                "destination": self.destination,
+                "run_id": self.run_id,
+                "at": datetime.now(UTC),
+            }
+        )
+
+    def flush(self) -> int:
+        """Persist what was recorded since the last flush (call after every batch sent)."""
+        if not self._pending:
+            return 0
+        rows = pl.DataFrame(self._pending, schema=LEDGER_SCHEMA)
+        self._part += 1
+        write_parquet(rows, self.folder / f"run={self.run_id}-{self._part:05d}-{time.monotonic_ns()}.parquet")
+        self._pending.clear()
+        return rows.height

@@ -1,0 +1,106 @@
+"""Kept patterns -> what Engramia stores: import records and learn payloads.
+
+Provenance goes inside ``data.design`` (Engramia keeps extra keys there), so a loaded pattern can
+always be traced back to its thread and messages. ``data.timestamp`` is the question's ``created_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+
+from pipelines.pairing.batches import current
+from pipelines.scoring.scores import scan_scored, scored_in_step
+from pipelines.tables import DataLayout
+
+EXPORT_VERSION = 1
+KEY_PREFIX = "patterns/"
+SOURCE = "import"
+PIPELINE = "assistants-backfill"
+
+
+def pattern_key(pattern_id: str) -> str:
+    return f"{KEY_PREFIX}{pattern_id}"
+
+
+def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
+    """The scope's kept patterns with text, score and provenance, ready to become records."""
+    scored = scan_scored(layout, scope)
+    patterns = current(layout, "patterns", scope)
+    if scored is None or patterns is None:
+        return None
+    return (
+        scored.filter(pl.col("kept"))
+        .select("pattern_id", "eval_score", "score_source")
+        .join(patterns.drop("batch"), on="pattern_id", how="inner")
+        .with_columns(key=pl.lit(KEY_PREFIX) + pl.col("pattern_id"))
+        .sort("pattern_id")
+    )
+
+
+def kept_ids(layout: DataLayout, scope: str) -> pl.DataFrame:
+    """The ids of :func:`kept_patterns`: read from the scored table alone when it is in step with the
+    scope's batches, which spares reading which batch holds each thread."""
+    scored = scan_scored(layout, scope)
+    if scored is not None and scored_in_step(layout, scope):
+        return scored.filter(pl.col("kept")).select("pattern_id").collect()
+    kept = kept_patterns(layout, scope)
+    return (
+        kept.select("pattern_id").collect()
+        if kept is not None
+        else pl.DataFrame(schema={"pattern_id": pl.String})
+    )
+
+
+def design(row: dict[str, Any], tenant_id: str, project_id: str) -> dict[str, Any]:
+    return {
+        "code": row["code"],
+        "classification": "internal",
+        "source": SOURCE,
+        "pipeline": PIPELINE,
+        "pattern_id": row["pattern_id"],
+        "thread_id": row["thread_id"],
+        "assistant_id": row["assistant_id"],
+        "user_message_ids": list(row["user_message_ids"]),
+        "assistant_message_ids": list(row["assistant_message_ids"]),
+        "tenant_id": tenant_id,
+        "project_id": project_id,
+        "task_truncated": bool(row["task_truncated"]),
+        "code_truncated": bool(row["code_truncated"]),
+        "score_source": row["score_source"],
+    }
+
+
+def import_record(row: dict[str, Any], tenant_id: str, project_id: str) -> dict[str, Any]:
+    return {
+        "version": EXPORT_VERSION,
+        "key": pattern_key(row["pattern_id"]),
+        "data": {
+            "task": row["task"],
+            "design": design(row, tenant_id, project_id),
+            "success_score": float(row["eval_score"]),
+            "reuse_count": 0,
+            "timestamp": row["created_at"].timestamp(),
+        },
+    }
+
+
+def learn_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/learn`` body; ``run_id`` carries the pattern id so server logs point back here."""
+    return {
+        "task": row["task"],
+        "code": row["code"],
+        "eval_score": float(row["eval_score"]),
+        "run_id": row["pattern_id"],
+        "classification": "internal",
+        "source": SOURCE,
+    }
+
+
+def iter_rows(frame: pl.LazyFrame | pl.DataFrame, batch_rows: int = 5_000) -> Iterator[list[dict[str, Any]]]:
+    """Rows in batches, so a large scope never sits in Python objects all at once."""
+    df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+    for start in range(0, df.height, batch_rows):
+        yield df.slice(start, batch_rows).to_dicts()

@@ -1,0 +1,59 @@
+"""Recall spot checks against the embedded store that leave the store exactly as they found it.
+
+Engramia's recall rewards every pattern it returns (``reuse_count + 1``, ``success_score + 0.1``), padding
+matches included. A check that changed the scores it was checking would make every re-run drift, so the
+spot check reads through a storage whose writes are dropped: the recall itself is Engramia's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import engramia
+import polars as pl
+from engramia.providers.json_storage import JSONStorage
+
+from pipelines.load.embedded import engramia_scope
+
+
+class ReadOnlyJSONStorage(JSONStorage):
+    """JSONStorage that reads normally and ignores writes (counted, for the record)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self.dropped_writes = 0
+
+    def save(self, key: str, data: dict[str, Any] | list[Any]) -> None:
+        self.dropped_writes += 1
+
+    def delete(self, key: str) -> None:
+        self.dropped_writes += 1
+
+    def save_embedding(self, key: str, embedding: list[float]) -> None:
+        self.dropped_writes += 1
+
+
+def read_only_memory(store: Path) -> engramia.Memory:
+    return engramia.Memory(embeddings=None, storage=ReadOnlyJSONStorage(path=str(store)))
+
+
+def recall_check(
+    store: Path, tenant_id: str, project_id: str, tasks: pl.Series, keys: pl.Series
+) -> list[dict]:
+    """Recall each task; a hit counts only when its own pattern comes back as a duplicate-tier match."""
+    memory = read_only_memory(store)
+    out = []
+    with engramia_scope(tenant_id, project_id):
+        for task, key in zip(tasks.to_list(), keys.to_list(), strict=True):
+            matches = memory.recall(task, limit=5, deduplicate=False)
+            hit = next((m for m in matches if m.pattern_key == key), None)
+            out.append(
+                {
+                    "key": key,
+                    "found": hit is not None and hit.reuse_tier == "duplicate",
+                    "similarity": None if hit is None else float(hit.similarity),
+                    "reuse_tier": None if hit is None else hit.reuse_tier,
+                }
+            )
+    return out

@@ -1,0 +1,179 @@
+"""Incremental re-pairing per scope: only threads touched by new messages are paired again.
+
+Paired tables are stored as batches (``staged/<table>/scope=<key>/batch=<n>.parquet``): each run writes
+one batch covering the threads it re-paired, and a thread's current rows are those of the latest batch
+that covers it (``staged/threads``). A question staged in one dump and its answer in a later one pair
+up because the whole thread is paired again when the answer arrives. Nothing is rewritten, so the cost
+of a run follows the size of what is new, not of what is stored.
+
+Memory stays bounded whatever the scope's size: the touched threads are split into groups whose texts
+add up to at most ``text_budget`` characters, and each group is read, paired and written on its own
+(``batch=<n>-g<k>.parquet``; threads never span groups, so pairs are the same as in one go).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.pairing.pairs import PAIRING_COLUMNS, UNPAIRED_SCHEMA, PairingOptions, pair_frame
+from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
+
+BATCHED_TABLES = ("patterns", "unpaired")
+# Characters of message text paired at once (about as many bytes for mostly-ASCII text; the pairing
+# holds the texts and the assembled patterns, so peak memory is a small multiple of this).
+DEFAULT_TEXT_BUDGET = 128 * 1024 * 1024
+
+
+@dataclass
+class ScopeState:
+    paired_dumps: list[str] = field(default_factory=list)
+    batches: int = 0
+    pairing: str = ""
+
+    @classmethod
+    def load(cls, layout: DataLayout, scope: str) -> ScopeState:
+        path = layout.state(scope)
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, layout: DataLayout, scope: str) -> None:
+        path = layout.state(scope)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+@dataclass
+class PairingResult:
+    batch: int | None
+    threads: int
+    patterns: int
+    unpaired: int
+    dumps: list[str]
+    full_repair: bool
+
+
+def current(layout: DataLayout, table: str, scope: str) -> pl.LazyFrame | None:
+    """The current rows of a batched table: for each thread, those of the latest batch covering it."""
+    files = parquet_files(layout.table(table, scope))
+    if not files:
+        return None
+    latest = (
+        pl.scan_parquet(parquet_files(layout.table("threads", scope)))
+        .group_by("thread_id")
+        .agg(pl.col("batch").max())
+    )
+    return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
+
+
+def _batch_of(path: Path) -> int:
+    """``batch=000007.parquet`` and ``batch=000007-g003.parquet`` both belong to batch 7."""
+    return int(path.stem.removeprefix("batch=").split("-", 1)[0])
+
+
+@dataclass
+class Repaired:
+    """What the batches after a given one changed: the threads they re-paired (each with the latest
+    batch covering it) and their current rows, which replace every earlier row of those threads."""
+
+    threads: pl.DataFrame
+    rows: pl.LazyFrame
+
+
+def repaired_since(layout: DataLayout, table: str, scope: str, batch: int) -> Repaired | None:
+    """The rows of a batched table that became current after ``batch`` (None when no later batch exists).
+
+    ``current()`` as of ``batch``, minus the rows of ``threads``, plus ``rows`` is ``current()`` now:
+    a run can bring a derived table up to date from its last state while reading only the new batches.
+    """
+    thread_files = [p for p in parquet_files(layout.table("threads", scope)) if _batch_of(p) > batch]
+    files = [p for p in parquet_files(layout.table(table, scope)) if _batch_of(p) > batch]
+    if not thread_files or not files:
+        return None
+    threads = pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
+    rows = pl.scan_parquet(files).join(threads.lazy(), on=["thread_id", "batch"], how="semi")
+    return Repaired(threads, rows)
+
+
+def _thread_groups(sizes: pl.DataFrame, budget: int) -> list[pl.Series]:
+    """Split threads (``thread_id``, ``chars``) into groups of at most ``budget`` characters each
+    (a single larger thread gets a group of its own)."""
+    total = int(sizes["chars"].sum() or 0)
+    if total <= budget:
+        return [sizes["thread_id"]]
+    groups = max(2, math.ceil(total / budget))
+    # Contiguous ranges of the cumulative size: balanced groups without any bin packing.
+    group = (sizes["chars"].cum_sum() - sizes["chars"]) * groups // (total + 1)
+    frame = sizes.with_columns(group=group)
+    return [g["thread_id"] for _, g in frame.group_by("group", maintain_order=True)]
+
+
+def pair_scope(
+    layout: DataLayout, scope: str, options: PairingOptions, text_budget: int = DEFAULT_TEXT_BUDGET
+) -> PairingResult:
+    """Pair the threads of ``scope`` that new messages touched (all threads when the pairing options
+    changed since the last run, so the stored result always matches the options in force)."""
+    state = ScopeState.load(layout, scope)
+    message_files = {p.stem.removeprefix("dump="): p for p in parquet_files(layout.table("messages", scope))}
+    pending = [d for d in message_files if d not in state.paired_dumps]
+    full = bool(state.pairing) and state.pairing != options.describe()
+    if not pending and not full:
+        return PairingResult(None, 0, 0, 0, [], False)
+    all_messages = pl.scan_parquet(list(message_files.values()))
+    everything = full or len(pending) == len(message_files)
+    if everything:
+        threads = all_messages.select("thread_id").unique()
+    else:
+        threads = pl.scan_parquet([message_files[d] for d in pending]).select("thread_id").unique()
+    threads_df = threads.collect()
+    touched = all_messages if everything else _only(all_messages, threads_df["thread_id"])
+    # Sizing threads costs a pass over the scope's messages: needed only when the whole scope's text
+    # (one integer column to add up) could exceed the budget.
+    total_chars = all_messages.select(pl.col("text_chars").sum()).collect().item() or 0
+    if total_chars <= text_budget:
+        groups = [threads_df["thread_id"]]
+    else:
+        sizes = touched.group_by("thread_id").agg(chars=pl.col("text_chars").sum()).sort("thread_id")
+        groups = _thread_groups(sizes.collect(), text_budget)
+    batch = state.batches + 1
+    name = f"batch={batch:06d}.parquet"
+    target = layout.table("patterns", scope) / name
+    # A crashed attempt at this batch may have left group files behind: they must not join the batch.
+    for stale in [target, *target.parent.glob(f"batch={batch:06d}-g*.parquet")]:
+        stale.unlink(missing_ok=True)
+    unpaired_parts = []
+    n_patterns = 0
+    for i, group in enumerate(groups):
+        source = touched if len(groups) == 1 else _only(all_messages, group)
+        frame = source.select(PAIRING_COLUMNS).collect()
+        patterns, unpaired = pair_frame(frame, options)
+        del frame
+        # One file per group (only a single group keeps the plain batch name): every file is written
+        # once, straight from Polars; ``current`` reads all files of the folder.
+        path = target if len(groups) == 1 else target.with_name(f"batch={batch:06d}-g{i:03d}.parquet")
+        n_patterns += write_parquet(
+            patterns.with_columns(pl.lit(batch, dtype=pl.Int64).alias("batch")),
+            path,
+            compression=INTERMEDIATE_COMPRESSION,
+        )
+        unpaired_parts.append(unpaired)
+    batch_col = pl.lit(batch, dtype=pl.Int64).alias("batch")
+    unpaired = pl.concat(unpaired_parts) if unpaired_parts else pl.DataFrame(schema=UNPAIRED_SCHEMA)
+    write_parquet(unpaired.with_columns(batch_col), layout.table("unpaired", scope) / name)
+    # The threads file is written last: until it exists, the batch is invisible to ``current``.
+    write_parquet(threads_df.with_columns(batch_col), layout.table("threads", scope) / name)
+    state.paired_dumps = sorted(message_files)
+    state.batches = batch
+    state.pairing = options.describe()
+    state.save(layout, scope)
+    return PairingResult(batch, threads_df.height, n_patterns, unpaired.height, pending, full)
+
+
+def _only(messages: pl.LazyFrame, threads: pl.Series) -> pl.LazyFrame:
+    """Messages of some threads; a filter (not a join) so the Parquet reader skips the other rows."""
+    return messages.filter(pl.col("thread_id").is_in(threads.implode()))

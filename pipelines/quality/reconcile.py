@@ -1,0 +1,100 @@
+"""Counts that must add up, recomputed from the files themselves (never from a stage's own report),
+so a lost or doubled row anywhere shows as a difference.
+
+- per dump: lines = staged rows + quarantined at ingest
+- per scope: lines in = messages + quarantined + exact repeats
+- per scope: messages = messages in current patterns + current unpaired messages (and none in both)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from pipelines.ingest.staging import read_manifest
+from pipelines.pairing.batches import current
+from pipelines.tables import DataLayout, parquet_files
+
+
+def _rows(files: list) -> int:
+    return int(pl.scan_parquet(files).select(pl.len()).collect().item()) if files else 0
+
+
+def dump_line_counts(layout: DataLayout) -> pl.DataFrame:
+    """Per dump: lines read, rows staged and rows quarantined, as found on disk."""
+    manifest = read_manifest(layout).select("dump_id", "file", "lines")
+    rows = []
+    for dump_id in manifest["dump_id"].to_list():
+        staged = _rows(sorted(layout.raw(dump_id).glob("scope=*/*.parquet")))
+        quarantined = _rows(parquet_files(layout.quarantine(), f"dump={dump_id}-c*.parquet"))
+        rows.append({"dump_id": dump_id, "staged": staged, "quarantined": quarantined})
+    found = pl.DataFrame(rows, schema={"dump_id": pl.String, "staged": pl.Int64, "quarantined": pl.Int64})
+    return manifest.join(found, on="dump_id", how="left").with_columns(
+        ok=pl.col("lines") == pl.col("staged") + pl.col("quarantined")
+    )
+
+
+@dataclass
+class ScopeCounts:
+    scope: str
+    lines_in: int
+    messages: int
+    quarantined: int
+    repeats: int
+    in_patterns: int
+    unpaired: int
+    in_both: int
+
+    @property
+    def lines_reconcile(self) -> bool:
+        return self.lines_in == self.messages + self.quarantined + self.repeats
+
+    @property
+    def messages_reconcile(self) -> bool:
+        return self.messages == self.in_patterns + self.unpaired and self.in_both == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {
+            "lines_reconcile": self.lines_reconcile,
+            "messages_reconcile": self.messages_reconcile,
+        }
+
+
+def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
+    raw = _rows(sorted(layout.raw().glob(f"dump=*/scope={scope}/*.parquet")))
+    qfiles = parquet_files(layout.quarantine())
+    q = (
+        pl.scan_parquet(qfiles).filter(pl.col("scope") == scope).group_by("stage").len().collect()
+        if qfiles
+        else pl.DataFrame(schema={"stage": pl.String, "len": pl.UInt32})
+    )
+    by_stage = dict(q.iter_rows())
+    q_ingest, q_messages = int(by_stage.get("ingest", 0)), int(by_stage.get("messages", 0))
+    messages = _rows(parquet_files(layout.table("messages", scope)))
+    stats = parquet_files(layout.table("message_stats", scope))
+    repeats = int(pl.scan_parquet(stats).select(pl.col("repeats").sum()).collect().item()) if stats else 0
+    patterns = current(layout, "patterns", scope)
+    unpaired = current(layout, "unpaired", scope)
+    paired_ids = (
+        patterns.select(pl.concat_list("user_message_ids", "assistant_message_ids").alias("message_id"))
+        .explode("message_id")
+        .collect()
+        if patterns is not None
+        else pl.DataFrame(schema={"message_id": pl.String})
+    )
+    unpaired_ids = (
+        unpaired.select("message_id").collect()
+        if unpaired is not None
+        else pl.DataFrame(schema={"message_id": pl.String})
+    )
+    return ScopeCounts(
+        scope=scope,
+        lines_in=raw + q_ingest,
+        messages=messages,
+        quarantined=q_ingest + q_messages,
+        repeats=repeats,
+        in_patterns=paired_ids.height,
+        unpaired=unpaired_ids.height,
+        in_both=paired_ids.join(unpaired_ids, on="message_id", how="semi").height,
+    )

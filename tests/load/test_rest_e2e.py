@@ -1,0 +1,270 @@
+"""End to end through the CLI (the whole Dagster graph in-process, asset checks included) into REAL
+Engramia servers: both REST modes, re-runs that add nothing, the servers mapping file, rollback, and
+the API key never reaching a file, a log line or the console."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from assets.cli import main
+from assets.resources import EngramiaDestination
+from pipelines.load.ledger import RETRACTED, Ledger
+from pipelines.load.plan import latest_load_result
+from pipelines.load.rest.scope_load import destination_id
+from pipelines.load.rest.servers import ServerConfig
+from pipelines.tables import DataLayout
+from tests.support.engramia_server import (
+    SAMPLE,
+    EngramiaServer,
+    api_key_env,
+    engramia_server,
+    engramia_servers,
+    staged,
+    staged_templates,
+)
+
+# pytest finds fixtures among the module's globals: the shared ones, imported
+FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
+
+pytestmark = pytest.mark.server
+KEPT = {"default__asst_analyst": 3, "default__asst_coder": 5, "default__asst_support": 2}
+
+
+def cli(capsys, *args: str, code: int = 0) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--json"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == code, f"{out}\n{err}"
+    return {**(json.loads(out) if out.strip().startswith("{") else {}), "_stderr": err}
+
+
+def run(capsys, data: Path, *extra: str, code: int = 0) -> dict:
+    return cli(
+        capsys,
+        "run",
+        "--input",
+        str(SAMPLE),
+        "--data-dir",
+        str(data),
+        "--requests-per-minute",
+        "0",
+        *extra,
+        code=code,
+    )
+
+
+def in_store(layout: DataLayout, scope: str, server: EngramiaServer) -> int:
+    return Ledger(layout, scope, destination_id(ServerConfig(server.url, "UNUSED"))).in_store().height
+
+
+def test_cli_rest_import_loads_the_sample_reruns_add_nothing_and_rollback_takes_it_back(
+    engramia_server, api_key_env, capsys, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+    env = api_key_env(engramia_server)
+    rest = (
+        "--scope-by",
+        "single",
+        "--destination",
+        "rest-import",
+        "--engramia-url",
+        engramia_server.url,
+        "--api-key-env",
+        env,
+    )
+    summary = run(capsys, data, *rest, "--verbose")
+    assert summary["failed_scopes"] == {} and summary["failed_checks"] == {}  # incl. count + recall checks
+    assert "default__default: 100%" in summary["_stderr"] and "10/10" in summary["_stderr"]  # tqdm bar
+    s = summary["scopes"]["default__default"]
+    assert s["loaded"] == 10 and s["pattern_count_before"] == 0 and s["pattern_count_after"] == 10
+    assert (
+        s["load_reconciles"] and summary["destination"] == "rest-import" and summary["engramia_store"] is None
+    )
+    layout = DataLayout.at(data)
+    assert engramia_server.pattern_count() == 10 == in_store(layout, "default__default", engramia_server)
+    load = latest_load_result(layout, "default__default")
+    assert load["server_version"] == "engramia 0.6.6 (api v1)" and load["ledger_in_store"] == 10
+
+    again = run(capsys, data, *rest)
+    s2 = again["scopes"]["default__default"]
+    assert again["failed_checks"] == {} and s2["loaded"] == 0 and s2["pattern_count_after"] == 10
+    load = latest_load_result(layout, "default__default")
+    assert load["sent"] == 0 and load["already_loaded"] == 10
+    assert engramia_server.pattern_count() == 10
+
+    target = (
+        "--data-dir",
+        str(data),
+        "--scope",
+        "default__default",
+        "--engramia-url",
+        engramia_server.url,
+        "--api-key-env",
+        env,
+        "--requests-per-minute",
+        "0",
+    )
+    dry = cli(capsys, "rollback", *target, "--dry-run")
+    assert dry["would_delete"] == 10 and dry["deleted"] == 0 and engramia_server.pattern_count() == 10
+    assert all(i["key"] == f"patterns/{i['pattern_id']}" for i in dry["items"])
+    done = cli(capsys, "rollback", *target)
+    assert done["deleted"] == 10 and done["pattern_count_after"] == 0 == engramia_server.pattern_count()
+    state = Ledger(layout, "default__default", destination_id(ServerConfig(engramia_server.url, env))).state()
+    assert state.height == 10 and set(state["outcome"]) == {RETRACTED}
+    assert cli(capsys, "rollback", *target)["deleted"] == 0  # nothing left that this pipeline loaded
+
+
+def test_cli_rest_learn_with_a_servers_file_and_an_editor_key_reruns_add_nothing(
+    engramia_servers, api_key_env, capsys, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+    server = engramia_servers(role="editor")
+    mapping = tmp_path / "servers.yaml"
+    mapping.write_text(
+        f"defaults:\n  url: {server.url}\nscopes:\n  - scope: default__default\n"
+        f"    api_key_env: {api_key_env(server)}\n"
+    )
+    rest = ("--scope-by", "single", "--destination", "rest-learn", "--servers", str(mapping))
+    summary = run(capsys, data, *rest)
+    assert summary["failed_scopes"] == {} and summary["failed_checks"] == {}  # incl. count + recall checks
+    s = summary["scopes"]["default__default"]
+    assert s["loaded"] == 10 and s["pattern_count_after"] == 10 and s["load_reconciles"]
+    layout = DataLayout.at(data)
+    assert server.pattern_count() == 10 == in_store(layout, "default__default", server)
+
+    again = run(capsys, data, *rest)
+    assert again["failed_checks"] == {} and again["scopes"]["default__default"]["loaded"] == 0
+    assert latest_load_result(layout, "default__default")["sent"] == 0 and server.pattern_count() == 10
+
+    # learn keys are the server's; an editor key cannot export, so rollback finds them by recall
+    target = (
+        "--data-dir",
+        str(data),
+        "--scope",
+        "default__default",
+        "--servers",
+        str(mapping),
+        "--requests-per-minute",
+        "0",
+    )
+    dry = cli(capsys, "rollback", *target, "--dry-run")
+    assert dry["would_delete"] == 0 and len(dry["items"]) == 10 and server.pattern_count() == 10
+    assert {i["action"] for i in dry["items"]} == {"would delete (key looked up by recall when deleting)"}
+    done = cli(capsys, "rollback", *target)
+    assert done["deleted"] == 10 and done["key_unknown"] == 0 and server.pattern_count() == 0
+    assert all(i["key"].startswith("patterns/") and "oai_" not in i["key"] for i in done["items"])
+
+
+def test_three_scopes_go_to_their_own_servers_through_the_servers_file(
+    engramia_servers, api_key_env, staged, tmp_path
+):
+    layout = staged("assistant")
+    servers = {scope: engramia_servers() for scope in KEPT}
+    lines = ["scopes:"]
+    for scope, server in servers.items():
+        tenant, project = scope.split("__")
+        lines += [
+            f"  - tenant: {tenant}",
+            f"    project: {project}",
+            f"    url: {server.url}",
+            f"    api_key_env: {api_key_env(server)}",
+        ]
+    mapping = tmp_path / "servers.yaml"
+    mapping.write_text("\n".join(lines) + "\n")
+    for mode in ("rest-import", "rest-learn"):  # the second mode finds everything in the shared ledger
+        destination = EngramiaDestination(mode=mode, servers_file=str(mapping), requests_per_minute=0)
+        for scope, n in KEPT.items():
+            tenant, project = scope.split("__")
+            result = destination.load(layout, scope, tenant, project)
+            assert result.error is None and result.reconciles
+            assert result.stored == (n if mode == "rest-import" else 0) and result.ledger_in_store == n
+            assert (
+                destination.pattern_count(layout, scope, tenant, project)
+                == n
+                == servers[scope].pattern_count()
+            )
+            assert destination.describe(layout, scope) == f"rest:{servers[scope].url}"
+    assert {r["data"]["design"]["assistant_id"] for r in servers["default__asst_coder"].export()} == {
+        "asst_coder"
+    }
+
+
+def _files_containing(root: Path, needle: str) -> list[str]:
+    """Every file under ``root`` whose bytes contain ``needle``, or whose Parquet content does
+    (Parquet pages are compressed, so raw bytes alone would prove nothing)."""
+    hits = []
+    raw = needle.encode()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if raw in data:
+            hits.append(str(path))
+        elif path.suffix == ".parquet" or path.name.endswith(".parquet.tmp"):
+            frame = pl.read_parquet(path)
+            if needle in json.dumps(frame.to_dicts(), default=str, ensure_ascii=False):
+                hits.append(str(path))
+    return hits
+
+
+def test_api_keys_never_reach_files_logs_or_output(
+    engramia_server, api_key_env, capsys, caplog, tmp_path, monkeypatch
+):
+    caplog.set_level(logging.DEBUG)
+    data = tmp_path / "data"
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+    wrong = "ebk_wrong_" + "7" * 32
+    right = engramia_server.api_key
+    rest = (
+        "--scope-by",
+        "single",
+        "--destination",
+        "rest-import",
+        "--engramia-url",
+        engramia_server.url,
+        "--api-key-env",
+    )
+
+    # a wrong key: a clear error naming the scope and the role, and the key nowhere
+    summary = run(capsys, data, *rest, api_key_env(engramia_server, wrong), code=1)
+    error = summary["failed_scopes"]["default__default"]
+    assert "HTTP 401" in error and "'admin' role" in error and "default__default" in error
+    assert engramia_server.pattern_count() == 0
+
+    env = api_key_env(engramia_server)
+    summary = run(capsys, data, *rest, env, "--verbose")
+    assert summary["failed_checks"] == {} and summary["scopes"]["default__default"]["loaded"] == 10
+    target = (
+        "--data-dir",
+        str(data),
+        "--scope",
+        "default__default",
+        "--engramia-url",
+        engramia_server.url,
+        "--api-key-env",
+        env,
+    )
+    cli(capsys, "rollback", *target, "--dry-run")
+    assert cli(capsys, "rollback", *target)["deleted"] == 10
+
+    # the scanner does see a key inside a (compressed) Parquet file, so its silence below means something
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    pl.DataFrame({"x": [f"header Bearer {right}"] * 50}).write_parquet(
+        canary / "c.parquet", compression="zstd"
+    )
+    assert _files_containing(canary, right) == [str(canary / "c.parquet")]
+
+    assert (data / "staged" / "ledger").is_dir() and (data / "dagster_home").is_dir()
+    for key in (right, wrong):
+        assert _files_containing(data, key) == []
+        assert key not in caplog.text
+        for record in caplog.records:
+            assert key not in record.getMessage()
+    out, err = capsys.readouterr()
+    assert right not in out + err and wrong not in out + err

@@ -1,0 +1,86 @@
+"""The console entry point on the bundled sample: summary figures, reconciliation, re-runs, recall."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+from assets.cli import main
+from pipelines.load.embedded import engramia_scope
+from pipelines.load.spot_check import read_only_memory
+
+EXPECTED = {
+    # scope: (messages, quarantined, repeats, patterns, unpaired, duplicates)
+    "default__asst_analyst": (7, 0, 1, 3, 1, 0),
+    "default__asst_coder": (12, 1, 0, 5, 0, 0),
+    "default__asst_support": (9, 0, 0, 3, 3, 1),
+}
+
+
+def _run(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *args, "--json"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    return json.loads(out)
+
+
+def test_sample_end_to_end(tmp_path, sample_dir, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "data"
+    summary = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    assert summary["failed_scopes"] == {} and summary["failed_checks"] == {}
+    assert summary["unscoped_quarantined"] == 1
+    for scope, (messages, quarantined, repeats, patterns, unpaired, duplicates) in EXPECTED.items():
+        s = summary["scopes"][scope]
+        assert (
+            s["messages"],
+            s["quarantined"],
+            s["repeats"],
+            s["patterns"],
+            s["unpaired"],
+            s["duplicates"],
+        ) == (messages, quarantined, repeats, patterns, unpaired, duplicates)
+        assert s["lines_in"] == s["messages"] + s["quarantined"] + s["repeats"]
+        assert s["messages_reconcile"] and s["load_reconciles"]
+        assert s["loaded"] == patterns - duplicates
+        assert s["pattern_count_after"] == s["pattern_count_before"] + s["loaded"]
+    lines = sum(1 for p in sample_dir.glob("*.ndjson") for _ in p.open())
+    assert lines == summary["unscoped_quarantined"] + sum(
+        s["messages"] + s["quarantined"] + s["repeats"] for s in summary["scopes"].values()
+    )
+
+    # The guide's own example is findable in Engramia.
+    memory = read_only_memory(data / "engramia")
+    with engramia_scope("default", "asst_coder"):
+        matches = memory.recall("Build a CSV parser", limit=3, deduplicate=False)
+    assert matches[0].pattern.task == "Build a CSV parser"
+    assert matches[0].reuse_tier == "duplicate" and "csv" in matches[0].pattern.design["code"]
+    assert matches[0].pattern.design["thread_id"] == "thread_abc"
+
+    again = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    for scope, s in again["scopes"].items():
+        assert s["loaded"] == 0
+        assert s["pattern_count_after"] == summary["scopes"][scope]["pattern_count_after"]
+
+    # Checks and re-runs leave the stored patterns as loaded (recall would otherwise bump their scores).
+    stored = [json.loads(p.read_text()) for p in (data / "engramia").rglob("patterns/*.json")]
+    assert len(stored) == 10
+    assert {(p["success_score"], p["reuse_count"]) for p in stored} == {(5.0, 0)}
+
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM kept_patterns").fetchone()[0] == 10
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM duplicates WHERE kept_task IS NOT NULL").fetchone()[0] == 1
+    assert con.execute("SELECT count(DISTINCT scope) FROM messages").fetchone()[0] == 3
+    assert (data / "dagster_home").is_dir()
+
+
+def test_bad_input_path_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--input", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"), "--json"])
+    assert exit_info.value.code == 2
+    assert "input not found" in capsys.readouterr().err

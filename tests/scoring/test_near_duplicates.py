@@ -1,0 +1,476 @@
+"""Tests for near-duplicate removal: the fast path must equal the brute-force reference on every input."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.scoring import near_duplicates as dedup
+from pipelines.scoring.near_duplicates import JACCARD_THRESHOLD, near_duplicates, near_duplicates_reference
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+SCHEMA = {
+    "pattern_id": pl.String,
+    "task": pl.String,
+    "eval_score": pl.Float64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+
+def frame(rows: list[tuple]) -> pl.DataFrame:
+    """rows of (pattern_id, task, eval_score, created_at)."""
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+
+
+def outcome(df: pl.DataFrame, threshold: float = JACCARD_THRESHOLD) -> dict[str, tuple]:
+    """pattern_id -> (kept, duplicate_of, similarity), after checking fast == reference."""
+    fast = near_duplicates(df, threshold)
+    ref = near_duplicates_reference(df, threshold)
+    assert fast.schema == ref.schema == pl.Schema(dedup._OUTPUT_SCHEMA)
+    assert fast.to_dicts() == ref.to_dicts()
+    return {r["pattern_id"]: (r["kept"], r["duplicate_of"], r["similarity"]) for r in fast.to_dicts()}
+
+
+def words(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Concrete examples
+# ------------------------------------------------------------------------------------------------
+
+
+def test_empty_input() -> None:
+    out = near_duplicates(pl.DataFrame(schema=SCHEMA))
+    assert out.height == 0
+    assert out.schema == pl.Schema(dedup._OUTPUT_SCHEMA)
+    assert near_duplicates_reference(pl.DataFrame(schema=SCHEMA)).equals(out)
+
+
+def test_exact_duplicates_keep_best_score() -> None:
+    task = "Write a SQL query that lists all users created this week"
+    res = outcome(
+        frame(
+            [
+                ("low", task, 0.2, T0),
+                ("best", task.upper(), 0.9, T0),
+                ("mid", "  " + task.replace(" ", "\t") + "\n", 0.5, T0),
+            ]
+        )
+    )
+    assert res == {"best": (True, None, None), "mid": (False, "best", 1.0), "low": (False, "best", 1.0)}
+
+
+def test_keep_rule_score_then_latest_then_smallest_id() -> None:
+    task = "summarise the quarterly revenue report in three bullet points"
+    res = outcome(
+        frame(
+            [
+                ("b", task, 0.5, T0 + timedelta(days=1)),
+                ("a", task, 0.5, T0 + timedelta(days=1)),  # ties with b: smallest id wins
+                ("c", task, 0.5, T0),  # same score, older
+                ("z", task, 0.4, T0 + timedelta(days=9)),  # latest but lower score
+            ]
+        )
+    )
+    assert res["a"] == (True, None, None)
+    assert {k: v[1] for k, v in res.items() if k != "a"} == {"b": "a", "c": "a", "z": "a"}
+
+    # Without the score tie, the latest timestamp wins over the smaller id.
+    res = outcome(frame([("a", task, 0.5, T0), ("b", task, 0.5, T0 + timedelta(seconds=1))]))
+    assert res == {"a": (False, "b", 1.0), "b": (True, None, None)}
+
+
+def test_chain_only_compares_against_kept() -> None:
+    base = words("w", 24)
+    a = [*base, "x"]
+    b = [*base, "x", "y"]  # J(a, b) = 25/26
+    c = [*base, "y", "z"]  # J(b, c) = 25/27, J(a, c) = 24/27 < 0.92
+    res = outcome(
+        frame([("A", " ".join(a), 3.0, T0), ("B", " ".join(b), 2.0, T0), ("C", " ".join(c), 1.0, T0)])
+    )
+    assert res == {"A": (True, None, None), "B": (False, "A", 25 / 26), "C": (True, None, None)}
+
+
+def test_duplicate_of_is_earliest_kept_not_most_similar() -> None:
+    base = words("w", 50)
+    k1 = [*base, "p1", "p2", "p3"]
+    k2 = [*base, "q1", "q2", "q3"]  # J(k1, k2) = 50/56 < 0.92: both kept
+    d = [*base, "p1", "p2", "q1", "q2", "q3"]  # J(d, k1) = 52/56, J(d, k2) = 53/55 (more similar)
+    res = outcome(
+        frame([("k1", " ".join(k1), 2.0, T0), ("k2", " ".join(k2), 1.0, T0), ("d", " ".join(d), 0.5, T0)])
+    )
+    assert res == {"k1": (True, None, None), "k2": (True, None, None), "d": (False, "k1", 52 / 56)}
+
+
+def test_boundary_23_over_25_is_a_duplicate_and_22_over_24_is_not() -> None:
+    base = words("w", 23)
+    res = outcome(
+        frame(
+            [
+                ("a", " ".join([*base, "x"]), 1.0, T0),
+                ("b", " ".join([*base, "y"]), 0.5, T0),  # 23/25 == 0.92 exactly
+            ]
+        )
+    )
+    assert res["b"] == (False, "a", 23 / 25)
+    assert 23 / 25 >= 0.92
+
+    base = words("w", 22)
+    res = outcome(frame([("a", " ".join([*base, "x"]), 1.0, T0), ("b", " ".join([*base, "y"]), 0.5, T0)]))
+    assert res["b"] == (True, None, None)  # 22/24 = 0.9166...
+
+
+def test_float_threshold_semantics_follow_python() -> None:
+    # The reference compares the rounded quotient with the float threshold, not exact rationals:
+    # 3/10 evaluates to 0.3, which is below 0.1 + 0.2 == 0.30000000000000004, but equal to 0.3.
+    pair = frame([("x", "a b c x1 x2 x3 x4 x5 x6 x7", 1.0, T0), ("y", "a b c", 0.5, T0)])  # J = 3/10
+    assert 3 / 10 < 0.1 + 0.2
+    assert outcome(pair, 0.1 + 0.2)["y"] == (True, None, None)
+    assert outcome(pair, 0.3)["y"] == (False, "x", 0.3)
+
+
+@pytest.mark.parametrize(("inter", "union"), [(5, 6), (7, 9), (9, 11), (23, 25), (36, 39)])
+def test_threshold_equal_to_a_rounded_quotient_accepts_it(inter: int, union: int) -> None:
+    """Thresholds like 5/6 round *up* as floats (0.8333333333333334 > 5/6), yet ``5 / 6 >= t`` holds.
+
+    So the filters must not use the decimal/rational value of the threshold as an exact bound.
+    """
+    t = inter / union
+    base = words("w", inter)
+    subset = frame(
+        [("big", " ".join([*base, *words("x", union - inter)]), 1.0, T0), ("small", " ".join(base), 0.5, T0)]
+    )
+    assert outcome(subset, t)["small"] == (False, "big", t)
+    extra = union - inter
+    split = frame(
+        [
+            ("p", " ".join([*base, *words("x", extra // 2)]), 1.0, T0),
+            ("q", " ".join([*base, *words("y", extra - extra // 2)]), 0.5, T0),
+        ]
+    )
+    assert outcome(split, t)["q"] == (False, "p", t)
+
+
+def test_ascii_control_separators_split_like_python() -> None:
+    # \x0b \x0c \x1c-\x1f are whitespace for str.split() (but \x1c-\x1f are not regex \s).
+    res = outcome(
+        frame(
+            [
+                ("a", "Alpha beta gamma delta", 1.0, T0),
+                ("b", "alpha\x1cbeta\x1dgamma\x1e\x1fDELTA\x0b\x0c", 0.5, T0),
+                ("c", "alpha\x00beta gamma delta", 0.4, T0),  # NUL is not whitespace
+            ]
+        ),
+        0.9,
+    )
+    assert res == {"a": (True, None, None), "b": (False, "a", 1.0), "c": (True, None, None)}
+
+
+def test_empty_and_whitespace_tasks_are_always_kept() -> None:
+    df = frame(
+        [
+            ("e1", "", 1.0, T0),
+            ("e2", " \t\x1c\x1f\x85\u3000 ", 1.0, T0),
+            ("e3", None, 1.0, T0),
+            ("w", "word", 0.5, T0),
+            ("w2", "WORD", 0.4, T0),
+        ]
+    )
+    res = outcome(df)
+    assert all(res[k] == (True, None, None) for k in ("e1", "e2", "e3", "w"))
+    assert res["w2"] == (False, "w", 1.0)
+    # Thresholds <= 0 make every pair (even empty ones, similarity 0.0) a near-duplicate.
+    res = outcome(df, 0.0)
+    assert [k for k, v in res.items() if v[0]] == ["e1"]
+    assert res["w"] == (False, "e1", 0.0)
+
+
+@pytest.mark.parametrize("threshold", [1.0, 1.5, float("nan"), -1.0, 0.5, 2 / 3])
+def test_other_thresholds(threshold: float) -> None:
+    rng = random.Random(7)
+    vocab = words("v", 12)
+    rows = [
+        (f"p{i}", " ".join(rng.sample(vocab, rng.randint(0, 6))), float(rng.randint(0, 3)), T0)
+        for i in range(60)
+    ]
+    outcome(frame(rows), threshold)
+
+
+def test_unicode_tokenisation_matches_python() -> None:
+    dotted_i = "i\u0307stanbul"  # what "İstanbul".lower() returns: one character longer
+    df = frame(
+        [
+            # Final sigma lowers to 'ς'; \x1c, NBSP and U+2028 are whitespace for str.split().
+            ("a", "İstanbul ΟΔΟΣ straße\x1cnaïve\u00a0x\u2028y", 1.0, T0),
+            ("b", f"{dotted_i} οδος STRASSE naïve x y", 0.5, T0),
+            ("c", f"{dotted_i} οδοσ straße naïve x y", 0.4, T0),
+            # U+200B is not whitespace for str.split(), so this is a single token.
+            ("d", f"{dotted_i}\u200bοδος", 0.3, T0),
+        ]
+    )
+    res = outcome(df, 0.5)
+    assert res["b"] == (False, "a", 5 / 7)  # all shared but straße != strasse
+    assert res["c"] == (False, "a", 5 / 7)  # all shared but 'οδοσ' != 'οδος'
+    assert res["d"] == (True, None, None)
+
+
+def test_lazyframe_input_extra_columns_and_input_order() -> None:
+    df = frame(
+        [("z", "same words here", 0.1, T0), ("y", "same words here", 0.9, T0), ("x", "other", 0.5, T0)]
+    )
+    out = near_duplicates(df.with_columns(scope=pl.lit("s1")).lazy())
+    assert out["pattern_id"].to_list() == ["z", "y", "x"]
+    assert out.filter(pl.col("pattern_id") == "z").row(0) == ("z", False, "y", 1.0)
+
+
+def test_duplicate_ids_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        near_duplicates(frame([("a", "x", 1.0, T0), ("a", "y", 1.0, T0)]))
+
+
+def test_nan_and_null_scores_and_timestamps_order() -> None:
+    task = "one two three"
+    rows = [
+        ("null_score", task, None, T0),
+        ("nan", task, float("nan"), None),
+        ("neg_zero", task, -0.0, T0),
+        ("zero", task, 0.0, None),
+    ]
+    res = outcome(frame(rows))
+    # NaN sorts above every number (Polars' order); null scores sort last.
+    assert res["nan"] == (True, None, None)
+
+
+def families_frame(n: int, seed: int) -> pl.DataFrame:
+    """Tasks drawn Zipf-like from a small vocabulary, 40% of them edited copies of an earlier task."""
+    rng = random.Random(seed)
+    vocab = [*words("w", 300), "the", "a", "to", "İ", "Σ", "ok,", "OK"]
+    weights = [1.0 / (k + 1) for k in range(len(vocab))]
+    rows: list[tuple] = []
+    for i in range(n):
+        if i and rng.random() < 0.4:
+            src = rows[rng.randrange(len(rows))][1].split()
+            op = rng.randrange(4)
+            if op == 0 and src:
+                src[rng.randrange(len(src))] = rng.choice(vocab)
+            elif op == 1:
+                src.insert(rng.randrange(len(src) + 1), rng.choice(vocab))
+            elif op == 2 and src:
+                src[rng.randrange(len(src))] = src[0].upper()
+            task = " ".join(src)
+        else:
+            task = " ".join(rng.choices(vocab, weights=weights, k=rng.randint(1, 40)))
+        rows.append((f"p{i:04d}", task, round(rng.random(), 1), T0 + timedelta(hours=rng.randrange(3))))
+    return frame(rows)
+
+
+def test_many_rows_against_reference() -> None:
+    df = families_frame(600, seed=1)
+    res = outcome(df)
+    assert sum(not v[0] for v in res.values()) > 50
+    outcome(df, 0.8)
+
+
+def test_many_rows_with_tiny_chunks_batches_and_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force every multi-step path: chunked joins, batched greedy walk, one block per few rows."""
+    monkeypatch.setattr(dedup, "_CHUNK", 7)
+    monkeypatch.setattr(dedup, "_PAIR_BATCH", 3)
+    monkeypatch.setattr(dedup, "_BLOCK_BUDGET", 0)
+    monkeypatch.setattr(dedup, "_MIN_BLOCK", 3)
+    df = families_frame(400, seed=2)
+    res = outcome(df)
+    assert sum(not v[0] for v in res.values()) > 30
+    outcome(df, 0.7)
+
+
+def test_templated_cluster() -> None:
+    """Many one-word variants of one template: most pairs are near-duplicates of each other."""
+    rng = random.Random(3)
+    template = words("t", 30)
+    rows = []
+    for i in range(300):
+        w = list(template)
+        w[rng.randrange(30)] = f"v{rng.randrange(40)}"
+        rows.append((f"p{i:03d}", " ".join(w), float(rng.randrange(5)), T0))
+    res = outcome(frame(rows))
+    kept = [k for k, v in res.items() if v[0]]
+    assert 1 < len(kept) < 60
+
+
+def test_hash_collisions_do_not_merge_different_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identical-set collapse verifies members, so even a useless set hash stays exact."""
+    monkeypatch.setattr(dedup, "_set_hashes", lambda ts, rows, sig: ts.sizes[rows].astype(np.uint64))
+    rows = [(f"p{i}", t, 1.0 - i / 10, T0) for i, t in enumerate(["a b", "a c", "b a", "c d", "a b", "x"])]
+    res = outcome(frame(rows), 0.9)
+    assert res["p2"] == (False, "p0", 1.0)
+    assert res["p4"] == (False, "p0", 1.0)
+    assert res["p1"][0] and res["p3"][0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Property test against the reference
+# ------------------------------------------------------------------------------------------------
+
+VOCAB = [
+    "alpha",
+    "Alpha",
+    "ALPHA",
+    "beta",
+    "beta,",
+    "beta.",
+    "gamma",
+    "the",
+    "a",
+    "İ",
+    "i̇",
+    "ΣΑΣ",
+    "σας",
+    "ß",
+    "ss",
+]
+VOCAB += [f"w{i}" for i in range(26)]
+SEPARATORS = [
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\x1c",
+    "\x1f",
+    "\x85",
+    "\xa0",
+    "\u2028",
+    "\u3000",
+    "\u200b",
+    "\r\n",
+]
+SCORES = [0.0, -0.0, 0.5, 1.0, 0.25, float("nan"), None]
+TIMES = [T0, T0 + timedelta(microseconds=1), T0 + timedelta(days=3), None]
+THRESHOLDS = [JACCARD_THRESHOLD, 23 / 25, 0.5, 2 / 3, 0.75, 0.8, 0.9, 1.0, 0.0, -0.1, 1.01, 0.1 + 0.2]
+
+
+@st.composite
+def task_text(draw: st.DrawFn, base: list[str]) -> str:
+    """A task derived from a shared base word list, so that near-boundary Jaccard values are common."""
+    tokens = list(base)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["replace", "insert", "delete", "case"]))
+        if op == "insert" or not tokens:
+            tokens.insert(draw(st.integers(0, len(tokens))), draw(st.sampled_from(VOCAB)))
+        elif op == "replace":
+            tokens[draw(st.integers(0, len(tokens) - 1))] = draw(st.sampled_from(VOCAB))
+        elif op == "delete":
+            del tokens[draw(st.integers(0, len(tokens) - 1))]
+        else:
+            k = draw(st.integers(0, len(tokens) - 1))
+            tokens[k] = tokens[k].swapcase()
+    if draw(st.booleans()):
+        tokens.append(draw(st.text(max_size=4)))  # arbitrary unicode, incl. odd whitespace
+    seps = draw(st.lists(st.sampled_from(SEPARATORS), min_size=len(tokens) + 1, max_size=len(tokens) + 1))
+    lead = seps[0] if draw(st.booleans()) else ""
+    return lead + "".join(t + s for t, s in zip(tokens, seps[1:], strict=True)).rstrip(" ")
+
+
+@st.composite
+def pattern_frames(draw: st.DrawFn) -> pl.DataFrame:
+    n_bases = draw(st.integers(1, 3))
+    bases = [
+        draw(st.lists(st.sampled_from(VOCAB), min_size=0, max_size=draw(st.sampled_from([1, 3, 12, 26]))))
+        for _ in range(n_bases)
+    ]
+    n = draw(st.integers(0, 14))
+    ids = draw(st.lists(st.text(min_size=1, max_size=3), min_size=n, max_size=n, unique=True))
+    rows = []
+    for pid in ids:
+        base = draw(st.sampled_from(bases))
+        rows.append((pid, draw(task_text(base)), draw(st.sampled_from(SCORES)), draw(st.sampled_from(TIMES))))
+    return frame(rows)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    df=pattern_frames(),
+    threshold=st.one_of(st.sampled_from(THRESHOLDS), st.floats(0.3, 1.0)),
+    tiny_steps=st.booleans(),
+)
+def test_matches_reference(df: pl.DataFrame, threshold: float, tiny_steps: bool) -> None:
+    if tiny_steps:  # one row per block, one pair per batch, one candidate per chunk
+        with (
+            mock.patch.object(dedup, "_BLOCK_BUDGET", 0),
+            mock.patch.object(dedup, "_MIN_BLOCK", 1),
+            mock.patch.object(dedup, "_PAIR_BATCH", 1),
+            mock.patch.object(dedup, "_CHUNK", 1),
+        ):
+            fast = near_duplicates(df, threshold)
+    else:
+        fast = near_duplicates(df, threshold)
+    ref = near_duplicates_reference(df, threshold)
+    assert fast.to_dicts() == ref.to_dicts()
+    kept_ids = set(fast.filter("kept")["pattern_id"])
+    assert all(d in kept_ids for d in fast["duplicate_of"].drop_nulls())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tasks=st.lists(
+        st.text(alphabet=st.sampled_from(list("aAbB İΣς\t\x1c\x85\u2028.,ß")), max_size=12), max_size=10
+    )
+)
+def test_matches_reference_on_raw_unicode_text(tasks: list[str]) -> None:
+    df = frame([(f"p{i}", t, 0.0, T0) for i, t in enumerate(tasks)])
+    for threshold in (JACCARD_THRESHOLD, 0.5):
+        assert (
+            near_duplicates(df, threshold).to_dicts() == near_duplicates_reference(df, threshold).to_dicts()
+        )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(df=pattern_frames(), threshold=st.sampled_from([JACCARD_THRESHOLD, 0.5, 1.0]))
+def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: float) -> None:
+    result, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    assert result.equals(near_duplicates(df, threshold))
+    vocabulary = dict(tokens.vocabulary.iter_rows())
+    assert len(set(vocabulary.values())) == len(vocabulary)  # a rank names one token
+    assert tokens.offsets.size == df.height + 1
+    assert sorted(tokens.rows.tolist()) == list(range(df.height))  # every row's set, once
+    tasks = df["task"].to_list()
+    for k, row in enumerate(tokens.rows.tolist()):
+        ranks = tokens.ranks[tokens.offsets[k] : tokens.offsets[k + 1]]
+        assert list(ranks) == sorted(set(ranks))  # distinct, increasing
+        assert set(ranks) == {vocabulary[w] for w in set((tasks[row] or "").lower().split())}
+
+
+def test_token_sets_need_a_threshold_that_tokenises() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        dedup.near_duplicates_with_tokens(frame([("a", "x", 1.0, T0)]), 1.5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    df=pattern_frames(),
+    threshold=st.one_of(st.sampled_from([t for t in THRESHOLDS if 0.0 < t <= 1.0]), st.floats(0.3, 1.0)),
+    flip=st.booleans(),
+)
+def test_deciding_on_known_token_sets_matches_deciding_on_tasks(
+    df: pl.DataFrame, threshold: float, flip: bool
+):
+    _, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    offsets, ranks = tokens.offsets, tokens.ranks
+    if flip:
+        # Another token order (commonest first, some ranks negative): the outcome must not change.
+        ranks = -ranks
+        for i in range(offsets.size - 1):
+            ranks[offsets[i] : offsets[i + 1]] = np.sort(ranks[offsets[i] : offsets[i + 1]])
+    # The sets come in their own order: the rows are given in that order.
+    in_set_order = df[tokens.rows]
+    got = dedup.near_duplicates_of_sets(in_set_order.drop("task"), offsets, ranks, threshold)
+    assert got.to_dicts() == near_duplicates_reference(in_set_order, threshold).to_dicts()

@@ -1,0 +1,147 @@
+"""eval_score strategies and near-duplicate removal within a scope."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipelines.runner import backfill
+from pipelines.scoring import scores as scoring
+from pipelines.scoring.scores import ScoreStrategy, ScoringOptions, read_feedback, scan_scored, score_scope
+from tests.conftest import msg
+
+
+def _exchange(thread: str, q: str, a: str, at: int) -> list[dict]:
+    return [msg(thread, f"{thread}_q", "user", q, at), msg(thread, f"{thread}_a", "assistant", a, at + 1)]
+
+
+def test_neutral_by_default_and_near_duplicates_dropped(layout, dump, landing):
+    dump(
+        "d.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100)
+        + _exchange("t3", "Where is my invoice?", "Billing > History.", 200),
+    )
+    run = backfill(layout, landing)
+    [scope] = run.scopes
+    scored = scan_scored(layout, scope).collect().sort("created_at")
+    assert scored["eval_score"].to_list() == [5.0, 5.0, 5.0]
+    assert scored["kept"].to_list() == [False, True, True]  # equal scores: the latest wins
+    winner = scored["pattern_id"][1]
+    assert scored["duplicate_of"][0] == winner and scored["similarity"][0] == 1.0
+    assert run.scopes[scope].load.stored == 2
+
+
+def test_feedback_scores_by_message_and_thread(layout, dump, landing, tmp_path):
+    dump(
+        "d.ndjson",
+        _exchange("t1", "first question here", "a", 0)
+        + _exchange("t2", "second question here please", "b", 10)
+        + _exchange("t3", "third question about something", "c", 20)
+        + _exchange("t4", "fourth one entirely different", "d", 30),
+    )
+    fb = tmp_path / "feedback.csv"
+    fb.write_text(
+        "message_id,thread_id,feedback\nt1_a,,positive\n,t2,negative\nt3_a,t3,thumbs_down\n,t3,positive\n"
+    )
+    run = backfill(layout, landing, scoring=ScoringOptions(ScoreStrategy.FEEDBACK, fb))
+    [scope] = run.scopes
+    scored = scan_scored(layout, scope).collect().sort("created_at")
+    assert scored["eval_score"].to_list() == [7.0, 3.0, 3.0, 5.0]
+    assert scored["score_source"].to_list() == [
+        "feedback:message",
+        "feedback:thread",
+        "feedback:message",
+        "neutral",
+    ]
+
+
+def test_numeric_ratings_map_into_0_10(tmp_path):
+    fb = tmp_path / "ratings.parquet"
+    pl.DataFrame({"thread_id": ["a", "b", "c", "c"], "rating": [1, 5, 4, 2]}).write_parquet(fb)
+    out = read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, fb)).sort("key")
+    assert out["score"].to_list() == [0.0, 10.0, 5.0]
+
+
+def test_bad_feedback_names_file_and_lines(tmp_path):
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("thread_id,feedback\nt1,positive\nt2,meh\n")
+    with pytest.raises(ValueError, match=r"feedback.csv: 1 rows .*lines 3"):
+        read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, fb))
+    with pytest.raises(ValueError, match="needs a 'message_id' or a 'thread_id'"):
+        (tmp_path / "x.csv").write_text("id,feedback\n1,positive\n")
+        read_feedback(ScoringOptions(ScoreStrategy.FEEDBACK, tmp_path / "x.csv"))
+
+
+def test_scored_table_is_kept_until_an_input_changes(layout, dump, landing, tmp_path):
+
+    dump(
+        "d.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100),
+    )
+    [scope] = backfill(layout, landing, load=False).scopes
+    table = layout.table("scored", scope) / "scored.parquet"
+    made = table.stat().st_mtime_ns
+    first = score_scope(layout, scope, ScoringOptions())
+    assert first.patterns == 2 and first.kept == 1
+    assert table.stat().st_mtime_ns == made  # nothing changed: not rewritten
+
+    # Each input, changed on its own, makes a new table: the threshold, the feedback, a new batch.
+    assert score_scope(layout, scope, ScoringOptions(threshold=1.01)).kept == 2
+    assert score_scope(layout, scope, ScoringOptions()).kept == 1
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("message_id,feedback\nt1_a,positive\n")
+    options = ScoringOptions(ScoreStrategy.FEEDBACK, fb)
+    assert score_scope(layout, scope, options).from_feedback == 1
+    assert sorted(scan_scored(layout, scope).collect()["eval_score"].to_list()) == [5.0, 7.0]
+    fb.write_text("message_id,feedback\nt1_a,negative\n")
+    score_scope(layout, scope, options)
+    assert sorted(scan_scored(layout, scope).collect()["eval_score"].to_list()) == [3.0, 5.0]
+    dump("e.ndjson", _exchange("t3", "Where is my invoice?", "Billing > History.", 200))
+    assert backfill(layout, landing, load=False).scopes[scope].scoring.patterns == 3
+    table.unlink()  # a table gone is made again
+    assert score_scope(layout, scope, ScoringOptions()).patterns == 3 and table.exists()
+
+
+def test_scored_table_updated_from_new_batches_equals_a_rebuild(layout, dump, landing, tmp_path, monkeypatch):
+    updates = []
+    update = scoring._brought_up_to_date
+    monkeypatch.setattr(scoring, "_brought_up_to_date", lambda *a: updates.append(a) or update(*a))
+    fb = tmp_path / "feedback.csv"
+    # t1's answer in the later dump, t2 rated by thread, t4 (later dump) rated by message.
+    fb.write_text("message_id,thread_id,rating\nt1_a2,,5\n,t2,1\nt4_a,,4\n")
+    options = ScoringOptions(ScoreStrategy.FEEDBACK, fb)
+    dump(
+        "d1.ndjson",
+        _exchange("t1", "How do I reset my password?", "Settings > Security.", 0)
+        + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100)
+        + _exchange("t3", "Where is my invoice?", "Billing > History.", 200),
+    )
+    [scope] = backfill(layout, landing, scoring=options, load=False).scopes
+    dump(
+        "d2.ndjson",
+        # t1 grows a second answer (its pattern is rebuilt under a new id), t4 is new.
+        [
+            msg("t1", "t1_a2", "assistant", "Or use the reset link.", 2),
+            *_exchange("t4", "Where is my invoice please?", "Billing > History.", 300),
+        ],
+    )
+    assert backfill(layout, landing, scoring=options, load=False).scopes[scope].scoring.patterns == 4
+    assert len(updates) == 1  # the second run updated the table from its new batch
+    table = layout.table("scored", scope) / "scored.parquet"
+    updated = pl.read_parquet(table).sort("pattern_id")
+    assert updated["pattern_id"].is_unique().all()
+
+    # The same table made from scratch: no record of the last table, no near-duplicate cache.
+    table.with_name("scored.json").unlink()
+    for path in layout.table("_dedup", scope).iterdir():
+        path.unlink()
+    score_scope(layout, scope, options)
+    rebuilt = pl.read_parquet(table).sort("pattern_id")
+    assert updated.equals(rebuilt)
+    assert rebuilt["score_source"].value_counts().sort("score_source").rows() == [
+        ("feedback:message", 2),
+        ("feedback:thread", 1),
+        ("neutral", 1),
+    ]
