@@ -131,7 +131,7 @@ def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> d
                 if total is None
                 else total.select("thread_id", "message_id", "role", "created_at", "text")
             ),
-            "path": dg.MetadataValue.path(str(layout.table("messages", scope))),
+            "path": dg.MetadataValue.path(str(layout.messages(scope))),
         }
     )
 

@@ -62,10 +62,45 @@ class DataLayout:
     def quarantine(self) -> Path:
         return self.staged / "quarantine"
 
-    def table(self, name: str, scope: str | None = None) -> Path:
-        """A scope-partitioned table: ``staged/<name>/scope=<key>/``."""
-        base = self.staged / name
-        return base if scope is None else base / f"scope={scope}"
+    def _scoped(self, name: str, scope: str) -> Path:
+        return self.staged / name / f"scope={scope}"
+
+    # One accessor per scope-partitioned table (``staged/<table>/scope=<key>/``), in the order of the flow.
+    def messages(self, scope: str) -> Path:
+        """Typed messages, one file per dump (``dump=<id>.parquet``)."""
+        return self._scoped("messages", scope)
+
+    def message_stats(self, scope: str) -> Path:
+        """Per dump: rows in, messages, repeats, conflicts (marks a dump as staged for the scope)."""
+        return self._scoped("message_stats", scope)
+
+    def patterns(self, scope: str) -> Path:
+        """Paired (user, assistant) patterns, one file per pairing batch."""
+        return self._scoped("patterns", scope)
+
+    def unpaired(self, scope: str) -> Path:
+        """Messages left out of every pattern, with their reason, one file per pairing batch."""
+        return self._scoped("unpaired", scope)
+
+    def threads(self, scope: str) -> Path:
+        """Which batch holds each thread's current pairing."""
+        return self._scoped("threads", scope)
+
+    def scored(self, scope: str) -> Path:
+        """Scores and near-duplicate outcomes of the current patterns."""
+        return self._scoped("scored", scope)
+
+    def dedup_cache(self, scope: str) -> Path:
+        """The near-duplicate cache (token sets and outcomes) behind incremental scoring."""
+        return self._scoped("_dedup", scope)
+
+    def ledger(self, scope: str) -> Path:
+        """Each pattern's load outcome per destination."""
+        return self._scoped("ledger", scope)
+
+    def loads(self, scope: str) -> Path:
+        """One summary row per load run."""
+        return self._scoped("loads", scope)
 
     def state(self, scope: str) -> Path:
         return self.staged / "_state" / f"scope={scope}.json"

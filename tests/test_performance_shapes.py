@@ -149,7 +149,7 @@ def test_staged_file_becomes_the_messages_file_when_nothing_repeats(tmp_path, la
     [scope] = read_scopes(layout)["scope"]
     first, second = stage_messages(layout, scope)
     assert (first.messages, first.repeats) == (2, 0) and (second.messages, second.repeats) == (1, 1)
-    files = sorted(layout.table("messages", scope).glob("*.parquet"))
+    files = sorted(layout.messages(scope).glob("*.parquet"))
     staged = {
         p.parent.parent.name.removeprefix("dump="): p for p in layout.raw().glob("dump=*/scope=*/*.parquet")
     }
@@ -348,7 +348,7 @@ def test_scored_patterns_stay_exact_across_incremental_runs(tmp_path, options_ch
             patterns = current(layout, "patterns", scope)
             if patterns is None:
                 continue
-            scored = pl.read_parquet(layout.table("scored", scope) / "scored.parquet")
+            scored = pl.read_parquet(layout.scored(scope) / "scored.parquet")
             expected = near_duplicates(
                 patterns.select("pattern_id", "task", "created_at")
                 .with_columns(eval_score=pl.lit(5.0))

@@ -58,7 +58,7 @@ class MessageStats:
 
 def staged_dumps(layout: DataLayout, scope: str) -> set[str]:
     """Dumps whose rows this scope has already turned into messages."""
-    return {p.stem.removeprefix("dump=") for p in parquet_files(layout.table("message_stats", scope))}
+    return {p.stem.removeprefix("dump=") for p in parquet_files(layout.message_stats(scope))}
 
 
 def pending_message_dumps(layout: DataLayout, scope: str) -> list[str]:
@@ -103,12 +103,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _stage_one(
     con: duckdb.DuckDBPyConnection, layout: DataLayout, scope: str, dump_id: str, files: list[Path], file: str
 ) -> MessageStats:
-    target = layout.table("messages", scope) / f"dump={dump_id}.parquet"
+    target = layout.messages(scope) / f"dump={dump_id}.parquet"
     qfile = layout.quarantine() / f"scope={scope}-dump={dump_id}-conflicts.parquet"
     ids = pl.scan_parquet(files).select("message_id", "line_no").collect()
     # A message file of this very dump can only be left over from an attempt that crashed before its
     # stats were written: it is redone, never compared with itself.
-    earlier_files = [p for p in parquet_files(layout.table("messages", scope)) if p != target]
+    earlier_files = [p for p in parquet_files(layout.messages(scope)) if p != target]
     repeated = ids.filter(pl.col("message_id").is_duplicated()).select("message_id").unique()
     seen_before = (
         pl.scan_parquet(earlier_files)
@@ -143,7 +143,7 @@ def _stage_one(
     # Written last: its presence marks the dump as staged for this scope.
     write_parquet(
         pl.DataFrame([stats.__dict__]).with_columns(pl.lit(scope).alias("scope")),
-        layout.table("message_stats", scope) / f"dump={dump_id}.parquet",
+        layout.message_stats(scope) / f"dump={dump_id}.parquet",
     )
     return stats
 
@@ -239,5 +239,5 @@ def _write_conflicts(con: duckdb.DuckDBPyConnection, source: str, qfile: Path, f
 
 
 def scan_messages(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
-    files = parquet_files(layout.table("messages", scope))
+    files = parquet_files(layout.messages(scope))
     return pl.scan_parquet(files) if files else None

@@ -53,7 +53,7 @@ class Ledger:
 
     @property
     def folder(self):
-        return self.layout.table("ledger", self.scope) / f"dest={sanitize_key(self.destination)}"
+        return self.layout.ledger(self.scope) / f"dest={sanitize_key(self.destination)}"
 
     def history(self) -> pl.DataFrame:
         files = parquet_files(self.folder)

@@ -88,13 +88,13 @@ def save_load_result(layout: DataLayout, result: LoadResult, run_id: str) -> Pat
     row = {k: v for k, v in result.as_dict().items() if k != "rejections"}
     row["run_id"] = run_id
     row["rejections"] = json.dumps(result.rejections[:100])
-    path = layout.table("loads", result.scope) / f"run={run_id}.parquet"
+    path = layout.loads(result.scope) / f"run={run_id}.parquet"
     write_parquet(pl.DataFrame([row]), path)
     return path
 
 
 def latest_load_result(layout: DataLayout, scope: str) -> dict | None:
-    files = parquet_files(layout.table("loads", scope))
+    files = parquet_files(layout.loads(scope))
     if not files:
         return None
     return pl.read_parquet(max(files, key=lambda p: p.stat().st_mtime_ns)).to_dicts()[0]

@@ -17,13 +17,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from pipelines.pairing.pairs import PAIRING_COLUMNS, UNPAIRED_SCHEMA, PairingOptions, pair_frame
 from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
-BATCHED_TABLES = ("patterns", "unpaired")
+type BatchedTable = Literal["patterns", "unpaired"]
 # Characters of message text paired at once (about as many bytes for mostly-ASCII text; the pairing
 # holds the texts and the assembled patterns, so peak memory is a small multiple of this).
 DEFAULT_TEXT_BUDGET = 128 * 1024 * 1024
@@ -58,15 +59,17 @@ class PairingResult:
     full_repair: bool
 
 
-def current(layout: DataLayout, table: str, scope: str) -> pl.LazyFrame | None:
+def _folder(layout: DataLayout, table: BatchedTable, scope: str) -> Path:
+    return layout.patterns(scope) if table == "patterns" else layout.unpaired(scope)
+
+
+def current(layout: DataLayout, table: BatchedTable, scope: str) -> pl.LazyFrame | None:
     """The current rows of a batched table: for each thread, those of the latest batch covering it."""
-    files = parquet_files(layout.table(table, scope))
+    files = parquet_files(_folder(layout, table, scope))
     if not files:
         return None
     latest = (
-        pl.scan_parquet(parquet_files(layout.table("threads", scope)))
-        .group_by("thread_id")
-        .agg(pl.col("batch").max())
+        pl.scan_parquet(parquet_files(layout.threads(scope))).group_by("thread_id").agg(pl.col("batch").max())
     )
     return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
 
@@ -85,14 +88,14 @@ class Repaired:
     rows: pl.LazyFrame
 
 
-def repaired_since(layout: DataLayout, table: str, scope: str, batch: int) -> Repaired | None:
+def repaired_since(layout: DataLayout, table: BatchedTable, scope: str, batch: int) -> Repaired | None:
     """The rows of a batched table that became current after ``batch`` (None when no later batch exists).
 
     ``current()`` as of ``batch``, minus the rows of ``threads``, plus ``rows`` is ``current()`` now:
     a run can bring a derived table up to date from its last state while reading only the new batches.
     """
-    thread_files = [p for p in parquet_files(layout.table("threads", scope)) if _batch_of(p) > batch]
-    files = [p for p in parquet_files(layout.table(table, scope)) if _batch_of(p) > batch]
+    thread_files = [p for p in parquet_files(layout.threads(scope)) if _batch_of(p) > batch]
+    files = [p for p in parquet_files(_folder(layout, table, scope)) if _batch_of(p) > batch]
     if not thread_files or not files:
         return None
     threads = pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
@@ -119,7 +122,7 @@ def pair_scope(
     """Pair the threads of ``scope`` that new messages touched (all threads when the pairing options
     changed since the last run, so the stored result always matches the options in force)."""
     state = ScopeState.load(layout, scope)
-    message_files = {p.stem.removeprefix("dump="): p for p in parquet_files(layout.table("messages", scope))}
+    message_files = {p.stem.removeprefix("dump="): p for p in parquet_files(layout.messages(scope))}
     pending = [d for d in message_files if d not in state.paired_dumps]
     full = bool(state.pairing) and state.pairing != options.describe()
     if not pending and not full:
@@ -142,7 +145,7 @@ def pair_scope(
         groups = _thread_groups(sizes.collect(), text_budget)
     batch = state.batches + 1
     name = f"batch={batch:06d}.parquet"
-    target = layout.table("patterns", scope) / name
+    target = layout.patterns(scope) / name
     # A crashed attempt at this batch may have left group files behind: they must not join the batch.
     for stale in [target, *target.parent.glob(f"batch={batch:06d}-g*.parquet")]:
         stale.unlink(missing_ok=True)
@@ -164,9 +167,9 @@ def pair_scope(
         unpaired_parts.append(unpaired)
     batch_col = pl.lit(batch, dtype=pl.Int64).alias("batch")
     unpaired = pl.concat(unpaired_parts) if unpaired_parts else pl.DataFrame(schema=UNPAIRED_SCHEMA)
-    write_parquet(unpaired.with_columns(batch_col), layout.table("unpaired", scope) / name)
+    write_parquet(unpaired.with_columns(batch_col), layout.unpaired(scope) / name)
     # The threads file is written last: until it exists, the batch is invisible to ``current``.
-    write_parquet(threads_df.with_columns(batch_col), layout.table("threads", scope) / name)
+    write_parquet(threads_df.with_columns(batch_col), layout.threads(scope) / name)
     state.paired_dumps = sorted(message_files)
     state.batches = batch
     state.pairing = options.describe()

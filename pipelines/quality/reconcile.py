@@ -71,8 +71,8 @@ def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
     )
     by_stage = dict(q.iter_rows())
     q_ingest, q_messages = int(by_stage.get("ingest", 0)), int(by_stage.get("messages", 0))
-    messages = _rows(parquet_files(layout.table("messages", scope)))
-    stats = parquet_files(layout.table("message_stats", scope))
+    messages = _rows(parquet_files(layout.messages(scope)))
+    stats = parquet_files(layout.message_stats(scope))
     repeats = int(pl.scan_parquet(stats).select(pl.col("repeats").sum()).collect().item()) if stats else 0
     patterns = current(layout, "patterns", scope)
     unpaired = current(layout, "unpaired", scope)

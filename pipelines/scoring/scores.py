@@ -207,7 +207,7 @@ def score_scope(
     # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
     # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
     context = state.pairing
-    cache = DedupCache(layout.table("_dedup", scope))
+    cache = DedupCache(layout.dedup_cache(scope))
     cached = cache.holds(options.threshold, context)
     since = _made_at(made, inputs) if cached else None
     repaired = repaired_since(layout, "patterns", scope, since) if since is not None else None
@@ -222,7 +222,7 @@ def score_scope(
         # The ids asked for are current, and a current id's row is in the latest batch holding it (an
         # older batch may hold the same id paired under other options): cheaper than ``current``'s join.
         tasks = (
-            pl.scan_parquet(parquet_files(layout.table("patterns", scope)))
+            pl.scan_parquet(parquet_files(layout.patterns(scope)))
             .select("pattern_id", "task", "batch")
             .sort("batch", descending=True)
         )
@@ -887,7 +887,7 @@ def _update(
 
 
 def _scored_file(layout: DataLayout, scope: str) -> Path:
-    return layout.table("scored", scope) / "scored.parquet"
+    return layout.scored(scope) / "scored.parquet"
 
 
 def _marker(target: Path) -> Path:

@@ -98,7 +98,7 @@ def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
         instance=instance,
     )
     # Lose a staged message file behind the pipeline's back: the reconciliation must notice.
-    victim = next(layout.table("messages", scope).glob("*.parquet"))
+    victim = next(layout.messages(scope).glob("*.parquet"))
     victim.unlink()
     result = dg.materialize(
         graph,

@@ -81,7 +81,7 @@ def test_scored_table_is_kept_until_an_input_changes(layout, dump, landing, tmp_
         + _exchange("t2", "how do i reset my password?", "Use the reset link.", 100),
     )
     [scope] = backfill(layout, landing, load=False).scopes
-    table = layout.table("scored", scope) / "scored.parquet"
+    table = layout.scored(scope) / "scored.parquet"
     made = table.stat().st_mtime_ns
     first = score_scope(layout, scope, ScoringOptions())
     assert first.patterns == 2 and first.kept == 1
@@ -129,13 +129,13 @@ def test_scored_table_updated_from_new_batches_equals_a_rebuild(layout, dump, la
     )
     assert backfill(layout, landing, scoring=options, load=False).scopes[scope].scoring.patterns == 4
     assert len(updates) == 1  # the second run updated the table from its new batch
-    table = layout.table("scored", scope) / "scored.parquet"
+    table = layout.scored(scope) / "scored.parquet"
     updated = pl.read_parquet(table).sort("pattern_id")
     assert updated["pattern_id"].is_unique().all()
 
     # The same table made from scratch: no record of the last table, no near-duplicate cache.
     table.with_name("scored.json").unlink()
-    for path in layout.table("_dedup", scope).iterdir():
+    for path in layout.dedup_cache(scope).iterdir():
         path.unlink()
     score_scope(layout, scope, options)
     rebuilt = pl.read_parquet(table).sort("pattern_id")

@@ -261,7 +261,7 @@ def sent_texts(
 ) -> dict[str, dict[str, Any]]:
     """Task and code of patterns as a load sends them (redacted when ``redact``; raw kept as
     ``task_raw``/``code_raw``), from every staged batch so that superseded patterns are found too."""
-    files = parquet_files(layout.table("patterns", scope))
+    files = parquet_files(layout.patterns(scope))
     if not files or not pattern_ids:
         return {}
     df = (
