@@ -38,7 +38,7 @@ from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.scoring.scores import ScoringOptions, score_scope
 from pipelines.tables import DataLayout
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 UVICORN = Path(sys.executable).with_name("uvicorn")
 PYCACHE = Path(tempfile.gettempdir()) / "assistants-backfill-test-pycache"
 START_TIMEOUT = 60.0
