@@ -36,7 +36,7 @@ lint: install
 
 ui: install ## Dagster UI on http://127.0.0.1:3000 with DAGSTER_HOME under data/
 	mkdir -p $(DATA)/dagster_home
-	cp -n dagster.yaml $(DATA)/dagster_home/dagster.yaml 2>/dev/null || true
+	cp -n assets/dagster.yaml $(DATA)/dagster_home/dagster.yaml 2>/dev/null || true
 	DAGSTER_HOME=$(abspath $(DATA)/dagster_home) BACKFILL_DATA_DIR=$(abspath $(DATA)) \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

@@ -1,44 +1,62 @@
 """``assistants-backfill``: run the whole asset graph in-process, without the UI.
 
-Runs are recorded in the Dagster instance under ``<data-dir>/dagster_home`` (unless DAGSTER_HOME is set),
-so they show up in the UI's run history next to the sensor's runs.
+A run is the project's named jobs, ``ingest_job`` and then ``scope_job`` once per scope, recorded in the
+Dagster instance under ``<data-dir>/dagster_home`` (unless DAGSTER_HOME is set): they show up in the UI's
+run history next to the sensor's runs, with their configuration, and can be re-executed from there.
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from assets.backfill import BACKFILL_ASSETS, SCOPE_ASSETS, SCOPES, raw_thread_exports
+from assets.definitions import defs
+from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings, EngramiaDestination
-from checks.backfill_checks import BACKFILL_CHECKS
-from pipelines.ingest.staging import read_scopes, scope_names
+from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.plan import latest_load_result
-from pipelines.load.rest.scope_load import progress_bars
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.pairing.batches import current
+from pipelines.progress import progress_bars
 from pipelines.quality.reconcile import scope_counts
 from pipelines.scoring.scores import scan_scored
 from pipelines.tables import DataLayout
 from pipelines.tools import synth
 
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
 
 def _instance(data_dir: Path) -> dg.DagsterInstance:
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # The UI's instance and the CLI's are one: same run queue, same pools, no telemetry.
+        shutil.copyfile(INSTANCE_TEMPLATE, config)
     # Built from the folder, not from the environment: the caller's DAGSTER_HOME is left as it was.
     return dg.DagsterInstance.from_config(str(home))
+
+
+def _resource_config(resource: dg.ConfigurableResource) -> dict[str, Any]:
+    return {name: v for name in type(resource).model_fields if (v := getattr(resource, name)) is not None}
+
+
+def run_config(settings: BackfillSettings, destination: EngramiaDestination) -> dict[str, Any]:
+    """The whole configuration of a CLI run as run config: the UI shows it and re-executes with it."""
+    return {
+        "resources": {
+            "settings": {"config": _resource_config(settings)},
+            "engramia": {"config": _resource_config(destination)},
+        },
+        **QUIET,
+    }
 
 
 def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -104,28 +122,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    resources = {"settings": settings, "engramia": destination}
+    config = run_config(settings, destination)
     instance = _instance(data_dir)
-    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
 
     def say(msg: str) -> None:
         if not args.json or args.verbose:
             print(msg, file=sys.stderr, flush=True)
 
     say(f"ingesting {args.input} into {settings.layout.root}")
-    ingest = dg.materialize(
-        graph,
-        selection=dg.AssetSelection.assets(raw_thread_exports),
-        resources=resources,
-        instance=instance,
-        run_config=QUIET,
-        raise_on_error=False,
+    ingest = defs.resolve_job_def(ingest_job.name).execute_in_process(
+        run_config=config, instance=instance, raise_on_error=False
     )
     if not ingest.success:
         print(f"ingest failed: {_first_error(ingest)}", file=sys.stderr)
         return 2
     scopes = read_scopes(settings.layout)["scope"].to_list()
-    register_scopes_for(instance, scopes)
+    job = defs.resolve_job_def(scope_job.name)
     if destination.is_rest and not destination.servers_file and len(scopes) > 1:
         say(
             f"warning: --engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that "
@@ -137,13 +149,11 @@ def run(args: argparse.Namespace) -> int:
     for i, scope in enumerate(scopes, start=1):
         say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
         with progress_bars(bars):
-            result = dg.materialize(
-                graph,
-                selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-                partition_key=scope,
-                resources=resources,
+            result = job.execute_in_process(
+                run_config=config,
                 instance=instance,
-                run_config=QUIET,
+                partition_key=scope,
+                tags=scope_run_tags(scope),
                 raise_on_error=False,
             )
         if not result.success:
@@ -298,13 +308,6 @@ def _add_rest_options(p: argparse.ArgumentParser) -> None:
         default=120.0,
         help="longest wait honoured for one 429 Retry-After (seconds)",
     )
-
-
-def register_scopes_for(instance: dg.DagsterInstance, scopes: list[str]) -> None:
-    known = set(instance.get_dynamic_partitions(SCOPES.name))
-    new = [s for s in scopes if s not in known]
-    if new:
-        instance.add_dynamic_partitions(SCOPES.name, new)
 
 
 def _unscoped_quarantined(settings: BackfillSettings) -> int:

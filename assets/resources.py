@@ -4,15 +4,14 @@ Secrets never sit in configuration: a REST destination names the environment var
 API key, and the key is read only when a request is made.
 """
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from pipelines.ingest.staging import scope_names
-from pipelines.load.embedded import destination_id, load_embedded, open_memory, pattern_count
+from pipelines.ingest.catalog import scope_names
+from pipelines.load.embedded import destination_id, engramia_scope, load_embedded, open_memory, pattern_count
 from pipelines.load.plan import LoadResult
 from pipelines.load.rest.scope_load import MODES as REST_MODES
 from pipelines.load.rest.scope_load import (
@@ -30,13 +29,11 @@ from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
 from pipelines.scoring.scores import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout
 
-DEFAULT_DATA_DIR = os.environ.get("BACKFILL_DATA_DIR", "data")
-
 
 class BackfillSettings(dg.ConfigurableResource):
     """Where the data lives and how threads become patterns."""
 
-    data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Root of landing/, staged/, engramia/.")
+    data_dir: str = Field(default="data", description="Root of landing/, staged/, engramia/.")
     landing: str | None = Field(
         default=None,
         description="A dump file or a folder of dumps (*.ndjson, *.jsonl); default <data_dir>/landing.",
@@ -231,8 +228,6 @@ class EngramiaDestination(dg.ConfigurableResource):
         if self.is_rest:
             server = self.server_for(layout, scope, tenant_id, project_id)
             return pattern_count_rest(server, self.rest_options(), f"{scope} -> {server.url}")
-        from pipelines.load.embedded import engramia_scope
-
         memory = open_memory(self.store(layout))
         with engramia_scope(tenant_id, project_id):
             return pattern_count(memory)

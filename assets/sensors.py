@@ -1,29 +1,22 @@
-"""Jobs and the landing sensor.
+"""The landing sensor.
 
-The sensor watches the landing folder. New dumps start an ingest run; once they are staged, every scope
-with staged rows that its messages have not taken in yet is registered as a partition (if new) and gets
-a run of the scope job. Run keys are derived from the dumps involved, so a tick that sees the same
-state again requests nothing new.
+It watches the landing folder. New dumps start an ingest run (which stages them and registers their
+scopes as partitions); once they are staged, every scope with staged rows that its messages have not
+taken in yet gets a run of the scope job. Run keys are derived from the dumps involved, so a tick that
+sees the same state again requests nothing new.
 """
+
+from __future__ import annotations
 
 import hashlib
 
 import dagster as dg
 
-from assets.backfill import SCOPE_ASSETS, SCOPES, raw_thread_exports
+from assets.jobs import ingest_job, scope_job, scope_run_tags
+from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
+from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
-from pipelines.ingest.staging import pending_dumps, read_scopes
-
-ingest_job = dg.define_asset_job(
-    "ingest_job", selection=dg.AssetSelection.assets(raw_thread_exports), description="Stage new dumps."
-)
-scope_job = dg.define_asset_job(
-    "scope_job",
-    selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-    partitions_def=SCOPES,
-    description="Messages -> patterns -> scores -> Engramia for one scope.",
-)
 
 
 def _digest(parts: list[str]) -> str:
@@ -49,21 +42,24 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettin
                 )
             )
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
-    new_scopes: list[str] = []
     for scope in read_scopes(layout)["scope"].to_list():
         pending = pending_message_dumps(layout, scope)
         if not pending:
             continue
         if scope not in known:
-            new_scopes.append(scope)
+            # Only the ingest asset registers scopes: one staged into this folder under another
+            # Dagster instance is taken up by the next ingest run here.
+            context.log.warning(f"scope {scope} is staged but not a partition of this instance yet")
+            continue
         requests.append(
-            dg.RunRequest(job_name=scope_job.name, partition_key=scope, run_key=f"{scope}:{_digest(pending)}")
+            dg.RunRequest(
+                job_name=scope_job.name,
+                partition_key=scope,
+                run_key=f"{scope}:{_digest(pending)}",
+                tags=scope_run_tags(scope),
+            )
         )
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[SCOPES.build_add_request(new_scopes)] if new_scopes else [],
         skip_reason=None if requests else f"no new dumps in {settings.source}",
     )
-
-
-__all__ = ["ingest_job", "landing_sensor", "scope_job"]

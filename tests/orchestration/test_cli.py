@@ -84,3 +84,24 @@ def test_bad_input_path_is_a_clear_error(tmp_path, capsys, monkeypatch):
         main(["run", "--input", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"), "--json"])
     assert exit_info.value.code == 2
     assert "input not found" in capsys.readouterr().err
+
+
+def test_cli_runs_are_the_named_jobs_with_their_configuration(tmp_path, sample_dir, capsys, monkeypatch):
+    import dagster as dg
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "data"
+    _run(capsys, "--input", str(sample_dir), "--data-dir", str(data), "--pairing", "strict")
+    home = data / "dagster_home"
+    # The instance has the project's configuration (run queue, pools, no telemetry), as under `make ui`.
+    assert "engramia_writes" in (home / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+    assert sorted(r.job_name for r in runs) == ["ingest_job", "scope_job", "scope_job", "scope_job"]
+    scope_runs = [r for r in runs if r.job_name == "scope_job"]
+    assert sorted(r.tags["dagster/partition"] for r in scope_runs) == sorted(EXPECTED)
+    for run in runs:
+        settings = run.run_config["resources"]["settings"]["config"]
+        # Re-executing from the UI replays exactly what the CLI was told.
+        assert settings["data_dir"] == str(data) and settings["pairing"] == "strict"
+        assert run.run_config["resources"]["engramia"]["config"]["mode"] == "embedded"

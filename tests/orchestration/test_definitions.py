@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import dagster as dg
 import pytest
 
-from assets.backfill import BACKFILL_ASSETS, SCOPE_ASSETS, SCOPES, raw_thread_exports
 from assets.definitions import defs
+from assets.engramia import count_reconciliation
+from assets.ingest import raw_thread_exports
+from assets.jobs import ALL_ASSETS, SCOPE_ASSETS, ingest_job, scope_job
+from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
-from assets.sensors import ingest_job, landing_sensor, scope_job
-from checks.backfill_checks import BACKFILL_CHECKS
+from assets.sensors import landing_sensor
 
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+BACKFILL_ASSETS = ALL_ASSETS
+SCOPE_CHECKS = [spec for asset in SCOPE_ASSETS for spec in asset.check_specs]
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_definitions_load():
 
 
 def test_whole_graph_on_the_sample(layout, sample_dir, instance):
-    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
+    graph = BACKFILL_ASSETS
     resources = _resources(layout, sample_dir)
     ingest = dg.materialize(
         graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
@@ -65,7 +67,7 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
         )
         assert result.success
         checks = _checks(result)
-        assert len(checks) == len(BACKFILL_CHECKS) - 1
+        assert len(checks) == len(SCOPE_CHECKS) == 8
         assert all(checks.values()), (scope, checks)
         load = result.asset_materializations_for_node("engramia_scopes")[0].metadata
         assert load["pattern_count_after"].value == load["pattern_count_before"].value + load["stored"].value
@@ -84,7 +86,7 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
 
 
 def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
-    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
+    graph = BACKFILL_ASSETS
     resources = _resources(layout, sample_dir)
     dg.materialize(
         graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
@@ -146,9 +148,7 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
 
 
 def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
-    from checks.backfill_checks import count_reconciliation
-
-    graph = [*BACKFILL_ASSETS, *BACKFILL_CHECKS]
+    graph = BACKFILL_ASSETS
     resources = _resources(layout, sample_dir)
     dg.materialize(
         graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
@@ -166,3 +166,93 @@ def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
     assert result.passed is False
     assert result.metadata["in_store_per_ledger"].value == 5
     assert result.metadata["pattern_count_now"].value == 0
+
+
+def test_a_scope_no_dump_produced_fails_at_once_and_records_nothing(layout, sample_dir, instance):
+    resources = _resources(layout, sample_dir)
+    dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(raw_thread_exports),
+        resources=resources,
+        instance=instance,
+    )
+    typo = "default__asst_cdoer"
+    # The launchpad lets a user add a partition key by hand.
+    instance.add_dynamic_partitions(SCOPES.name, [typo])
+    result = dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+        partition_key=typo,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert typo in message and "default__asst_coder" in message
+    assert result.get_asset_materialization_events() == []
+    assert result.get_asset_check_evaluations() == []
+    assert not layout.messages(typo).exists() and not layout.loads(typo).exists()
+
+
+def test_jobs_run_in_one_process_and_loads_share_a_pool():
+    for name in ("ingest_job", "scope_job"):
+        assert defs.resolve_job_def(name).executor_def is dg.in_process_executor
+    engramia = defs.resolve_assets_def("engramia_scopes")
+    assert {spec.pool for spec in engramia.specs} == {"engramia_writes"}
+
+
+def test_metadata_renders_as_tables_without_rest_keys_on_an_embedded_load(layout, sample_dir, instance):
+    resources = _resources(layout, sample_dir)
+    dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(raw_thread_exports),
+        resources=resources,
+        instance=instance,
+    )
+    result = dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+        partition_key="default__asst_coder",
+        resources=resources,
+        instance=instance,
+    )
+    meta = result.asset_materializations_for_node("messages")[0].metadata
+    preview = meta["preview"]
+    assert isinstance(preview, dg.TableMetadataValue) and preview.records
+    assert [c.name for c in preview.schema.columns] == [
+        "thread_id",
+        "message_id",
+        "role",
+        "created_at",
+        "text",
+    ]
+    for record in preview.records:
+        # Shortened texts on one line; timestamps to the second.
+        assert len(record.data["text"]) <= 80 and "\n" not in record.data["text"]
+        assert len(record.data["created_at"]) == len("2025-01-01 00:00:00")
+    columns = {c.name: c.type for c in meta["dagster/column_schema"].schema.columns}
+    assert columns["created_at"] == "timestamp" and columns["line_no"] == "int"
+    load = result.asset_materializations_for_node("engramia_scopes")[0].metadata
+    assert {"requests", "rate_limited", "redactions", "server_version"}.isdisjoint(load)
+
+
+def test_no_preview_or_beta_warning_while_loading_and_running(layout, sample_dir, instance):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dg.PreviewWarning)
+        warnings.simplefilter("error", dg.BetaWarning)
+        import importlib
+
+        import assets.definitions
+
+        importlib.reload(assets.definitions)
+        result = dg.materialize(
+            BACKFILL_ASSETS,
+            selection=dg.AssetSelection.assets(raw_thread_exports),
+            resources=_resources(layout, sample_dir),
+            instance=instance,
+        )
+    assert result.success

@@ -1,0 +1,131 @@
+"""``engramia_scopes``: one scope's kept patterns loaded into its Engramia (tenant, project).
+
+Loads of one destination never overlap: the asset runs in the ``engramia_writes`` pool, whose limit
+(one by default, see assets/dagster.yaml) serialises writers of an embedded or JSON-backed store; a
+Postgres-backed server takes a higher limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
+from assets.partitions import SCOPES, require_scope
+from assets.patterns import scored_patterns
+from assets.resources import BackfillSettings, EngramiaDestination
+from checks.loading import (
+    PATTERN_COUNT_RECONCILES,
+    RECALL_SAMPLE,
+    RECALL_SPOT_CHECK,
+    pattern_count_reconciles,
+    recall_spot_check,
+)
+from pipelines.load.ledger import Ledger
+from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
+from pipelines.load.records import kept_patterns
+from pipelines.tables import DataLayout
+
+POOL = "engramia_writes"
+
+
+def count_reconciliation(
+    layout: DataLayout, scope: str, engramia: EngramiaDestination, load: LoadResult | None = None
+) -> dg.AssetCheckResult:
+    """The pattern-count check for ``load`` (default: the scope's last recorded load), with the count
+    asked of Engramia now and what the ledger says the store holds."""
+    figures = load.as_dict() if load is not None else latest_load_result(layout, scope)
+    if figures is None:
+        return pattern_count_reconciles(None, 0, 0)
+    tenant_id, project_id = require_scope(layout, scope)
+    now = engramia.pattern_count(layout, scope, tenant_id, project_id)
+    in_ledger = Ledger(layout, scope, engramia.describe(layout, scope)).in_store().height
+    return pattern_count_reconciles(figures, now, in_ledger)
+
+
+def _recall_check(layout: DataLayout, scope: str, engramia: EngramiaDestination) -> dg.AssetCheckResult:
+    kept = kept_patterns(layout, scope)
+    if kept is None:
+        return recall_spot_check([])
+    sample = kept.select("task", "key").head(RECALL_SAMPLE).collect()
+    tenant_id, project_id = require_scope(layout, scope)
+    return recall_spot_check(
+        engramia.recall_check(layout, tenant_id, project_id, sample["task"], sample["key"])
+    )
+
+
+def _rest_metadata(result: LoadResult) -> dict[str, object]:
+    return {
+        "skipped": result.skipped,
+        "replaced": result.replaced,
+        "failed": result.failed,
+        "redacted": result.redacted,
+        "redactions": dg.MetadataValue.json(json.loads(result.redactions or "{}")),
+        "rejections": dg.MetadataValue.json(result.rejections[:20]),
+        "ledger_in_store": result.ledger_in_store,
+        "requests": result.requests,
+        "rate_limited": result.rate_limited,
+        "notes": result.notes,
+    }
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    partitions_def=SCOPES,
+    deps=[scored_patterns],
+    kinds={"engramia", "python"},
+    tags={"stage": "load"},
+    pool=POOL,
+    check_specs=[PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK],
+    description="Kept patterns loaded into Engramia under the scope's (tenant, project); a ledger records "
+    "each pattern's outcome so nothing is sent twice.",
+)
+def engramia_scopes(
+    context: dg.AssetExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
+) -> dg.MaterializeResult:
+    layout, scope = settings.layout, context.partition_key
+    tenant_id, project_id = require_scope(layout, scope)
+    result = engramia.load(layout, scope, tenant_id, project_id, log=context.log.info)
+    save_load_result(layout, result, context.run_id)
+    refresh_views(context, settings)
+    rate = result.sent / result.seconds if result.seconds else 0.0
+    context.log.info(
+        f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, "
+        f"present {result.present}, skipped {result.skipped}, rejected {result.rejected}, "
+        f"retracted {result.retracted}, {rate:.1f} patterns/s; pattern_count "
+        f"{result.pattern_count_before} -> {result.pattern_count_after}"
+    )
+    for rejection in result.rejections[:20]:
+        context.log.warning(f"{scope}: rejected {rejection['pattern_id']}: {rejection['reason']}")
+    if result.error:
+        raise dg.Failure(description=result.error, metadata={"scope": scope})
+    return dg.MaterializeResult(
+        metadata={
+            "tenant_id": tenant_id,
+            "project_id": project_id,
+            "destination": result.destination,
+            "sent": result.sent,
+            "stored": result.stored,
+            "present": result.present,
+            "not_stored": result.not_stored,
+            "rejected": result.rejected,
+            "retracted": result.retracted,
+            "already_loaded": result.already_loaded,
+            "pattern_count_before": result.pattern_count_before,
+            "pattern_count_after": result.pattern_count_after,
+            "patterns_per_second": round(rate, 1),
+            "dagster/row_count": result.pattern_count_after,
+            **(
+                {"server_version": result.server_version or "", **_rest_metadata(result)}
+                if engramia.is_rest
+                else {}
+            ),
+        },
+        check_results=[
+            count_reconciliation(layout, scope, engramia, result),
+            _recall_check(layout, scope, engramia),
+        ],
+    )

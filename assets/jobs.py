@@ -1,0 +1,42 @@
+"""The two jobs every run goes through, whether the sensor, the UI or the CLI starts it.
+
+A scope run executes in one process: its four steps are short and sequential, and a process per step
+would spend most of the run starting interpreters and importing Polars, DuckDB and engramia again.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.engramia import engramia_scopes
+from assets.ingest import raw_thread_exports
+from assets.messages import messages
+from assets.partitions import SCOPES
+from assets.patterns import paired_patterns, scored_patterns
+
+SCOPE_ASSETS = [messages, paired_patterns, scored_patterns, engramia_scopes]
+ALL_ASSETS = [raw_thread_exports, *SCOPE_ASSETS]
+
+# Run tags the instance's run queue limits (assets/dagster.yaml): one ingest at a time (they share the
+# manifest), and one run per scope at a time.
+INGEST_TAG = "assistants_backfill/ingest"
+SCOPE_TAG = "assistants_backfill/scope"
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.assets(raw_thread_exports),
+    description="Stage new dumps: every line becomes a staged row or a quarantined one.",
+    tags={INGEST_TAG: "landing"},
+    executor_def=dg.in_process_executor,
+)
+scope_job = dg.define_asset_job(
+    "scope_job",
+    selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+    partitions_def=SCOPES,
+    description="Messages -> patterns -> scores -> Engramia for one scope.",
+    executor_def=dg.in_process_executor,
+)
+
+
+def scope_run_tags(scope: str) -> dict[str, str]:
+    return {SCOPE_TAG: scope}

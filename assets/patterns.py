@@ -1,0 +1,105 @@
+"""``paired_patterns`` and ``scored_patterns``: one scope's messages paired into (user, assistant)
+patterns, then scored and cleared of near-duplicates."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from assets.common import CODE_VERSION, GROUP, OWNERS
+from assets.messages import messages
+from assets.metadata import schema_metadata, table_preview
+from assets.partitions import SCOPES
+from assets.resources import BackfillSettings
+from checks.expectations import SCORED_QUALITY, scored_quality
+from checks.scoring import DUPLICATE_SHARE, DUPLICATES_ACCOUNTED, duplicate_share, duplicates_accounted
+from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
+from pipelines.load.records import kept_patterns
+from pipelines.pairing.batches import current, pair_scope
+from pipelines.quality.reconcile import scope_counts
+from pipelines.scoring.scores import scan_scored, score_scope
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    partitions_def=SCOPES,
+    deps=[messages],
+    kinds={"polars", "parquet"},
+    tags={"stage": "pairing"},
+    check_specs=[MESSAGES_ACCOUNTED],
+    description="(user, assistant) patterns per thread, and every message left unpaired with its reason. "
+    "Only threads touched by new messages are paired again.",
+)
+def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
+    layout, scope = settings.layout, context.partition_key
+    result = pair_scope(layout, scope, settings.pairing_options())
+    patterns = current(layout, "patterns", scope)
+    unpaired = current(layout, "unpaired", scope)
+    totals = (
+        {}
+        if patterns is None
+        else patterns.select(
+            pl.len().alias("patterns"),
+            pl.col("task_truncated").sum().alias("tasks_truncated"),
+            pl.col("code_truncated").sum().alias("codes_truncated"),
+        )
+        .collect()
+        .to_dicts()[0]
+    )
+    reasons = {} if unpaired is None else dict(unpaired.group_by("reason").len().collect().iter_rows())
+    context.log.info(
+        f"{scope}: re-paired {result.threads} threads -> {result.patterns} patterns (batch {result.batch})"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "threads_repaired": result.threads,
+            "patterns_in_batch": result.patterns,
+            "full_repair": result.full_repair,
+            "dagster/row_count": int(totals.get("patterns", 0)),
+            **schema_metadata(patterns),
+            "tasks_truncated": int(totals.get("tasks_truncated", 0) or 0),
+            "codes_truncated": int(totals.get("codes_truncated", 0) or 0),
+            "unpaired_by_reason": dg.MetadataValue.json({k: int(v) for k, v in reasons.items()}),
+            "preview": table_preview(
+                None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")
+            ),
+        },
+        check_results=[messages_accounted(scope_counts(layout, scope))],
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    partitions_def=SCOPES,
+    deps=[paired_patterns],
+    kinds={"polars", "parquet"},
+    tags={"stage": "scoring"},
+    check_specs=[SCORED_QUALITY, DUPLICATES_ACCOUNTED, DUPLICATE_SHARE],
+    description="eval_score per pattern (neutral or from feedback), and near-duplicate tasks (word Jaccard "
+    ">= 0.92) removed within the scope; each dropped pattern names the one kept.",
+)
+def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
+    layout, scope = settings.layout, context.partition_key
+    result = score_scope(layout, scope, settings.scoring_options())
+    context.log.info(
+        f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates"
+    )
+    kept = kept_patterns(layout, scope)
+    scored = scan_scored(layout, scope)
+    outcomes = None if scored is None else scored.select("pattern_id", "kept", "duplicate_of").collect()
+    return dg.MaterializeResult(
+        metadata={
+            "patterns": result.patterns,
+            "kept": result.kept,
+            "duplicates": result.duplicates,
+            "scored_from_feedback": result.from_feedback,
+            "dagster/row_count": result.kept,
+            **schema_metadata(kept),
+            "preview": table_preview(kept),
+        },
+        check_results=[scored_quality(kept), duplicates_accounted(outcomes), duplicate_share(outcomes)],
+    )
