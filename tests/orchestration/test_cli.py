@@ -7,7 +7,7 @@ import json
 import duckdb
 import pytest
 
-from assets.cli import main
+from assets.cli.main import main
 from pipelines.load.embedded import engramia_scope
 from pipelines.load.spot_check import read_only_memory
 

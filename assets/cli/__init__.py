@@ -1,0 +1,1 @@
+"""The ``assistants-backfill`` command: one module per subcommand, and the instance and summary they share."""

@@ -1,0 +1,92 @@
+"""Destination and progress options shared by ``run`` and ``rollback``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from assets.resources import EngramiaDestination
+
+
+def destination_from_args(args: argparse.Namespace) -> EngramiaDestination:
+    """The destination resource from the ``run`` options (REST options are ignored for embedded)."""
+    rest = args.destination != "embedded"
+    if rest and not args.servers and not (args.engramia_url and args.api_key_env):
+        raise ValueError(
+            f"--destination {args.destination} needs --engramia-url URL --api-key-env NAME (one server "
+            "and key for every scope of the run) or --servers FILE (a key per scope)"
+        )
+    if args.servers and (args.engramia_url or args.api_key_env):
+        raise ValueError("give either --servers FILE or --engramia-url/--api-key-env, not both")
+    destination = EngramiaDestination(
+        mode=args.destination,
+        store_dir=str(args.store) if args.store else None,
+        **(_rest_fields(args) if rest else {}),
+    )
+    if rest:
+        destination.servers()  # a bad URL, variable name or mapping file fails here, before any work
+    return destination
+
+
+def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "url": args.engramia_url,
+        "api_key_env": args.api_key_env,
+        "servers_file": str(args.servers) if args.servers else None,
+        "redact": not args.no_redact,
+        "timeout": args.timeout,
+        "requests_per_minute": args.requests_per_minute,
+        "concurrency": args.concurrency,
+        "max_retries": args.max_retries,
+        "max_retry_after": args.max_retry_after,
+    }
+    for name in ("async_import", "max_body_bytes", "resend_rejected"):
+        if hasattr(args, name):
+            fields[name] = getattr(args, name)
+    if hasattr(args, "no_validate"):
+        fields["validate_limits"] = not args.no_validate
+    return fields
+
+
+def progress_factory(args: argparse.Namespace):
+    """tqdm bars on stderr, one per scope load (off with --no-progress, or --json without --verbose)."""
+    if args.no_progress or (args.json and not args.verbose):
+        return None
+    from tqdm import tqdm
+
+    def make(desc: str, total: int | None):
+        return tqdm(
+            total=total, desc=desc, unit="pattern", file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+        )
+
+    return make
+
+
+def add_rest_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("REST destination (rest-learn, rest-import, rollback)")
+    g.add_argument("--engramia-url", help="base URL of the Engramia server (every scope of the run)")
+    g.add_argument("--api-key-env", help="NAME of the environment variable holding the API key (not the key)")
+    g.add_argument("--servers", type=Path, help="YAML/JSON file mapping scopes to url + api_key_env")
+    g.add_argument("--no-redact", action="store_true", help="send task and code without PII redaction")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    g.add_argument(
+        "--requests-per-minute",
+        type=float,
+        default=60.0,
+        help="client-side rate limit (default 60, the server's per-path limit; 0 = none)",
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight (default 1; JSON-backed servers need 1)",
+    )
+    g.add_argument("--max-retries", type=int, default=5, help="retries on connection errors, timeouts, 5xx")
+    g.add_argument(
+        "--max-retry-after",
+        type=float,
+        default=120.0,
+        help="longest wait honoured for one 429 Retry-After (seconds)",
+    )

@@ -1,0 +1,61 @@
+"""``assistants-backfill rollback``: delete exactly the patterns this pipeline loaded into a scope."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from assets.cli.destination import destination_from_args
+from pipelines.ingest.catalog import read_scopes, scope_names
+from pipelines.load.rollback import rollback_embedded, rollback_rest
+from pipelines.tables import DataLayout
+
+
+def rollback(args: argparse.Namespace) -> int:
+    layout = DataLayout.at(args.data_dir)
+    known = read_scopes(layout)["scope"].to_list() if layout.staged.exists() else []
+    if args.scope not in known:
+        print(
+            f"error: scope {args.scope!r} not found in {layout.root} (known: {', '.join(known) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    tenant_id, project_id = scope_names(layout, args.scope)
+    rest = bool(args.engramia_url or args.api_key_env or args.servers)
+    if rest and args.embedded:
+        print(
+            "error: --embedded cannot be combined with --engramia-url/--api-key-env/--servers",
+            file=sys.stderr,
+        )
+        return 2
+    if rest:
+        try:
+            args.destination = "rest-import"  # the mode does not matter for deleting by key
+            destination = destination_from_args(args)
+            server = destination.server_for(layout, args.scope, tenant_id, project_id)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        report = rollback_rest(layout, args.scope, server, destination.rest_options(), dry_run=args.dry_run)
+    else:
+        report = rollback_embedded(
+            layout, args.scope, tenant_id, project_id, args.store, dry_run=args.dry_run
+        )
+    out = report.as_dict()
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        verb = "would delete" if args.dry_run else "rollback of"
+        print(f"{verb} scope {args.scope} ({tenant_id}/{project_id}) at {report.destination}:")
+        for item in report.items:
+            print(f"  {item.action:<14} {item.pattern_id}  {item.key or '(key unknown)'}  [{item.outcome}]")
+        print(
+            f"deleted {out['deleted']}, already absent {out['absent']}, would delete {out['would_delete']}, "
+            f"key unknown {out['key_unknown']}; pattern_count {report.pattern_count_before} -> "
+            f"{report.pattern_count_after}"
+        )
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+        return 1
+    return 0
