@@ -83,11 +83,6 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def register_scope_key_function(con: duckdb.DuckDBPyConnection) -> None:
-    """Expose :func:`scope_key` to SQL so keys are computed by exactly the same code everywhere."""
-    con.create_function("scope_key", scope_key, ["VARCHAR", "VARCHAR"], "VARCHAR", side_effects=False)
-
-
 def load_tenant_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Load ``thread_id -> tenant_id`` into the table ``tenant_map``; a thread mapped to two tenants
     is a configuration error, reported with the thread id."""
