@@ -123,7 +123,7 @@ def _worker(name: str, args: dict) -> dict:
             "stored": sum(s.load.stored for s in scopes if s.load),
         }
     if name == "load":
-        from pipelines.ingest.staging import read_scopes
+        from pipelines.ingest.catalog import read_scopes
         from pipelines.load.embedded import load_embedded
         from pipelines.tables import DataLayout
 

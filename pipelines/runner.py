@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.ingest.catalog import read_scopes, scope_names
+from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES
 from pipelines.ingest.messages import MessageStats, stage_messages
-from pipelines.ingest.staging import DEFAULT_CHUNK_BYTES, DumpResult, ingest, read_scopes, scope_names
+from pipelines.ingest.staging import DumpResult, ingest
 from pipelines.load.plan import LoadResult
 from pipelines.pairing.batches import PairingResult, pair_scope
 from pipelines.pairing.pairs import PairingOptions

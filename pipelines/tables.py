@@ -1,7 +1,9 @@
-"""Where every table of the pipeline lives under one data directory.
+"""Every table of the pipeline: where it lives under one data directory, and the schema it is written with.
 
 All paths are derived from a single root so that the CLI, the Dagster assets, the sensor and the
-DuckDB warehouse agree on them without passing paths around.
+DuckDB warehouse agree on them without passing paths around. Each published table's schema is defined
+here once and imported by the stage that writes it and by the stages that read it, so a writer and its
+readers can never disagree about a column. (The load ledger's schema belongs to the load stage.)
 """
 
 from __future__ import annotations
@@ -9,18 +11,113 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
+import pyarrow as pa
+
+type PolarsSchema = dict[str, pl.DataType | type[pl.DataType]]
+# Polars' spellings of the codecs the pipeline writes with.
+type ParquetCompression = Literal["uncompressed", "lz4", "zstd", "snappy"]
 
 # Large intermediate tables (staged rows, messages, patterns) are written once and read a few times by
 # the next stages on the same machine. Compressing their text costs more CPU than reading it back
 # uncompressed saves (measured: zstd ~5x, LZ4 ~2.5x the CPU of an uncompressed write, for ~2x-4x less
-# disk), so they are stored uncompressed; small tables keep zstd. Polars' spelling ("lz4", "zstd" and
-# "snappy" also work); :data:`ARROW_INTERMEDIATE_COMPRESSION` is the same codec as pyarrow names it.
-INTERMEDIATE_COMPRESSION = "uncompressed"
+# disk), so they are stored uncompressed; small tables keep zstd. :data:`ARROW_INTERMEDIATE_COMPRESSION`
+# is the same codec as pyarrow names it.
+INTERMEDIATE_COMPRESSION: ParquetCompression = "uncompressed"
 ARROW_INTERMEDIATE_COMPRESSION = (
     "none" if INTERMEDIATE_COMPRESSION == "uncompressed" else INTERMEDIATE_COMPRESSION
 )
+
+# ------------------------------------------------------------------------------------------------
+# Schemas, in the order of the flow
+# ------------------------------------------------------------------------------------------------
+
+# One row per ingested dump; a dump is complete once its row is here.
+MANIFEST_SCHEMA: PolarsSchema = {
+    "dump_id": pl.String,
+    "seq": pl.Int64,
+    "file": pl.String,
+    "size": pl.Int64,
+    "mtime_ns": pl.Int64,
+    "sha256": pl.String,
+    "lines": pl.Int64,
+    "staged": pl.Int64,
+    "quarantined": pl.Int64,
+    "scopes": pl.List(pl.String),
+    "mapping": pl.String,
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+# Every scope seen so far with its Engramia ``(tenant_id, project_id)``.
+SCOPES_SCHEMA: PolarsSchema = {"scope": pl.String, "tenant_id": pl.String, "project_id": pl.String}
+
+# Staged rows and messages share one schema: a dump that repeats nothing has its staged file adopted as
+# its messages file as it is.
+RAW_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.large_string()),
+        ("thread_id", pa.large_string()),
+        ("assistant_id", pa.large_string()),
+        ("role", pa.large_string()),
+        ("text", pa.large_string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("created_epoch", pa.int64()),
+        ("text_chars", pa.int64()),
+        ("is_blank", pa.bool_()),
+        ("tenant_id", pa.large_string()),
+        ("project_id", pa.large_string()),
+        ("dump_id", pa.large_string()),
+        ("dump_seq", pa.int64()),
+        ("line_no", pa.int64()),
+    ]
+)
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)
+
+# Strings are large here, as Polars hands them over; the files are written without the Arrow schema,
+# so readers see plain strings, as in the quarantine files DuckDB writes.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("dump_id", pa.large_string()),
+        ("file", pa.large_string()),
+        ("line_no", pa.int64()),
+        ("raw_text", pa.large_string()),
+        ("reason", pa.large_string()),
+        ("stage", pa.large_string()),
+        ("scope", pa.large_string()),
+        ("thread_id", pa.large_string()),
+        ("message_id", pa.large_string()),
+    ]
+)
+
+# Paired tables also carry the ``batch`` that wrote them (see pipelines.pairing.batches).
+PATTERN_COLUMNS: tuple[str, ...] = (
+    "pattern_id",
+    "thread_id",
+    "assistant_id",
+    "task",
+    "code",
+    "task_chars",
+    "code_chars",
+    "task_truncated",
+    "code_truncated",
+    "user_message_ids",
+    "assistant_message_ids",
+    "created_at",
+    "answered_at",
+)
+UNPAIRED_SCHEMA: PolarsSchema = {
+    "message_id": pl.String,
+    "thread_id": pl.String,
+    "role": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+    "reason": pl.String,
+}
+
+# ------------------------------------------------------------------------------------------------
+# Paths
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -53,13 +150,21 @@ class DataLayout:
 
     @property
     def manifest(self) -> Path:
+        """One row per complete dump (:data:`MANIFEST_SCHEMA`)."""
         return self.staged / "_manifest" / "dumps.parquet"
 
+    @property
+    def scope_catalog(self) -> Path:
+        """Every scope seen so far (:data:`SCOPES_SCHEMA`)."""
+        return self.manifest.with_name("scopes.parquet")
+
     def raw(self, dump_id: str | None = None) -> Path:
+        """Staged rows (:data:`RAW_SCHEMA`), ``dump=<id>/scope=<key>/`` below it."""
         base = self.staged / "raw"
         return base if dump_id is None else base / f"dump={dump_id}"
 
     def quarantine(self) -> Path:
+        """Lines and messages set aside with their reason (:data:`QUARANTINE_SCHEMA`)."""
         return self.staged / "quarantine"
 
     def _scoped(self, name: str, scope: str) -> Path:
@@ -67,7 +172,7 @@ class DataLayout:
 
     # One accessor per scope-partitioned table (``staged/<table>/scope=<key>/``), in the order of the flow.
     def messages(self, scope: str) -> Path:
-        """Typed messages, one file per dump (``dump=<id>.parquet``)."""
+        """Typed messages (:data:`RAW_SCHEMA`), one file per dump (``dump=<id>.parquet``)."""
         return self._scoped("messages", scope)
 
     def message_stats(self, scope: str) -> Path:
@@ -75,11 +180,12 @@ class DataLayout:
         return self._scoped("message_stats", scope)
 
     def patterns(self, scope: str) -> Path:
-        """Paired (user, assistant) patterns, one file per pairing batch."""
+        """Paired (user, assistant) patterns (:data:`PATTERN_COLUMNS`), one file per pairing batch."""
         return self._scoped("patterns", scope)
 
     def unpaired(self, scope: str) -> Path:
-        """Messages left out of every pattern, with their reason, one file per pairing batch."""
+        """Messages left out of every pattern, with their reason (:data:`UNPAIRED_SCHEMA`), one file per
+        pairing batch."""
         return self._scoped("unpaired", scope)
 
     def threads(self, scope: str) -> Path:
@@ -113,7 +219,9 @@ def parquet_files(directory: Path, pattern: str = "*.parquet") -> list[Path]:
     return sorted(p for p in directory.glob(pattern) if p.is_file())
 
 
-def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path, compression: str = "zstd") -> int:
+def write_parquet(
+    frame: pl.DataFrame | pl.LazyFrame, path: Path, compression: ParquetCompression = "zstd"
+) -> int:
     """Write atomically (temp file, then rename) so a crash never leaves half a file behind.
 
     A LazyFrame is streamed, so it never has to fit in memory. Returns the number of rows written.

@@ -13,8 +13,9 @@ from engramia.providers.json_storage import JSONStorage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.ingest.messages import stage_messages
-from pipelines.ingest.staging import ingest, read_scopes, scope_names
+from pipelines.ingest.staging import ingest
 from pipelines.load.embedded import FastJSONStorage, dumps_indent2, engramia_scope, load_embedded, open_memory
 from pipelines.load.records import import_record, kept_patterns
 from pipelines.pairing.batches import current, pair_scope

@@ -27,14 +27,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.duck import copy_parquet, file_list, thread_connection
-from pipelines.ingest.staging import QUARANTINE_SCHEMA, RAW_SCHEMA, scope_dump_rows
-from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
-
-MESSAGE_COLUMNS = (
-    "message_id, thread_id, assistant_id, role, text, created_at, created_epoch, text_chars, is_blank, "
-    "tenant_id, project_id, dump_id, dump_seq, line_no"
+from pipelines.ingest.catalog import read_manifest, scope_dump_rows
+from pipelines.tables import (
+    INTERMEDIATE_COMPRESSION,
+    MESSAGE_COLUMNS,
+    QUARANTINE_SCHEMA,
+    RAW_SCHEMA,
+    DataLayout,
+    parquet_files,
+    write_parquet,
 )
-_MESSAGE_COLUMN_LIST = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
+
+_MESSAGE_COLUMN_LIST = list(MESSAGE_COLUMNS)
+_MESSAGE_COLUMN_SQL = ", ".join(MESSAGE_COLUMNS)
 # The conflicts file's columns are the quarantine's, as DuckDB writes them (raw_text has the Parquet JSON
 # type): a dump without conflicts gets an empty file that Polars and DuckDB read exactly like one written
 # by the query below.
@@ -73,9 +78,7 @@ def stage_messages(layout: DataLayout, scope: str) -> list[MessageStats]:
     todo = [d for d in raw if d not in done]
     if not todo:
         return []
-    manifest_files = {}
-    if layout.manifest.exists():
-        manifest_files = dict(pl.read_parquet(layout.manifest).select("dump_id", "file").iter_rows())
+    manifest_files: dict[str, str] = dict(read_manifest(layout).select("dump_id", "file").iter_rows())
     con = thread_connection()
     return [_stage_one(con, layout, scope, d, raw[d], manifest_files.get(d, "")) for d in todo]
 
@@ -173,7 +176,9 @@ def _judge(
             f"FROM read_parquet({file_list(earlier_files)}) m SEMI JOIN involved_ids USING (message_id)"
         )
     else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE earlier AS SELECT {MESSAGE_COLUMNS} FROM incoming LIMIT 0")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE earlier AS SELECT {_MESSAGE_COLUMN_SQL} FROM incoming LIMIT 0"
+        )
     con.unregister("involved_ids")
     # Each incoming row is compared with the copy that wins: the earlier dump's, else the first in this dump.
     con.execute(

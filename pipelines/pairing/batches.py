@@ -21,8 +21,14 @@ from typing import Literal
 
 import polars as pl
 
-from pipelines.pairing.pairs import PAIRING_COLUMNS, UNPAIRED_SCHEMA, PairingOptions, pair_frame
-from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
+from pipelines.pairing.pairs import PAIRING_COLUMNS, PairingOptions, pair_frame
+from pipelines.tables import (
+    INTERMEDIATE_COMPRESSION,
+    UNPAIRED_SCHEMA,
+    DataLayout,
+    parquet_files,
+    write_parquet,
+)
 
 type BatchedTable = Literal["patterns", "unpaired"]
 # Characters of message text paired at once (about as many bytes for mostly-ASCII text; the pairing

@@ -22,6 +22,7 @@ from enum import StrEnum
 import polars as pl
 
 from pipelines.duck import thread_connection
+from pipelines.tables import PATTERN_COLUMNS, UNPAIRED_SCHEMA
 
 DEFAULT_TASK_MAX_CHARS = 2_000
 DEFAULT_CODE_MAX_CHARS = 8_000
@@ -56,29 +57,6 @@ _HASH_IN_PYTHON = 2_000
 _NARROW = ["thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"]
 # Every message column the pairing reads.
 PAIRING_COLUMNS = [*_NARROW, "text"]
-
-UNPAIRED_SCHEMA = {
-    "message_id": pl.String,
-    "thread_id": pl.String,
-    "role": pl.String,
-    "created_at": pl.Datetime("us", "UTC"),
-    "reason": pl.String,
-}
-PATTERN_COLUMNS = [
-    "pattern_id",
-    "thread_id",
-    "assistant_id",
-    "task",
-    "code",
-    "task_chars",
-    "code_chars",
-    "task_truncated",
-    "code_truncated",
-    "user_message_ids",
-    "assistant_message_ids",
-    "created_at",
-    "answered_at",
-]
 
 
 def _turns(conv: pl.DataFrame, mode: Pairing) -> pl.DataFrame:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from pipelines.ingest.staging import read_manifest
+from pipelines.ingest.catalog import read_manifest
 from pipelines.pairing.batches import current
 from pipelines.tables import DataLayout, parquet_files
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.ingest.staging import read_scopes
+from pipelines.ingest.catalog import read_scopes
 from pipelines.load.embedded import engramia_scope
 from pipelines.load.records import kept_patterns
 from pipelines.load.spot_check import read_only_memory

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.ingest.catalog import read_scopes
 from pipelines.ingest.messages import pending_message_dumps, scan_messages, stage_messages
-from pipelines.ingest.staging import ingest, read_scopes
+from pipelines.ingest.staging import ingest
 from pipelines.quality.reconcile import scope_counts
 from pipelines.scopes import ScopeMapping
 from tests.conftest import msg

@@ -5,7 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.ingest.staging import discover_dumps, ingest, read_manifest, read_scopes
+from pipelines.ingest.catalog import read_manifest, read_scopes
+from pipelines.ingest.dumps import discover_dumps
+from pipelines.ingest.staging import ingest
 from pipelines.scopes import ScopeBy, ScopeMapping, sanitize_key, scope_key
 from pipelines.tables import DataLayout
 from tests.conftest import msg, write_ndjson
@@ -193,7 +195,7 @@ def test_files_still_being_written_wait_for_the_settle_time(layout, dump, landin
 
 
 def test_rows_of_a_dump_whose_ingest_crashed_are_not_staged(layout, dump, landing):
-    from pipelines.ingest.staging import scope_dump_rows
+    from pipelines.ingest.catalog import scope_dump_rows
 
     dump("a.ndjson", [msg("t", "m1", "user", "q", 0)])
     ingest(layout, landing, ScopeMapping())

@@ -30,8 +30,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipelines.ingest.catalog import read_scopes
 from pipelines.ingest.messages import stage_messages
-from pipelines.ingest.staging import ingest, read_scopes
+from pipelines.ingest.staging import ingest
 from pipelines.pairing.batches import pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeBy, ScopeMapping

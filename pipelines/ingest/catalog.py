@@ -1,0 +1,89 @@
+"""The manifest of ingested dumps and the catalog of scopes they produced.
+
+The manifest has one row per dump whose ingest completed; the staged files of any other dump are left
+over from a crash and are never read. The scope catalog maps each scope key to its Engramia
+``(tenant_id, project_id)``.
+
+Invariants: a dump's scopes are registered before its manifest row is written, so every scope a complete
+dump lists is in the catalog; a dump reaches the manifest only once its lines reconcile (lines = staged +
+quarantined, checked by the staging), so the manifest's counts are those of the files on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.ingest.dumps import Dump, discover_dumps
+from pipelines.tables import MANIFEST_SCHEMA, SCOPES_SCHEMA, DataLayout, parquet_files, write_parquet
+
+
+def read_manifest(layout: DataLayout) -> pl.DataFrame:
+    if layout.manifest.exists():
+        return pl.read_parquet(layout.manifest)
+    return pl.DataFrame(schema=MANIFEST_SCHEMA)
+
+
+def pending_dumps(layout: DataLayout, source: Path, settle_seconds: float = 0.0) -> list[Dump]:
+    """Dumps not in the manifest yet; with ``settle_seconds``, only files unchanged for that long (a file
+    still being copied in would otherwise be read half-written)."""
+    done = set(read_manifest(layout)["dump_id"].to_list())
+    newest = time.time_ns() - int(settle_seconds * 1e9)
+    return [d for d in discover_dumps(source) if d.dump_id not in done and d.mtime_ns <= newest]
+
+
+def record_dump(
+    layout: DataLayout,
+    manifest: pl.DataFrame,
+    entry: dict[str, Any],
+    names: dict[str, tuple[str, str]],
+) -> pl.DataFrame:
+    """Mark a staged dump complete: its scopes ``names`` join the catalog, then its manifest ``entry``
+    (one row of :data:`MANIFEST_SCHEMA`) is appended to ``manifest`` and written. Returns the new
+    manifest."""
+    manifest = pl.concat([manifest, pl.DataFrame([entry], schema=MANIFEST_SCHEMA)])
+    _register_scopes(layout, names)
+    # The manifest is written after each dump so a crash re-does at most the dump in progress.
+    write_parquet(manifest, layout.manifest)
+    return manifest
+
+
+def read_scopes(layout: DataLayout) -> pl.DataFrame:
+    """Every scope seen so far with its Engramia ``(tenant_id, project_id)``."""
+    path = layout.scope_catalog
+    return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=SCOPES_SCHEMA)
+
+
+def scope_names(layout: DataLayout, scope: str) -> tuple[str, str]:
+    row = read_scopes(layout).filter(pl.col("scope") == scope)
+    if row.is_empty():
+        raise KeyError(f"unknown scope {scope!r}: no staged dump has produced it")
+    return row["tenant_id"][0], row["project_id"][0]
+
+
+def _register_scopes(layout: DataLayout, names: dict[str, tuple[str, str]]) -> None:
+    known = read_scopes(layout)
+    new = pl.DataFrame(
+        [{"scope": k, "tenant_id": t, "project_id": p} for k, (t, p) in names.items()], schema=SCOPES_SCHEMA
+    )
+    merged = pl.concat([known, new]).unique("scope", keep="first").sort("scope")
+    # Unchanged catalogs are not rewritten: most dumps bring no new scope.
+    if merged.height != known.height:
+        write_parquet(merged, layout.scope_catalog)
+
+
+def scope_dump_rows(layout: DataLayout, scope: str) -> dict[str, list[Path]]:
+    """Staged raw files of one scope, per dump id, for dumps the manifest lists as complete (the files
+    of a dump whose ingest crashed are ignored until it is ingested again)."""
+    complete = set(read_manifest(layout)["dump_id"].to_list())
+    out: dict[str, list[Path]] = {}
+    for dump_dir in sorted(layout.raw().glob("dump=*")):
+        if dump_dir.name.removeprefix("dump=") not in complete:
+            continue
+        files = parquet_files(dump_dir / f"scope={scope}")
+        if files:
+            out[dump_dir.name.removeprefix("dump=")] = files
+    return out
