@@ -13,7 +13,7 @@ from assets.resources import BackfillSettings
 from checks.expectations import MESSAGES_QUALITY, messages_quality
 from checks.staging import LINES_RECONCILE, lines_reconcile
 from pipelines.ingest.messages import scan_messages, stage_messages
-from pipelines.quality.reconcile import scope_counts
+from pipelines.quality.reconcile import message_counts
 
 
 @dg.asset(
@@ -53,5 +53,5 @@ def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> d
             ),
             "path": dg.MetadataValue.path(str(layout.messages(scope))),
         },
-        check_results=[lines_reconcile(scope_counts(layout, scope)), messages_quality(total)],
+        check_results=[lines_reconcile(message_counts(layout, scope)), messages_quality(total)],
     )

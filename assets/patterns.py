@@ -16,7 +16,7 @@ from checks.scoring import DUPLICATE_SHARE, DUPLICATES_ACCOUNTED, duplicate_shar
 from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
 from pipelines.pairing.batches import current, pair_scope
-from pipelines.quality.reconcile import scope_counts
+from pipelines.quality.reconcile import pairing_counts
 from pipelines.scoring.scores import scan_scored, score_scope
 
 
@@ -66,7 +66,7 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
                 None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")
             ),
         },
-        check_results=[messages_accounted(scope_counts(layout, scope))],
+        check_results=[messages_accounted(pairing_counts(layout, scope))],
     )
 
 

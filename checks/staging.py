@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from pipelines.quality.reconcile import ScopeCounts, dump_line_counts
+from pipelines.quality.reconcile import MessageCounts, PairingCounts, dump_line_counts
 from pipelines.tables import DataLayout
 
 DUMP_LINES_RECONCILE = dg.AssetCheckSpec(
@@ -46,19 +46,27 @@ def dump_lines_reconcile(layout: DataLayout) -> dg.AssetCheckResult:
     )
 
 
-def lines_reconcile(counts: ScopeCounts) -> dg.AssetCheckResult:
-    figures = counts.as_dict()
+def lines_reconcile(counts: MessageCounts) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=LINES_RECONCILE.name,
         passed=counts.lines_reconcile,
-        metadata={k: figures[k] for k in ("lines_in", "messages", "quarantined", "repeats")},
+        metadata={
+            "lines_in": counts.lines_in,
+            "messages": counts.messages,
+            "quarantined": counts.quarantined,
+            "repeats": counts.repeats,
+        },
     )
 
 
-def messages_accounted(counts: ScopeCounts) -> dg.AssetCheckResult:
-    figures = counts.as_dict()
+def messages_accounted(counts: PairingCounts) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=MESSAGES_ACCOUNTED.name,
         passed=counts.messages_reconcile,
-        metadata={k: figures[k] for k in ("messages", "in_patterns", "unpaired", "in_both")},
+        metadata={
+            "messages": counts.messages,
+            "in_patterns": counts.in_patterns,
+            "unpaired": counts.unpaired,
+            "in_both": counts.in_both,
+        },
     )

@@ -36,32 +36,57 @@ def dump_line_counts(layout: DataLayout) -> pl.DataFrame:
 
 
 @dataclass
-class ScopeCounts:
+class MessageCounts:
+    """Per scope: every line that reached the scope is a message, a quarantined row or an exact repeat."""
+
     scope: str
     lines_in: int
     messages: int
     quarantined: int
     repeats: int
-    in_patterns: int
-    unpaired: int
-    in_both: int
 
     @property
     def lines_reconcile(self) -> bool:
         return self.lines_in == self.messages + self.quarantined + self.repeats
 
+
+@dataclass
+class PairingCounts:
+    """Per scope: every message is in exactly one current pattern or in the unpaired table."""
+
+    scope: str
+    messages: int
+    in_patterns: int
+    unpaired: int
+    in_both: int
+
     @property
     def messages_reconcile(self) -> bool:
         return self.messages == self.in_patterns + self.unpaired and self.in_both == 0
 
+
+@dataclass
+class ScopeCounts:
+    lines: MessageCounts
+    pairing: PairingCounts
+
+    @property
+    def lines_reconcile(self) -> bool:
+        return self.lines.lines_reconcile
+
+    @property
+    def messages_reconcile(self) -> bool:
+        return self.pairing.messages_reconcile
+
     def as_dict(self) -> dict:
-        return asdict(self) | {
-            "lines_reconcile": self.lines_reconcile,
-            "messages_reconcile": self.messages_reconcile,
-        }
+        return (
+            asdict(self.lines)
+            | asdict(self.pairing)
+            | {"lines_reconcile": self.lines_reconcile, "messages_reconcile": self.messages_reconcile}
+        )
 
 
-def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
+def message_counts(layout: DataLayout, scope: str) -> MessageCounts:
     raw = _rows(sorted(layout.raw().glob(f"dump=*/scope={scope}/*.parquet")))
     qfiles = parquet_files(layout.quarantine())
     q = (
@@ -71,9 +96,18 @@ def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
     )
     by_stage = dict(q.iter_rows())
     q_ingest, q_messages = int(by_stage.get("ingest", 0)), int(by_stage.get("messages", 0))
-    messages = _rows(parquet_files(layout.messages(scope)))
     stats = parquet_files(layout.message_stats(scope))
     repeats = int(pl.scan_parquet(stats).select(pl.col("repeats").sum()).collect().item()) if stats else 0
+    return MessageCounts(
+        scope=scope,
+        lines_in=raw + q_ingest,
+        messages=_rows(parquet_files(layout.messages(scope))),
+        quarantined=q_ingest + q_messages,
+        repeats=repeats,
+    )
+
+
+def pairing_counts(layout: DataLayout, scope: str) -> PairingCounts:
     patterns = current(layout, "patterns", scope)
     unpaired = current(layout, "unpaired", scope)
     paired_ids = (
@@ -88,13 +122,14 @@ def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
         if unpaired is not None
         else pl.DataFrame(schema={"message_id": pl.String})
     )
-    return ScopeCounts(
+    return PairingCounts(
         scope=scope,
-        lines_in=raw + q_ingest,
-        messages=messages,
-        quarantined=q_ingest + q_messages,
-        repeats=repeats,
+        messages=_rows(parquet_files(layout.messages(scope))),
         in_patterns=paired_ids.height,
         unpaired=unpaired_ids.height,
         in_both=paired_ids.join(unpaired_ids, on="message_id", how="semi").height,
     )
+
+
+def scope_counts(layout: DataLayout, scope: str) -> ScopeCounts:
+    return ScopeCounts(message_counts(layout, scope), pairing_counts(layout, scope))

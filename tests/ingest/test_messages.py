@@ -7,7 +7,7 @@ import polars as pl
 from pipelines.ingest.catalog import read_scopes
 from pipelines.ingest.messages import pending_message_dumps, scan_messages, stage_messages
 from pipelines.ingest.staging import ingest
-from pipelines.quality.reconcile import scope_counts
+from pipelines.quality.reconcile import message_counts
 from pipelines.scopes import ScopeMapping
 from tests.conftest import msg
 
@@ -31,7 +31,7 @@ def test_repeats_within_and_across_dumps(layout, dump, landing):
     assert q.height == 1
     assert "m2 already staged with different content" in q["reason"].item()
     assert "line 2" in q["reason"].item()
-    counts = scope_counts(layout, scope)
+    counts = message_counts(layout, scope)
     assert counts.lines_in == 6 and counts.lines_reconcile
     assert (counts.messages, counts.quarantined, counts.repeats) == (3, 1, 2)
 
