@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipelines.tables import DataLayout
@@ -32,6 +33,16 @@ def write_ndjson(path: Path, rows: list[dict | str]) -> Path:
         for row in rows:
             f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
     return path
+
+
+def staged_raw(layout: DataLayout) -> pl.DataFrame:
+    """Every staged row of the data directory, with its hive columns, in line order."""
+    return pl.read_parquet(layout.raw() / "**" / "*.parquet", hive_partitioning=True).sort("line_no")
+
+
+def staged_quarantine(layout: DataLayout) -> pl.DataFrame:
+    """Every quarantined row of the data directory, in line order."""
+    return pl.read_parquet(layout.quarantine() / "*.parquet").sort("line_no")
 
 
 @pytest.fixture
