@@ -1,4 +1,9 @@
-"""DuckDB connections and atomic Parquet writes shared by the stages."""
+"""DuckDB connections and atomic Parquet writes shared by the stages.
+
+Invariants: a file written here appears complete or not at all (a temporary file, then a rename), and
+the row count returned is read back from that file; a connection from :func:`thread_connection` is only
+ever used by the thread that opened it.
+"""
 
 from __future__ import annotations
 

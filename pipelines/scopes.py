@@ -2,6 +2,10 @@
 
 Engramia scopes are ``(tenant_id, project_id)`` pairs, and over REST a scope is fixed by the API key, so
 the mapping decides both where patterns go and which key must be used to write them.
+
+Invariant: scope keys are made here only (:func:`scope_key`), so the staged folders, the scope catalog
+and the Dagster partitions all name a scope alike; :func:`sanitize_key` never gives two different names
+one key (a hash of the original is appended whenever cleaning changed anything).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ of a run follows the size of what is new, not of what is stored.
 Memory stays bounded whatever the scope's size: the touched threads are split into groups whose texts
 add up to at most ``text_budget`` characters, and each group is read, paired and written on its own
 (``batch=<n>-g<k>.parquet``; threads never span groups, so pairs are the same as in one go).
+
+Invariants: a batch's threads file is written last, so a batch is visible to :func:`current` only once
+its patterns and unpaired rows are complete; each thread's current rows come from one batch (the latest
+covering it), so the current patterns and unpaired rows of a scope account for its messages once each.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ System messages and messages with blank text take no part in turns in either mod
 The pairing is computed on narrow columns first (ids, roles, times); each turn remembers the row
 positions of its messages, so the task and code are gathered from the text column by position (no
 join on message ids) and only turns of several messages need a string join.
+
+Invariant: every message of the input is in exactly one place, either one pattern (as a user or an
+assistant message) or the unpaired rows with its reason: messages = paired messages + unpaired.
 """
 
 from __future__ import annotations

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from pipelines.ingest.catalog import read_scopes
-from pipelines.ingest.messages import pending_message_dumps, scan_messages, stage_messages
+from pipelines.ingest.messages import MessageStats, pending_message_dumps, scan_messages, stage_messages
 from pipelines.ingest.staging import ingest
 from pipelines.quality.reconcile import message_counts
 from pipelines.scopes import ScopeMapping
+from pipelines.tables import DataLayout
 from tests.conftest import msg
 
 
-def _stage_all(layout, landing):
+def _stage_all(layout: DataLayout, landing: Path) -> dict[str, list[MessageStats]]:
     ingest(layout, landing, ScopeMapping())
     return {s: stage_messages(layout, s) for s in read_scopes(layout)["scope"]}
 

@@ -38,7 +38,7 @@ def frame(rows: list[tuple]) -> pl.LazyFrame:
     ).lazy()
 
 
-def pair(rows, mode=Pairing.MERGE, **kw):
+def pair(rows: list[tuple], mode: Pairing = Pairing.MERGE, **kw: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     patterns, unpaired = pair_messages(frame(rows), PairingOptions(mode, **kw))
     return patterns.collect().sort("created_at", "pattern_id"), unpaired.sort("message_id")
 
