@@ -17,7 +17,8 @@ from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
 from pipelines.pairing.batches import current, pair_scope
 from pipelines.quality.reconcile import pairing_counts
-from pipelines.scoring.scores import scan_scored, score_scope
+from pipelines.scoring.scored import scan_scored
+from pipelines.scoring.scores import score_scope
 
 
 @dg.asset(

@@ -24,7 +24,8 @@ from pipelines.load.plan import LoadResult
 from pipelines.pairing.batches import PairingResult, pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeMapping
-from pipelines.scoring.scores import ScoringOptions, ScoringResult, read_feedback, score_scope
+from pipelines.scoring.feedback import read_feedback
+from pipelines.scoring.scores import ScoringOptions, ScoringResult, score_scope
 from pipelines.tables import DataLayout
 
 

@@ -22,9 +22,9 @@ from pipelines.pairing.batches import current, pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
-from pipelines.scoring import scores as scoring
-from pipelines.scoring.near_duplicates import near_duplicates
-from pipelines.scoring.scores import DedupCache
+from pipelines.scoring.near_duplicates import DedupCache, near_duplicates
+from pipelines.scoring.near_duplicates import stored as stored_sets
+from pipelines.scoring.near_duplicates.tokens import token_pairs
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate
 from tests.conftest import msg, write_ndjson
@@ -310,7 +310,7 @@ def test_cache_appends_sets_keeps_gone_rows_and_compacts(tmp_path):
 
 def test_cache_grouping_survives_hash_collisions(tmp_path, monkeypatch):
     # Every set hashes to the same value: grouping must fall back on comparing the sets themselves.
-    monkeypatch.setattr(scoring, "_MIX", (np.uint64(0), np.uint64(0)))
+    monkeypatch.setattr(stored_sets, "_MIX", (np.uint64(0), np.uint64(0)))
     rng = random.Random(1)
     pool = {i: _pattern(rng, i, {}) for i in range(60)}
     cache = DedupCache(tmp_path / "cache")
@@ -323,7 +323,7 @@ def test_cache_grouping_survives_hash_collisions(tmp_path, monkeypatch):
 
 def test_tokens_match_python_split_on_ascii_whitespace():
     tasks = pl.Series(["A\tb\nc\x0bd\x0ce\rf\x1cg\x1dh\x1ei\x1fj k  l", "", None, "Ünï İx", "x\u00a0y"])
-    rows, codes, tokens = scoring._token_codes(tasks)
+    rows, codes, tokens = token_pairs(tasks)
     got: dict[int, set[str]] = {}
     for row, code in zip(rows.tolist(), codes.tolist(), strict=True):
         got.setdefault(row, set()).add(tokens[code])

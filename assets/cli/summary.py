@@ -11,7 +11,7 @@ from pipelines.ingest.catalog import scope_names
 from pipelines.load.plan import latest_load_result
 from pipelines.pairing.batches import current
 from pipelines.quality.reconcile import scope_counts
-from pipelines.scoring.scores import scan_scored
+from pipelines.scoring.scored import scan_scored
 
 
 def scope_summary(settings: BackfillSettings, scope: str) -> dict[str, Any]:

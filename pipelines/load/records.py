@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.pairing.batches import current
-from pipelines.scoring.scores import scan_scored, scored_in_step
+from pipelines.scoring.scored import scan_scored, scored_in_step
 from pipelines.tables import DataLayout
 
 EXPORT_VERSION = 1

@@ -12,8 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.scoring import near_duplicates as dedup
-from pipelines.scoring.near_duplicates import JACCARD_THRESHOLD, near_duplicates, near_duplicates_reference
+from pipelines.scoring.near_duplicates import (
+    JACCARD_THRESHOLD,
+    arrays,
+    frames,
+    keep,
+    near_duplicates,
+    near_duplicates_of_sets,
+    near_duplicates_reference,
+    near_duplicates_with_tokens,
+    pairs,
+    sets,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SCHEMA = {
@@ -33,7 +43,7 @@ def outcome(df: pl.DataFrame, threshold: float = JACCARD_THRESHOLD) -> dict[str,
     """pattern_id -> (kept, duplicate_of, similarity), after checking fast == reference."""
     fast = near_duplicates(df, threshold)
     ref = near_duplicates_reference(df, threshold)
-    assert fast.schema == ref.schema == pl.Schema(dedup._OUTPUT_SCHEMA)
+    assert fast.schema == ref.schema == pl.Schema(frames.OUTPUT_SCHEMA)
     assert fast.to_dicts() == ref.to_dicts()
     return {r["pattern_id"]: (r["kept"], r["duplicate_of"], r["similarity"]) for r in fast.to_dicts()}
 
@@ -50,7 +60,7 @@ def words(prefix: str, n: int) -> list[str]:
 def test_empty_input() -> None:
     out = near_duplicates(pl.DataFrame(schema=SCHEMA))
     assert out.height == 0
-    assert out.schema == pl.Schema(dedup._OUTPUT_SCHEMA)
+    assert out.schema == pl.Schema(frames.OUTPUT_SCHEMA)
     assert near_duplicates_reference(pl.DataFrame(schema=SCHEMA)).equals(out)
 
 
@@ -281,10 +291,10 @@ def test_many_rows_against_reference() -> None:
 
 def test_many_rows_with_tiny_chunks_batches_and_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force every multi-step path: chunked joins, batched greedy walk, one block per few rows."""
-    monkeypatch.setattr(dedup, "_CHUNK", 7)
-    monkeypatch.setattr(dedup, "_PAIR_BATCH", 3)
-    monkeypatch.setattr(dedup, "_BLOCK_BUDGET", 0)
-    monkeypatch.setattr(dedup, "_MIN_BLOCK", 3)
+    monkeypatch.setattr(arrays, "_CHUNK", 7)
+    monkeypatch.setattr(keep, "_PAIR_BATCH", 3)
+    monkeypatch.setattr(pairs, "_BLOCK_BUDGET", 0)
+    monkeypatch.setattr(pairs, "_MIN_BLOCK", 3)
     df = families_frame(400, seed=2)
     res = outcome(df)
     assert sum(not v[0] for v in res.values()) > 30
@@ -307,7 +317,7 @@ def test_templated_cluster() -> None:
 
 def test_hash_collisions_do_not_merge_different_sets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The identical-set collapse verifies members, so even a useless set hash stays exact."""
-    monkeypatch.setattr(dedup, "_set_hashes", lambda ts, rows, sig: ts.sizes[rows].astype(np.uint64))
+    monkeypatch.setattr(sets, "_set_hashes", lambda ts, rows, sig: ts.sizes[rows].astype(np.uint64))
     rows = [(f"p{i}", t, 1.0 - i / 10, T0) for i, t in enumerate(["a b", "a c", "b a", "c d", "a b", "x"])]
     res = outcome(frame(rows), 0.9)
     assert res["p2"] == (False, "p0", 1.0)
@@ -405,10 +415,10 @@ def pattern_frames(draw: st.DrawFn) -> pl.DataFrame:
 def test_matches_reference(df: pl.DataFrame, threshold: float, tiny_steps: bool) -> None:
     if tiny_steps:  # one row per block, one pair per batch, one candidate per chunk
         with (
-            mock.patch.object(dedup, "_BLOCK_BUDGET", 0),
-            mock.patch.object(dedup, "_MIN_BLOCK", 1),
-            mock.patch.object(dedup, "_PAIR_BATCH", 1),
-            mock.patch.object(dedup, "_CHUNK", 1),
+            mock.patch.object(pairs, "_BLOCK_BUDGET", 0),
+            mock.patch.object(pairs, "_MIN_BLOCK", 1),
+            mock.patch.object(keep, "_PAIR_BATCH", 1),
+            mock.patch.object(arrays, "_CHUNK", 1),
         ):
             fast = near_duplicates(df, threshold)
     else:
@@ -436,7 +446,7 @@ def test_matches_reference_on_raw_unicode_text(tasks: list[str]) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(df=pattern_frames(), threshold=st.sampled_from([JACCARD_THRESHOLD, 0.5, 1.0]))
 def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: float) -> None:
-    result, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    result, tokens = near_duplicates_with_tokens(df, threshold)
     assert result.equals(near_duplicates(df, threshold))
     vocabulary = dict(tokens.vocabulary.iter_rows())
     assert len(set(vocabulary.values())) == len(vocabulary)  # a rank names one token
@@ -451,7 +461,7 @@ def test_token_sets_handed_out_are_each_rows_words(df: pl.DataFrame, threshold: 
 
 def test_token_sets_need_a_threshold_that_tokenises() -> None:
     with pytest.raises(ValueError, match="threshold"):
-        dedup.near_duplicates_with_tokens(frame([("a", "x", 1.0, T0)]), 1.5)
+        near_duplicates_with_tokens(frame([("a", "x", 1.0, T0)]), 1.5)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -463,7 +473,7 @@ def test_token_sets_need_a_threshold_that_tokenises() -> None:
 def test_deciding_on_known_token_sets_matches_deciding_on_tasks(
     df: pl.DataFrame, threshold: float, flip: bool
 ):
-    _, tokens = dedup.near_duplicates_with_tokens(df, threshold)
+    _, tokens = near_duplicates_with_tokens(df, threshold)
     offsets, ranks = tokens.offsets, tokens.ranks
     if flip:
         # Another token order (commonest first, some ranks negative): the outcome must not change.
@@ -472,5 +482,5 @@ def test_deciding_on_known_token_sets_matches_deciding_on_tasks(
             ranks[offsets[i] : offsets[i + 1]] = np.sort(ranks[offsets[i] : offsets[i + 1]])
     # The sets come in their own order: the rows are given in that order.
     in_set_order = df[tokens.rows]
-    got = dedup.near_duplicates_of_sets(in_set_order.drop("task"), offsets, ranks, threshold)
+    got = near_duplicates_of_sets(in_set_order.drop("task"), offsets, ranks, threshold)
     assert got.to_dicts() == near_duplicates_reference(in_set_order, threshold).to_dicts()

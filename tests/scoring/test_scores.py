@@ -7,7 +7,9 @@ import pytest
 
 from pipelines.runner import backfill
 from pipelines.scoring import scores as scoring
-from pipelines.scoring.scores import ScoreStrategy, ScoringOptions, read_feedback, scan_scored, score_scope
+from pipelines.scoring.feedback import read_feedback
+from pipelines.scoring.scored import scan_scored
+from pipelines.scoring.scores import ScoreStrategy, ScoringOptions, score_scope
 from tests.conftest import msg
 
 
