@@ -11,20 +11,18 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.ingest.catalog import scope_names
-from pipelines.load.embedded import destination_id, engramia_scope, load_embedded, open_memory, pattern_count
+from pipelines.load.embedded import destination_id, load_embedded
 from pipelines.load.plan import LoadResult
-from pipelines.load.rest.scope_load import MODES as REST_MODES
-from pipelines.load.rest.scope_load import (
-    RestOptions,
-    load_rest,
-    open_bar,
-    pattern_count_rest,
-    recall_check_rest,
-)
-from pipelines.load.rest.scope_load import destination_id as rest_destination_id
+from pipelines.load.rest.options import MODES as REST_MODES
+from pipelines.load.rest.options import RestOptions
+from pipelines.load.rest.options import destination_id as rest_destination_id
+from pipelines.load.rest.readback import pattern_count_rest, recall_check_rest
+from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap
 from pipelines.load.spot_check import recall_check
+from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.pairing.pairs import Pairing, PairingOptions
+from pipelines.progress import open_bar
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
 from pipelines.scoring.scores import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout

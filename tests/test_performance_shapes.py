@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.ingest.messages import stage_messages
 from pipelines.ingest.staging import ingest
-from pipelines.load.embedded import FastJSONStorage, dumps_indent2, engramia_scope, load_embedded, open_memory
+from pipelines.load.embedded import load_embedded
 from pipelines.load.records import import_record, kept_patterns
+from pipelines.load.store import FastJSONStorage, dumps_indent2, engramia_scope, open_memory
 from pipelines.pairing.batches import current, pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.runner import backfill

@@ -5,9 +5,7 @@ load writes one Parquet file of outcomes, and a pattern's state is its latest ro
 most the outcomes of the batch in flight, and those are recovered by the idempotent import keys or by
 the next run's comparison with the server. API keys never reach it.
 
-Outcomes: ``stored`` (written now), ``present`` (the destination already had it), ``rejected`` (the
-destination refused it, with its reason), ``retracted`` (removed: superseded or beaten by a near-duplicate),
-``not_stored`` (accepted but not stored, e.g. the server's own near-duplicate rule), ``failed``.
+Outcomes are :class:`Outcome` values; they are written to Parquet as their strings, which never change.
 """
 
 from __future__ import annotations
@@ -15,21 +13,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 
 import polars as pl
 
 from pipelines.scopes import sanitize_key
 from pipelines.tables import DataLayout, parquet_files, write_parquet
 
-STORED, PRESENT, REJECTED, RETRACTED, NOT_STORED, FAILED = (
-    "stored",
-    "present",
-    "rejected",
-    "retracted",
-    "not_stored",
-    "failed",
-)
-IN_STORE = (STORED, PRESENT)
+
+class Outcome(StrEnum):
+    """What happened to a pattern at a destination (its latest ledger row is its state)."""
+
+    STORED = "stored"  # written now
+    PRESENT = "present"  # the destination already had it
+    REJECTED = "rejected"  # refused (by the server or the pipeline's own check of its limits), with why
+    RETRACTED = "retracted"  # removed: superseded, no longer kept, or rolled back
+    NOT_STORED = "not_stored"  # accepted but not stored, e.g. the server's own near-duplicate rule
+    FAILED = "failed"  # certainly not stored (the request failed before the server could store it)
+    # Intent row written (and flushed) before a request. Not in IN_STORE, so the pattern stays "to send"
+    # until the next run has resolved it against the server.
+    SENDING = "sending"
+
+
+IN_STORE = (Outcome.STORED, Outcome.PRESENT)
 
 LEDGER_SCHEMA = {
     "pattern_id": pl.String,
@@ -52,7 +59,7 @@ class Ledger:
     _part: int = 0
 
     @property
-    def folder(self):
+    def folder(self) -> Path:
         return self.layout.ledger(self.scope) / f"dest={sanitize_key(self.destination)}"
 
     def history(self) -> pl.DataFrame:
@@ -68,12 +75,12 @@ class Ledger:
     def in_store(self) -> pl.DataFrame:
         return self.state().filter(pl.col("outcome").is_in(IN_STORE))
 
-    def record(self, pattern_id: str, key: str, outcome: str, reason: str | None = None) -> None:
+    def record(self, pattern_id: str, key: str | None, outcome: Outcome, reason: str | None = None) -> None:
         self._pending.append(
             {
                 "pattern_id": pattern_id,
                 "key": key,
-                "outcome": outcome,
+                "outcome": Outcome(outcome).value,
                 "reason": reason,
                 "destination": self.destination,
                 "run_id": self.run_id,

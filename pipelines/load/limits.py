@@ -3,11 +3,16 @@
 ``POST /v1/learn`` validates its body (a bad pattern is answered 422), but ``POST /v1/import`` stores
 records without any validation. So both REST modes validate here, vectorised over the frame, and a
 pattern that breaks a limit is recorded ``rejected`` with the reason while the rest goes on.
+
+Invariant: every limit of the server the pipeline relies on is defined here once, the per-scope
+pattern cap included (the embedded and REST loads both check it before writing).
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+from pipelines.load.records import pattern_key
 
 # POST /v1/learn (engramia.api.schemas.LearnRequest) and what Memory.learn refuses.
 TASK_MAX_CHARS = 10_000
@@ -16,8 +21,8 @@ SCORE_MIN, SCORE_MAX = 0.0, 10.0
 RUN_ID_MAX_CHARS = 200
 # POST /v1/import (ImportRecord.key) and Engramia's import_data key rule.
 KEY_MAX_CHARS = 500
-KEY_PREFIX = "patterns/"
-# Engramia refuses to learn beyond this many patterns in one scope.
+# Engramia refuses to learn beyond this many patterns in one scope; an import past it would leave the
+# scope in a state the library itself does not expect.
 SCOPE_PATTERN_CAP = 100_000
 # POST /v1/import accepts at most this many records per request (ImportRequest.records max_length).
 IMPORT_MAX_RECORDS = 10_000
@@ -29,7 +34,7 @@ def invalid_reason() -> pl.Expr:
     blank_task = task.is_null() | (task.str.strip_chars() == "")
     blank_code = code.is_null() | (code.str.strip_chars() == "")
     bad_score = score.is_null() | score.is_nan() | (score < SCORE_MIN) | (score > SCORE_MAX)
-    key = pl.lit(KEY_PREFIX) + pl.col("pattern_id")
+    key = pattern_key(pl.col("pattern_id"))
     bad_key = (key.str.len_chars() > KEY_MAX_CHARS) | key.str.contains("..", literal=True)
     return (
         pl.when(blank_task)

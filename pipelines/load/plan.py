@@ -1,5 +1,9 @@
 """What a load must do in one scope: send the kept patterns the destination lacks, retract the ones
-it holds that are no longer kept, and report the same figures whatever the destination."""
+it holds that are no longer kept, and report the same figures whatever the destination.
+
+Invariant: every destination plans with :func:`plan_load`, on pattern ids alone; texts are read
+(:func:`texts_to_send`) only for the patterns that are sent, since reading every kept text of a large
+scope to send a handful was most of an incremental load's time."""
 
 from __future__ import annotations
 
@@ -9,29 +13,36 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.load.ledger import Ledger
-from pipelines.load.records import kept_patterns
+from pipelines.load.records import kept_ids, kept_patterns
 from pipelines.tables import DataLayout, parquet_files, write_parquet
 
 
 @dataclass
 class LoadPlan:
-    to_send: pl.DataFrame  # kept patterns (with text) not in the destination per the ledger
+    send_ids: pl.DataFrame  # pattern_id: kept but not in the destination
     to_retract: pl.DataFrame  # pattern_id, key: in the destination but no longer kept
     kept: int
     already: int
 
 
-def plan_load(layout: DataLayout, scope: str, ledger: Ledger) -> LoadPlan:
+def plan_load(layout: DataLayout, scope: str, in_store: pl.DataFrame) -> LoadPlan:
+    """The plan against ``in_store`` (pattern_id, key): what the destination holds, as far as the
+    destination trusts its ledger."""
+    in_store = in_store.select("pattern_id", "key")
+    ids = kept_ids(layout, scope)
+    send_ids = ids.join(in_store, on="pattern_id", how="anti")
+    to_retract = in_store.join(ids, on="pattern_id", how="anti")
+    return LoadPlan(send_ids, to_retract, ids.height, ids.height - send_ids.height)
+
+
+def texts_to_send(layout: DataLayout, scope: str, plan: LoadPlan) -> pl.DataFrame | None:
+    """The kept patterns (text, score, provenance, key) of ``plan.send_ids``, in pattern_id order;
+    None when the scope has no kept patterns to send."""
     kept = kept_patterns(layout, scope)
-    in_store = ledger.in_store().select("pattern_id", "key")
-    if kept is None:
-        empty = pl.DataFrame(schema={"pattern_id": pl.String})
-        return LoadPlan(empty, in_store, 0, 0)
-    kept_df = kept.collect()
-    to_send = kept_df.join(in_store, on="pattern_id", how="anti")
-    to_retract = in_store.join(kept_df.select("pattern_id"), on="pattern_id", how="anti")
-    return LoadPlan(to_send, to_retract, kept_df.height, kept_df.height - to_send.height)
+    if kept is None or not plan.send_ids.height:
+        return None
+    # A filter, not a semi join: it reaches the Parquet scans, which then skip other rows' texts.
+    return kept.filter(pl.col("pattern_id").is_in(plan.send_ids["pattern_id"].implode())).collect()
 
 
 @dataclass

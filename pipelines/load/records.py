@@ -1,13 +1,16 @@
-"""Kept patterns -> what Engramia stores: import records and learn payloads.
+"""Kept patterns -> what Engramia stores: import records, learn payloads and the pattern key.
 
-Provenance goes inside ``data.design`` (Engramia keeps extra keys there), so a loaded pattern can
-always be traced back to its thread and messages. ``data.timestamp`` is the question's ``created_at``.
+Invariants: a pattern's key is ``patterns/<pattern_id>`` everywhere (:func:`pattern_key` is the one
+place that builds it, for a Python string or a Polars column), so every destination and the ledger name
+a pattern alike. Provenance goes inside ``data.design`` (Engramia keeps extra keys there), so a loaded
+pattern can always be traced back to its thread and messages. ``data.timestamp`` is the question's
+``created_at``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, overload
 
 import polars as pl
 
@@ -21,7 +24,14 @@ SOURCE = "import"
 PIPELINE = "assistants-backfill"
 
 
-def pattern_key(pattern_id: str) -> str:
+@overload
+def pattern_key(pattern_id: str) -> str: ...
+@overload
+def pattern_key(pattern_id: pl.Expr) -> pl.Expr: ...
+def pattern_key(pattern_id: str | pl.Expr) -> str | pl.Expr:
+    """The deterministic Engramia key of a pattern (a string, or an expression over a column)."""
+    if isinstance(pattern_id, pl.Expr):
+        return pl.lit(KEY_PREFIX) + pattern_id
     return f"{KEY_PREFIX}{pattern_id}"
 
 
@@ -35,7 +45,7 @@ def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
         scored.filter(pl.col("kept"))
         .select("pattern_id", "eval_score", "score_source")
         .join(patterns.drop("batch"), on="pattern_id", how="inner")
-        .with_columns(key=pl.lit(KEY_PREFIX) + pl.col("pattern_id"))
+        .with_columns(key=pattern_key(pl.col("pattern_id")))
         .sort("pattern_id")
     )
 

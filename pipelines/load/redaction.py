@@ -93,7 +93,6 @@ _API_KEY = "|".join(
 )
 
 _Q = r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)"
-_PROTECT_TEMPLATE = f"${{1}}{_DOT}${{2}}{_DOT}${{3}}{_DOT}${{4}}"
 
 RULES: tuple[Rule, ...] = (
     Rule("bearer", r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/-]{16,}=*", "${1}${2}[TOKEN]"),
@@ -122,10 +121,6 @@ RULES: tuple[Rule, ...] = (
 )
 KINDS: tuple[str, ...] = tuple(dict.fromkeys(r.kind for r in RULES if r.kind))
 DEFAULT_COLUMNS = ("task", "code")
-
-
-def redaction_exprs(column: str) -> list[tuple[Rule, pl.Expr]]:
-    return [(rule, pl.col(column).str.replace_all(rule.pattern, rule.replacement)) for rule in RULES]
 
 
 def redact_frame(

@@ -29,12 +29,13 @@ from typing import Any
 import httpx
 
 from pipelines.load.embedded import destination_id as embedded_destination_id
-from pipelines.load.embedded import engramia_scope, open_memory
-from pipelines.load.embedded import pattern_count as embedded_pattern_count
-from pipelines.load.ledger import RETRACTED, Ledger
-from pipelines.load.rest.client import AuthError, RestError
-from pipelines.load.rest.scope_load import LearnMatcher, RestOptions, destination_id, make_client, sent_texts
+from pipelines.load.ledger import Ledger, Outcome
+from pipelines.load.rest.errors import AuthError, RestError
+from pipelines.load.rest.options import RestOptions, destination_id, make_client
+from pipelines.load.rest.readback import LearnMatcher, sent_texts
 from pipelines.load.rest.servers import ServerConfig
+from pipelines.load.store import engramia_scope, open_memory
+from pipelines.load.store import pattern_count as embedded_pattern_count
 from pipelines.tables import DataLayout
 
 
@@ -112,7 +113,7 @@ def rollback_rest(
                     continue
                 deleted = client.delete_pattern(key)
                 reason = "rollback" if deleted else "rollback: not on the server any more"
-                ledger.record(r["pattern_id"], key, RETRACTED, reason)
+                ledger.record(r["pattern_id"], key, Outcome.RETRACTED, reason)
                 ledger.flush()
                 report.items.append(
                     RollbackItem(r["pattern_id"], key, r["outcome"], "deleted" if deleted else "absent")
@@ -152,7 +153,10 @@ def rollback_embedded(
                 continue
             deleted = memory.delete_pattern(r["key"])
             ledger.record(
-                r["pattern_id"], r["key"], RETRACTED, "rollback" if deleted else "rollback: not in the store"
+                r["pattern_id"],
+                r["key"],
+                Outcome.RETRACTED,
+                "rollback" if deleted else "rollback: not in the store",
             )
             report.items.append(
                 RollbackItem(r["pattern_id"], r["key"], r["outcome"], "deleted" if deleted else "absent")

@@ -14,7 +14,7 @@ import engramia
 import polars as pl
 from engramia.providers.json_storage import JSONStorage
 
-from pipelines.load.embedded import engramia_scope
+from pipelines.load.store import engramia_scope
 
 
 class ReadOnlyJSONStorage(JSONStorage):

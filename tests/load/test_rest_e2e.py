@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.cli import main
+from assets.cli.main import main
 from assets.resources import EngramiaDestination
-from pipelines.load.ledger import RETRACTED, Ledger
+from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.plan import latest_load_result
-from pipelines.load.rest.scope_load import destination_id
+from pipelines.load.rest.options import destination_id
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.tables import DataLayout
 from tests.support.engramia_server import (
@@ -116,7 +116,7 @@ def test_cli_rest_import_loads_the_sample_reruns_add_nothing_and_rollback_takes_
     done = cli(capsys, "rollback", *target)
     assert done["deleted"] == 10 and done["pattern_count_after"] == 0 == engramia_server.pattern_count()
     state = Ledger(layout, "default__default", destination_id(ServerConfig(engramia_server.url, env))).state()
-    assert state.height == 10 and set(state["outcome"]) == {RETRACTED}
+    assert state.height == 10 and set(state["outcome"]) == {Outcome.RETRACTED}
     assert cli(capsys, "rollback", *target)["deleted"] == 0  # nothing left that this pipeline loaded
 
 

@@ -9,12 +9,14 @@ import polars as pl
 import pytest
 
 from pipelines.load.embedded import destination_id as embedded_destination_id
-from pipelines.load.embedded import engramia_scope, load_embedded, open_memory, pattern_count
-from pipelines.load.ledger import RETRACTED, STORED, Ledger
+from pipelines.load.embedded import load_embedded
+from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.records import kept_patterns
-from pipelines.load.rest.scope_load import IMPORT, LEARN, RestOptions, destination_id, load_rest
+from pipelines.load.rest.options import RestMode, RestOptions, destination_id
+from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.rollback import rollback_embedded, rollback_rest
+from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from tests.support.engramia_server import (
     api_key_env,
     engramia_server,
@@ -52,7 +54,7 @@ def grow_thread_abc(tmp_path, layout) -> None:
     stage(src, layout.root, "single")
 
 
-@pytest.mark.parametrize("mode", [IMPORT, LEARN])
+@pytest.mark.parametrize("mode", [RestMode.IMPORT, RestMode.LEARN])
 def test_a_superseded_pattern_is_retracted_from_the_server_by_the_next_load(
     engramia_server, staged, api_key_env, tmp_path, mode
 ):
@@ -73,7 +75,7 @@ def test_a_superseded_pattern_is_retracted_from_the_server_by_the_next_load(
     assert len(records) == 10 and len(grown) == 1
     assert len(old_keys - {r["key"] for r in records}) == 1  # exactly the superseded one is gone
     state = ledger.state()
-    assert state.filter(pl.col("outcome") == RETRACTED).height == 1 and state.height == 11
+    assert state.filter(pl.col("outcome") == Outcome.RETRACTED).height == 1 and state.height == 11
 
     report = rollback_rest(layout, SCOPE, server, opts(mode), dry_run=True)
     assert [i.action for i in report.items] == ["would delete"] * 10 and engramia_server.pattern_count() == 10
@@ -90,9 +92,9 @@ def test_rollback_never_touches_patterns_the_pipeline_did_not_load(engramia_serv
     foreign = {"task": "someone else's pattern", "code": "print('mine')", "eval_score": 9}
     headers = {"Authorization": f"Bearer {engramia_server.api_key}"}
     assert httpx.post(f"{engramia_server.url}/v1/learn", json=foreign, headers=headers).json()["stored"]
-    result = load_rest(layout, SCOPE, "default", "default", server, opts(IMPORT))
+    result = load_rest(layout, SCOPE, "default", "default", server, opts(RestMode.IMPORT))
     assert result.stored == 10 and result.pattern_count_after == 11 and result.reconciles
-    report = rollback_rest(layout, SCOPE, server, opts(IMPORT))
+    report = rollback_rest(layout, SCOPE, server, opts(RestMode.IMPORT))
     assert report.count("deleted") == 10
     [left] = engramia_server.export()
     assert left["data"]["task"] == "someone else's pattern"
@@ -109,7 +111,7 @@ def test_embedded_rollback_deletes_exactly_the_loaded_patterns(staged):
     with engramia_scope("default", "default"):
         assert pattern_count(open_memory(layout.engramia)) == 0
     state = Ledger(layout, SCOPE, embedded_destination_id(layout.engramia)).state()
-    assert set(state["outcome"]) == {RETRACTED}
+    assert set(state["outcome"]) == {Outcome.RETRACTED}
     # the next load stores them again: rollback is a clean undo, not a tombstone
     again = load_embedded(layout, "default__default", "default", "default")
     assert again.stored == 10
@@ -117,4 +119,6 @@ def test_embedded_rollback_deletes_exactly_the_loaded_patterns(staged):
     assert set(
         Ledger(layout, SCOPE, embedded_destination_id(layout.engramia)).in_store()["pattern_id"]
     ) == set(kept["pattern_id"])
-    assert set(Ledger(layout, SCOPE, embedded_destination_id(layout.engramia)).state()["outcome"]) == {STORED}
+    assert set(Ledger(layout, SCOPE, embedded_destination_id(layout.engramia)).state()["outcome"]) == {
+        Outcome.STORED
+    }

@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from assets.cli.main import main
-from pipelines.load.embedded import engramia_scope
 from pipelines.load.spot_check import read_only_memory
+from pipelines.load.store import engramia_scope
 
 EXPECTED = {
     # scope: (messages, quarantined, repeats, patterns, unpaired, duplicates)

@@ -6,9 +6,9 @@ import polars as pl
 
 from pipelines.ingest.messages import stage_messages
 from pipelines.ingest.staging import ingest
-from pipelines.load.embedded import engramia_scope, open_memory
 from pipelines.load.ledger import Ledger
 from pipelines.load.records import kept_ids, kept_patterns
+from pipelines.load.store import engramia_scope, open_memory
 from pipelines.pairing.batches import current, pair_scope
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.runner import backfill

@@ -11,92 +11,44 @@
   one-minute server window never sees more than ``requests_per_minute``), and ``429 RATE_LIMITED``
   answered by waiting ``Retry-After`` (capped by ``max_retry_after``, bounded in total by
   ``rate_limit_budget``). ``429 QUOTA_EXCEEDED`` is not retried.
-* Typed errors for what a load must handle differently: :class:`AuthError` (401/403),
-  :class:`QuotaExceeded`, :class:`PayloadTooLarge` (413), :class:`Rejected` (422, with the server's
-  reason), :class:`NotFound`, :class:`ServerUnavailable` (retries exhausted), :class:`AmbiguousRequest`.
+* Typed errors (:mod:`pipelines.load.rest.errors`) for what a load must handle differently.
+
+Invariant: a request that may have been applied is never sent again by the client unless it is
+idempotent; the caller decides what to do with :class:`AmbiguousRequest`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from pipelines.load.rest.errors import (
+    AmbiguousRequest,
+    AuthError,
+    MissingApiKey,
+    NotFound,
+    RateLimitExhausted,
+    RestError,
+    ServerUnavailable,
+    error_reason,
+    http_error,
+    parse_retry_after,
+)
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = "assistants-backfill"
-JOB_DONE = ("completed",)
-JOB_FAILED = ("failed", "cancelled", "expired")
 # Errors where the request certainly never reached the server: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-class RestError(Exception):
-    """An Engramia REST call that did not succeed. Messages never contain the API key."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        error_code: str | None = None,
-        reason: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class MissingApiKey(RestError):
-    """The environment variable that should hold the key is not set."""
-
-
-class AuthError(RestError):
-    """401 (key unknown) or 403 (role lacks the permission)."""
-
-
-class QuotaExceeded(RestError):
-    """429 QUOTA_EXCEEDED: the project's pattern quota is full; waiting does not help."""
-
-
-class RateLimitExhausted(RestError):
-    """429 RATE_LIMITED for longer than the configured budget."""
-
-
-class PayloadTooLarge(RestError):
-    """413: the body is over the server's limit (ENGRAMIA_MAX_BODY_SIZE)."""
-
-
-class Rejected(RestError):
-    """422: the server refused the input; ``reason`` says why."""
-
-
-class NotFound(RestError):
-    """404."""
-
-
-class ServerUnavailable(RestError):
-    """Connection errors, timeouts or 5xx outlasted the retries."""
-
-
-class AmbiguousRequest(RestError):
-    """A non-idempotent request may or may not have been applied (no answer, or a 5xx)."""
-
-
-class JobFailed(RestError):
-    """An async job ended failed, cancelled or expired, or vanished (the server restarted)."""
 
 
 class EnvBearerAuth(httpx.Auth):
@@ -105,7 +57,7 @@ class EnvBearerAuth(httpx.Auth):
     def __init__(self, env_name: str) -> None:
         self.env_name = env_name
 
-    def auth_flow(self, request: httpx.Request):
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         value = os.environ.get(self.env_name, "").strip()
         if not value:
             raise MissingApiKey(
@@ -190,43 +142,6 @@ class Reply:
     retried_ambiguous: bool = False
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def error_reason(body: Any, limit: int = 400) -> str:
-    """The server's reason from an error body: ``detail`` (a string or FastAPI's list of issues) and
-    ``issues``; offending input values are left out (they can be long or personal)."""
-    if not isinstance(body, dict):
-        return str(body)[:limit] if body else ""
-    parts: list[str] = []
-    for name in ("detail", "issues", "errors"):
-        value = body.get(name)
-        if isinstance(value, str) and value:
-            parts.append(value)
-        elif isinstance(value, list):
-            for issue in value[:10]:
-                if isinstance(issue, dict):
-                    loc = ".".join(str(x) for x in issue.get("loc", []) if x != "body")
-                    msg = issue.get("msg") or issue.get("message") or issue.get("type") or ""
-                    parts.append(f"{loc}: {msg}" if loc else str(msg))
-                else:
-                    parts.append(str(issue))
-    text = "; ".join(p for p in parts if p) or str(body.get("error_code") or "")
-    return text[:limit]
-
-
 class EngramiaClient:
     """One server, one key (one scope). Thread-safe; use as a context manager or call :meth:`close`."""
 
@@ -254,7 +169,7 @@ class EngramiaClient:
         self.rate_limit_budget = rate_limit_budget
         self.stats = ClientStats()
         self.limiter = RateLimiter(requests_per_minute, clock=clock, sleep=sleep)
-        self._sleep = sleep
+        self.sleep = sleep  # every wait of this client (retries, 429s, job polls) goes through it
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._http = httpx.Client(
@@ -326,58 +241,44 @@ class EngramiaClient:
             reason = error_reason(body)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             where = f"{self.label}: {method} {path} -> HTTP {status}"
-            if status == 429:
-                if code == "QUOTA_EXCEEDED" or (code != "RATE_LIMITED" and retry_after is None):
-                    raise QuotaExceeded(
-                        f"{where} {code or ''} {reason}".strip(),
-                        status=status,
-                        error_code=code,
-                        reason=reason,
-                    )
-                asked = retry_after if retry_after is not None else 60.0
-                wait = min(asked, self.max_retry_after)
-                if waited_429 + wait > self.rate_limit_budget:
-                    raise RateLimitExhausted(
-                        f"{where}: still rate limited after waiting {waited_429:.0f}s "
-                        f"(rate_limit_budget {self.rate_limit_budget:.0f}s); lower requests_per_minute",
-                        status=status,
-                        error_code=code,
-                        reason=reason,
-                        retry_after=asked,
-                    )
-                waited_429 += wait
-                with self._lock:
-                    self.stats.rate_limited += 1
-                    self.stats.rate_limit_wait += wait
-                    self.stats.retry_after_waits.append((asked, wait))
-                log.warning("%s: rate limited; waiting %.1fs (Retry-After %.0fs)", where, wait, asked)
-                self.limiter.block(wait)
+            # 429 is QUOTA_EXCEEDED (waiting does not help) unless it says RATE_LIMITED or when to retry
+            rate_limited = code == "RATE_LIMITED" or (code != "QUOTA_EXCEEDED" and retry_after is not None)
+            if status == 429 and rate_limited:
+                waited_429 += self._wait_rate_limited(where, code, reason, retry_after, waited_429)
                 continue
-            if status in (401, 403):
-                raise AuthError(
-                    f"{where} {code} {reason}".strip(), status=status, error_code=code, reason=reason
-                )
-            if status == 404:
-                raise NotFound(f"{where} {reason}".strip(), status=status, error_code=code, reason=reason)
-            if status == 413:
-                raise PayloadTooLarge(
-                    f"{where} {reason}".strip(), status=status, error_code=code, reason=reason
-                )
-            if status == 422:
-                raise Rejected(f"{where} {reason}".strip(), status=status, error_code=code, reason=reason)
             if status >= 500:
                 # 503 with Retry-After is maintenance mode: answered before any handler ran.
                 if status == 503 and retry_after is not None:
                     retries = self._retry(retries, where, wait=min(retry_after, self.max_retry_after))
                     continue
-                if not idempotent:
-                    raise AmbiguousRequest(
-                        f"{where} {reason}".strip(), status=status, error_code=code, reason=reason
-                    )
-                ambiguous = True
-                retries = self._retry(retries, f"{where} {reason}".strip())
-                continue
-            raise RestError(f"{where} {code} {reason}".strip(), status=status, error_code=code, reason=reason)
+                if idempotent:
+                    ambiguous = True
+                    retries = self._retry(retries, f"{where} {reason}".strip())
+                    continue
+            raise http_error(status, where, code, reason)
+
+    def _wait_rate_limited(
+        self, where: str, code: str, reason: str, retry_after: float | None, waited: float
+    ) -> float:
+        """Wait out a 429 RATE_LIMITED (every thread waits: the limiter is blocked); the seconds waited."""
+        asked = retry_after if retry_after is not None else 60.0
+        wait = min(asked, self.max_retry_after)
+        if waited + wait > self.rate_limit_budget:
+            raise RateLimitExhausted(
+                f"{where}: still rate limited after waiting {waited:.0f}s "
+                f"(rate_limit_budget {self.rate_limit_budget:.0f}s); lower requests_per_minute",
+                status=429,
+                error_code=code,
+                reason=reason,
+                retry_after=asked,
+            )
+        with self._lock:
+            self.stats.rate_limited += 1
+            self.stats.rate_limit_wait += wait
+            self.stats.retry_after_waits.append((asked, wait))
+        log.warning("%s: rate limited; waiting %.1fs (Retry-After %.0fs)", where, wait, asked)
+        self.limiter.block(wait)
+        return wait
 
     def _retry(self, retries: int, what: str, wait: float | None = None) -> int:
         retries += 1
@@ -388,7 +289,7 @@ class EngramiaClient:
         log.warning(
             "%s: %s; retry %d/%d in %.1fs", self.label, what, retries, self.backoff.max_retries, delay
         )
-        self._sleep(delay)
+        self.sleep(delay)
         return retries
 
     def _count(self, name: str) -> None:
@@ -430,28 +331,6 @@ class EngramiaClient:
         """``DELETE /v1/patterns/{key}``; the key keeps its slash (``/v1/patterns/patterns/oai_...``)."""
         body = self.request("DELETE", f"/v1/patterns/{key}").body or {}
         return bool(body.get("deleted"))
-
-    def wait_for_job(self, job_id: str, poll: float = 1.0, timeout: float = 900.0) -> dict:
-        """Poll ``/v1/jobs/{id}`` until it completes; the job's ``result``."""
-        deadline = time.monotonic() + timeout
-        interval = poll
-        while True:
-            try:
-                job = self.get(f"/v1/jobs/{job_id}") or {}
-            except NotFound:
-                raise JobFailed(f"{self.label}: job {job_id} is gone (server restarted?)") from None
-            status = job.get("status")
-            if status in JOB_DONE:
-                return job.get("result") or {}
-            if status in JOB_FAILED:
-                raise JobFailed(
-                    f"{self.label}: job {job_id} {status}: {str(job.get('error') or '')[:300]}",
-                    reason=str(job.get("error") or status),
-                )
-            if time.monotonic() > deadline:
-                raise JobFailed(f"{self.label}: job {job_id} still {status} after {timeout:.0f}s")
-            self._sleep(interval)
-            interval = min(interval * 1.5, 5.0)
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

@@ -1,35 +1,25 @@
-"""Client pieces without a server: backoff, rate limiter, byte batching, status handling, the key's
-handling, the servers mapping file and the server-limit validation."""
+"""The client without a server: backoff, rate limiter, status handling and the key's handling."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import random
 
 import httpx
-import polars as pl
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS, split_valid
-from pipelines.load.rest.client import (
+from pipelines.load.rest.client import Backoff, EngramiaClient, RateLimiter
+from pipelines.load.rest.errors import (
     AmbiguousRequest,
     AuthError,
-    Backoff,
-    EngramiaClient,
     MissingApiKey,
     QuotaExceeded,
-    RateLimiter,
     RateLimitExhausted,
     Rejected,
     ServerUnavailable,
     error_reason,
     parse_retry_after,
 )
-from pipelines.load.rest.scope_load import ENVELOPE_HEAD, ENVELOPE_TAIL, encode, import_body, pack_by_bytes
-from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap, normalize_url
 
 SECRET = "ebk_unit_0123456789abcdef0123456789abcdef"
 
@@ -88,39 +78,6 @@ def test_rate_limiter_block_pushes_everyone_back_and_zero_means_unlimited():
     for _ in range(1000):
         assert free.acquire() == 0
     assert clock.now == before
-
-
-# -- byte batching ---------------------------------------------------------------------------------
-
-
-@given(
-    sizes=st.lists(st.integers(min_value=1, max_value=3_000), max_size=200),
-    budget=st.integers(min_value=100, max_value=10_000),
-    max_records=st.integers(min_value=1, max_value=50),
-)
-def test_pack_by_bytes_keeps_order_and_every_body_under_the_budget(sizes, budget, max_records):
-    batches, oversize = pack_by_bytes(sizes, budget, max_records)
-    overhead = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
-    flat = [i for b in batches for i in b]
-    assert sorted(flat + oversize) == list(range(len(sizes)))
-    assert flat == sorted(flat)  # order kept
-    for batch in batches:
-        assert batch and len(batch) <= max_records
-        assert overhead + sum(sizes[i] for i in batch) + len(batch) - 1 <= budget
-    assert all(overhead + sizes[i] > budget for i in oversize)
-
-
-def test_pack_by_bytes_body_size_is_exact_for_real_records():
-    records = [
-        {"version": 1, "key": f"patterns/oai_{i}", "data": {"task": "é" * i, "n": i}} for i in range(60)
-    ]
-    encoded = [encode(r) for r in records]
-    batches, oversize = pack_by_bytes([len(e) for e in encoded], 1_000, 100)
-    assert not oversize and len(batches) > 3
-    for batch in batches:
-        body = import_body([encoded[i] for i in batch])
-        assert len(body) <= 1_000
-        assert json.loads(body) == {"records": [records[i] for i in batch], "overwrite": False}
 
 
 # -- the client against scripted answers -----------------------------------------------------------
@@ -291,67 +248,3 @@ def test_retry_after_parsing():
     assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
-
-
-# -- servers mapping -------------------------------------------------------------------------------
-
-
-def test_servers_file_yaml_by_scope_and_by_tenant_project(tmp_path):
-    path = tmp_path / "servers.yaml"
-    path.write_text(
-        "defaults:\n  url: https://engramia.example.com/v1/\n"
-        "scopes:\n"
-        "  - scope: acme__asst_coder\n    api_key_env: KEY_CODER\n"
-        "  - tenant: acme\n    project: asst_support\n"
-        "    url: http://127.0.0.1:8100\n    api_key_env: KEY_SUPPORT\n"
-    )
-    servers = ServerMap.load(path)
-    coder = servers.for_scope("acme__asst_coder", "acme", "asst_coder")
-    assert coder == ServerConfig("https://engramia.example.com", "KEY_CODER")
-    assert servers.for_scope("acme__asst_support", "acme", "asst_support").url == "http://127.0.0.1:8100"
-    with pytest.raises(ServerConfigError, match="no Engramia server configured for scope acme__other"):
-        servers.for_scope("acme__other", "acme", "other")
-    (tmp_path / "servers.json").write_text(
-        json.dumps([{"scope": "s", "url": "http://h:1", "api_key_env": "K"}])
-    )
-    assert ServerMap.load(tmp_path / "servers.json").for_scope("s", "t", "p").url == "http://h:1"
-
-
-def test_servers_file_refuses_keys_and_bad_urls_without_echoing_them(tmp_path):
-    path = tmp_path / "servers.yaml"
-    path.write_text(f"scopes:\n  - scope: s\n    url: http://h\n    api_key: {SECRET}\n")
-    with pytest.raises(ServerConfigError) as info:
-        ServerMap.load(path)
-    assert "api_key_env" in str(info.value) and SECRET not in str(info.value)
-    with pytest.raises(ServerConfigError) as info:
-        ServerConfig(f"https://user:{SECRET}@engramia.example.com", "K")
-    assert SECRET not in str(info.value)
-    with pytest.raises(ServerConfigError) as info:
-        ServerConfig("http://h", SECRET.replace("_", "-"))  # the key itself passed as the variable name
-    assert SECRET.replace("_", "-") not in str(info.value)
-    assert normalize_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
-    assert normalize_url("https://x.example.com/engramia/v1") == "https://x.example.com/engramia"
-
-
-# -- server limits ---------------------------------------------------------------------------------
-
-
-def test_split_valid_names_the_first_broken_limit():
-    frame = pl.DataFrame(
-        {
-            "pattern_id": ["ok", "blank_task", "blank_code", "long_task", "long_code", "score", "nan"],
-            "task": ["t", "  \n", "t", "x" * (TASK_MAX_CHARS + 1), "t", "t", "t"],
-            "code": ["c", "c", " ", "c", "y" * (CODE_MAX_CHARS + 1), "c", "c"],
-            "eval_score": [5.0, 5.0, 5.0, 5.0, 5.0, 10.5, float("nan")],
-        }
-    )
-    valid, invalid = split_valid(frame)
-    assert valid["pattern_id"].to_list() == ["ok"]
-    reasons = dict(invalid.select("pattern_id", "invalid_reason").iter_rows())
-    assert reasons["blank_task"] == "task is blank" and reasons["blank_code"] == "code is blank"
-    assert reasons["long_task"] == f"task has {TASK_MAX_CHARS + 1} chars (limit {TASK_MAX_CHARS})"
-    assert reasons["long_code"].startswith("code has 500001 chars")
-    assert reasons["score"].startswith("eval_score 10.5 outside") and reasons["nan"].startswith(
-        "eval_score NaN"
-    )
-    assert "invalid_reason" not in valid.columns

@@ -16,12 +16,13 @@ import httpx
 import polars as pl
 import pytest
 
-from pipelines.load.embedded import engramia_scope, open_memory
-from pipelines.load.ledger import IN_STORE, REJECTED, STORED, Ledger
+from pipelines.load.ledger import IN_STORE, Ledger, Outcome
 from pipelines.load.records import kept_patterns
 from pipelines.load.redaction import redact_frame
-from pipelines.load.rest.scope_load import IMPORT, LEARN, SENDING, RestOptions, destination_id, load_rest
+from pipelines.load.rest.options import RestMode, RestOptions, destination_id
+from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig
+from pipelines.load.store import engramia_scope, open_memory
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.tables import DataLayout
 from tests.support.engramia_server import (
@@ -110,16 +111,22 @@ def test_import_server_killed_mid_load_rerun_stores_every_pattern_exactly_once(
     # after the empty-body permission probe and batch 1)
     killer = KillOnNth(engramia_server, "/v1/import", 3)
     first = load(
-        layout, engramia_server, env, opts(IMPORT, max_body_bytes=4096, max_batch_records=3), transport=killer
+        layout,
+        engramia_server,
+        env,
+        opts(RestMode.IMPORT, max_body_bytes=4096, max_batch_records=3),
+        transport=killer,
     )
     assert killer.killed_status == 200  # the server had imported batch 2 when it died
     assert first.error and "Re-run to resume" in first.error
     assert first.stored == 3
     state = ledger_state(layout, engramia_server)
-    assert Counter(state["outcome"]) == {STORED: 3, SENDING: 3}
+    assert Counter(state["outcome"]) == {Outcome.STORED: 3, Outcome.SENDING: 3}
 
     engramia_server.start()  # same data path and port
-    second = load(layout, engramia_server, env, opts(IMPORT, max_body_bytes=4096, max_batch_records=3))
+    second = load(
+        layout, engramia_server, env, opts(RestMode.IMPORT, max_body_bytes=4096, max_batch_records=3)
+    )
     assert second.error is None
     assert second.present == 3  # the batch whose answer was lost: found on the server, not sent
     assert second.stored == 4 and second.sent == 4
@@ -141,14 +148,14 @@ def test_learn_server_killed_mid_load_rerun_stores_every_pattern_exactly_once(
     layout, env = staged("single"), api_key_env(server)
     want = expected(layout)
     killer = KillOnNth(server, "/v1/learn", 4)  # probe, pattern 1, pattern 2, pattern 3 (dies)
-    first = load(layout, server, env, opts(LEARN), transport=killer)
+    first = load(layout, server, env, opts(RestMode.LEARN), transport=killer)
     assert killer.killed_status == 200 and first.error
     assert first.stored == 2
-    assert Counter(ledger_state(layout, server)["outcome"]) == {STORED: 2, SENDING: 1}
+    assert Counter(ledger_state(layout, server)["outcome"]) == {Outcome.STORED: 2, Outcome.SENDING: 1}
     assert len(stored(server)) == 3  # 0.6.6 stored the third one before it died
 
     server.start()
-    second = load(layout, server, env, opts(LEARN))
+    second = load(layout, server, env, opts(RestMode.LEARN))
     assert second.error is None
     assert second.present == 1 and second.stored == 7 and second.sent == 7
     assert second.reconciles and second.pattern_count_after == 10
@@ -174,7 +181,7 @@ def test_learn_server_restarts_during_the_run_the_lost_answer_is_resolved_in_the
         layout,
         engramia_server,
         env,
-        opts(LEARN, max_retries=12, backoff_base=0.5, backoff_max=2),
+        opts(RestMode.LEARN, max_retries=12, backoff_base=0.5, backoff_max=2),
         transport=killer,
     )
     killer.restarter.join()
@@ -196,7 +203,11 @@ def test_rate_limited_import_waits_retry_after_and_loses_nothing(engramia_server
     server = engramia_servers(rate_limit=3)
     layout, env = staged("single"), api_key_env(server)
     options = opts(
-        IMPORT, requests_per_minute=10_000, max_batch_records=2, max_retry_after=4, rate_limit_budget=180
+        RestMode.IMPORT,
+        requests_per_minute=10_000,
+        max_batch_records=2,
+        max_retry_after=4,
+        rate_limit_budget=180,
     )
     messages: list[str] = []
     started = time.monotonic()
@@ -214,7 +225,7 @@ def test_rate_limited_import_waits_retry_after_and_loses_nothing(engramia_server
 # -- keys and roles --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [LEARN, IMPORT])
+@pytest.mark.parametrize("mode", [RestMode.LEARN, RestMode.IMPORT])
 def test_wrong_key_fails_the_scope_naming_it_and_the_role_and_stores_nothing(
     engramia_server, staged, api_key_env, mode
 ):
@@ -224,7 +235,7 @@ def test_wrong_key_fails_the_scope_naming_it_and_the_role_and_stores_nothing(
     result = load(layout, engramia_server, env, opts(mode))
     assert result.error and "401" in result.error
     assert SCOPE in result.error and env in result.error
-    assert f"'{'editor' if mode == LEARN else 'admin'}' role" in result.error
+    assert f"'{'editor' if mode == RestMode.LEARN else 'admin'}' role" in result.error
     assert wrong not in result.error and engramia_server.api_key not in result.error
     assert result.stored == 0 and result.sent == 0
     assert ledger_state(layout, engramia_server).height == 0
@@ -236,7 +247,7 @@ def test_reader_key_fails_both_modes_with_the_needed_role_and_an_editor_key_cann
 ):
     reader = engramia_servers(role="reader")
     layout, env = staged("single"), api_key_env(reader)
-    for mode, role in ((LEARN, "editor"), (IMPORT, "admin")):
+    for mode, role in ((RestMode.LEARN, "editor"), (RestMode.IMPORT, "admin")):
         result = load(layout, reader, env, opts(mode))
         assert result.error and "403" in result.error and f"'{role}' role" in result.error
         assert SCOPE in result.error and "default/default" in result.error
@@ -245,7 +256,7 @@ def test_reader_key_fails_both_modes_with_the_needed_role_and_an_editor_key_cann
     assert stored(reader) == []
 
     editor = engramia_servers(role="editor")
-    result = load(layout, editor, api_key_env(editor), opts(IMPORT))
+    result = load(layout, editor, api_key_env(editor), opts(RestMode.IMPORT))
     assert result.error and "'admin' role" in result.error and result.stored == 0
     assert stored(editor) == []
 
@@ -305,7 +316,7 @@ def test_import_batch_over_the_body_limit_is_split_and_an_oversize_record_reject
     server = engramia_servers(max_body=3_000)  # the client is not told: it batches for 1 MiB
     env = api_key_env(server)
     said: list[str] = []
-    result = load(extra_layout, server, env, opts(IMPORT), log=said.append)
+    result = load(extra_layout, server, env, opts(RestMode.IMPORT), log=said.append)
     assert result.error is None, result.error
     assert any("413 for 12 records; splitting the batch" in m for m in said)
     big, long_task = _pid(extra_layout, "thread_longcode"), _pid(extra_layout, "thread_longtask")
@@ -319,17 +330,17 @@ def test_import_batch_over_the_body_limit_is_split_and_an_oversize_record_reject
     keys = {r["key"] for r in server.export()}
     assert len(keys) == 11 and f"patterns/{big}" not in keys
     state = ledger_state(extra_layout, server)
-    assert state.filter(pl.col("pattern_id") == big)["outcome"][0] == REJECTED
+    assert state.filter(pl.col("pattern_id") == big)["outcome"][0] == Outcome.REJECTED
 
     # a re-run does not ask the server again about what it refused, and sends nothing
-    again = load(extra_layout, server, env, opts(IMPORT))
+    again = load(extra_layout, server, env, opts(RestMode.IMPORT))
     assert again.sent == 0 and again.skipped == 1 and again.rejected == 1 and again.stored == 0
 
     # told the real limit, a client fills bodies under it and never sends what cannot fit
     fresh = engramia_servers(max_body=3_000)
     layout2 = DataLayout.at(extra_layout.root.parent / "data2")
     shutil.copytree(extra_layout.root, layout2.root)
-    told = load(layout2, fresh, api_key_env(fresh), opts(IMPORT, max_body_bytes=4_096))
+    told = load(layout2, fresh, api_key_env(fresh), opts(RestMode.IMPORT, max_body_bytes=4_096))
     assert told.stored == 11 and told.rejected == 2
     assert {r["pattern_id"]: r["reason"] for r in told.rejections}[big].startswith(
         "pipeline: import record of 9,571 bytes does not fit a request body"
@@ -343,7 +354,7 @@ def test_learn_422_is_recorded_with_the_servers_reason_while_the_rest_loads(
     engramia_server = engramia_servers()
     env = api_key_env(engramia_server)
     long_task = _pid(extra_layout, "thread_longtask")
-    result = load(extra_layout, engramia_server, env, opts(LEARN, validate=False))
+    result = load(extra_layout, engramia_server, env, opts(RestMode.LEARN, validate=False))
     assert result.error is None, result.error
     assert result.rejected == 1
     assert result.rejections == [
@@ -351,13 +362,13 @@ def test_learn_422_is_recorded_with_the_servers_reason_while_the_rest_loads(
     ]
     assert result.stored == 12 and result.reconciles
     state = ledger_state(extra_layout, engramia_server)
-    assert state.filter(pl.col("outcome") == REJECTED)["pattern_id"].to_list() == [long_task]
+    assert state.filter(pl.col("outcome") == Outcome.REJECTED)["pattern_id"].to_list() == [long_task]
 
     # the pipeline's own validation (on by default) catches it before sending, in import mode too
     layout2 = DataLayout.at(extra_layout.root.parent / "data2")
     shutil.copytree(extra_layout.root, layout2.root)
     server2 = engramia_servers()
-    res = load(layout2, server2, api_key_env(server2), opts(IMPORT))
+    res = load(layout2, server2, api_key_env(server2), opts(RestMode.IMPORT))
     assert res.rejected == 1 and res.rejections[0]["pattern_id"] == long_task
     assert re.fullmatch(
         r"pipeline: task has 120\d\d chars \(limit 10000\) \(server limit\)", res.rejections[0]["reason"]
@@ -367,7 +378,7 @@ def test_learn_422_is_recorded_with_the_servers_reason_while_the_rest_loads(
 
 def test_pii_is_redacted_in_task_and_code_in_both_modes(engramia_servers, extra_layout, api_key_env):
     pid = _pid(extra_layout, "thread_pii")
-    for mode in (IMPORT, LEARN):
+    for mode in (RestMode.IMPORT, RestMode.LEARN):
         server = engramia_servers()
         layout = DataLayout.at(extra_layout.root.parent / f"copy-{mode}")
         shutil.copytree(extra_layout.root, layout.root)
@@ -381,7 +392,7 @@ def test_pii_is_redacted_in_task_and_code_in_both_modes(engramia_servers, extra_
         assert rec["data"]["design"]["code"] == "Use Authorization: Bearer [TOKEN] and never share [API_KEY]"
         text = json.dumps(server.export())
         assert "jane.roe@example.com" not in text and "10.20.30.40" not in text and "sk-abcdef" not in text
-        if mode == IMPORT:
+        if mode == RestMode.IMPORT:
             assert rec["key"] == f"patterns/{pid}"
 
 
@@ -394,13 +405,13 @@ def test_capacity_preflight_refuses_before_sending_and_quota_exceeded_stops_with
     # the sandbox plan allows 5,000 patterns; at 0.1% a project may hold 5
     server = engramia_servers(env={"ENGRAMIA_PROJECT_QUOTA_PCT": "0.001"})
     layout, env = staged("single"), api_key_env(server)
-    result = load(layout, server, env, opts(IMPORT, quota_pct=0.001))
+    result = load(layout, server, env, opts(RestMode.IMPORT, quota_pct=0.001))
     assert result.error and "cannot take 10 more patterns" in result.error and "quota is 5" in result.error
     assert result.sent == 0 and server.pattern_count() == 0
     assert ledger_state(layout, server).height == 0
 
     # a client that does not know the server's setting learns until the server says QUOTA_EXCEEDED
-    result = load(layout, server, env, opts(LEARN))
+    result = load(layout, server, env, opts(RestMode.LEARN))
     assert result.error and "QUOTA_EXCEEDED" in result.error and "ENGRAMIA_PROJECT_QUOTA_PCT" in result.error
     assert result.stored == 5 and result.failed == 1 and result.reconciles
     assert server.pattern_count() == 5 == result.ledger_in_store
@@ -408,7 +419,7 @@ def test_capacity_preflight_refuses_before_sending_and_quota_exceeded_stops_with
 
 def test_async_import_polls_the_job_and_reruns_add_nothing(engramia_server, staged, api_key_env):
     layout, env = staged("single"), api_key_env(engramia_server)
-    options = opts(IMPORT, async_import=True, job_poll=0.1, max_batch_records=4)
+    options = opts(RestMode.IMPORT, async_import=True, job_poll=0.1, max_batch_records=4)
     result = load(layout, engramia_server, env, options)
     assert result.error is None and result.stored == 10 and result.reconciles
     assert len(engramia_server.export()) == 10
@@ -504,7 +515,13 @@ def test_import_batch_answered_422_is_bisected_down_to_the_bad_record(staged, mo
     monkeypatch.setenv("SCRIPTED_KEY", "scripted-key-value")
     server = ServerConfig("http://scripted.test", "SCRIPTED_KEY")
     result = load_rest(
-        layout, SCOPE, "default", "default", server, opts(IMPORT), transport=httpx.MockTransport(fake)
+        layout,
+        SCOPE,
+        "default",
+        "default",
+        server,
+        opts(RestMode.IMPORT),
+        transport=httpx.MockTransport(fake),
     )
     assert result.error is None
     assert result.rejections == [
@@ -525,14 +542,14 @@ def test_a_failed_async_job_is_resubmitted(staged, monkeypatch):
         "default",
         "default",
         server,
-        opts(IMPORT, async_import=True, job_poll=0.01),
+        opts(RestMode.IMPORT, async_import=True, job_poll=0.01),
         transport=httpx.MockTransport(fake),
     )
     assert result.error is None and result.stored == 10 and len(fake.store) == 10
     assert [j["status"] for j in fake.jobs.values()] == ["failed", "completed"]
 
 
-@pytest.mark.parametrize("mode", [IMPORT, LEARN])
+@pytest.mark.parametrize("mode", [RestMode.IMPORT, RestMode.LEARN])
 def test_concurrent_requests_against_a_server_that_takes_them(staged, monkeypatch, mode):
     layout = staged("single")
     fake = ScriptedServer(set(), delay=0.05)
@@ -545,8 +562,8 @@ def test_concurrent_requests_against_a_server_that_takes_them(staged, monkeypatc
     assert result.error is None and result.stored == 10 and result.sent == 10 and result.reconciles
     assert fake.max_inflight == 3 and len(fake.store) == 10
     state = Ledger(layout, SCOPE, destination_id(server)).state()
-    assert state.height == 10 and set(state["outcome"]) == {STORED}
-    if mode == LEARN:  # the key may export here: every learned key is recorded
+    assert state.height == 10 and set(state["outcome"]) == {Outcome.STORED}
+    if mode == RestMode.LEARN:  # the key may export here: every learned key is recorded
         assert set(state["key"]) == set(fake.store)
     again = load_rest(
         layout, SCOPE, "default", "default", server, options, transport=httpx.MockTransport(fake)
@@ -558,7 +575,11 @@ def test_a_json_backed_server_is_loaded_one_request_at_a_time(engramia_server, s
     layout, env = staged("single"), api_key_env(engramia_server)
     said: list[str] = []
     result = load(
-        layout, engramia_server, env, opts(IMPORT, concurrency=4, max_batch_records=2), log=said.append
+        layout,
+        engramia_server,
+        env,
+        opts(RestMode.IMPORT, concurrency=4, max_batch_records=2),
+        log=said.append,
     )
     assert any("loading with concurrency 1 instead of 4" in m for m in said)
     assert result.error is None and result.stored == 10 and len(engramia_server.export()) == 10

@@ -1,0 +1,184 @@
+"""``rest-learn``: ``POST /v1/learn``, one pattern per request (editor key).
+
+The server applies its own code redaction and (0.7.x) its near-duplicate rule: ``stored: false`` is
+``not_stored``. Learn is not idempotent on 0.6.6 and does not return the key it stored the pattern
+under (``patterns/<sha256(task)[:8]>_<ms>``).
+
+Invariant: a pattern whose answer was lost, in this run (read timeout, dropped connection, 5xx) or an
+earlier one (``sending`` rows), is looked up on the server (:class:`LearnMatcher`) before it is sent
+again; only "not found" is resent. With an export-capable key the keys are read once at the end;
+otherwise the ledger keeps the pattern without a key and rollback finds it by recall.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+
+from pipelines.load.ledger import Outcome
+from pipelines.load.records import KEY_PREFIX, learn_payload
+from pipelines.load.rest.batching import encode
+from pipelines.load.rest.books import Entry
+from pipelines.load.rest.errors import AmbiguousRequest, PayloadTooLarge, Rejected, ServerUnavailable
+from pipelines.load.rest.options import RestMode
+from pipelines.load.rest.readback import LearnMatcher, sent_texts, task_hash8
+from pipelines.load.rest.strategy import SendStrategy
+
+LearnItem = tuple[dict[str, Any], bytes]
+
+
+@dataclass
+class LearnStrategy(SendStrategy):
+    mode: ClassVar[RestMode] = RestMode.LEARN
+    write_path: ClassVar[str] = "/v1/learn"
+
+    def key_for(self, row: dict[str, Any]) -> str | None:
+        return None
+
+    def find_on_server(self, frame: pl.DataFrame, uncertain: pl.DataFrame, unaccounted: bool) -> list[Entry]:
+        matcher = LearnMatcher(self.client)
+        index = matcher.export_index()
+        candidates = frame if (index is not None and unaccounted) else uncertain
+        claimed = self.books.claimed_keys()
+        found: list[Entry] = []
+        for row in candidates.iter_rows(named=True):
+            if index is not None:
+                key = matcher.find_in_index(index, row, claimed)
+            else:
+                key = matcher.find_by_recall(row, claimed)
+            if key:
+                claimed.add(key)
+                why = (
+                    "stored by an interrupted run"
+                    if row["prev_outcome"] == Outcome.SENDING
+                    else "same task and code on the server"
+                )
+                found.append(
+                    Entry(row["pattern_id"], key, Outcome.PRESENT, f"{why}; key found on the server")
+                )
+        return found
+
+    def over_quota(self, projected: int, quota: int) -> bool:
+        # learn checks current >= quota before storing one more
+        return projected > quota
+
+    def send(self, rows: list[dict[str, Any]]) -> None:
+        budget = self.options.body_budget
+        matcher = LearnMatcher(self.client)
+        sendable: list[LearnItem] = []
+        for row in rows:
+            body = encode(learn_payload(row))
+            if len(body) > budget:
+                self.books.commit(
+                    [
+                        Entry(
+                            row["pattern_id"],
+                            None,
+                            Outcome.REJECTED,
+                            f"pipeline: learn body of {len(body):,} bytes is over the body limit "
+                            f"({self.options.max_body_bytes:,} bytes less headroom)",
+                        )
+                    ]
+                )
+                continue
+            sendable.append((row, body))
+
+        def start(item: LearnItem) -> None:
+            self.books.intend([item[0]], [None])
+
+        def work(item: LearnItem) -> list[Entry]:
+            return [self.learn_one(item[0], item[1], matcher)]
+
+        def done(item: LearnItem, outcomes: list[Entry]) -> None:
+            self.books.commit(outcomes, sent=1)
+
+        self.pipelined(sendable, start, work, done)
+
+    def learn_one(self, row: dict[str, Any], body: bytes, matcher: LearnMatcher) -> Entry:
+        pid = row["pattern_id"]
+        stored_reason = f"learn; key prefix {KEY_PREFIX}{task_hash8(row['task'])}_"
+        attempts = 0
+        while True:
+            try:
+                reply = self.client.request("POST", self.write_path, content=body, idempotent=False)
+            except AmbiguousRequest as exc:
+                self.books.say(f"{self.scope}: {pid}: {exc}; checking the server before sending it again")
+                if exc.reason == "timeout":
+                    # a slow server may still store it: give the request time to finish before looking
+                    time.sleep(self.options.timeout)
+                key = matcher.find(row, self.books.claimed_keys())
+                if key:
+                    return Entry(
+                        pid, key, Outcome.STORED, f"{stored_reason}; answer lost, found on the server"
+                    )
+                attempts += 1
+                if attempts > self.options.max_retries:
+                    raise ServerUnavailable(f"{exc}; not stored after {attempts} attempts") from None
+                time.sleep(self.client.backoff.delay(attempts))
+                continue
+            except Rejected as exc:
+                return Entry(pid, None, Outcome.REJECTED, f"server: {exc.reason or exc}")
+            except PayloadTooLarge as exc:
+                return Entry(
+                    pid, None, Outcome.REJECTED, f"server: body over the limit ({exc.reason or exc})"
+                )
+            return self.answered(pid, reply.body, stored_reason)
+
+    def answered(self, pid: str, body: Any, stored_reason: str) -> Entry:
+        answer = body if isinstance(body, dict) else {}
+        if answer.get("stored", True) is False:
+            return Entry(
+                pid,
+                None,
+                Outcome.NOT_STORED,
+                "server: an existing near-duplicate has an equal or higher score (0.7.x)",
+            )
+        count = answer.get("pattern_count")
+        if (
+            self.version >= (0, 7, 0)
+            and self.options.concurrency == 1
+            and isinstance(count, int)
+            and self.last_count is not None
+            and count <= self.last_count
+        ):
+            self.last_count = count
+            return Entry(
+                pid,
+                None,
+                Outcome.STORED,
+                f"{stored_reason}; replaced a near-duplicate (0.7.x)",
+                tally="replaced",
+            )
+        if isinstance(count, int):
+            self.last_count = count
+        return Entry(pid, None, Outcome.STORED, stored_reason)
+
+    def finish(self) -> None:
+        """Learn does not return the key: read the keys of every learned pattern the ledger holds without
+        one (this run's and earlier runs') from /v1/export, when the key may export (admin)."""
+        missing = self.books.ledger.in_store().filter(pl.col("key").is_null())
+        if missing.is_empty():
+            return
+        matcher = LearnMatcher(self.client)
+        index = matcher.export_index()
+        if index is None:
+            self.books.result.notes += (
+                f"{missing.height} learned keys unknown (the key cannot export); "
+                "rollback finds them by recall; "
+            )
+            return
+        texts = sent_texts(self.layout, self.scope, missing["pattern_id"].to_list(), self.options.redact)
+        claimed = self.books.claimed_keys()
+        found: list[Entry] = []
+        for row in missing.iter_rows(named=True):
+            text = texts.get(row["pattern_id"])
+            key = matcher.find_in_index(index, text, claimed) if text else None
+            if key:
+                claimed.add(key)
+                reason = f"{row['reason'] or row['outcome']}; key from /v1/export"
+                found.append(Entry(row["pattern_id"], key, Outcome(row["outcome"]), reason))
+        if found:
+            self.books.rekey(found)

@@ -1,0 +1,240 @@
+"""Finding what a server holds: learned patterns by their task and code, loaded patterns by recall,
+and the server's own pattern count.
+
+``/v1/learn`` does not return the key it stores a pattern under (``patterns/<sha256(task)[:8]>_<ms>``),
+so a learned pattern is found by what was sent: a pattern with the same task and the same code (or the
+code after the server's own redaction), in ``/v1/export`` when the key may export (read-only, one call
+for many patterns), else in ``/v1/recall`` (which bumps the returned patterns' reuse_count and score on
+the server, so it is used only where nothing else answers).
+
+Invariant: a key already claimed by another ledger row is never matched again, and of several equal
+patterns the newest is taken (an identical pattern stored earlier by someone else stays theirs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import polars as pl
+
+from pipelines.load.ledger import IN_STORE, Ledger
+from pipelines.load.records import KEY_PREFIX, kept_patterns
+from pipelines.load.redaction import redact_frame, redact_series
+from pipelines.load.rest.client import EngramiaClient
+from pipelines.load.rest.errors import AuthError, Rejected
+from pipelines.load.rest.options import RestOptions, destination_id, make_client
+from pipelines.load.rest.servers import ServerConfig
+from pipelines.tables import DataLayout, parquet_files
+
+DUPLICATE_SIMILARITY = 0.92
+
+# task -> [(key, code, timestamp)] of every pattern in an export
+ExportIndex = dict[str, list[tuple[str, str | None, float]]]
+
+
+def task_hash8(task: str) -> str:
+    return hashlib.sha256(task.encode()).hexdigest()[:8]
+
+
+_SERVER_REDACTION: Any = None
+
+
+def server_redacted_code(code: str) -> str:
+    """The code as a 0.6.6 server would store it through /v1/learn (its own redaction pipeline)."""
+    global _SERVER_REDACTION
+    try:
+        if _SERVER_REDACTION is None:
+            from engramia.governance.redaction import RedactionPipeline
+
+            _SERVER_REDACTION = RedactionPipeline.default()
+        clean, _ = _SERVER_REDACTION.process({"code": code})
+        return str(clean.get("code", code))
+    except Exception:
+        return code
+
+
+def code_matches(stored: str | None, sent: str) -> bool:
+    return stored is not None and (stored == sent or stored == server_redacted_code(sent))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A (task, code) pair a pattern may have been sent as (redacted, and raw when redaction changed it)."""
+
+    task: str
+    code: str
+
+
+def variants(row: dict[str, Any]) -> list[Variant]:
+    out = [Variant(row["task"], row["code"])]
+    raw = Variant(row.get("task_raw") or row["task"], row.get("code_raw") or row["code"])
+    if raw != out[0]:
+        out.append(raw)
+    return out
+
+
+def sent_texts(
+    layout: DataLayout, scope: str, pattern_ids: list[str], redact: bool
+) -> dict[str, dict[str, Any]]:
+    """Task and code of patterns as a load sends them (redacted when ``redact``; raw kept as
+    ``task_raw``/``code_raw``), from every staged batch so that superseded patterns are found too."""
+    files = parquet_files(layout.patterns(scope))
+    if not files or not pattern_ids:
+        return {}
+    df = (
+        pl.scan_parquet(files)
+        .filter(pl.col("pattern_id").is_in(pattern_ids))
+        .select("pattern_id", "task", "code")
+        .unique("pattern_id", keep="last")
+        .collect()
+        .with_columns(task_raw=pl.col("task"), code_raw=pl.col("code"))
+    )
+    if redact:
+        df, _ = redact_frame(df, ["task", "code"])
+    return {r["pattern_id"]: r for r in df.iter_rows(named=True)}
+
+
+class LearnMatcher:
+    """Finds learned patterns on the server by task and code: ``/v1/export`` when the key may export,
+    else ``/v1/recall`` per pattern."""
+
+    def __init__(self, client: EngramiaClient) -> None:
+        self.client = client
+        self.can_export: bool | None = None
+        self._index: ExportIndex | None = None
+
+    def export_index(self, refresh: bool = False) -> ExportIndex | None:
+        if self.can_export is False:
+            return None
+        if self._index is not None and not refresh:
+            return self._index
+        try:
+            records = self.client.export()
+        except AuthError:
+            self.can_export = False
+            return None
+        self.can_export = True
+        index: ExportIndex = {}
+        for rec in records:
+            data = rec.get("data") or {}
+            design = data.get("design") or {}
+            index.setdefault(str(data.get("task")), []).append(
+                (rec["key"], design.get("code"), float(data.get("timestamp") or 0))
+            )
+        self._index = index
+        return index
+
+    def find(self, row: dict[str, Any], claimed: set[str], refresh: bool = True) -> str | None:
+        index = self.export_index(refresh=refresh)
+        if index is not None:
+            return self.find_in_index(index, row, claimed)
+        return self.find_by_recall(row, claimed)
+
+    @staticmethod
+    def find_in_index(index: ExportIndex, row: dict[str, Any], claimed: set[str]) -> str | None:
+        for v in variants(row):
+            hits = [
+                (ts, key)
+                for key, code, ts in index.get(v.task, [])
+                if key not in claimed and code_matches(code, v.code)
+            ]
+            if hits:
+                # The newest one: an identical pattern stored earlier by someone else stays theirs.
+                return max(hits)[1]
+        return None
+
+    def find_by_recall(self, row: dict[str, Any], claimed: set[str]) -> str | None:
+        for v in variants(row):
+            try:
+                body = self.client.recall(v.task, limit=50)
+            except Rejected:  # e.g. a task over the server's limit: it cannot have been stored either
+                continue
+            for m in body.get("matches") or []:
+                pattern = m.get("pattern") or {}
+                similar = (
+                    m.get("reuse_tier") == "duplicate"
+                    or float(m.get("similarity") or 0) >= DUPLICATE_SIMILARITY
+                )
+                key = m.get("pattern_key")
+                if (
+                    similar
+                    and key not in claimed
+                    and pattern.get("task") == v.task
+                    and code_matches(pattern.get("code"), v.code)
+                ):
+                    return key
+        return None
+
+
+def pattern_count_rest(server: ServerConfig, options: RestOptions, label: str = "") -> int:
+    with make_client(server, options, label or server.url) as client:
+        return client.pattern_count()
+
+
+def recall_check_rest(
+    layout: DataLayout,
+    scope: str,
+    server: ServerConfig,
+    options: RestOptions,
+    tasks: pl.Series,
+    keys: pl.Series,
+    transport: httpx.BaseTransport | None = None,
+) -> list[dict[str, Any]]:
+    """Recall each task as it was sent and report whether ITS pattern came back as a duplicate-tier match
+    (recall pads results with unrelated matches at similarity 0; on the server each returned pattern's
+    reuse_count and score go up, so keep the sample small)."""
+    state = {
+        r["pattern_id"]: r
+        for r in Ledger(layout, scope, destination_id(server)).state().iter_rows(named=True)
+    }
+    kept = kept_patterns(layout, scope)
+    ids = [k.removeprefix(KEY_PREFIX) for k in keys.to_list()]
+    codes: dict[str, str] = {}
+    if kept is not None and ids:
+        df = kept.filter(pl.col("pattern_id").is_in(ids)).select("pattern_id", "code").collect()
+        if options.redact:
+            df = df.with_columns(code=redact_series(df["code"]))
+        codes = dict(df.iter_rows())
+    sent_tasks = redact_series(tasks) if options.redact else tasks
+    out: list[dict[str, Any]] = []
+    with make_client(server, options, f"{scope} -> {server.url}", transport=transport) as client:
+        for task, pid, key in zip(sent_tasks.to_list(), ids, keys.to_list(), strict=True):
+            row = state.get(pid)
+            if row is None or row["outcome"] not in IN_STORE:
+                out.append(
+                    {
+                        "key": key,
+                        "found": False,
+                        "similarity": None,
+                        "reuse_tier": None,
+                        "note": f"not loaded ({row['outcome'] if row else 'never sent'})",
+                    }
+                )
+                continue
+            expected = row["key"]
+            hit = None
+            for m in client.recall(task, limit=5).get("matches") or []:
+                pattern = m.get("pattern") or {}
+                if expected:
+                    right = m.get("pattern_key") == expected
+                else:
+                    right = pattern.get("task") == task and code_matches(
+                        pattern.get("code"), codes.get(pid, "")
+                    )
+                if right:
+                    hit = m
+                    break
+            similarity = None if hit is None else float(hit.get("similarity") or 0)
+            out.append(
+                {
+                    "key": expected or key,
+                    "found": hit is not None
+                    and (hit.get("reuse_tier") == "duplicate" or similarity >= DUPLICATE_SIMILARITY),
+                    "similarity": similarity,
+                    "reuse_tier": None if hit is None else hit.get("reuse_tier"),
+                }
+            )
+    return out

@@ -1,0 +1,234 @@
+"""Engramia's embedded storage as the pipeline opens it: JSON files on local disk, written fast.
+
+Invariant: :class:`FastJSONStorage` behaves exactly like Engramia's ``JSONStorage`` (same keys, paths,
+scoping, tmp -> bak -> replace sequence, byte-identical files; tests/test_performance_shapes.py checks
+it against ``JSONStorage``); only its speed differs. ``JSONStorage`` writes each pattern with
+``json.dump(indent=2)``, which always runs the pure-Python encoder and hands the file one small string at
+a time; here the file is one string built with the C string escaper. Engramia reads the scope from a
+context variable, so every call runs inside :func:`engramia_scope`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any
+
+import engramia
+from engramia._context import get_scope, reset_scope, set_scope
+from engramia.providers.json_storage import JSONStorage
+from engramia.types import Scope
+
+# Without embeddings engramia warns on every recall that it falls back to keyword search: expected here.
+logging.getLogger("engramia.core.services.recall").setLevel(logging.ERROR)
+
+
+@contextmanager
+def engramia_scope(tenant_id: str, project_id: str) -> Iterator[None]:
+    token = set_scope(Scope(tenant_id=tenant_id, project_id=project_id))
+    try:
+        yield
+    finally:
+        reset_scope(token)
+
+
+def dumps_indent2(obj: Any) -> str:
+    """Exactly ``json.dumps(obj, indent=2, ensure_ascii=False)``, several times faster.
+
+    Covers what patterns are made of (dicts with string keys, lists, strings, numbers, booleans, None);
+    anything else is handed to ``json.dumps`` itself.
+    """
+    parts: list[str] = []
+    try:
+        _encode(obj, "\n", parts)
+    except _Unsupported:
+        return json.dumps(obj, indent=2, ensure_ascii=False)
+    return "".join(parts)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _encode(obj: Any, newline: str, parts: list[str]) -> None:
+    # The order of the type checks is json's own: str, None, bool, int, float, list/tuple, dict; exact
+    # type tests for the common cases first (subclasses take json's isinstance path below).
+    kind = type(obj)
+    if kind is str:
+        parts.append(encode_basestring(obj))
+    elif kind is dict:
+        _encode_dict(obj, newline, parts)
+    elif kind is list:
+        _encode_list(obj, newline, parts)
+    elif isinstance(obj, str):
+        parts.append(encode_basestring(obj))
+    elif obj is None:
+        parts.append("null")
+    elif obj is True:
+        parts.append("true")
+    elif obj is False:
+        parts.append("false")
+    elif isinstance(obj, int):
+        parts.append(int.__repr__(obj))
+    elif isinstance(obj, float):
+        if obj != obj:
+            parts.append("NaN")
+        elif math.isinf(obj):
+            parts.append("Infinity" if obj > 0 else "-Infinity")
+        else:
+            parts.append(float.__repr__(obj))
+    elif isinstance(obj, list | tuple):
+        _encode_list(obj, newline, parts)
+    elif isinstance(obj, dict):
+        _encode_dict(obj, newline, parts)
+    else:
+        raise _Unsupported
+
+
+def _encode_list(obj: list | tuple, newline: str, parts: list[str]) -> None:
+    if not obj:
+        parts.append("[]")
+        return
+    inner = newline + "  "
+    separator = "," + inner
+    parts.append("[" + inner)
+    for i, item in enumerate(obj):
+        if i:
+            parts.append(separator)
+        if type(item) is str:
+            parts.append(encode_basestring(item))
+        else:
+            _encode(item, inner, parts)
+    parts.append(newline + "]")
+
+
+def _encode_dict(obj: dict, newline: str, parts: list[str]) -> None:
+    if not obj:
+        parts.append("{}")
+        return
+    inner = newline + "  "
+    separator = "," + inner
+    parts.append("{" + inner)
+    for i, (key, value) in enumerate(obj.items()):
+        if not isinstance(key, str):
+            raise _Unsupported
+        if i:
+            parts.append(separator)
+        parts.append(encode_basestring(key))
+        parts.append(": ")
+        if type(value) is str:
+            parts.append(encode_basestring(value))
+        else:
+            _encode(value, inner, parts)
+    parts.append(newline + "}")
+
+
+class FastJSONStorage(JSONStorage):
+    """Engramia's ``JSONStorage`` with a faster file write that produces byte-identical files, its key ->
+    path mapping with each scope folder resolved once instead of on every key, and its key listing on
+    ``os.scandir`` (tests/test_performance_shapes.py checks all three against ``JSONStorage``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._made_dirs: set[str] = set()
+        self._scope_roots: dict[tuple[str, str], tuple[Path, bool]] = {}
+
+    def _key_to_path(self, key: str) -> Path:
+        # JSONStorage._key_to_path step by step, except that ``_effective_root().resolve()`` (a realpath,
+        # one lstat per path component) and the "stays inside the root" check are done once per scope:
+        # no key segment is "." or "..", so only the scope folder itself can lead outside the root.
+        clean = key.replace("\\", "/")
+        parts = [p for p in clean.split("/") if p and not all(c == "." for c in p)]
+        if not parts:
+            raise ValueError(f"Invalid storage key: {key!r}")
+        scope = get_scope()
+        cached = self._scope_roots.get((scope.tenant_id, scope.project_id))
+        if cached is None:
+            root = self._effective_root().resolve()
+            cached = (root, root.is_relative_to(self._root_resolved))
+            self._scope_roots[(scope.tenant_id, scope.project_id)] = cached
+        root, inside = cached
+        path = root.joinpath(*parts).with_suffix(".json")
+        if not inside:
+            raise ValueError(f"Storage key escapes root directory: {key!r}")
+        return path
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        # JSONStorage.list_keys walks the scope with pathlib (rglob("*.json"), relative_to, with_suffix):
+        # ~100 us per file, so counting a large scope took seconds. The same walk on os.scandir: every
+        # entry whose name ends in ".json" (files, folders and links alike, as rglob yields them) in the
+        # scope folder and every folder below it (links to folders are not followed, as Path.walk does
+        # not), except names starting with "_"; the key is the relative path without its last suffix.
+        # A folder none of whose keys can start with the prefix is not entered ("patterns/" skips the
+        # rest of the scope), and each folder's entries go through comprehensions rather than a loop.
+        root = self._effective_root()
+        root.mkdir(parents=True, exist_ok=True)
+        keys: list[str] = []
+        pending = [("", os.fspath(root))]
+        while pending:
+            relative, folder = pending.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            # Path.with_suffix("") drops ".json" unless the name is just ".json" (no suffix then).
+            found = [
+                (relative + (n[:-5] if n != ".json" else n)).replace("\\", "/")
+                for n in [e.name for e in entries]
+                if n.endswith(".json") and not n.startswith("_")
+            ]
+            if prefix and not relative.replace("\\", "/").startswith(prefix):
+                found = [k for k in found if k.startswith(prefix)]
+            keys += found
+            try:
+                folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                folders = [e for e in entries if _is_folder(e)]
+            for entry in folders:
+                below = relative + entry.name + "/"
+                shown = below.replace("\\", "/")
+                if not prefix or shown.startswith(prefix) or prefix.startswith(shown):
+                    pending.append((below, entry.path))
+        return sorted(keys)
+
+    def _atomic_write(self, path: Path, data: dict[str, Any] | list[Any]) -> None:
+        # JSONStorage._atomic_write's steps (tmp -> bak -> replace) on plain strings, with the text made
+        # in one piece and each directory created once per storage object instead of on every write.
+        text = dumps_indent2(data)
+        target = os.fspath(path)
+        folder = os.path.dirname(target)
+        if folder not in self._made_dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._made_dirs.add(folder)
+        stem = os.path.splitext(target)[0]  # what Path.with_suffix replaces
+        tmp = stem + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        if os.path.exists(target):
+            os.replace(target, stem + ".bak")
+        os.replace(tmp, target)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def open_memory(store: Path) -> engramia.Memory:
+    # No embeddings: recall falls back to Engramia's keyword search, which needs no model or key.
+    return engramia.Memory(embeddings=None, storage=FastJSONStorage(path=str(store)))
+
+
+def pattern_count(memory: engramia.Memory) -> int:
+    """Engramia's pattern count for the current scope: ``memory.metrics.pattern_count`` is this very
+    number (``len(list_keys("patterns/"))``), but that property also computes every other metric."""
+    return int(memory.storage.count_patterns())
