@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -38,13 +38,21 @@ from pipelines.load.store import engramia_scope, open_memory
 from pipelines.load.store import pattern_count as embedded_pattern_count
 from pipelines.tables import DataLayout
 
+RollbackAction = Literal[
+    "would delete",
+    "would delete (key looked up by recall when deleting)",
+    "deleted",
+    "absent",
+    "key unknown",
+]
+
 
 @dataclass
 class RollbackItem:
     pattern_id: str
     key: str | None
     outcome: str
-    action: str  # would delete | deleted | absent | key unknown | error: ...
+    action: RollbackAction
 
 
 @dataclass
@@ -57,7 +65,7 @@ class RollbackReport:
     pattern_count_after: int | None = None
     error: str | None = None
 
-    def count(self, action: str) -> int:
+    def count(self, action: RollbackAction) -> int:
         return sum(1 for i in self.items if i.action == action)
 
     def as_dict(self) -> dict[str, Any]:
