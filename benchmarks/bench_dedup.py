@@ -1,4 +1,5 @@
-"""Benchmark for exact word-Jaccard near-duplicate removal (``pipelines.scoring.near_duplicates``).
+"""Benchmark for exact word-Jaccard near-duplicate removal (``pipelines.scoring.near_duplicates``, the
+exact engine in ``near_duplicates/exact.py`` and the modules it builds on).
 
 Usage (from the repo root)::
 
@@ -242,7 +243,7 @@ def run(tasks: int, seed: int = 0, check: int = 0, cluster: int = 0, profile: bo
         "dropped": int((~res["kept"]).sum()),
     }
     if prof:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(r"dedup", 25)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(r"near_duplicates", 25)
     if check:
         sub = df.head(check)
         ref = near_duplicates_reference(sub)
