@@ -23,8 +23,9 @@ from pipelines.pairing.batches import current, pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
-from pipelines.scoring.near_duplicates import DedupCache, near_duplicates
+from pipelines.scoring.near_duplicates import near_duplicates
 from pipelines.scoring.near_duplicates import stored as stored_sets
+from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.near_duplicates.tokens import token_pairs
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate

@@ -23,7 +23,8 @@ import polars as pl
 
 from pipelines.pairing.batches import Repaired, ScopeState, current, repaired_since
 from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback
-from pipelines.scoring.near_duplicates import JACCARD_THRESHOLD, DedupCache
+from pipelines.scoring.near_duplicates import JACCARD_THRESHOLD
+from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.scored import made, marker, scored_file, write_marker
 from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from pipelines.scoring.near_duplicates import DedupCache, near_duplicates
+from pipelines.scoring.near_duplicates import near_duplicates
+from pipelines.scoring.near_duplicates.cache import DedupCache
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SCHEMA = {

@@ -19,10 +19,11 @@ Modules, in the order the work happens:
 - :mod:`.arrays`: the array helpers both engines share (chunking, CSR, distinct values, bitmaps).
 - :mod:`.reference`: the brute-force reference (tests and benchmarks only).
 
+The cache is imported from :mod:`.cache` itself, so that the one-go engine's users load no table I/O.
+
 Measured numbers and the effect of each optimisation are recorded in ``benchmarks/bench_dedup.py``.
 """
 
-from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.near_duplicates.exact import (
     TokenSets,
     near_duplicates,
@@ -34,7 +35,6 @@ from pipelines.scoring.near_duplicates.reference import near_duplicates_referenc
 
 __all__ = [
     "JACCARD_THRESHOLD",
-    "DedupCache",
     "TokenSets",
     "near_duplicates",
     "near_duplicates_of_sets",
