@@ -1,7 +1,5 @@
 """What every asset of the graph shares: its group, owners and code version, and the warehouse refresh."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.resources import BackfillSettings

@@ -5,8 +5,6 @@ Loads of one destination never overlap: the asset runs in the ``engramia_writes`
 Postgres-backed server takes a higher limit.
 """
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

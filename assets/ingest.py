@@ -4,8 +4,6 @@ It is unpartitioned (one dump holds many scopes) and registers each scope it fin
 everything downstream.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views

@@ -4,8 +4,6 @@ A scope run executes in one process: its four steps are short and sequential, an
 would spend most of the run starting interpreters and importing Polars, DuckDB and engramia again.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.engramia import engramia_scopes

@@ -1,7 +1,5 @@
 """``messages``: one scope's typed messages, one per message id."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 

@@ -6,8 +6,6 @@ hand into the launchpad that no dump produced is refused by :func:`require_scope
 writes anything.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from pipelines.ingest.catalog import read_scopes, scope_names

@@ -1,8 +1,6 @@
 """``paired_patterns`` and ``scored_patterns``: one scope's messages paired into (user, assistant)
 patterns, then scored and cleared of near-duplicates."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 

@@ -6,8 +6,6 @@ taken in yet gets a run of the scope job. Run keys are derived from the dumps in
 sees the same state again requests nothing new.
 """
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg

@@ -43,7 +43,7 @@ def run_config(settings: BackfillSettings, destination: EngramiaDestination) -> 
     }
 
 
-def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+def failed_check_names(result: dg.ExecuteInProcessResult) -> list[str]:
     out = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:

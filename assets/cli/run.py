@@ -10,6 +10,7 @@ from typing import Any
 
 from assets.cli.destination import destination_from_args, progress_factory
 from assets.cli.instance import (
+    failed_check_names,
     first_error,
     open_instance,
     run_config,
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if not result.success:
             failures[scope] = first_error(result)
             say(f"    FAILED: {failures[scope]}")
-        if bad := failed_checks(result):
+        if bad := failed_check_names(result):
             failed_checks[scope] = bad
             say(f"    checks not passed: {', '.join(bad)}")
     summary: dict[str, Any] = {"scopes": {}, "failed_scopes": failures, "failed_checks": failed_checks}

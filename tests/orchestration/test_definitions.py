@@ -200,7 +200,7 @@ def test_jobs_run_in_one_process_and_loads_share_a_pool():
     for name in ("ingest_job", "scope_job"):
         assert defs.resolve_job_def(name).executor_def is dg.in_process_executor
     engramia = defs.resolve_assets_def("engramia_scopes")
-    assert {spec.pool for spec in engramia.specs} == {"engramia_writes"}
+    assert engramia.op.pool == "engramia_writes"
 
 
 def test_metadata_renders_as_tables_without_rest_keys_on_an_embedded_load(layout, sample_dir, instance):
