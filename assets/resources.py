@@ -24,7 +24,7 @@ from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
-from pipelines.scoring.scores import ScoreStrategy, ScoringOptions
+from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout
 
 

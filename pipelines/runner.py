@@ -25,7 +25,8 @@ from pipelines.pairing.batches import PairingResult, pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeMapping
 from pipelines.scoring.feedback import read_feedback
-from pipelines.scoring.scores import ScoringOptions, ScoringResult, score_scope
+from pipelines.scoring.options import ScoringOptions
+from pipelines.scoring.scores import ScoringResult, score_scope
 from pipelines.tables import DataLayout
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from pipelines.scoring.scores import ScoringOptions
+from pipelines.scoring.options import ScoringOptions
 
 NEUTRAL_SCORE = 5.0
 POSITIVE_SCORE = 7.0

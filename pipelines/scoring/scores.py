@@ -15,7 +15,6 @@ recompute); a run that changed nothing for the scope keeps its table as it is.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,10 @@ import polars as pl
 
 from pipelines.pairing.batches import Repaired, ScopeState, current, repaired_since
 from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback
-from pipelines.scoring.near_duplicates import JACCARD_THRESHOLD
 from pipelines.scoring.near_duplicates.cache import DedupCache
+from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.scoring.scored import made, marker, scored_file, write_marker
 from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
-
-
-class ScoreStrategy(StrEnum):
-    NEUTRAL = "neutral"
-    FEEDBACK = "feedback"
-
-
-@dataclass(frozen=True)
-class ScoringOptions:
-    strategy: ScoreStrategy = ScoreStrategy.NEUTRAL
-    feedback: Path | None = None
-    rating_min: float = 1.0
-    rating_max: float = 5.0
-    threshold: float = JACCARD_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.strategy is ScoreStrategy.FEEDBACK and self.feedback is None:
-            raise ValueError("score strategy 'feedback' needs a feedback file (CSV or Parquet)")
-        if self.rating_max <= self.rating_min:
-            raise ValueError("rating_max must be greater than rating_min")
 
 
 def score(patterns: pl.LazyFrame, feedback: pl.DataFrame | None) -> pl.LazyFrame:

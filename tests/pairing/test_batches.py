@@ -13,8 +13,9 @@ from pipelines.pairing.batches import current, pair_scope
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
+from pipelines.scoring.options import ScoringOptions
 from pipelines.scoring.scored import scored_in_step
-from pipelines.scoring.scores import ScoringOptions, score_scope
+from pipelines.scoring.scores import score_scope
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate
 from tests.conftest import msg

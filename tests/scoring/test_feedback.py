@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipelines.scoring.feedback import read_feedback
-from pipelines.scoring.scores import ScoreStrategy, ScoringOptions
+from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 
 
 def test_numeric_ratings_map_into_0_10(tmp_path):

@@ -6,8 +6,9 @@ import polars as pl
 
 from pipelines.runner import backfill
 from pipelines.scoring import scores as scoring
+from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.scoring.scored import scan_scored
-from pipelines.scoring.scores import ScoreStrategy, ScoringOptions, score_scope
+from pipelines.scoring.scores import score_scope
 from tests.conftest import msg
 
 

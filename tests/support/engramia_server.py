@@ -36,7 +36,8 @@ from pipelines.ingest.staging import ingest
 from pipelines.pairing.batches import pair_scope
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeBy, ScopeMapping
-from pipelines.scoring.scores import ScoringOptions, score_scope
+from pipelines.scoring.options import ScoringOptions
+from pipelines.scoring.scores import score_scope
 from pipelines.tables import DataLayout
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
