@@ -1,19 +1,34 @@
-"""The Dagster instance the CLI records its runs in, and the run config that carries its options."""
+"""The Dagster instance the CLI records its runs in, how it runs the project's jobs there, and the run
+config that carries its options.
+
+A CLI run executes in this process, like ``execute_in_process``, but is recorded as a run of the code
+location that workspace.yaml names: the UI lists it under its job and can re-execute it, with the same
+run config, through the location's own run launcher.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from assets.resources import BackfillSettings, EngramiaDestination
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
+# As workspace.yaml and [tool.dagster] in pyproject.toml name them.
+DEFINITIONS_MODULE = "assets.definitions"
+CODE_LOCATION = "assistants_backfill"
 INSTANCE_TEMPLATE = Path(__file__).parents[1] / "dagster.yaml"
 
 
@@ -43,7 +58,43 @@ def run_config(settings: BackfillSettings, destination: EngramiaDestination) -> 
     }
 
 
-def failed_check_names(result: dg.ExecuteInProcessResult) -> list[str]:
+def execute(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    config: Mapping[str, Any],
+    partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> JobExecutionResult:
+    """Run one of the project's jobs in this process, recorded as a run of the code location."""
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=os.getcwd()
+    )
+    job = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
+    ).get_reconstructable_job(job_name)
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(
+            InProcessCodeLocationOrigin(target, location_name=CODE_LOCATION), SINGLETON_REPOSITORY_NAME
+        ),
+        job_name,
+    )
+    job_def = job.get_definition()
+    run_tags = {**job_def.run_tags, **(tags or {})}
+    if partition_key is not None:
+        run_tags["dagster/partition"] = partition_key
+    plan = create_execution_plan(job, run_config=config, instance_ref=instance.get_ref(), tags=run_tags)
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=config,
+        tags=run_tags,
+        remote_job_origin=origin,
+        job_code_origin=job.get_python_origin(),
+        execution_plan=plan,
+    )
+    return execute_run(job, run, instance, raise_on_error=False)
+
+
+def failed_check_names(result: JobExecutionResult) -> list[str]:
     out = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
@@ -52,7 +103,7 @@ def failed_check_names(result: dg.ExecuteInProcessResult) -> list[str]:
     return out
 
 
-def first_error(result: dg.ExecuteInProcessResult) -> str:
+def first_error(result: JobExecutionResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             err = event.step_failure_data.error

@@ -10,13 +10,13 @@ from typing import Any
 
 from assets.cli.destination import destination_from_args, progress_factory
 from assets.cli.instance import (
+    execute,
     failed_check_names,
     first_error,
     open_instance,
     run_config,
 )
 from assets.cli.summary import print_table, scope_summary, unscoped_quarantined
-from assets.definitions import defs
 from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_scopes
@@ -53,14 +53,11 @@ def run(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     say(f"ingesting {args.input} into {settings.layout.root}")
-    ingest = defs.resolve_job_def(ingest_job.name).execute_in_process(
-        run_config=config, instance=instance, raise_on_error=False
-    )
+    ingest = execute(instance, ingest_job.name, config)
     if not ingest.success:
         print(f"ingest failed: {first_error(ingest)}", file=sys.stderr)
         return 2
     scopes = read_scopes(settings.layout)["scope"].to_list()
-    job = defs.resolve_job_def(scope_job.name)
     if destination.is_rest and not destination.servers_file and len(scopes) > 1:
         say(
             f"warning: --engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that "
@@ -72,12 +69,8 @@ def run(args: argparse.Namespace) -> int:
     for i, scope in enumerate(scopes, start=1):
         say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
         with progress_bars(bars):
-            result = job.execute_in_process(
-                run_config=config,
-                instance=instance,
-                partition_key=scope,
-                tags=scope_run_tags(scope),
-                raise_on_error=False,
+            result = execute(
+                instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope)
             )
         if not result.success:
             failures[scope] = first_error(result)

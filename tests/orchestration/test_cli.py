@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import duckdb
 import pytest
@@ -105,3 +106,50 @@ def test_cli_runs_are_the_named_jobs_with_their_configuration(tmp_path, sample_d
         # Re-executing from the UI replays exactly what the CLI was told.
         assert settings["data_dir"] == str(data) and settings["pairing"] == "strict"
         assert run.run_config["resources"]["engramia"]["config"]["mode"] == "embedded"
+
+
+def test_a_cli_run_re_executes_from_the_ui(tmp_path, sample_dir, capsys, monkeypatch):
+    """The UI's *Re-execute* (its GraphQL mutation) on a CLI scope run launches it again through the
+    code location of workspace.yaml, with the CLI's run config, and it succeeds."""
+    import shutil
+
+    import dagster as dg
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from assets.cli.instance import INSTANCE_TEMPLATE
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "data"
+    home = data / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    # No daemon here to dequeue runs, as `dagster dev` has: launch them at once.
+    with (home / "dagster.yaml").open("a") as f:
+        f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
+    _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    mutation = """
+    mutation($params: ReexecutionParams!) {
+      launchPipelineReexecution(reexecutionParams: $params) {
+        __typename
+        ... on LaunchRunSuccess { run { runId } }
+        ... on PythonError { message }
+      }
+    }"""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        parent = next(
+            r for r in instance.get_runs() if r.tags.get("dagster/partition") == "default__asst_coder"
+        )
+        with define_out_of_process_context("workspace.yaml", None, instance) as context:
+            result = execute_dagster_graphql(
+                context, mutation, {"params": {"parentRunId": parent.run_id, "strategy": "ALL_STEPS"}}
+            )
+            launched = result.data["launchPipelineReexecution"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            run_id = launched["run"]["runId"]
+            deadline = time.monotonic() + 120
+            while not instance.get_run_by_id(run_id).is_finished and time.monotonic() < deadline:
+                time.sleep(0.5)
+        child = instance.get_run_by_id(run_id)
+    assert child.status == dg.DagsterRunStatus.SUCCESS
+    assert child.job_name == "scope_job" and child.tags["dagster/partition"] == "default__asst_coder"
+    assert child.run_config == parent.run_config
