@@ -32,6 +32,26 @@ def _resources(layout, source):
     }
 
 
+def _ingest(layout, source, instance) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(raw_thread_exports),
+        resources=_resources(layout, source),
+        instance=instance,
+    )
+
+
+def _scope_run(layout, source, instance, scope: str, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        BACKFILL_ASSETS,
+        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
+        partition_key=scope,
+        resources=_resources(layout, source),
+        instance=instance,
+        **kwargs,
+    )
+
+
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
@@ -49,22 +69,12 @@ def test_definitions_load():
 
 
 def test_whole_graph_on_the_sample(layout, sample_dir, instance):
-    graph = BACKFILL_ASSETS
-    resources = _resources(layout, sample_dir)
-    ingest = dg.materialize(
-        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
-    )
+    ingest = _ingest(layout, sample_dir, instance)
     assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
     scopes = instance.get_dynamic_partitions(SCOPES.name)
     assert sorted(scopes) == ["default__asst_analyst", "default__asst_coder", "default__asst_support"]
     for scope in scopes:
-        result = dg.materialize(
-            graph,
-            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-            partition_key=scope,
-            resources=resources,
-            instance=instance,
-        )
+        result = _scope_run(layout, sample_dir, instance, scope)
         assert result.success
         checks = _checks(result)
         assert len(checks) == len(SCOPE_CHECKS) == 8
@@ -73,43 +83,20 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
         assert load["pattern_count_after"].value == load["pattern_count_before"].value + load["stored"].value
     # A second pass over every scope stores nothing and still passes its checks.
     for scope in scopes:
-        again = dg.materialize(
-            graph,
-            selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-            partition_key=scope,
-            resources=resources,
-            instance=instance,
-        )
+        again = _scope_run(layout, sample_dir, instance, scope)
         meta = again.asset_materializations_for_node("engramia_scopes")[0].metadata
         assert meta["sent"].value == 0 and meta["stored"].value == 0
         assert all(_checks(again).values())
 
 
 def test_a_broken_count_fails_its_check(layout, sample_dir, instance):
-    graph = BACKFILL_ASSETS
-    resources = _resources(layout, sample_dir)
-    dg.materialize(
-        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
-    )
+    _ingest(layout, sample_dir, instance)
     scope = "default__asst_coder"
-    dg.materialize(
-        graph,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key=scope,
-        resources=resources,
-        instance=instance,
-    )
+    _scope_run(layout, sample_dir, instance, scope)
     # Lose a staged message file behind the pipeline's back: the reconciliation must notice.
     victim = next(layout.messages(scope).glob("*.parquet"))
     victim.unlink()
-    result = dg.materialize(
-        graph,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key=scope,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = _scope_run(layout, sample_dir, instance, scope, raise_on_error=False)
     checks = _checks(result)
     assert checks["lines_reconcile"] is False
     # The check blocks: nothing downstream of a scope that does not reconcile is loaded.
@@ -129,12 +116,7 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
     [request] = result.run_requests
     assert request.job_name == ingest_job.name and request.run_key.startswith("ingest:")
 
-    dg.materialize(
-        [*BACKFILL_ASSETS],
-        selection=dg.AssetSelection.assets(raw_thread_exports),
-        resources=_resources(layout, landing),
-        instance=instance,
-    )
+    _ingest(layout, landing, instance)
     result = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
     assert {r.job_name for r in result.run_requests} == {scope_job.name}
     assert sorted(r.partition_key for r in result.run_requests) == [
@@ -148,19 +130,9 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
 
 
 def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
-    graph = BACKFILL_ASSETS
-    resources = _resources(layout, sample_dir)
-    dg.materialize(
-        graph, selection=dg.AssetSelection.assets(raw_thread_exports), resources=resources, instance=instance
-    )
+    _ingest(layout, sample_dir, instance)
     scope = "default__asst_coder"
-    dg.materialize(
-        graph,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key=scope,
-        resources=resources,
-        instance=instance,
-    )
+    _scope_run(layout, sample_dir, instance, scope)
     shutil.rmtree(layout.engramia)
     result = count_reconciliation(layout, scope, EngramiaDestination())
     assert result.passed is False
@@ -169,24 +141,11 @@ def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
 
 
 def test_a_scope_no_dump_produced_fails_at_once_and_records_nothing(layout, sample_dir, instance):
-    resources = _resources(layout, sample_dir)
-    dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(raw_thread_exports),
-        resources=resources,
-        instance=instance,
-    )
+    _ingest(layout, sample_dir, instance)
     typo = "default__asst_cdoer"
     # The launchpad lets a user add a partition key by hand.
     instance.add_dynamic_partitions(SCOPES.name, [typo])
-    result = dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key=typo,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = _scope_run(layout, sample_dir, instance, typo, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.user_failure_data.description
@@ -204,20 +163,8 @@ def test_jobs_run_in_one_process_and_loads_share_a_pool():
 
 
 def test_metadata_renders_as_tables_without_rest_keys_on_an_embedded_load(layout, sample_dir, instance):
-    resources = _resources(layout, sample_dir)
-    dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(raw_thread_exports),
-        resources=resources,
-        instance=instance,
-    )
-    result = dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key="default__asst_coder",
-        resources=resources,
-        instance=instance,
-    )
+    _ingest(layout, sample_dir, instance)
+    result = _scope_run(layout, sample_dir, instance, "default__asst_coder")
     meta = result.asset_materializations_for_node("messages")[0].metadata
     preview = meta["preview"]
     assert isinstance(preview, dg.TableMetadataValue) and preview.records
@@ -249,10 +196,5 @@ def test_no_preview_or_beta_warning_while_loading_and_running(layout, sample_dir
         import assets.definitions
 
         importlib.reload(assets.definitions)
-        result = dg.materialize(
-            BACKFILL_ASSETS,
-            selection=dg.AssetSelection.assets(raw_thread_exports),
-            resources=_resources(layout, sample_dir),
-            instance=instance,
-        )
+        result = _ingest(layout, sample_dir, instance)
     assert result.success
