@@ -1,0 +1,73 @@
+"""The inputs of the rows: synthetic exports and prepared data folders, made once in ``benchmarks/work/``.
+
+Exports come from ``pipelines.tools.synth`` and are reused while their ``.done`` marker exists; folders a
+row writes into are cleared by moving them aside (``fresh``) and deleted after the last row
+(``empty_trash``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.measure import child_env, measure
+from benchmarks.paths import ROOT, TRASH, WORK
+
+
+def synth(out: Path, messages: int, dumps: int = 1, shares: str | None = None) -> Path:
+    """Generate a synthetic export once (kept in benchmarks/work/)."""
+    done = out.with_name(out.name + ".done")
+    if done.exists():
+        return out
+    cmd = [sys.executable, "-m", "pipelines.tools.synth", "--out", str(out), "--messages", str(messages)]
+    if dumps > 1:
+        cmd += ["--dumps", str(dumps)]
+    if shares:
+        cmd += ["--shares", shares]
+    print(f"generating {out.name} ({messages:,} messages) ...", flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True, stdout=subprocess.DEVNULL)
+    done.touch()
+    return out
+
+
+def fresh(path: Path) -> Path:
+    """Clear ``path`` for a measurement by moving what is there into the trash, emptied after the last row.
+
+    Not deleted on the spot: for some minutes after many files are deleted, ext4 creates each new file
+    several times slower (inode allocation skips the recently freed inodes one by one; profiled:
+    ``recently_deleted`` in ``find_inode_bit``). Deleting the previous run's 40k-file store just before
+    the load row slowed the load itself ~3x, which says nothing about the loader.
+    """
+    if path.exists() or path.is_symlink():
+        TRASH.mkdir(parents=True, exist_ok=True)
+        os.replace(path, TRASH / f"{path.name}-{time.time_ns()}")
+    return path
+
+
+def empty_trash() -> None:
+    shutil.rmtree(TRASH, ignore_errors=True)
+
+
+def prepared(messages: int) -> Path:
+    """A transformed (not yet loaded) data folder for the load benchmarks, made once."""
+    label = f"{messages // 1000}k"
+    source = synth(WORK / f"m{label}.ndjson", messages)
+    data = WORK / f"data-load-{label}"
+    if not (data / ".prepared").exists():
+        fresh(data)
+        measure("backfill", source=str(source), data=str(data), load=False)
+        (data / ".prepared").touch()
+    # Every run starts from an empty store and ledger.
+    fresh(data / "engramia")
+    fresh(data / "staged" / "ledger")
+    return data
+
+
+def size(path: Path) -> str:
+    """The size of an export (a file, or the NDJSON files of a folder of dumps), for the report."""
+    total = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*.ndjson")))
+    return f"{total / 1e9:.2f} GB" if total >= 1e9 else f"{total / 1e6:.0f} MB"
