@@ -14,6 +14,7 @@ from pipelines.scoring.near_duplicates import near_duplicates
 from pipelines.scoring.near_duplicates import stored as stored_sets
 from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.near_duplicates.tokens import token_pairs
+from tests.support.near_duplicates import SCHEMA
 
 _WORDS = [
     *["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta"],
@@ -23,12 +24,6 @@ _WORDS = [
     "straße",
     "A\tb",
 ]
-_SCHEMA = {
-    "pattern_id": pl.String,
-    "task": pl.String,
-    "eval_score": pl.Float64,
-    "created_at": pl.Datetime("us", "UTC"),
-}
 
 
 def _pattern(rng: random.Random, i: int, pool: dict) -> dict:
@@ -59,7 +54,7 @@ def test_cached_near_duplicates_equal_a_full_recompute(tmp_path, seed):
         pool[i] = _pattern(rng, i, pool)
     cache = DedupCache(tmp_path / "cache")
     for step in range(6):
-        frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+        frame = pl.DataFrame(list(pool.values()), schema=SCHEMA)
         context = "ctx" if step < 4 else "new options"  # a context change starts afresh
         if seed % 2:
             # Tasks read on demand from a Parquet file in another order, as score_scope does.
@@ -91,7 +86,7 @@ def test_cache_appends_sets_keeps_gone_rows_and_compacts(tmp_path):
     cache = DedupCache(folder)
 
     def run() -> pl.DataFrame:
-        frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+        frame = pl.DataFrame(list(pool.values()), schema=SCHEMA)
         decided = cache.near_duplicates(frame, 0.75, "c")
         assert decided.equals(near_duplicates(frame, 0.75))
         return pl.read_parquet(folder / "state.parquet")
@@ -144,9 +139,9 @@ def test_cache_grouping_survives_hash_collisions(tmp_path, monkeypatch):
     rng = random.Random(1)
     pool = {i: _pattern(rng, i, {}) for i in range(60)}
     cache = DedupCache(tmp_path / "cache")
-    frame = pl.DataFrame(list(pool.values()), schema=_SCHEMA)
+    frame = pl.DataFrame(list(pool.values()), schema=SCHEMA)
     cache.near_duplicates(frame, 0.75, "c")
-    more = pl.DataFrame([_pattern(rng, i, pool) for i in range(60, 90)], schema=_SCHEMA)
+    more = pl.DataFrame([_pattern(rng, i, pool) for i in range(60, 90)], schema=SCHEMA)
     both = pl.concat([frame, more])
     assert cache.near_duplicates(both, 0.75, "c").equals(near_duplicates(both, 0.75))
 
@@ -171,9 +166,9 @@ def test_cache_is_exact_for_very_long_tasks(tmp_path):
         {"pattern_id": "c", "task": " ".join(words[3000:]), "eval_score": 5.0, "created_at": base},
     ]
     cache = DedupCache(tmp_path / "cache")
-    first = pl.DataFrame(rows[:1] + rows[2:], schema=_SCHEMA)
+    first = pl.DataFrame(rows[:1] + rows[2:], schema=SCHEMA)
     cache.near_duplicates(first, 0.92, "c")
-    both = pl.DataFrame(rows, schema=_SCHEMA)
+    both = pl.DataFrame(rows, schema=SCHEMA)
     got = cache.near_duplicates(both, 0.92, "c")
     assert got.equals(near_duplicates(both, 0.92))
     assert got.filter(pl.col("pattern_id") == "b")["duplicate_of"].item() == "a"
