@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from assets.cli.destination import destination_from_args
+from assets.cli.destination import add_rest_options, destination_from_args
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.tables import DataLayout
@@ -59,3 +60,22 @@ def rollback(args: argparse.Namespace) -> int:
         print(f"error: {report.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_rollback_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "rollback",
+        help="delete exactly the patterns this pipeline loaded into a scope",
+        description="Delete exactly the patterns this pipeline loaded into one scope, and nothing else.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    b.add_argument("--data-dir", type=Path, default=Path("data"))
+    b.add_argument("--scope", required=True, help="the scope key (as in staged/*/scope=<key>)")
+    b.add_argument(
+        "--embedded", action="store_true", help="the embedded store (default without REST options)"
+    )
+    b.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
+    b.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_rest_options(b)
+    b.set_defaults(func=rollback)

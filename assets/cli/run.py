@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from assets.cli.destination import destination_from_args, progress_factory
+from assets.cli.destination import add_rest_options, destination_from_args, progress_factory
 from assets.cli.instance import (
     execute,
     failed_check_names,
@@ -93,3 +93,42 @@ def run(args: argparse.Namespace) -> int:
         print_table(summary)
     hard_failures = {s: c for s, c in failed_checks.items() if any("(ERROR)" in x for x in c)}
     return 1 if failures or hard_failures else 0
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "run",
+        help="ingest dumps and load every scope into Engramia",
+        description="Ingest dumps and load every scope into Engramia.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
+    r.add_argument("--data-dir", type=Path, default=Path("data"))
+    r.add_argument("--scope-by", choices=["assistant", "tenant", "single"], default="assistant")
+    r.add_argument("--tenant", default="default", help="tenant name (scope-by assistant|single)")
+    r.add_argument("--project", default="default", help="project name (scope-by tenant|single)")
+    r.add_argument("--tenant-map", type=Path, help="CSV/Parquet thread_id,tenant_id (scope-by tenant)")
+    r.add_argument("--feedback", type=Path, help="CSV/Parquet of feedback keyed by message_id or thread_id")
+    r.add_argument("--pairing", choices=["merge", "strict"], default="merge")
+    r.add_argument("--task-max-chars", type=int, default=2_000)
+    r.add_argument("--code-max-chars", type=int, default=8_000)
+    r.add_argument("--destination", choices=["embedded", "rest-learn", "rest-import"], default="embedded")
+    r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
+    r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
+    r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_rest_options(r)
+    r.add_argument("--no-validate", action="store_true", help="skip the check of the server's input limits")
+    r.add_argument("--async-import", action="store_true", help="rest-import: Prefer: respond-async + polling")
+    r.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_048_576,
+        help="the server's request body limit (default 1 MiB); import batches stay under it",
+    )
+    r.add_argument(
+        "--resend-rejected",
+        action="store_true",
+        help="send again patterns the server rejected (422) or did not store",
+    )
+    r.set_defaults(func=run)

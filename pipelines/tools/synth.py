@@ -187,20 +187,40 @@ def generate(spec: SynthSpec, out: Path) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate a synthetic Assistants NDJSON export.")
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Generate a synthetic Assistants NDJSON export (the guide's shape), for trials.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, required=True, help="output file, or folder when --dumps > 1")
-    parser.add_argument("--messages", type=int, default=SynthSpec.messages)
-    parser.add_argument("--assistants", type=int, default=SynthSpec.assistants)
-    parser.add_argument("--dumps", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=SynthSpec.messages, help="messages in all")
+    parser.add_argument("--assistants", type=int, default=SynthSpec.assistants, help="distinct assistant ids")
+    parser.add_argument(
+        "--dumps", type=int, default=1, help="dump files to spread the messages over, by time"
+    )
     parser.add_argument(
         "--shares", help="comma-separated share of the messages per dump, by time (default: equal), e.g. 99,1"
     )
-    parser.add_argument("--tie-rate", type=float, default=SynthSpec.tie_rate)
-    parser.add_argument("--consecutive-rate", type=float, default=SynthSpec.consecutive_rate)
-    parser.add_argument("--near-duplicate-rate", type=float, default=SynthSpec.near_duplicate_rate)
-    parser.add_argument("--bad-line-rate", type=float, default=SynthSpec.bad_line_rate)
-    parser.add_argument("--seed", type=int, default=SynthSpec.seed)
+    parser.add_argument(
+        "--tie-rate", type=float, default=SynthSpec.tie_rate, help="share of messages sharing a created_at"
+    )
+    parser.add_argument(
+        "--consecutive-rate",
+        type=float,
+        default=SynthSpec.consecutive_rate,
+        help="share of turns with two messages of one role in a row",
+    )
+    parser.add_argument(
+        "--near-duplicate-rate",
+        type=float,
+        default=SynthSpec.near_duplicate_rate,
+        help="share of questions that repeat an earlier one with a small change",
+    )
+    parser.add_argument(
+        "--bad-line-rate", type=float, default=SynthSpec.bad_line_rate, help="share of malformed lines"
+    )
+    parser.add_argument("--seed", type=int, default=SynthSpec.seed, help="random seed (same seed, same file)")
     a = parser.parse_args(argv)
     spec = SynthSpec(
         messages=a.messages,
