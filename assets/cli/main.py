@@ -11,8 +11,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from assets.cli.rollback import add_rollback_parser
-from assets.cli.run import add_run_parser
+from assets.cli import status
 from pipelines.tools import synth
 
 
@@ -28,9 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="assistants-backfill", description=__doc__.splitlines()[0].strip("`").replace("``", "")
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Imported here, not at the top: they import Dagster (seconds), which ``status`` does not wait for.
+    from assets.cli.rollback import add_rollback_parser
+    from assets.cli.run import add_run_parser
+
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     add_rollback_parser(sub)
+    status.add_status_parser(sub)
     # Listed for the overview; its arguments are synth's own (main() hands them over untouched).
     sub.add_parser("synth", help="generate a synthetic export (synth --help for its options)", add_help=False)
     return parser
@@ -40,5 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["synth"]:
         sys.exit(synth.main(argv[1:], prog="assistants-backfill synth") or 0)
+    if argv[:1] == ["status"]:
+        sys.exit(status.main(argv[1:]))
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
