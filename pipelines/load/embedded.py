@@ -3,11 +3,12 @@
 Patterns go in through ``Memory.import_data`` with deterministic keys, never a loop of
 ``Memory.learn`` (which lists the whole scope on every call and stores a new copy each time in 0.6.6).
 
-Invariants: the plan is the shared :func:`pipelines.load.plan.plan_load`, on ids alone, trusting the
-ledger only for keys the store really holds (a wiped or damaged store is refilled); texts are read only
-for the patterns to send; the scope's cap is checked before anything is written; and the store's own
-count comes from ``storage.count_patterns()`` (what ``memory.metrics.pattern_count`` returns, without
-computing the other metrics).
+Invariants: the plan is the shared :func:`pipelines.load.plan.plan_load`, on ids and bases alone,
+trusting the ledger only for keys the store really holds (a wiped or damaged store is refilled); texts
+are read only for the patterns to send or to compare; a pattern whose score or text changed is rewritten
+under its own key (counted ``updated``, the count does not move); the scope's cap is checked before
+anything is written; and the store's own count comes from ``storage.count_patterns()`` (what
+``memory.metrics.pattern_count`` returns, without computing the other metrics).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from typing import Any
 import engramia
 import polars as pl
 
+from pipelines.load.content import with_fingerprints
 from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.limits import SCOPE_PATTERN_CAP
-from pipelines.load.plan import LoadResult, plan_load, texts_to_send
+from pipelines.load.plan import UPDATE_SAMPLE, LoadResult, plan_load, settle_updates, texts_to_send
 from pipelines.load.records import KEY_PREFIX, import_record, iter_rows, pattern_key
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.tables import DataLayout
 
 DESTINATION = "embedded"
+# What the embedded load does to texts before storing them (part of a pattern's basis): nothing.
+TRANSFORM = "as-is"
 
 
 def destination_id(store: Path) -> str:
@@ -61,7 +65,8 @@ def load_embedded(
         existing = set(memory.storage.list_keys(prefix=KEY_PREFIX))
         before = len(existing)
         # Trust the ledger only for keys the store really holds: a wiped or damaged store is refilled.
-        plan = plan_load(layout, scope, ledger.in_store().filter(pl.col("key").is_in(list(existing))))
+        in_store = ledger.in_store().filter(pl.col("key").is_in(list(existing)))
+        plan = plan_load(layout, scope, in_store, TRANSFORM)
         to_retract, n_new = plan.to_retract, plan.send_ids.height
         result.kept, result.already_loaded = plan.kept, plan.already
         result.pattern_count_before = before
@@ -74,19 +79,31 @@ def load_embedded(
             result.pattern_count_after = before
             return result
         to_send = texts_to_send(layout, scope, plan)
+        unchanged = None
+        if to_send is not None:
+            to_send, unchanged = settle_updates(plan, with_fingerprints(to_send))
         # Only the writes wait for other loads' writes (see ``writes``).
         with writes or nullcontext():
+            if unchanged is not None:
+                _refresh_unchanged(ledger, unchanged, result)
             for row in to_retract.iter_rows(named=True):
                 memory.delete_pattern(row["key"])
                 ledger.record(row["pattern_id"], row["key"], Outcome.RETRACTED, "no longer kept")
                 result.retracted += 1
             ledger.flush()
             for rows in iter_rows(to_send, batch_rows) if to_send is not None else ():
-                records = []
+                records, updates = [], []
+                content = {r["key"]: (r["fingerprint"], r["basis"]) for r in rows}
                 for row in rows:
                     key = pattern_key(row["pattern_id"])
-                    if key in existing:
-                        ledger.record(row["pattern_id"], key, Outcome.PRESENT, "key already in the store")
+                    if row["update"]:
+                        updates.append(import_record(row, tenant_id, project_id))
+                    elif key in existing:
+                        # Held by the store but not by the ledger: adopted as it is, like a ledger row
+                        # without a fingerprint (see plan.settle_updates).
+                        ledger.record(
+                            row["pattern_id"], key, Outcome.PRESENT, "key already in the store", *content[key]
+                        )
                         result.present += 1
                     else:
                         records.append(import_record(row, tenant_id, project_id))
@@ -97,14 +114,39 @@ def load_embedded(
                 if imported != len(records):
                     raise RuntimeError(f"scope {scope}: import stored {imported} of {len(records)} records")
                 for rec in records:
-                    ledger.record(rec["data"]["design"]["pattern_id"], rec["key"], Outcome.STORED)
+                    pid = rec["data"]["design"]["pattern_id"]
+                    ledger.record(pid, rec["key"], Outcome.STORED, None, *content[rec["key"]])
                 result.stored += imported
+                # A changed pattern is rewritten under its own key: the count does not move.
+                if updates and memory.import_data(updates, overwrite=True) != len(updates):
+                    raise RuntimeError(f"scope {scope}: rewriting {len(updates)} changed patterns failed")
+                for rec in updates:
+                    pid = rec["data"]["design"]["pattern_id"]
+                    reason = "updated: score or text changed"
+                    ledger.record(pid, rec["key"], Outcome.STORED, reason, *content[rec["key"]])
+                    if len(result.updates) < UPDATE_SAMPLE:
+                        result.updates.append({"pattern_id": pid, "key": rec["key"]})
+                result.updated += len(updates)
                 result.sent += len(rows)
                 ledger.flush()
                 if progress:
                     progress(len(rows))
         # Nothing written means nothing to recount (listing a large scope takes seconds).
-        changed = result.stored or result.retracted
+        changed = result.stored or result.retracted or result.updated
         result.pattern_count_after = pattern_count(memory) if changed else before
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _refresh_unchanged(ledger: Ledger, unchanged: pl.DataFrame, result: LoadResult) -> None:
+    """Patterns whose basis changed but whose content did not: the ledger learns their new basis (and,
+    for rows written before fingerprints were kept, adopts the fingerprint), nothing is written."""
+    for row in unchanged.iter_rows(named=True):
+        reason = "fingerprint adopted (ledger row had none)" if row["adopted"] else "unchanged content"
+        ledger.record(
+            row["pattern_id"], row["key"], Outcome.PRESENT, reason, row["fingerprint"], row["basis"]
+        )
+    adopted = int(unchanged["adopted"].sum())
+    if adopted:
+        result.notes += f"{adopted} fingerprints adopted from the current content without rewriting; "
+    ledger.flush()

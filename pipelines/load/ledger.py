@@ -6,6 +6,11 @@ most the outcomes of the batch in flight, and those are recovered by the idempot
 the next run's comparison with the server. API keys never reach it.
 
 Outcomes are :class:`Outcome` values; they are written to Parquet as their strings, which never change.
+
+A row of a pattern in the store also says what the store holds: ``fingerprint`` (of the task, code and
+score as sent, :mod:`pipelines.load.content`) and ``basis`` (what that content was made from), so a
+later load can tell a pattern whose score or text changed (:func:`pipelines.load.plan.plan_load`).
+Files written before these columns existed read them as null ("unknown").
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ LEDGER_SCHEMA = {
     "destination": pl.String,
     "run_id": pl.String,
     "at": pl.Datetime("us", "UTC"),
+    "fingerprint": pl.String,
+    "basis": pl.String,
 }
 
 
@@ -66,7 +73,8 @@ class Ledger:
         files = parquet_files(self.folder)
         if not files:
             return pl.DataFrame(schema=LEDGER_SCHEMA)
-        return pl.read_parquet(files)
+        # Older files lack the content columns: they read as null, never as an error.
+        return pl.scan_parquet(files, schema=LEDGER_SCHEMA, missing_columns="insert").collect()
 
     def state(self) -> pl.DataFrame:
         """Latest outcome per pattern."""
@@ -75,7 +83,15 @@ class Ledger:
     def in_store(self) -> pl.DataFrame:
         return self.state().filter(pl.col("outcome").is_in(IN_STORE))
 
-    def record(self, pattern_id: str, key: str | None, outcome: Outcome, reason: str | None = None) -> None:
+    def record(
+        self,
+        pattern_id: str,
+        key: str | None,
+        outcome: Outcome,
+        reason: str | None = None,
+        fingerprint: str | None = None,
+        basis: str | None = None,
+    ) -> None:
         self._pending.append(
             {
                 "pattern_id": pattern_id,
@@ -85,6 +101,8 @@ class Ledger:
                 "destination": self.destination,
                 "run_id": self.run_id,
                 "at": datetime.now(UTC),
+                "fingerprint": fingerprint,
+                "basis": basis,
             }
         )
 

@@ -1,9 +1,13 @@
-"""What a load must do in one scope: send the kept patterns the destination lacks, retract the ones
-it holds that are no longer kept, and report the same figures whatever the destination.
+"""What a load must do in one scope: send the kept patterns the destination lacks, rewrite the ones it
+holds whose score or text changed, retract the ones it holds that are no longer kept, and report the
+same figures whatever the destination.
 
-Invariant: every destination plans with :func:`plan_load`, on pattern ids alone; texts are read
-(:func:`texts_to_send`) only for the patterns that are sent, since reading every kept text of a large
-scope to send a handful was most of an incremental load's time."""
+Invariant: every destination plans with :func:`plan_load`, on pattern ids, scores and the ledger's
+``basis`` alone (:mod:`pipelines.load.content`); texts are read (:func:`texts_to_send`) only for the
+patterns that are sent and for those whose basis changed, since reading every kept text of a large scope
+to send a handful was most of an incremental load's time. Of the latter, :func:`settle_updates` keeps for
+rewriting only those whose fingerprint changed: an update is never counted as stored, so Engramia's
+``pattern_count`` still moves by exactly stored - retracted."""
 
 from __future__ import annotations
 
@@ -13,36 +17,89 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.load.records import kept_ids, kept_patterns
+from pipelines.load.content import basis, basis_prefix
+from pipelines.load.records import kept_patterns, kept_scores
 from pipelines.tables import DataLayout, parquet_files, write_parquet
+
+# Updated patterns a load names in its figures, for the check that reads them back from the store.
+UPDATE_SAMPLE = 20
 
 
 @dataclass
 class LoadPlan:
-    send_ids: pl.DataFrame  # pattern_id: kept but not in the destination
+    send_ids: pl.DataFrame  # pattern_id, basis: kept but not in the destination
     to_retract: pl.DataFrame  # pattern_id, key: in the destination but no longer kept
+    # pattern_id, key, fingerprint (as stored), basis (now): kept and in the destination, but made from
+    # another basis, so their content may differ; :func:`settle_updates` narrows it to those that do.
+    to_update: pl.DataFrame
     kept: int
     already: int
 
 
-def plan_load(layout: DataLayout, scope: str, in_store: pl.DataFrame) -> LoadPlan:
-    """The plan against ``in_store`` (pattern_id, key): what the destination holds, as far as the
-    destination trusts its ledger."""
-    in_store = in_store.select("pattern_id", "key")
-    ids = kept_ids(layout, scope)
+def plan_load(layout: DataLayout, scope: str, in_store: pl.DataFrame, transform: str) -> LoadPlan:
+    """The plan against ``in_store`` (pattern_id, key, fingerprint, basis): what the destination holds,
+    as far as the destination trusts its ledger. ``transform`` names what the destination does to texts
+    before sending (part of the basis)."""
+    in_store = in_store.select("pattern_id", "key", "fingerprint", stored_basis="basis")
+    ids = kept_scores(layout, scope).select("pattern_id", basis=basis(basis_prefix(layout, scope, transform)))
     send_ids = ids.join(in_store, on="pattern_id", how="anti")
-    to_retract = in_store.join(ids, on="pattern_id", how="anti")
-    return LoadPlan(send_ids, to_retract, ids.height, ids.height - send_ids.height)
+    to_retract = in_store.join(ids, on="pattern_id", how="anti").select("pattern_id", "key")
+    # A null stored basis is a ledger row written before bases were kept: its content is looked at once.
+    to_update = (
+        ids.join(in_store, on="pattern_id", how="inner")
+        .filter(pl.col("stored_basis").is_null() | (pl.col("stored_basis") != pl.col("basis")))
+        .select("pattern_id", "key", "fingerprint", "basis")
+    )
+    return LoadPlan(send_ids, to_retract, to_update, ids.height, ids.height - send_ids.height)
 
 
 def texts_to_send(layout: DataLayout, scope: str, plan: LoadPlan) -> pl.DataFrame | None:
-    """The kept patterns (text, score, provenance, key) of ``plan.send_ids``, in pattern_id order;
-    None when the scope has no kept patterns to send."""
+    """The kept patterns (text, score, provenance, key) of ``plan.send_ids`` and ``plan.to_update``, in
+    pattern_id order, with their ``basis`` and whether each is an ``update``; None when there are none."""
     kept = kept_patterns(layout, scope)
-    if kept is None or not plan.send_ids.height:
+    wanted = pl.concat(
+        [
+            plan.send_ids.select("pattern_id", "basis", update=pl.lit(False)),
+            plan.to_update.select("pattern_id", "basis", update=pl.lit(True)),
+        ]
+    )
+    if kept is None or not wanted.height:
         return None
     # A filter, not a semi join: it reaches the Parquet scans, which then skip other rows' texts.
-    return kept.filter(pl.col("pattern_id").is_in(plan.send_ids["pattern_id"].implode())).collect()
+    rows = kept.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode())).collect()
+    return rows.join(wanted, on="pattern_id", how="left", maintain_order="left")
+
+
+def settle_updates(plan: LoadPlan, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` (rows of :func:`texts_to_send` with the ``fingerprint`` of what would be sent now)
+    into what to send, and the updates whose content did not change (pattern_id, key, fingerprint, basis,
+    adopted); ``plan.to_update`` keeps only the changed ones.
+
+    A pattern whose ledger row has no fingerprint (written before fingerprints were kept) adopts the
+    current one without being rewritten (``adopted``). Rewriting every such pattern once would be the
+    only alternative, and it is not safe: over rest-learn it deletes and learns the whole scope again
+    (new keys, hours at the server's rate limit, and a scope half gone if it fails midway), and in every
+    mode it resets the reuse counts the store has gathered. What adoption can miss is a score or
+    truncation change made while fingerprints were not kept, which that code never sent either; every
+    change after it is detected. (Rolling the scope back and loading it again rewrites everything.)
+    """
+    if frame.is_empty() or "update" not in frame.columns:
+        return frame, pl.DataFrame(
+            schema={"pattern_id": pl.String, "key": pl.String, "fingerprint": pl.String, "basis": pl.String}
+        ).with_columns(adopted=pl.lit(False))
+    stored = plan.to_update.select("pattern_id", "key", stored_fingerprint="fingerprint")
+    marked = frame.join(stored.select("pattern_id", "stored_fingerprint"), on="pattern_id", how="left")
+    same = pl.col("update") & (
+        pl.col("stored_fingerprint").is_null() | (pl.col("stored_fingerprint") == pl.col("fingerprint"))
+    )
+    unchanged = (
+        marked.filter(same)
+        .select("pattern_id", "fingerprint", "basis", adopted=pl.col("stored_fingerprint").is_null())
+        .join(stored.select("pattern_id", "key"), on="pattern_id", how="left")
+        .select("pattern_id", "key", "fingerprint", "basis", "adopted")
+    )
+    plan.to_update = plan.to_update.join(unchanged, on="pattern_id", how="anti")
+    return marked.filter(~same).drop("stored_fingerprint"), unchanged
 
 
 @dataclass
@@ -61,6 +118,11 @@ class LoadResult:
     rejected: int = 0
     retracted: int = 0
     failed: int = 0
+    # kept patterns already in the store rewritten because their score or text changed (never counted
+    # as stored: the store's pattern_count does not move); a sample of them (pattern_id, key) is kept
+    # for the check that reads them back.
+    updated: int = 0
+    updates: list[dict] = field(default_factory=list)
     # REST destinations (pipelines/load/rest/): patterns not sent because the ledger already holds an
     # answer the server gave (server-side rejection, 0.7.x not_stored); 0.7.x learns that overwrote a
     # near-duplicate under its existing key (stored, but pattern_count did not grow); PII redactions
@@ -91,14 +153,16 @@ class LoadResult:
         out = asdict(self)
         out["reconciles"] = self.reconciles
         out["rejections"] = self.rejections[:20]
+        out["updates"] = self.updates[:UPDATE_SAMPLE]
         return out
 
 
 def save_load_result(layout: DataLayout, result: LoadResult, run_id: str) -> Path:
     """Keep every load's figures (``staged/loads/scope=<key>/``) for the checks and for run history."""
-    row = {k: v for k, v in result.as_dict().items() if k != "rejections"}
+    row = {k: v for k, v in result.as_dict().items() if k not in ("rejections", "updates")}
     row["run_id"] = run_id
     row["rejections"] = json.dumps(result.rejections[:100])
+    row["updates"] = json.dumps(result.updates[:UPDATE_SAMPLE])
     path = layout.loads(result.scope) / f"run={run_id}.parquet"
     write_parquet(pl.DataFrame([row]), path)
     return path

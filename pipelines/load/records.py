@@ -50,18 +50,23 @@ def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
     )
 
 
-def kept_ids(layout: DataLayout, scope: str) -> pl.DataFrame:
-    """The ids of :func:`kept_patterns`: read from the scored table alone when it is in step with the
-    scope's batches, which spares reading which batch holds each thread."""
+def kept_scores(layout: DataLayout, scope: str) -> pl.DataFrame:
+    """``pattern_id, eval_score`` of :func:`kept_patterns`: read from the scored table alone when it is
+    in step with the scope's batches, which spares reading which batch holds each thread."""
     scored = scan_scored(layout, scope)
     if scored is not None and scored_in_step(layout, scope):
-        return scored.filter(pl.col("kept")).select("pattern_id").collect()
+        return scored.filter(pl.col("kept")).select("pattern_id", "eval_score").collect()
     kept = kept_patterns(layout, scope)
     return (
-        kept.select("pattern_id").collect()
+        kept.select("pattern_id", "eval_score").collect()
         if kept is not None
-        else pl.DataFrame(schema={"pattern_id": pl.String})
+        else pl.DataFrame(schema={"pattern_id": pl.String, "eval_score": pl.Float64})
     )
+
+
+def kept_ids(layout: DataLayout, scope: str) -> pl.DataFrame:
+    """The ids of :func:`kept_patterns` (see :func:`kept_scores`)."""
+    return kept_scores(layout, scope).select("pattern_id")
 
 
 def design(row: dict[str, Any], tenant_id: str, project_id: str) -> dict[str, Any]:
