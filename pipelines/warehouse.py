@@ -1,32 +1,148 @@
 """The analysts' DuckDB file: one view per staged table, straight over the Parquet files.
 
-Views read the files at query time, so new dumps show up without rebuilding anything; the file is
-refreshed after every run only so that tables that did not exist before get their views. A table whose
-files do not exist yet has no view until the run that creates them.
+Invariant: after :func:`refresh`, every view named in :data:`VIEWS` exists and answers ``SELECT *``,
+whatever the data directory holds. A table whose files exist is read at query time (new dumps show up
+without rebuilding anything); a table with no files yet gets an empty view with the table's columns,
+so analysts' queries and the README's examples work from the very first run, even one that staged
+nothing. The file is refreshed after every run so that an empty view is swapped for one over the
+files once they appear.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 
-from pipelines.tables import DataLayout
+from pipelines.tables import (
+    MANIFEST_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RAW_SCHEMA,
+    SCOPES_SCHEMA,
+    DataLayout,
+    PolarsSchema,
+)
 
-# view name -> (glob under staged/, extra SQL over the read as ``t``)
-_TABLES: dict[str, str] = {
-    "manifest": "_manifest/dumps.parquet",
-    "scopes": "_manifest/scopes.parquet",
-    "raw_rows": "raw/dump=*/scope=*/*.parquet",
-    "quarantine": "quarantine/*.parquet",
-    "messages": "messages/scope=*/*.parquet",
-    "message_stats": "message_stats/scope=*/*.parquet",
-    "pattern_batches": "patterns/scope=*/*.parquet",
-    "unpaired_batches": "unpaired/scope=*/*.parquet",
-    "thread_batches": "threads/scope=*/*.parquet",
-    "scored": "scored/scope=*/*.parquet",
-    "ledger_history": "ledger/scope=*/dest=*/*.parquet",
-    "loads": "loads/scope=*/*.parquet",
+type Columns = list[tuple[str, str]]  # (name, DuckDB type)
+
+
+def _from_arrow(schema: pa.Schema) -> PolarsSchema:
+    # Not Schema.empty_table(): it imports pandas.
+    return dict(pl.from_arrow(pa.Table.from_batches([], schema=schema)).schema)  # type: ignore[union-attr]
+
+
+_PY_TYPES: dict[type, pl.DataType | type[pl.DataType]] = {
+    str: pl.String,
+    int: pl.Int64,
+    float: pl.Float64,
+    bool: pl.Boolean,
+}
+
+
+def _dataclass_schema(cls: type, extra: PolarsSchema | None = None) -> PolarsSchema:
+    """A dataclass written as one row per instance: its scalar fields (``X | None`` as X), then ``extra``,
+    then its list and dict fields, which are written as JSON text."""
+    hints = typing.get_type_hints(cls)
+    scalars: PolarsSchema = {}
+    as_json: PolarsSchema = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        if isinstance(hint, types.UnionType):
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if hint in _PY_TYPES:
+            scalars[f.name] = _PY_TYPES[hint]
+        elif typing.get_origin(hint) in (list, dict):
+            as_json[f.name] = pl.String
+    return scalars | (extra or {}) | as_json
+
+
+def _message_stats() -> PolarsSchema:
+    from pipelines.ingest.messages import MessageStats
+
+    return _dataclass_schema(MessageStats, {"scope": pl.String})
+
+
+def _paired(table: str) -> Callable[[], PolarsSchema]:
+    def schema() -> PolarsSchema:
+        from pipelines.pairing.pairs import PAIRING_COLUMNS, pair_frame
+
+        # The pairing's own output on no messages: exactly the columns and types a batch is written with.
+        patterns, unpaired = pair_frame(pl.DataFrame(schema=_from_arrow(RAW_SCHEMA)).select(PAIRING_COLUMNS))
+        frame = patterns if table == "patterns" else unpaired
+        return dict(frame.schema) | {"batch": pl.Int64}
+
+    return schema
+
+
+def _scored() -> PolarsSchema:
+    return {
+        "pattern_id": pl.String,
+        "thread_id": pl.String,
+        "created_at": pl.Datetime("us", "UTC"),
+        "eval_score": pl.Float64,
+        "score_source": pl.String,
+        "kept": pl.Boolean,
+        "duplicate_of": pl.String,
+        "similarity": pl.Float64,
+    }
+
+
+def _ledger() -> PolarsSchema:
+    from pipelines.load.ledger import LEDGER_SCHEMA
+
+    return dict(LEDGER_SCHEMA)
+
+
+def _loads() -> PolarsSchema:
+    from pipelines.load.plan import LoadResult
+
+    # As save_load_result writes a LoadResult: its figures, whether they reconcile, the run, then its
+    # lists (rejections, ...) as JSON text.
+    return _dataclass_schema(LoadResult, {"reconciles": pl.Boolean, "run_id": pl.String})
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A staged table: its files (each glob under ``staged/`` is read on its own, then the reads are
+    stacked by column name), the hive partition columns of its paths (in the order DuckDB adds them:
+    by name), and its files' columns."""
+
+    globs: tuple[str, ...]
+    hive: tuple[str, ...]
+    schema: Callable[[], PolarsSchema]
+    # Columns read as another type than some files store them with.
+    casts: tuple[tuple[str, str], ...] = ()
+
+
+_TABLES: dict[str, _Table] = {
+    "manifest": _Table(("_manifest/dumps.parquet",), (), lambda: dict(MANIFEST_SCHEMA)),
+    "scopes": _Table(("_manifest/scopes.parquet",), (), lambda: dict(SCOPES_SCHEMA)),
+    "raw_rows": _Table(("raw/dump=*/scope=*/*.parquet",), ("dump", "scope"), lambda: _from_arrow(RAW_SCHEMA)),
+    # Ingest quarantine and message conflicts are read apart: conflict files written before raw_text
+    # was plain text carry the Parquet JSON type, which a read across both would impose on the ingest
+    # rows (malformed lines are not JSON, so the whole view failed).
+    "quarantine": _Table(
+        ("quarantine/dump=*.parquet", "quarantine/scope=*-conflicts.parquet"),
+        (),
+        lambda: _from_arrow(QUARANTINE_SCHEMA),
+        casts=(("raw_text", "VARCHAR"),),
+    ),
+    "messages": _Table(("messages/scope=*/*.parquet",), ("scope",), lambda: _from_arrow(RAW_SCHEMA)),
+    "message_stats": _Table(("message_stats/scope=*/*.parquet",), ("scope",), _message_stats),
+    "pattern_batches": _Table(("patterns/scope=*/*.parquet",), ("scope",), _paired("patterns")),
+    "unpaired_batches": _Table(("unpaired/scope=*/*.parquet",), ("scope",), _paired("unpaired")),
+    "thread_batches": _Table(
+        ("threads/scope=*/*.parquet",), ("scope",), lambda: {"thread_id": pl.String, "batch": pl.Int64}
+    ),
+    "scored": _Table(("scored/scope=*/*.parquet",), ("scope",), _scored),
+    "ledger_history": _Table(("ledger/scope=*/dest=*/*.parquet",), ("dest", "scope"), _ledger),
+    "loads": _Table(("loads/scope=*/*.parquet",), ("scope",), _loads),
 }
 
 _DERIVED = {
@@ -43,38 +159,65 @@ _DERIVED = {
     "ledger": "SELECT * FROM ledger_history QUALIFY row_number() OVER "
     '(PARTITION BY scope, dest, pattern_id ORDER BY "at" DESC) = 1',
 }
-_NEEDS = {
-    "current_batches": ["thread_batches"],
-    "patterns": ["pattern_batches", "thread_batches"],
-    "unpaired": ["unpaired_batches", "thread_batches"],
-    "kept_patterns": ["pattern_batches", "thread_batches", "scored"],
-    "duplicates": ["pattern_batches", "thread_batches", "scored"],
-    "ledger": ["ledger_history"],
-}
+
+VIEWS: tuple[str, ...] = (*_TABLES, *_DERIVED)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def columns(name: str) -> Columns:
+    """The columns of a staged table's view (its files' columns, then its hive columns)."""
+    table = _TABLES[name]
+    schema, casts = table.schema(), dict(table.casts)
+    con = duckdb.connect()
+    try:
+        rel = con.from_arrow(pl.DataFrame(schema=schema).to_arrow())
+        found = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
+    finally:
+        con.close()
+    files = [(c, casts.get(c, found[c])) for c in schema]
+    return files + [(h, "VARCHAR") for h in table.hive if h not in schema]
+
+
+def _empty_sql(name: str) -> str:
+    cols = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in columns(name))
+    return f"SELECT {cols} WHERE false"
+
+
+def _read_sql(staged: Path, table: _Table, glob: str) -> str:
+    path = _literal(str(staged / glob))
+    # Hive values stay text: a scope or dump key that happens to look like a number or a date must
+    # not change the column's type from one data directory to another.
+    read = (
+        f"read_parquet({path}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
+    )
+    if not table.casts:
+        return f"SELECT * FROM {read}"
+    replace = ", ".join(f"CAST({_quote(c)} AS {t}) AS {_quote(c)}" for c, t in table.casts)
+    return f"SELECT * REPLACE ({replace}) FROM {read}"
+
+
+def _table_sql(staged: Path, name: str) -> str:
+    table = _TABLES[name]
+    reads = [_read_sql(staged, table, g) for g in table.globs if any(staged.glob(g))]
+    return " UNION ALL BY NAME ".join(reads) if reads else _empty_sql(name)
 
 
 def refresh(layout: DataLayout) -> list[str]:
-    """(Re)create the views; returns their names."""
-    made = []
+    """(Re)create every view; returns their names (all of :data:`VIEWS`)."""
     layout.root.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(layout.warehouse))
     try:
-        for name, pattern in _TABLES.items():
-            if not any(layout.staged.glob(pattern)):
-                con.execute(f"DROP VIEW IF EXISTS {name}")
-                continue
-            path = str(Path(layout.staged) / pattern).replace("'", "''")
-            con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM "
-                f"read_parquet('{path}', hive_partitioning = true, union_by_name = true)"
-            )
-            made.append(name)
+        for name in _TABLES:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {_table_sql(layout.staged, name)}")
         for name, sql in _DERIVED.items():
-            if all(n in made for n in _NEEDS[name]):
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-                made.append(name)
-            else:
-                con.execute(f"DROP VIEW IF EXISTS {name}")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     finally:
         con.close()
-    return made
+    return list(VIEWS)

@@ -40,12 +40,11 @@ from pipelines.tables import (
 
 _MESSAGE_COLUMN_LIST = list(MESSAGE_COLUMNS)
 _MESSAGE_COLUMN_SQL = ", ".join(MESSAGE_COLUMNS)
-# The conflicts file's columns are the quarantine's, as DuckDB writes them (raw_text has the Parquet JSON
-# type): a dump without conflicts gets an empty file that Polars and DuckDB read exactly like one written
-# by the query below.
-_CONFLICT_SCHEMA = QUARANTINE_SCHEMA.set(
-    QUARANTINE_SCHEMA.get_field_index("raw_text"), pa.field("raw_text", pa.json_())
-)
+# The conflicts file has the quarantine's columns and types: raw_text is plain text there too (the Parquet
+# JSON type would make a read over both kinds of quarantine file cast malformed ingest lines to JSON). A
+# dump without conflicts gets an empty file that Polars and DuckDB read exactly like one written by the
+# query below.
+_CONFLICT_SCHEMA = QUARANTINE_SCHEMA
 _SAME_CONTENT = (
     "a.thread_id = b.thread_id AND a.assistant_id = b.assistant_id AND a.role = b.role "
     "AND a.text = b.text AND a.created_at = b.created_at"
@@ -232,7 +231,7 @@ def _write_conflicts(con: duckdb.DuckDBPyConnection, source: str, qfile: Path, f
         f"""
         SELECT dump_id, ? AS file, line_no,
                to_json({{thread_id: thread_id, assistant_id: assistant_id, message_id: message_id, role: role,
-                        text: text, created_at: created_epoch}}) AS raw_text,
+                        text: text, created_at: created_epoch}})::VARCHAR AS raw_text,
                'message_id ' || message_id || ' already staged with different content (kept: dump '
                    || kept_dump || ' line ' || kept_line || ')' AS reason,
                'messages' AS stage, ? AS scope, thread_id, message_id

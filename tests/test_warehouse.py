@@ -1,0 +1,166 @@
+"""The analysts' DuckDB file: every view exists and answers ``SELECT *``, whatever the data folder holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines.ingest.catalog import scope_names
+from pipelines.load.ledger import LEDGER_SCHEMA
+from pipelines.load.plan import LoadResult, save_load_result
+from pipelines.runner import backfill
+from pipelines.tables import DataLayout, write_parquet
+from pipelines.warehouse import VIEWS, columns, refresh
+from tests.conftest import SAMPLE, msg, write_ndjson
+
+NOW = datetime(2026, 9, 1, tzinfo=UTC)
+# The README's example queries (thread id of the sample).
+README_QUERIES = [
+    "SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 2 DESC",
+    "SELECT assistant_id, role, count(*) FROM messages GROUP BY ALL ORDER BY ALL",
+    "SELECT created_at, role, text FROM messages WHERE thread_id = 'thread_abc' "
+    "ORDER BY created_at, dump_seq, line_no",
+    "SELECT scope, reason, count(*) FROM unpaired GROUP BY ALL",
+    "SELECT task, kept_task, similarity FROM duplicates LIMIT 20",
+    "SELECT scope, outcome, count(*) FROM ledger GROUP BY ALL",
+]
+
+
+def _run(layout: DataLayout, source: Path) -> None:
+    """The backfill up to scoring, then one ledger and one load row per scope as the load writes them
+    (the load itself is exercised in tests/load)."""
+    result = backfill(layout, source, load=False, workers=1)
+    for name in result.scopes:
+        tenant_id, project_id = scope_names(layout, name)
+        kept = pl.read_parquet(layout.scored(name) / "*.parquet").filter("kept")["pattern_id"]
+        rows = [
+            {"pattern_id": p, "key": f"patterns/{p}", "outcome": "stored", "run_id": "run-1", "at": NOW}
+            for p in kept
+        ]
+        write_parquet(
+            pl.DataFrame(rows, schema=LEDGER_SCHEMA), layout.ledger(name) / "dest=embedded" / "p.parquet"
+        )
+        load = LoadResult(name, "embedded", tenant_id, project_id, kept=len(rows), stored=len(rows))
+        save_load_result(layout, load, "run-1")
+    refresh(layout)
+
+
+def _select_all(layout: DataLayout) -> dict[str, duckdb.DuckDBPyRelation]:
+    con = duckdb.connect(str(layout.warehouse), read_only=True)
+    found = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert found >= set(VIEWS)
+    out = {}
+    for name in VIEWS:
+        rel = con.sql(f"SELECT * FROM {name}")
+        rel.fetchall()  # reads every file: a type that does not fit fails here
+        out[name] = (rel.columns, [str(t) for t in rel.types], len(rel))
+    for query in README_QUERIES:
+        con.sql(query).fetchall()
+    con.close()
+    return out
+
+
+def _messy(landing: Path) -> Path:
+    """Conflicting copies (within a dump and across dumps), malformed lines, unpaired messages and
+    near-duplicate tasks in one data set."""
+    task = "write a python function that parses a csv file into a list of dictionaries"
+    write_ndjson(
+        landing / "a.ndjson",
+        [
+            msg("t1", "m1", "user", task, 0),
+            msg("t1", "m2", "assistant", "import csv", 5),
+            msg("t2", "m3", "user", task + " ", 0),
+            msg("t2", "m4", "assistant", "use csv.DictReader", 5),
+            msg("t3", "m5", "user", "nobody answered this", 0),
+            msg("t3", "m5", "user", "a conflicting copy in the same dump", 0),
+            '{"thread_id": "t4", "role": "user", "text": "cut off',
+            "not json at all",
+            "",
+            '["a list"]',
+            msg("t5", "m6", "assistant", "an answer with no question", 0),
+        ],
+    )
+    write_ndjson(
+        landing / "b.ndjson",
+        [
+            msg("t1", "m2", "assistant", "import csv  # corrected", 5),
+            msg("t1", "m1", "user", task, 0),
+            '{"broken": ',
+        ],
+    )
+    return landing
+
+
+def test_every_view_exists_empty_with_its_columns(layout):
+    refresh(layout)
+    got = _select_all(layout)
+    for name in VIEWS:
+        assert got[name][2] == 0
+    for name in ("quarantine", "messages", "loads", "ledger_history"):
+        assert list(zip(got[name][0], got[name][1], strict=True)) == columns(name)
+    assert "raw_text" in got["quarantine"][0] and "reason" in got["quarantine"][0]
+
+
+def test_sample_views_and_empty_views_have_the_same_columns(tmp_path):
+    layout = DataLayout.at(tmp_path / "data")
+    _run(layout, SAMPLE)
+    got = _select_all(layout)
+    assert got["messages"][2] > 0 and got["patterns"][2] > 0 and got["loads"][2] > 0
+    empty = DataLayout.at(tmp_path / "empty")
+    refresh(empty)
+    expected = _select_all(empty)
+    for name in VIEWS:
+        seen, declared = dict(zip(*got[name][:2], strict=True)), dict(zip(*expected[name][:2], strict=True))
+        assert seen.keys() == declared.keys(), name
+        # A column a writer left all-null has DuckDB's NULL type; any other must be the declared one.
+        for column, kind in seen.items():
+            assert kind in (declared[column], '"NULL"'), (name, column, kind, declared[column])
+
+
+def test_quarantine_with_conflicts_and_malformed_lines(tmp_path, landing):
+    layout = DataLayout.at(tmp_path / "data")
+    _run(layout, _messy(landing))
+    got = _select_all(layout)
+    con = duckdb.connect(str(layout.warehouse), read_only=True)
+    reasons = dict(con.execute("SELECT stage, count(*) FROM quarantine GROUP BY ALL").fetchall())
+    # 4 bad lines in a.ndjson, 1 in b.ndjson; 1 conflict in a.ndjson, 1 in b.ndjson.
+    assert reasons == {"ingest": 5, "messages": 2}
+    assert con.execute("SELECT typeof(raw_text) FROM quarantine LIMIT 1").fetchone() == ("VARCHAR",)
+    malformed = "SELECT count(*) FROM quarantine WHERE raw_text = 'not json at all'"
+    assert con.execute(malformed).fetchone() == (1,)
+    assert got["duplicates"][2] == 1
+    assert got["unpaired"][2] == 2
+    con.close()
+
+
+def test_conflict_files_written_with_the_json_type_still_read(tmp_path, landing):
+    """Data directories staged before raw_text became plain text keep working."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    layout = DataLayout.at(tmp_path / "data")
+    _run(layout, _messy(landing))
+    for path in layout.quarantine().glob("*-conflicts.parquet"):
+        table = pl.read_parquet(path).to_arrow()
+        index = table.schema.get_field_index("raw_text")
+        old = table.set_column(index, pa.field("raw_text", pa.json_()), table["raw_text"].cast(pa.json_()))
+        pq.write_table(old, path, store_schema=False)
+    refresh(layout)
+    con = duckdb.connect(str(layout.warehouse), read_only=True)
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (7,)
+    con.close()
+
+
+@pytest.mark.parametrize("name", ["quarantine", "patterns", "ledger"])
+def test_refresh_swaps_an_empty_view_for_the_files(tmp_path, name):
+    layout = DataLayout.at(tmp_path / "data")
+    refresh(layout)
+    _run(layout, SAMPLE)
+    con = duckdb.connect(str(layout.warehouse), read_only=True)
+    assert con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0
+    con.close()
