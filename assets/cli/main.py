@@ -28,11 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # Imported here, not at the top: they import Dagster (seconds), which ``status`` does not wait for.
+    from assets.cli.plan import add_plan_parser
     from assets.cli.rollback import add_rollback_parser
     from assets.cli.run import add_run_parser
 
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
+    add_plan_parser(sub)
     add_rollback_parser(sub)
     status.add_status_parser(sub)
     # Listed for the overview; its arguments are synth's own (main() hands them over untouched).

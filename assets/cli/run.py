@@ -102,6 +102,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         description="Ingest dumps and load every scope into Engramia.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_run_arguments(r)
+    r.set_defaults(func=run)
+
+
+def add_run_arguments(r: argparse.ArgumentParser) -> None:
+    """The options of ``run``; ``plan`` takes the same command line and tells what it would do."""
     r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
     r.add_argument("--data-dir", type=Path, default=Path("data"))
     r.add_argument("--scope-by", choices=["assistant", "tenant", "single"], default="assistant")
@@ -131,4 +137,3 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="send again patterns the server rejected (422) or did not store",
     )
-    r.set_defaults(func=run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -60,21 +61,25 @@ def _row(s: ScopeStatus) -> dict[str, Any]:
     }
 
 
+NUMBER = re.compile(r"~?[\d,.]+")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain aligned table: numbers right-aligned, text left-aligned."""
+    """A plain aligned table: numbers (``~`` marks an estimate) right-aligned, text left-aligned."""
     if not rows:
         return ""
     names = list(rows[0])
     width = {n: max(len(n), *(len(str(r[n])) for r in rows)) for n in names}
 
-    def line(values: dict[str, Any]) -> str:
-        cells = [
-            str(values[n]).rjust(width[n]) if isinstance(values[n], int) else str(values[n]).ljust(width[n])
-            for n in names
-        ]
-        return "  ".join(cells).rstrip()
+    def cell(name: str, value: Any, header: bool) -> str:
+        text = str(value)
+        numeric = not header and (isinstance(value, int | float) or NUMBER.fullmatch(text) is not None)
+        return text.rjust(width[name]) if numeric else text.ljust(width[name])
 
-    return "\n".join([line({n: n for n in names}), *(line(r) for r in rows)])
+    def line(values: dict[str, Any], header: bool = False) -> str:
+        return "  ".join(cell(n, values[n], header) for n in names).rstrip()
+
+    return "\n".join([line({n: n for n in names}, header=True), *(line(r) for r in rows)])
 
 
 def print_status(status: BackfillStatus) -> None:
