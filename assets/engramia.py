@@ -23,6 +23,7 @@ from checks.loading import (
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
 from pipelines.load.records import kept_patterns
+from pipelines.load.verify import verify_updates_embedded, verify_updates_rest
 from pipelines.tables import DataLayout
 
 POOL = "engramia_writes"
@@ -39,7 +40,21 @@ def count_reconciliation(
     tenant_id, project_id = require_scope(layout, scope)
     now = engramia.pattern_count(layout, scope, tenant_id, project_id)
     in_ledger = Ledger(layout, scope, engramia.describe(layout, scope)).in_store().height
-    return pattern_count_reconciles(figures, now, in_ledger)
+    return pattern_count_reconciles(figures, now, in_ledger, _updates_held(layout, scope, engramia, figures))
+
+
+def _updates_held(layout: DataLayout, scope: str, engramia: EngramiaDestination, figures: dict) -> list[dict]:
+    """A sample of the patterns the load updated, read back from the store (before any recall)."""
+    sample = figures.get("updates") or []
+    sample = json.loads(sample) if isinstance(sample, str) else sample
+    if not sample:
+        return []
+    tenant_id, project_id = require_scope(layout, scope)
+    if engramia.is_rest:
+        server = engramia.server_for(layout, scope, tenant_id, project_id)
+        return verify_updates_rest(layout, scope, server, engramia.rest_options(), sample)
+    store, dest = engramia.store(layout), engramia.describe(layout, scope)
+    return verify_updates_embedded(layout, scope, store, dest, tenant_id, project_id, sample)
 
 
 def _recall_check(layout: DataLayout, scope: str, engramia: EngramiaDestination) -> dg.AssetCheckResult:
@@ -93,7 +108,7 @@ def engramia_scopes(
     context.log.info(
         f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, "
         f"present {result.present}, skipped {result.skipped}, rejected {result.rejected}, "
-        f"retracted {result.retracted}, {rate:.1f} patterns/s; pattern_count "
+        f"retracted {result.retracted}, updated {result.updated}, {rate:.1f} patterns/s; pattern_count "
         f"{result.pattern_count_before} -> {result.pattern_count_after}"
     )
     for rejection in result.rejections[:20]:
@@ -111,6 +126,7 @@ def engramia_scopes(
             "not_stored": result.not_stored,
             "rejected": result.rejected,
             "retracted": result.retracted,
+            "updated": result.updated,
             "already_loaded": result.already_loaded,
             "pattern_count_before": result.pattern_count_before,
             "pattern_count_after": result.pattern_count_after,

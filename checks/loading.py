@@ -1,6 +1,6 @@
 """Checks on what reached Engramia: its own ``pattern_count`` moved by exactly what this load says it
-stored and retracted, still holds at least what the ledger says is there, and recall finds loaded
-patterns by their own task."""
+stored and retracted (patterns it updated do not count), still holds at least what the ledger says is
+there, patterns it updated hold their new content, and recall finds loaded patterns by their own task."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ RECALL_SAMPLE = 3
 PATTERN_COUNT_RECONCILES = dg.AssetCheckSpec(
     "pattern_count_reconciles",
     asset="engramia_scopes",
-    description="Engramia's pattern_count after the load = before + stored - retracted, still so now, and "
-    "at least what the ledger says is stored.",
+    description="Engramia's pattern_count after the load = before + stored - retracted (updates rewrite, "
+    "they do not add), still so now, and at least what the ledger says is stored; a sample of the patterns "
+    "the load updated holds the new score and text.",
 )
 RECALL_SPOT_CHECK = dg.AssetCheckSpec(
     "recall_spot_check",
@@ -25,10 +26,15 @@ RECALL_SPOT_CHECK = dg.AssetCheckSpec(
 
 
 def pattern_count_reconciles(
-    load: Mapping[str, Any] | None, pattern_count_now: int, in_ledger: int
+    load: Mapping[str, Any] | None,
+    pattern_count_now: int,
+    in_ledger: int,
+    updates_held: list[dict[str, Any]] | None = None,
 ) -> dg.AssetCheckResult:
     """``load``: the load's figures (``pattern_count_before``, ``stored``, ``retracted``,
-    ``pattern_count_after``); ``pattern_count_now`` asked of Engramia; ``in_ledger`` from the ledger."""
+    ``pattern_count_after``, ``updated``); ``pattern_count_now`` asked of Engramia; ``in_ledger`` from the
+    ledger; ``updates_held``: updated patterns read back from the store, one ``{"held": bool | None, ...}``
+    each (None: the store could not be read with this key, which does not fail the check)."""
     if load is None:
         return dg.AssetCheckResult(
             check_name=PATTERN_COUNT_RECONCILES.name,
@@ -36,12 +42,14 @@ def pattern_count_reconciles(
             metadata={"error": "no load recorded for this scope"},
         )
     expected = load["pattern_count_before"] + load["stored"] - load["retracted"]
+    updates_held = updates_held or []
     return dg.AssetCheckResult(
         check_name=PATTERN_COUNT_RECONCILES.name,
-        # A wiped or shrunk store fails the last condition: it holds less than the ledger says it does.
+        # A wiped or shrunk store fails the third condition: it holds less than the ledger says it does.
         passed=load["pattern_count_after"] == expected
         and pattern_count_now == load["pattern_count_after"]
-        and in_ledger <= pattern_count_now,
+        and in_ledger <= pattern_count_now
+        and all(u["held"] is not False for u in updates_held),
         metadata={
             "pattern_count_before": load["pattern_count_before"],
             "stored": load["stored"],
@@ -49,6 +57,10 @@ def pattern_count_reconciles(
             "pattern_count_after": load["pattern_count_after"],
             "pattern_count_now": pattern_count_now,
             "in_store_per_ledger": in_ledger,
+            "updated": load.get("updated") or 0,
+            "updates_checked": len(updates_held),
+            "updates_held": sum(u["held"] is True for u in updates_held),
+            "updates_read_back": dg.MetadataValue.json(updates_held),
         },
     )
 

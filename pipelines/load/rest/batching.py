@@ -13,14 +13,18 @@ from pipelines.load.limits import IMPORT_MAX_RECORDS
 
 ENVELOPE_HEAD = b'{"records":['
 ENVELOPE_TAIL = b'],"overwrite":false}'
+# Bodies rewriting changed patterns; never longer than ENVELOPE_TAIL, so packing by it still holds.
+ENVELOPE_TAIL_OVERWRITE = b'],"overwrite":true}'
 
 
 def encode(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-def import_body(encoded_records: list[bytes]) -> bytes:
-    return ENVELOPE_HEAD + b",".join(encoded_records) + ENVELOPE_TAIL
+def import_body(encoded_records: list[bytes], overwrite: bool = False) -> bytes:
+    return (
+        ENVELOPE_HEAD + b",".join(encoded_records) + (ENVELOPE_TAIL_OVERWRITE if overwrite else ENVELOPE_TAIL)
+    )
 
 
 def pack_by_bytes(sizes: list[int], budget: int, max_records: int) -> tuple[list[list[int]], list[int]]:

@@ -2,7 +2,8 @@
 
 Invariants: every change is made under one lock and flushed to disk before the call returns, so a
 crash loses no answer the server gave; an intent row (``sending``) is on disk before its request is
-started; and each outcome adds to exactly one counter of the :class:`LoadResult`.
+started; each outcome adds to exactly one counter of the :class:`LoadResult`; and a row saying a
+pattern is in the store carries the fingerprint and basis of what was sent (:attr:`LoadBooks.content`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipelines.load.ledger import Ledger, Outcome
-from pipelines.load.plan import LoadResult
+from pipelines.load.ledger import IN_STORE, Ledger, Outcome
+from pipelines.load.plan import UPDATE_SAMPLE, LoadResult
 from pipelines.load.rest.readback import task_hash8
 from pipelines.progress import ProgressBar
 
@@ -38,8 +39,12 @@ class Entry:
     outcome: Outcome
     reason: str | None = None
     # the LoadResult counter to add to when it is not the outcome's own (e.g. a 0.7.x learn that
-    # replaced a near-duplicate is in the store, but did not add to pattern_count)
-    tally: Literal["present", "replaced"] | None = None
+    # replaced a near-duplicate is in the store, but did not add to pattern_count; a changed pattern
+    # rewritten is ``updated``; a pattern found unchanged is ``uncounted``: it was already loaded)
+    tally: Literal["present", "replaced", "updated", "uncounted"] | None = None
+    # what the store holds for the pattern, when not what this load sent (see LoadBooks.content)
+    fingerprint: str | None = None
+    basis: str | None = None
 
 
 @dataclass
@@ -55,14 +60,24 @@ class LoadBooks:
     started: float = field(default_factory=time.perf_counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_log: float = field(default_factory=time.monotonic)
+    # pattern_id -> (fingerprint, basis) of the rows this load sends, for the rows saying they are stored
+    content: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def _record(self, e: Entry) -> None:
+        fingerprint, basis = e.fingerprint, e.basis
+        if fingerprint is None and e.outcome in IN_STORE:
+            fingerprint, basis = self.content.get(e.pattern_id, (None, None))
+        self.ledger.record(e.pattern_id, e.key, e.outcome, e.reason, fingerprint, basis)
 
     def commit(self, entries: list[Entry], sent: int = 0) -> None:
         with self._lock:
             for e in entries:
-                self.ledger.record(e.pattern_id, e.key, e.outcome, e.reason)
+                self._record(e)
                 counter = e.tally or _COUNTER.get(e.outcome)
-                if counter:
+                if counter and counter != "uncounted":
                     setattr(self.result, counter, getattr(self.result, counter) + 1)
+                if counter == "updated" and len(self.result.updates) < UPDATE_SAMPLE:
+                    self.result.updates.append({"pattern_id": e.pattern_id, "key": e.key})
                 if e.outcome == Outcome.REJECTED and not e.tally:
                     self.result.rejections.append({"pattern_id": e.pattern_id, "reason": e.reason})
             self.result.sent += sent
@@ -74,7 +89,7 @@ class LoadBooks:
         """Record keys found later for patterns already counted (their outcome unchanged)."""
         with self._lock:
             for e in entries:
-                self.ledger.record(e.pattern_id, e.key, e.outcome, e.reason)
+                self._record(e)
             self.ledger.flush()
 
     def intend(self, rows: list[dict[str, Any]], keys: list[str | None]) -> None:

@@ -8,12 +8,17 @@ Invariant: a pattern whose answer was lost, in this run (read timeout, dropped c
 earlier one (``sending`` rows), is looked up on the server (:class:`LearnMatcher`) before it is sent
 again; only "not found" is resent. With an export-capable key the keys are read once at the end;
 otherwise the ledger keeps the pattern without a key and rollback finds it by recall.
+
+A pattern whose score or text changed cannot be rewritten under its key (learn picks the key): its old
+key is deleted (``DELETE /v1/patterns/{key}``, recorded ``retracted`` before anything else is sent) and it
+is learned again like a new pattern, counted ``updated`` once stored. If the new learn is refused the old
+one is gone all the same, so it counts as retracted and ``pattern_count`` still reconciles.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import polars as pl
@@ -22,7 +27,13 @@ from pipelines.load.ledger import Outcome
 from pipelines.load.records import KEY_PREFIX, learn_payload
 from pipelines.load.rest.batching import encode
 from pipelines.load.rest.books import Entry
-from pipelines.load.rest.errors import AmbiguousRequest, PayloadTooLarge, Rejected, ServerUnavailable
+from pipelines.load.rest.errors import (
+    AmbiguousRequest,
+    AuthError,
+    PayloadTooLarge,
+    Rejected,
+    ServerUnavailable,
+)
 from pipelines.load.rest.options import RestMode
 from pipelines.load.rest.readback import LearnMatcher, sent_texts, task_hash8
 from pipelines.load.rest.strategy import SendStrategy
@@ -34,6 +45,7 @@ LearnItem = tuple[dict[str, Any], bytes]
 class LearnStrategy(SendStrategy):
     mode: ClassVar[RestMode] = RestMode.LEARN
     write_path: ClassVar[str] = "/v1/learn"
+    updates_in_place: ClassVar[bool] = False
 
     def key_for(self, row: dict[str, Any]) -> str | None:
         return None
@@ -71,6 +83,11 @@ class LearnStrategy(SendStrategy):
         sendable: list[LearnItem] = []
         for row in rows:
             body = encode(learn_payload(row))
+            if len(body) > budget and row.get("update"):
+                self.books.result.notes += (
+                    f"{row['pattern_id']} changed but its learn body is over the limit; "
+                )
+                continue
             if len(body) > budget:
                 self.books.commit(
                     [
@@ -87,15 +104,45 @@ class LearnStrategy(SendStrategy):
             sendable.append((row, body))
 
         def start(item: LearnItem) -> None:
-            self.books.intend([item[0]], [None])
+            # an update's intent is written in work(), once its old key is gone
+            if not item[0].get("update"):
+                self.books.intend([item[0]], [None])
 
         def work(item: LearnItem) -> list[Entry]:
+            if item[0].get("update"):
+                return self.update_one(item[0], item[1], matcher)
             return [self.learn_one(item[0], item[1], matcher)]
 
         def done(item: LearnItem, outcomes: list[Entry]) -> None:
-            self.books.commit(outcomes, sent=1)
+            self.books.commit(outcomes, sent=1 if outcomes else 0)
 
         self.pipelined(sendable, start, work, done)
+
+    def update_one(self, row: dict[str, Any], body: bytes, matcher: LearnMatcher) -> list[Entry]:
+        """Delete the pattern's old key, then learn it again (see the module docstring)."""
+        pid, old_key = row["pattern_id"], row.get("prev_key")
+        if not old_key:
+            self.books.result.notes += (
+                f"{pid} changed but its learned key is unknown (the key cannot export): not relearned; "
+            )
+            return []
+        try:
+            deleted = self.client.delete_pattern(old_key)
+        except AuthError as exc:
+            self.books.result.notes += f"{pid} changed but deleting {old_key} was refused ({exc.status}); "
+            return []
+        if deleted and self.last_count is not None:
+            self.last_count -= 1  # so that the learn's own count is not read as replacing a near-duplicate
+        why = "updated: score or text changed; old key deleted before learning again"
+        self.books.commit([Entry(pid, old_key, Outcome.RETRACTED, why)])
+        self.books.intend([row], [None])
+        entry = self.learn_one(row, body, matcher)
+        if entry.outcome == Outcome.STORED and entry.tally is None:
+            return [replace(entry, tally="updated")]
+        if deleted:
+            # the old pattern is gone and the new one is not there: pattern_count fell by one
+            self.books.result.retracted += 1
+        return [entry]
 
     def learn_one(self, row: dict[str, Any], body: bytes, matcher: LearnMatcher) -> Entry:
         pid = row["pattern_id"]
@@ -179,6 +226,15 @@ class LearnStrategy(SendStrategy):
             if key:
                 claimed.add(key)
                 reason = f"{row['reason'] or row['outcome']}; key from /v1/export"
-                found.append(Entry(row["pattern_id"], key, Outcome(row["outcome"]), reason))
+                found.append(
+                    Entry(
+                        row["pattern_id"],
+                        key,
+                        Outcome(row["outcome"]),
+                        reason,
+                        fingerprint=row["fingerprint"],
+                        basis=row["basis"],
+                    )
+                )
         if found:
             self.books.rekey(found)

@@ -3,8 +3,9 @@
 :class:`ScopeLoad` takes the same steps whatever the mode and leaves what differs to a
 :class:`~pipelines.load.rest.strategy.SendStrategy` (:mod:`~pipelines.load.rest.learn`,
 :mod:`~pipelines.load.rest.imports`): learn the server's version and storage, count, probe the key's
-role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate, resolve patterns
-an interrupted run may have stored, check capacity, retract, send, count again.
+role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate, keep of the
+patterns whose basis changed those whose content changed, resolve patterns an interrupted run may have
+stored, check capacity, retract, send (new patterns, then changed ones), count again.
 
 Exactly once. Before a request the ledger gets an intent row (outcome ``sending``), flushed to disk;
 after the answer the outcome row, flushed again. A pattern whose last row is ``sending`` may or may not
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field, replace
 import httpx
 import polars as pl
 
+from pipelines.load.content import with_fingerprints
 from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.limits import SCOPE_PATTERN_CAP, split_valid
-from pipelines.load.plan import LoadResult, plan_load, texts_to_send
+from pipelines.load.plan import LoadResult, plan_load, settle_updates, texts_to_send
 from pipelines.load.redaction import redact_frame
 from pipelines.load.rest.books import Entry, LoadBooks
 from pipelines.load.rest.client import EngramiaClient
@@ -95,12 +97,22 @@ class ScopeLoad:
             last_count=before,
         )
         self.probe_permission()
-        plan = plan_load(self.layout, self.scope, self.books.ledger.in_store())
+        # The basis names the redaction: turning it on or off changes what is sent.
+        transform = "redacted" if self.options.redact else "as-is"
+        plan = plan_load(self.layout, self.scope, self.books.ledger.in_store(), transform)
         self.result.kept, self.result.already_loaded = plan.kept, plan.already
         to_send = texts_to_send(self.layout, self.scope, plan)
         frame = self.prepare(to_send if to_send is not None else pl.DataFrame())
+        if not frame.is_empty():
+            frame, unchanged = settle_updates(plan, with_fingerprints(frame))
+            self.refresh_unchanged(unchanged)
+            self.books.content = {
+                r["pattern_id"]: (r["fingerprint"], r["basis"])
+                for r in frame.select("pattern_id", "fingerprint", "basis").iter_rows(named=True)
+            }
         frame = self.resolve_uncertain(frame, before)
-        self.check_capacity(before, frame.height, plan.to_retract.height)
+        n_new = frame.height - (int(frame["update"].sum()) if "update" in frame.columns else 0)
+        self.check_capacity(before, n_new, plan.to_retract.height)
         self.retract(plan.to_retract)
         self.books.total = frame.height
         self.books.bar = open_bar(self.scope, frame.height) if self.books.progress is None else None
@@ -108,6 +120,9 @@ class ScopeLoad:
             self.books.say(
                 f"{self.scope}: sending {frame.height} patterns to {self.server.url} ({self.options.mode})"
             )
+        # New patterns first: an update is the one step a later run can always make again.
+        if "update" in frame.columns:
+            frame = frame.sort("update", maintain_order=True)
         self.strategy.send(frame.to_dicts())
         self.result.pattern_count_after = self.client.pattern_count()
         self.strategy.finish()
@@ -158,7 +173,10 @@ class ScopeLoad:
             entries = []
             for row in invalid.iter_rows(named=True):
                 reason = f"pipeline: {row['invalid_reason']} (server limit)"
-                if row["prev_outcome"] == Outcome.REJECTED and row["prev_reason"] == reason:
+                if row.get("update"):
+                    # the server keeps the old content, and the ledger keeps saying so
+                    self.result.notes += f"{row['pattern_id']} changed but not sent again: {reason}; "
+                elif row["prev_outcome"] == Outcome.REJECTED and row["prev_reason"] == reason:
                     self.result.rejected += 1
                     self.result.rejections.append({"pattern_id": row["pattern_id"], "reason": reason})
                 else:
@@ -191,16 +209,43 @@ class ScopeLoad:
         the ledger accounts for, every pattern to send) are looked up on the server first."""
         if frame.is_empty():
             return frame
+        # Patterns to update are in the store by the ledger's own word: only new ones are looked up.
+        updates = frame.filter(pl.col("update"))
+        frame = frame.filter(~pl.col("update"))
         uncertain = frame.filter(pl.col("prev_outcome") == Outcome.SENDING)
         unaccounted = before > self.books.ledger.in_store().height
-        if uncertain.is_empty() and not unaccounted:
-            return frame
+        if frame.is_empty() or (uncertain.is_empty() and not unaccounted):
+            return pl.concat([frame, updates])
         found = self.strategy.find_on_server(frame, uncertain, unaccounted)
         if found:
             self.books.commit(found)
             self.books.say(f"{self.scope}: {len(found)} patterns already on the server (not sent again)")
         done = [e.pattern_id for e in found]
-        return frame.filter(~pl.col("pattern_id").is_in(done))
+        return pl.concat([frame.filter(~pl.col("pattern_id").is_in(done)), updates])
+
+    def refresh_unchanged(self, unchanged: pl.DataFrame) -> None:
+        """Patterns whose basis changed but whose content as sent did not: the ledger learns their new
+        basis (a row without a fingerprint adopts the current one, see plan.settle_updates); nothing is
+        sent."""
+        entries = [
+            Entry(
+                r["pattern_id"],
+                r["key"],
+                Outcome.PRESENT,
+                "fingerprint adopted (ledger row had none)" if r["adopted"] else "unchanged content",
+                tally="uncounted",
+                fingerprint=r["fingerprint"],
+                basis=r["basis"],
+            )
+            for r in unchanged.iter_rows(named=True)
+        ]
+        if entries:
+            self.books.commit(entries)
+        adopted = int(unchanged["adopted"].sum())
+        if adopted:
+            self.result.notes += (
+                f"{adopted} fingerprints adopted from the current content without rewriting; "
+            )
 
     def check_capacity(self, before: int, n_new: int, n_retract: int) -> None:
         if n_new == 0:

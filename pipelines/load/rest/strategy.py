@@ -6,7 +6,8 @@ finds patterns an interrupted run may have stored, how the server counts its quo
 
 Invariants: an intent row is written before each request is started and the outcome as soon as its
 answer is in; after an error nothing more is started; a request that certainly stored nothing is
-recorded ``failed``, an uncertain one keeps its ``sending`` row for the next run to resolve.
+recorded ``failed``, an uncertain one keeps its ``sending`` row for the next run to resolve. Rows with
+``update`` set rewrite a pattern the server holds whose score or text changed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from pipelines.tables import DataLayout
 class SendStrategy(ABC):
     mode: ClassVar[RestMode]
     write_path: ClassVar[str]  # the endpoint the mode writes to (its role is probed there)
+    # Whether a failed update leaves the old pattern in the store (rewritten in place under its key)
+    # rather than gone (deleted before it is sent again).
+    updates_in_place: ClassVar[bool]
 
     client: EngramiaClient
     options: RestOptions
@@ -117,6 +121,9 @@ class SendStrategy(ABC):
             return
         # an item is one (row, body) or a batch of them
         rows = [r for r, _ in item] if isinstance(item, list) else [item[0]]
+        if self.updates_in_place:
+            # the store still holds the old content and the ledger says so: the next run updates again
+            rows = [r for r in rows if not r.get("update")]
         self.books.commit(
             [
                 Entry(r["pattern_id"], self.key_for(r), Outcome.FAILED, f"{type(exc).__name__}: not stored")

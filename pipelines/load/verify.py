@@ -1,0 +1,104 @@
+"""Reading back patterns a load updated: does the store hold the content the ledger says it sent?
+
+Invariant: nothing here writes. The embedded store is read through the read-only storage of
+:mod:`pipelines.load.spot_check`; a server through ``GET /v1/export`` (admin), never through recall,
+which raises the scores it returns. Where the key may not export, a pattern is reported unverified
+(``held`` None), not failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.load.content import stored_fingerprint
+from pipelines.load.ledger import Ledger
+from pipelines.load.rest.errors import AuthError
+from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
+from pipelines.load.rest.readback import code_matches, sent_texts
+from pipelines.load.rest.servers import ServerConfig
+from pipelines.load.spot_check import read_only_memory
+from pipelines.load.store import engramia_scope
+from pipelines.tables import DataLayout
+
+# Updated patterns read back per load (the load names up to pipelines.load.plan.UPDATE_SAMPLE).
+VERIFY_SAMPLE = 5
+
+
+def _latest(ledger: Ledger, sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's latest row (key, fingerprint) of each sampled pattern."""
+    ids = [s["pattern_id"] for s in sample[:VERIFY_SAMPLE]]
+    state = ledger.state().filter(pl.col("pattern_id").is_in(ids))
+    return state.select("pattern_id", "key", "fingerprint").to_dicts()
+
+
+def _verdict(
+    row: dict[str, Any], data: dict[str, Any] | None, sent_code: Callable[[dict], str | None]
+) -> dict[str, Any]:
+    if data is None:
+        return {**row, "held": False, "note": "key not in the store"}
+    held = stored_fingerprint(data) == row["fingerprint"]
+    code = sent_code(data)
+    if not held and code is not None:
+        # the stored code is the sent one after the server's redaction: compare with the sent code
+        design = {**(data.get("design") or {}), "code": code}
+        held = stored_fingerprint({**data, "design": design}) == row["fingerprint"]
+    return {**row, "held": held, "score": data.get("success_score")}
+
+
+def verify_updates_embedded(
+    layout: DataLayout,
+    scope: str,
+    store: Path,
+    destination: str,
+    tenant_id: str,
+    project_id: str,
+    sample: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each sampled updated pattern's file holds the fingerprint its ledger row names."""
+    rows = _latest(Ledger(layout, scope, destination), sample)
+    memory = read_only_memory(store)
+    with engramia_scope(tenant_id, project_id):
+        return [
+            _verdict(r, memory.storage.load(r["key"]) if r["key"] else None, lambda _d: None) for r in rows
+        ]
+
+
+def verify_updates_rest(
+    layout: DataLayout,
+    scope: str,
+    server: ServerConfig,
+    options: RestOptions,
+    sample: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each sampled updated pattern is on the server (``/v1/export``) with the content its ledger row
+    names; over learn, the server's own redaction of the code is allowed for."""
+    rows = _latest(Ledger(layout, scope, destination_id(server)), sample)
+    if not rows:
+        return []
+    with make_client(server, options, f"{scope} -> {server.url}") as client:
+        try:
+            records = {r["key"]: r.get("data") for r in client.export()}
+        except AuthError:
+            return [{**r, "held": None, "note": "the key cannot read /v1/export"} for r in rows]
+    texts = (
+        sent_texts(layout, scope, [r["pattern_id"] for r in rows], options.redact)
+        if options.mode is RestMode.LEARN
+        else {}
+    )
+
+    def sent_code(pid: str) -> Callable[[dict], str | None]:
+        # learn stores the code after the server's own redaction (task and score as sent)
+        def code(data: dict) -> str | None:
+            sent = texts.get(pid)
+            stored = (data.get("design") or {}).get("code")
+            return sent["code"] if sent is not None and code_matches(stored, sent["code"]) else None
+
+        return code
+
+    return [
+        _verdict(r, records.get(r["key"]) if r["key"] else None, sent_code(r["pattern_id"])) for r in rows
+    ]
