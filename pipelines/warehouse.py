@@ -124,11 +124,11 @@ _TABLES: dict[str, _Table] = {
     "manifest": _Table(("_manifest/dumps.parquet",), (), lambda: dict(MANIFEST_SCHEMA)),
     "scopes": _Table(("_manifest/scopes.parquet",), (), lambda: dict(SCOPES_SCHEMA)),
     "raw_rows": _Table(("raw/dump=*/scope=*/*.parquet",), ("dump", "scope"), lambda: _from_arrow(RAW_SCHEMA)),
-    # Ingest quarantine and message conflicts are read apart: conflict files written before raw_text
-    # was plain text carry the Parquet JSON type, which a read across both would impose on the ingest
-    # rows (malformed lines are not JSON, so the whole view failed).
+    # The ingest quarantine and the messages stage's (conflicts, superseded copies) are read apart:
+    # conflict files written before raw_text was plain text carry the Parquet JSON type, which a read
+    # across both would impose on the ingest rows (malformed lines are not JSON, so the view failed).
     "quarantine": _Table(
-        ("quarantine/dump=*.parquet", "quarantine/scope=*-conflicts.parquet"),
+        ("quarantine/dump=*.parquet", "quarantine/scope=*.parquet"),
         (),
         lambda: _from_arrow(QUARANTINE_SCHEMA),
         casts=(("raw_text", "VARCHAR"),),

@@ -1,5 +1,8 @@
 """Incremental re-pairing per scope: only threads touched by new messages are paired again.
 
+A thread is touched when a new dump brings it a message, or takes one away (a corrected re-export
+staged under the ``latest`` conflict policy supersedes an earlier message).
+
 Paired tables are stored as batches (``staged/<table>/scope=<key>/batch=<n>.parquet``): each run writes
 one batch covering the threads it re-paired, and a thread's current rows are those of the latest batch
 that covers it (``staged/threads``). A question staged in one dump and its answer in a later one pair
@@ -25,6 +28,7 @@ from typing import Literal
 
 import polars as pl
 
+from pipelines.ingest.messages import superseded_threads
 from pipelines.pairing.pairs import PAIRING_COLUMNS, PairingOptions, pair_frame
 from pipelines.tables import (
     INTERMEDIATE_COMPRESSION,
@@ -142,7 +146,14 @@ def pair_scope(
     if everything:
         threads = all_messages.select("thread_id").unique()
     else:
-        threads = pl.scan_parquet([message_files[d] for d in pending]).select("thread_id").unique()
+        # Threads with new messages, and threads that lost a message to a corrected copy (which may name
+        # another thread): both pair differently now.
+        threads = pl.concat(
+            [
+                pl.scan_parquet([message_files[d] for d in pending]).select("thread_id"),
+                superseded_threads(layout, scope, pending).to_frame().lazy(),
+            ]
+        ).unique()
     threads_df = threads.collect()
     touched = all_messages if everything else _only(all_messages, threads_df["thread_id"])
     # Sizing threads costs a pass over the scope's messages: needed only when the whole scope's text
