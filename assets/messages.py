@@ -29,12 +29,12 @@ from pipelines.quality.reconcile import message_counts
 def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout, scope = settings.layout, context.partition_key
     require_scope(layout, scope)
-    stats = stage_messages(layout, scope)
+    stats = stage_messages(layout, scope, settings.conflicts)
     total = scan_messages(layout, scope)
     for s in stats:
         context.log.info(
             f"{scope} dump {s.dump_id}: {s.rows_in} rows -> {s.messages} messages, {s.repeats} repeats, "
-            f"{s.conflicts} conflicts"
+            f"{s.conflicts} conflicts, {s.superseded} earlier messages superseded"
         )
     return dg.MaterializeResult(
         metadata={
@@ -42,6 +42,7 @@ def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> d
             "new_messages": sum(s.messages for s in stats),
             "repeats": sum(s.repeats for s in stats),
             "conflicts_quarantined": sum(s.conflicts for s in stats),
+            "superseded_quarantined": sum(s.superseded for s in stats),
             "dagster/row_count": 0 if total is None else int(total.select(pl.len()).collect().item()),
             **schema_metadata(total),
             "preview": table_preview(

@@ -42,6 +42,11 @@ class BackfillSettings(dg.ConfigurableResource):
     tenant_map: str | None = Field(
         default=None, description="CSV/Parquet thread_id,tenant_id for scope_by=tenant."
     )
+    conflicts: str = Field(
+        default="first",
+        description="first | latest: which copy of a message_id with different content wins; latest "
+        "lets a corrected re-export replace the earlier copy (which is quarantined as superseded).",
+    )
     pairing: str = Field(default="merge", description="merge | strict")
     task_max_chars: int = 2_000
     code_max_chars: int = 8_000

@@ -20,6 +20,7 @@ from assets.cli.summary import print_table, scope_summary, unscoped_quarantined
 from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_scopes
+from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.progress import progress_bars
 
 
@@ -32,11 +33,14 @@ def run(args: argparse.Namespace) -> int:
         tenant=args.tenant,
         project=args.project,
         tenant_map=str(args.tenant_map) if args.tenant_map else None,
+        conflicts=args.conflicts,
         pairing=args.pairing,
         task_max_chars=args.task_max_chars,
         code_max_chars=args.code_max_chars,
         score_strategy="feedback" if args.feedback else "neutral",
         feedback=str(args.feedback) if args.feedback else None,
+        rating_min=args.rating_min,
+        rating_max=args.rating_max,
         # The dumps were named explicitly: read them as they are now.
         settle_seconds=0,
     )
@@ -115,6 +119,19 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--project", default="default", help="project name (scope-by tenant|single)")
     r.add_argument("--tenant-map", type=Path, help="CSV/Parquet thread_id,tenant_id (scope-by tenant)")
     r.add_argument("--feedback", type=Path, help="CSV/Parquet of feedback keyed by message_id or thread_id")
+    r.add_argument(
+        "--rating-min", type=float, default=1.0, help="lowest value of the feedback file's rating scale"
+    )
+    r.add_argument(
+        "--rating-max", type=float, default=5.0, help="highest value of the feedback file's rating scale"
+    )
+    r.add_argument(
+        "--conflicts",
+        choices=CONFLICT_POLICIES,
+        default="first",
+        help="which copy of a message_id with different content wins: the first staged, or the latest "
+        "(a corrected re-export; the copy it replaces is quarantined as superseded)",
+    )
     r.add_argument("--pairing", choices=["merge", "strict"], default="merge")
     r.add_argument("--task-max-chars", type=int, default=2_000)
     r.add_argument("--code-max-chars", type=int, default=8_000)
