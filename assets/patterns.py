@@ -87,6 +87,11 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
     context.log.info(
         f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates"
     )
+    if result.feedback_unmatched:
+        context.log.warning(
+            f"{scope}: {result.feedback_unmatched} feedback rows match no message or thread of the data "
+            f"folder and score nothing ({settings.feedback})"
+        )
     kept = kept_patterns(layout, scope)
     scored = scan_scored(layout, scope)
     outcomes = None if scored is None else scored.select("pattern_id", "kept", "duplicate_of").collect()
@@ -96,6 +101,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "kept": result.kept,
             "duplicates": result.duplicates,
             "scored_from_feedback": result.from_feedback,
+            "feedback_rows_unmatched": result.feedback_unmatched,
             "dagster/row_count": result.kept,
             **schema_metadata(kept),
             "preview": table_preview(kept),

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.pairing.batches import Repaired, ScopeState, current, repaired_since
-from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback
+from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback, unmatched_rows
 from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.scoring.scored import made, marker, scored_file, write_marker
@@ -68,6 +68,9 @@ class ScoringResult:
     kept: int
     duplicates: int
     from_feedback: int
+    # Feedback rows whose keys name no message or thread of the data folder (any scope): they score
+    # nothing, which usually means an export of another system or of threads never backfilled.
+    feedback_unmatched: int = 0
 
 
 def _scoring_inputs(
@@ -82,10 +85,26 @@ def _scoring_inputs(
         "strategy": options.strategy.value,
         "threshold": options.threshold,
         "rating": [options.rating_min, options.rating_max],
-        "feedback": None
-        if feedback is None
-        else [feedback.height, int(feedback.hash_rows(seed=0).sum()), feedback.columns],
+        "feedback": None if feedback is None else _fingerprint(feedback.select("key_kind", "key", "score")),
     }
+
+
+def _fingerprint(feedback: pl.DataFrame) -> list[Any]:
+    return [feedback.height, int(feedback.hash_rows(seed=0).sum()), feedback.columns]
+
+
+def _unmatched(layout: DataLayout, feedback: pl.DataFrame | None) -> int:
+    """Feedback rows that name nothing in the data folder. Every scope is looked at (a file covers all
+    of them), reading only the two key columns of the messages."""
+    if feedback is None:
+        return 0
+    files = sorted(layout.staged.glob("messages/scope=*/*.parquet"))
+    messages = (
+        pl.scan_parquet(files).select("message_id", "thread_id")
+        if files
+        else pl.LazyFrame(schema={"message_id": pl.String, "thread_id": pl.String})
+    )
+    return unmatched_rows(feedback, messages)
 
 
 def score_scope(
@@ -98,14 +117,24 @@ def score_scope(
     scope costs it one small file read. When new batches are all that changed, the table is brought up
     to date from them: the rows of the threads they re-paired are replaced, and only new patterns are
     scored, read and tokenised. Rows are in ``current()`` order as the table was built up, not sorted.
+    With feedback, the result also counts the feedback rows that match nothing in the data folder.
     """
+    if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
+        feedback = read_feedback(options)
+    feedback = feedback if options.strategy is ScoreStrategy.FEEDBACK else None
+    result = _score_scope(layout, scope, options, feedback)
+    # Counted apart from the table's record: messages staged in other scopes change what matches.
+    result.feedback_unmatched = _unmatched(layout, feedback)
+    return result
+
+
+def _score_scope(
+    layout: DataLayout, scope: str, options: ScoringOptions, feedback: pl.DataFrame | None
+) -> ScoringResult:
     patterns = current(layout, "patterns", scope)
     target = scored_file(layout, scope)
     if patterns is None:
         return ScoringResult(0, 0, 0, 0)
-    if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
-        feedback = read_feedback(options)
-    feedback = feedback if options.strategy is ScoreStrategy.FEEDBACK else None
     state = ScopeState.load(layout, scope)
     inputs = _scoring_inputs(state, options, feedback)
     record = made(target)

@@ -129,3 +129,21 @@ def test_scored_table_updated_from_new_batches_equals_a_rebuild(layout, dump, la
         ("feedback:thread", 1),
         ("neutral", 1),
     ]
+
+
+def test_feedback_rows_matching_no_message_are_counted(layout, dump, landing, tmp_path):
+    dump("d.ndjson", _exchange("t1", "first question here", "a", 0))
+    dump("e.ndjson", [msg("t2", "t2_q", "user", "another assistant's question", 0, assistant="asst_2")])
+    fb = tmp_path / "feedback.csv"
+    fb.write_text("message_id,thread_id,rating\nt1_a,,5\nt2_q,,1\ngone,,3\n,t_gone,2\n")
+    options = ScoringOptions(ScoreStrategy.FEEDBACK, fb)
+    run = backfill(layout, landing, scoring=options, load=False)
+    # A row matching a message of another scope is matched: the file covers every scope.
+    assert {s: r.scoring.feedback_unmatched for s, r in run.scopes.items()} == {
+        "default__asst_1": 2,
+        "default__asst_2": 2,
+    }
+    [scope] = [s for s in run.scopes if s.endswith("asst_1")]
+    # The scored table is kept as it is on a second look; the figure is counted again.
+    assert score_scope(layout, scope, options).feedback_unmatched == 2
+    assert score_scope(layout, scope, ScoringOptions()).feedback_unmatched == 0
