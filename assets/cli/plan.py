@@ -27,6 +27,16 @@ def _figure(s: ScopePlan, name: str, value: Any) -> Any:
     return f"~{shown}" if name in s.estimated else shown
 
 
+def _duration(s: ScopePlan, minutes: float | None) -> str:
+    """The time the client's rate limit implies, in the unit that reads best."""
+    if minutes is None:
+        return "-"
+    mark = "~" if "capacity.minutes" in s.estimated else ""
+    if minutes < 2:
+        return f"{mark}{minutes * 60:.0f}s"
+    return f"{mark}{minutes:.1f} min" if minutes < 120 else f"{mark}{minutes / 60:.1f} h"
+
+
 def _row(s: ScopePlan, rest: bool) -> dict[str, Any]:
     c = s.capacity
     row: dict[str, Any] = {
@@ -46,7 +56,7 @@ def _row(s: ScopePlan, rest: bool) -> dict[str, Any]:
     if rest:
         row["quota"] = _figure(s, "capacity.quota", c.quota)
         row["requests"] = _figure(s, "capacity.requests", c.requests)
-        row["minutes"] = _figure(s, "capacity.minutes", c.minutes)
+        row["time"] = _duration(s, c.minutes)
     row["fits"] = "?" if c.fits is None else "yes" if c.fits else "NO"
     return row
 
@@ -75,7 +85,7 @@ def print_plan(plan: RunPlan) -> None:
         elif rest:
             pace = f"{c.requests_per_minute:g}/min" if c.requests_per_minute else "no client limit"
             print(
-                f"  {s.scope} -> {c.destination} ({c.server_version}): quota {c.quota_source}; "
+                f"  {s.scope} -> {c.destination} ({c.server_version}): quota from {c.quota_source}; "
                 f"{c.requests:,} requests at {pace}"
             )
         if c.fits is False:

@@ -259,7 +259,7 @@ def _rest_capacity(
     else:
         limit = DEFAULT_PLAN_PATTERNS
         cap.quota_source = (
-            f"no billing status: default plan {limit:,} x quota_pct {options.quota_pct:g} (assumed)"
+            f"the default plan (no billing status): {limit:,} x quota_pct {options.quota_pct:g}"
         )
     cap.quota = int(limit * options.quota_pct)
     cap.projected = cap.pattern_count - to_retract + n_send

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.dumps import discover_dumps
@@ -34,8 +35,8 @@ class NothingStaged(Exception):
 
 
 def parquet_rows(files: list[Path]) -> int:
-    """Rows of Parquet files, from their footers alone."""
-    return int(pl.scan_parquet(files).select(pl.len()).collect().item()) if files else 0
+    """Rows of Parquet files, from their footers alone (a footer read is ~0.3 ms, a Polars scan ~3 ms)."""
+    return sum(pq.read_metadata(f).num_rows for f in files)
 
 
 def _batch_of(path: Path) -> int:
@@ -212,14 +213,11 @@ def _destinations(layout: DataLayout, scope: str, kept: pl.DataFrame) -> list[De
     if not files:
         return []
     # The latest row per (destination, pattern) is the pattern's state there (see pipelines.load.ledger).
-    state = (
-        pl.scan_parquet(files)
-        .select("destination", "pattern_id", "outcome", "at")
-        .sort("at")
-        .group_by("destination", "pattern_id")
-        .agg(pl.col("outcome").last(), pl.col("at").last())
-        .collect()
-    )
+    state = pl.scan_parquet(files).select("destination", "pattern_id", "outcome", "at").collect()
+    # Most ledgers hold one row per pattern (embedded loads, compacted REST loads): then the rows are the
+    # state, and the sort that finds each pattern's latest row (most of the time at 1M messages) is skipped.
+    if state.select(pl.struct("destination", "pattern_id").n_unique()).item() != state.height:
+        state = state.sort("at").unique(["destination", "pattern_id"], keep="last")
     kept_ids = kept["pattern_id"]
     out = []
     for (destination,), rows in state.group_by("destination", maintain_order=False):
