@@ -8,7 +8,9 @@ team's own database, one per line.
 Shape conversion (also applied to saved API pages by :func:`convert_saved_pages`):
 - ``text`` is the concatenation of the message's text parts (images and other parts are counted, not kept);
 - ``assistant_id`` is null on user messages in the API; the thread's assistant is used instead (the first
-  assistant message's, else ``default_assistant``), because every exported line needs one;
+  assistant message's, else ``default_assistant``), because every exported line needs one. A thread with
+  neither (only user messages, no ``--default-assistant``) is written with ``assistant_id: null``, which
+  ingest quarantines as ``missing field: assistant_id``: such threads are counted and warned about once;
 - messages are requested in ascending order and written in that order, which becomes the ingest order
   that breaks ``created_at`` ties.
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,25 @@ class ExportResult:
     messages: int = 0
     not_found: list[str] = field(default_factory=list)
     skipped_parts: int = 0
+    # Threads written with ``assistant_id: null`` (no assistant message, no default assistant).
+    without_assistant: int = 0
+
+    def count(self, rows: list[dict[str, Any]], skipped: int) -> None:
+        self.threads += 1
+        self.messages += len(rows)
+        self.skipped_parts += skipped
+        if any(r["assistant_id"] is None for r in rows):
+            self.without_assistant += 1
+
+    def warning(self) -> str | None:
+        """One line about threads written without an assistant, or None."""
+        if not self.without_assistant:
+            return None
+        return (
+            f"warning: {self.without_assistant} threads have no assistant message, so their lines were "
+            "written with assistant_id null; ingest quarantines them (missing field: assistant_id). "
+            "Give --default-assistant asst_... to keep them."
+        )
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -92,7 +114,10 @@ def export_threads(
     """
     result = ExportResult()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
+    # The openai client marks the whole Assistants API deprecated and warns on every call, once per
+    # thread: that is the very API this tool exists to drain, so exactly that category is silenced here.
+    with out.open("w", encoding="utf-8") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         for thread_id in thread_ids:
             try:
                 page = client.beta.threads.messages.list(thread_id=thread_id, order="asc", limit=100)
@@ -108,9 +133,7 @@ def export_threads(
                 ) from None
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            result.threads += 1
-            result.messages += len(rows)
-            result.skipped_parts += skipped
+            result.count(rows, skipped)
     if result.not_found and not result.threads:
         raise LookupError(f"none of {len(result.not_found)} threads was found: {RETIRED_HINT}")
     return result
@@ -138,6 +161,7 @@ def convert_saved_pages(path: Path, out: Path, default_assistant: str | None = N
         for m in page.get("data", []):
             by_thread.setdefault(m.get("thread_id"), []).append(m)
     result = ExportResult()
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
         for messages in by_thread.values():
             # Saved pages are in the API's default order (newest first): reversing before the stable sort
@@ -146,9 +170,7 @@ def convert_saved_pages(path: Path, out: Path, default_assistant: str | None = N
             rows, skipped = thread_rows(ordered, default_assistant)
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            result.threads += 1
-            result.messages += len(rows)
-            result.skipped_parts += skipped
+            result.count(rows, skipped)
     return result
 
 
@@ -184,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.out}: {r.threads} threads, {r.messages} messages, {len(r.not_found)} not found, "
         f"{r.skipped_parts} non-text parts skipped"
     )
+    if warning := r.warning():
+        print(warning, file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import httpx
 import openai
@@ -10,7 +11,7 @@ import pytest
 
 from pipelines.ingest.staging import ingest
 from pipelines.scopes import ScopeMapping
-from pipelines.tools.openai_export import convert_saved_pages, export_threads
+from pipelines.tools.openai_export import convert_saved_pages, export_threads, main
 
 
 def _message(mid, thread, role, text, at, assistant=None):
@@ -120,3 +121,78 @@ def test_saved_pages_in_default_desc_order(tmp_path):
     assert result.messages == 3
     # msg_1 and msg_2 share a second: the saved order (newest first) decides, reversed.
     assert [r["message_id"] for r in rows] == ["msg_1", "msg_2", "msg_3"]
+
+
+def _pages_handler(messages_by_thread):
+    def handler(request: httpx.Request) -> httpx.Response:
+        data = messages_by_thread[request.url.path.split("/")[3]]
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"],
+                "last_id": data[-1]["id"],
+                "has_more": False,
+            },
+        )
+
+    return handler
+
+
+def test_the_readme_command_works_on_a_fresh_clone(tmp_path, monkeypatch):
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text(json.dumps({"object": "list", "data": list(reversed(THREAD))}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    # data/landing/ does not exist yet.
+    assert main(["--saved-pages", str(pages), "--out", "data/landing/export.ndjson"]) == 0
+    assert len((tmp_path / "data" / "landing" / "export.ndjson").read_text().splitlines()) == 3
+    out = tmp_path / "fresh" / "landing" / "export.ndjson"
+    export_threads(_client(_pages_handler({"thread_abc": THREAD})), ["thread_abc"], out)
+    assert out.is_file()
+
+
+def test_user_only_threads_are_counted_and_warned_about_once(tmp_path, capsys):
+    user_only = [
+        _message("msg_u1", "thread_u1", "user", "anyone there?", 100),
+        _message("msg_u2", "thread_u2", "user", "hello?", 100),
+    ]
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text(json.dumps({"object": "list", "data": [*reversed(THREAD), *user_only]}) + "\n")
+    out = tmp_path / "export.ndjson"
+    assert main(["--saved-pages", str(pages), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "2 threads have no assistant message" in err and "--default-assistant" in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["assistant_id"] for r in rows if r["thread_id"].startswith("thread_u")] == [None, None]
+    # What the warning says becomes of them: ingest quarantines them.
+    from pipelines.tables import DataLayout
+
+    [staged] = ingest(DataLayout.at(tmp_path / "data"), out, ScopeMapping())
+    assert (staged.staged, staged.quarantined) == (3, 2)
+    # With a default assistant nothing is left without one.
+    assert main(["--saved-pages", str(pages), "--out", str(out), "--default-assistant", "asst_9"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    result = export_threads(
+        _client(_pages_handler({"thread_u1": user_only[:1], "thread_abc": THREAD})),
+        ["thread_u1", "thread_abc"],
+        tmp_path / "api.ndjson",
+    )
+    assert result.without_assistant == 1 and "1 threads" in result.warning()
+
+
+def test_the_assistants_deprecation_warning_is_silenced_and_nothing_else(tmp_path):
+    def handler(request: httpx.Request) -> httpx.Response:
+        warnings.warn("something else worth seeing", UserWarning, stacklevel=1)
+        return _pages_handler({"thread_abc": THREAD, "thread_b": THREAD})(request)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = export_threads(_client(handler), ["thread_abc", "thread_b"], tmp_path / "x.ndjson")
+        # Without the filter the client does warn (once per call): the test would notice it.
+        _client(handler).beta.threads.messages.list(thread_id="thread_abc")
+    assert result.threads == 2
+    kinds = [w.category for w in seen]
+    assert kinds.count(DeprecationWarning) == 1
+    assert kinds.count(UserWarning) == 3
