@@ -37,7 +37,7 @@ from pipelines.load.rest.errors import RestError
 from pipelines.load.rest.options import RestMode, RestOptions
 from pipelines.load.rest.options import destination_id as rest_destination_id
 from pipelines.load.rest.servers import ServerConfigError, ServerMap
-from pipelines.quality.status import current_rows
+from pipelines.quality.status import current_rows, parquet_rows
 from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map, scope_key
 from pipelines.tables import DataLayout, parquet_files
 
@@ -147,29 +147,46 @@ def count_lines(path: Path, chunk: int = 16 << 20) -> int:
     return lines + (0 if last == b"\n" else 1)
 
 
-# Per scope: rows, and pairs a thread could give at most (its user and assistant messages alternate).
+# Rows per (file, scope), and exchanges per scope: a user message followed by an assistant message in its
+# thread's order (created_at, then ingest order ``n``), which is a pattern under either pairing (merge
+# joins the runs of one role into a turn, strict pairs exactly these neighbours). System messages take no
+# part; blank texts (not read here) and threads continued from staged messages make it an estimate.
 _SHAPE_SQL = """
-WITH rows AS (SELECT {tenant} AS tenant_id, {project} AS project_id, thread_id, role FROM {source}),
-threads AS (
-  SELECT tenant_id, project_id, count(*) AS n,
-         least(count(*) FILTER (role = 'user'), count(*) FILTER (role = 'assistant')) AS pairs
-  FROM rows GROUP BY ALL
+WITH rows AS (
+  SELECT file, {tenant} AS tenant_id, {project} AS project_id, thread_id, role, created_at, n FROM {source}
+),
+turns AS (
+  SELECT tenant_id, project_id, role,
+         lag(role) OVER (PARTITION BY tenant_id, project_id, thread_id ORDER BY created_at, n) AS prev
+  FROM rows WHERE role IN ('user', 'assistant')
 )
-SELECT tenant_id, project_id, sum(n)::BIGINT AS rows, sum(pairs)::BIGINT AS pairs FROM threads GROUP BY ALL
+SELECT file, tenant_id, project_id, count(*)::BIGINT, 0::BIGINT FROM rows GROUP BY ALL
+UNION ALL
+SELECT NULL, tenant_id, project_id, 0, count(*) FILTER (role = 'assistant' AND prev = 'user')
+FROM turns GROUP BY ALL
 """
 
 
-def _json_source(path: Path) -> str:
-    escaped = str(path).replace("'", "''")
+@dataclass
+class Shape:
+    rows: dict[tuple[str, str, str], int]  # (file, tenant, project) -> rows
+    exchanges: dict[tuple[str, str], int]  # (tenant, project) -> user -> assistant exchanges
+
+
+def _json_source(paths: list[Path]) -> str:
+    """The dumps in ingest order; rows whose fields do not parse are skipped (the ingest quarantines
+    them). row_number() follows the files' order because the connection preserves insertion order."""
+    files = file_list(paths)
     return (
-        f"read_json('{escaped}', format='newline_delimited', ignore_errors=true, "
-        "columns={'thread_id': 'VARCHAR', 'assistant_id': 'VARCHAR', 'role': 'VARCHAR'})"
+        f"(SELECT filename AS file, *, row_number() OVER () AS n FROM read_json({files}, "
+        "format='newline_delimited', ignore_errors=true, filename=true, columns={'thread_id': 'VARCHAR', "
+        "'assistant_id': 'VARCHAR', 'role': 'VARCHAR', 'created_at': 'BIGINT'}))"
     )
 
 
-def _shape(con: Any, source: str, mapping: ScopeMapping) -> dict[tuple[str, str], tuple[int, int]]:
-    """(tenant, project) -> (rows, pairs at most) over rows with the three fields; rows the ingest
-    would quarantine for a missing field or an unmapped thread reach no scope."""
+def _shape(con: Any, source: str, mapping: ScopeMapping) -> Shape:
+    """Rows and exchanges of rows with a thread and an assistant; rows the ingest would quarantine for a
+    missing field or an unmapped thread reach no scope."""
     tenant, project = mapping.sql_columns()
     if mapping.scope_by is ScopeBy.TENANT:
         source = (
@@ -177,7 +194,15 @@ def _shape(con: Any, source: str, mapping: ScopeMapping) -> dict[tuple[str, str]
         )
     where = f"(SELECT * FROM {source} WHERE thread_id IS NOT NULL AND assistant_id IS NOT NULL)"
     sql = _SHAPE_SQL.format(tenant=tenant, project=project, source=where)
-    return {(t, p): (int(n), int(pairs)) for t, p, n, pairs in con.execute(sql).fetchall() if t and p}
+    shape = Shape({}, {})
+    for file, t, p, n, exchanges in con.execute(sql).fetchall():
+        if not (t and p):
+            continue
+        if file is None:
+            shape.exchanges[(t, p)] = int(exchanges)
+        else:
+            shape.rows[(file, t, p)] = int(n)
+    return shape
 
 
 def store_keys(store: Path, tenant_id: str, project_id: str) -> set[str]:
@@ -272,14 +297,17 @@ def _rest_capacity(
 
 
 def _staged_shape(con: Any, layout: DataLayout, scope: str, dumps: list[str]) -> tuple[int, int]:
-    """(rows, pairs at most) of staged rows the scope's messages have not taken in yet."""
+    """(rows, exchanges) of staged rows the scope's messages have not taken in yet."""
     files = [f for d in dumps for f in parquet_files(layout.raw(d) / f"scope={scope}")]
     if not files:
         return 0, 0
-    source = f"(SELECT thread_id, assistant_id, role FROM read_parquet({file_list(files)}))"
+    source = (
+        "(SELECT NULL AS file, thread_id, assistant_id, role, created_epoch AS created_at, "
+        f"dump_seq * 10_000_000_000 + line_no AS n FROM read_parquet({file_list(files)}))"
+    )
     # Staged rows already belong to this scope: any one-scope mapping counts them alike.
     shape = _shape(con, source, ScopeMapping(scope_by=ScopeBy.SINGLE))
-    return sum(n for n, _ in shape.values()), sum(p for _, p in shape.values())
+    return parquet_rows(files), sum(shape.exchanges.values())
 
 
 def plan_run(
@@ -293,7 +321,7 @@ def plan_run(
     manifest = read_manifest(layout)
     every = discover_dumps(source)
     todo: list[Dump] = pending_dumps(layout, source)
-    con = connect()
+    con = connect(preserve_order=True)
     if mapping.scope_by is ScopeBy.TENANT and mapping.tenant_map is not None:
         load_tenant_map(con, Path(mapping.tenant_map))
     notes: list[str] = []
@@ -308,17 +336,21 @@ def plan_run(
     incoming: dict[str, list[int]] = {}  # scope -> [rows, pairs] of pending dumps
     pending: list[PendingDump] = []
     unscoped = 0
+    # One scan of all pending dumps: a question in one dump and its answer in the next pair up.
+    shape = _shape(con, _json_source([d.path for d in todo]), mapping) if todo else Shape({}, {})
+    for (t, p), exchanges in shape.exchanges.items():
+        key = scope_key(t, p)
+        names.setdefault(key, (t, p))
+        incoming.setdefault(key, [0, 0])[1] += exchanges
     for dump in todo:
-        shape = _shape(con, _json_source(dump.path), mapping)
         lines = count_lines(dump.path)
-        per_scope = {}
-        for (t, p), (n, pairs) in shape.items():
-            key = scope_key(t, p)
-            names.setdefault(key, (t, p))
-            per_scope[key] = n
-            acc = incoming.setdefault(key, [0, 0])
-            acc[0] += n
-            acc[1] += pairs
+        per_scope: dict[str, int] = {}
+        for (file, t, p), n in shape.rows.items():
+            if Path(file) == dump.path:
+                key = scope_key(t, p)
+                names.setdefault(key, (t, p))
+                per_scope[key] = n
+                incoming.setdefault(key, [0, 0])[0] += n
         unscoped += lines - sum(per_scope.values())
         pending.append(
             PendingDump(str(dump.path), dump.dump_id, dump.size, lines, dict(sorted(per_scope.items())))
@@ -398,9 +430,9 @@ def plan_run(
         )
     if any(s.estimated for s in scopes):
         notes.append(
-            "estimates: lines per scope from a scan of thread_id/assistant_id/role; new patterns as at most "
-            "one per user/assistant message pair of a thread; near-duplicates among them are not known "
-            "before scoring, so kept and to_load are upper bounds"
+            "estimates: lines per scope from a scan of thread_id/assistant_id/role/created_at; new patterns "
+            "as the user -> assistant exchanges of each thread; near-duplicates among them are not known "
+            "before scoring, so kept and to_load count them as kept"
         )
     return RunPlan(
         data_dir=str(layout.root),

@@ -51,8 +51,14 @@ def test_before_anything_is_staged(tmp_path, staged):
     assert [d.lines for d in plan.pending_dumps] == [25, 6]
     assert plan.ingested_dumps == 0
     # The cheap scan routes lines as the ingest does: compare with the staged sample's own figures.
-    truth = {s.scope: s.lines_in for s in backfill_status(staged("assistant").root).scopes}
-    assert {s.scope: s.lines_to_ingest for s in plan.scopes} == truth
+    truth = {s.scope: s for s in backfill_status(staged("assistant").root).scopes}
+    assert {s.scope: s.lines_to_ingest for s in plan.scopes} == {k: s.lines_in for k, s in truth.items()}
+    # One exchange per pattern; a question in the first dump and its answer in the second count too.
+    assert {s.scope: s.new_patterns - truth[s.scope].patterns for s in plan.scopes} == {
+        "default__asst_analyst": 0,
+        "default__asst_coder": 0,
+        "default__asst_support": 1,  # an exchange whose answer is blank: unpaired once staged
+    }
     assert plan.unscoped_lines == 1
     for s in plan.scopes:
         assert s.new and s.already_loaded == 0 and s.to_retract == 0
