@@ -35,16 +35,18 @@ def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.engramia_url,
         "api_key_env": args.api_key_env,
         "servers_file": str(args.servers) if args.servers else None,
-        "redact": not args.no_redact,
         "timeout": args.timeout,
         "requests_per_minute": args.requests_per_minute,
-        "concurrency": args.concurrency,
         "max_retries": args.max_retries,
         "max_retry_after": args.max_retry_after,
     }
-    for name in ("async_import", "max_body_bytes", "resend_rejected"):
+    # Options only some commands take (rollback sends nothing, so it has no load options): the rest keep
+    # the destination's defaults.
+    for name in ("concurrency", "async_import", "max_body_bytes", "resend_rejected"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)
+    if hasattr(args, "no_redact"):
+        fields["redact"] = not args.no_redact
     if hasattr(args, "no_validate"):
         fields["validate_limits"] = not args.no_validate
     return fields
@@ -64,24 +66,19 @@ def progress_factory(args: argparse.Namespace):
     return make
 
 
-def add_rest_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("REST destination (rest-learn, rest-import, rollback)")
-    g.add_argument("--engramia-url", help="base URL of the Engramia server (every scope of the run)")
+def add_server_options(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """How to reach an Engramia server: where, with which key, and how patiently. Shared by every command
+    that talks to one; returns the group so a command can add its own options to it."""
+    g = p.add_argument_group(title)
+    g.add_argument("--engramia-url", help="base URL of the Engramia server (for every scope; see --servers)")
     g.add_argument("--api-key-env", help="NAME of the environment variable holding the API key (not the key)")
     g.add_argument("--servers", type=Path, help="YAML/JSON file mapping scopes to url + api_key_env")
-    g.add_argument("--no-redact", action="store_true", help="send task and code without PII redaction")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     g.add_argument(
         "--requests-per-minute",
         type=float,
         default=60.0,
-        help="client-side rate limit (default 60, the server's per-path limit; 0 = none)",
-    )
-    g.add_argument(
-        "--concurrency",
-        type=int,
-        default=1,
-        help="requests in flight (default 1; JSON-backed servers need 1)",
+        help="client-side rate limit (the server's per-path limit is 60; 0 = none)",
     )
     g.add_argument("--max-retries", type=int, default=5, help="retries on connection errors, timeouts, 5xx")
     g.add_argument(
@@ -89,4 +86,17 @@ def add_rest_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=120.0,
         help="longest wait honoured for one 429 Retry-After (seconds)",
+    )
+    return g
+
+
+def add_rest_options(p: argparse.ArgumentParser) -> None:
+    """The server options of a load (``run``): reaching the server, plus how patterns are sent."""
+    g = add_server_options(p, "REST destination (rest-learn, rest-import)")
+    g.add_argument("--no-redact", action="store_true", help="send task and code without PII redaction")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight (JSON-backed servers need 1)",
     )

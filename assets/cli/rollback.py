@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from assets.cli.destination import add_rest_options, destination_from_args
+from assets.cli.destination import add_server_options, destination_from_args
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.tables import DataLayout
@@ -69,13 +69,18 @@ def add_rollback_parser(sub: argparse._SubParsersAction) -> None:
         description="Delete exactly the patterns this pipeline loaded into one scope, and nothing else.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    b.add_argument("--data-dir", type=Path, default=Path("data"))
+    b.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="the data folder the scope was loaded from"
+    )
     b.add_argument("--scope", required=True, help="the scope key (as in staged/*/scope=<key>)")
     b.add_argument(
-        "--embedded", action="store_true", help="the embedded store (default without REST options)"
+        "--embedded", action="store_true", help="the embedded store (used anyway without REST server options)"
     )
-    b.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
+    b.add_argument("--store", type=Path, help="embedded Engramia store folder (none: <data-dir>/engramia)")
     b.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_rest_options(b)
+    # Rollback only deletes by key: reaching the server is all it needs. Learned patterns whose key the
+    # ledger lacks are looked up by their text both as sent redacted and as staged, so there is no
+    # redaction option, and deletes go one at a time.
+    add_server_options(b, "REST server (the scope's Engramia server; without these, the embedded store)")
     b.set_defaults(func=rollback)
