@@ -36,18 +36,27 @@ class LoadPlan:
     already: int
 
 
-def plan_load(layout: DataLayout, scope: str, in_store: pl.DataFrame, transform: str) -> LoadPlan:
+def plan_load(
+    layout: DataLayout, scope: str, in_store: pl.DataFrame, transform: str | None = None
+) -> LoadPlan:
     """The plan against ``in_store`` (pattern_id, key, fingerprint, basis): what the destination holds,
     as far as the destination trusts its ledger. ``transform`` names what the destination does to texts
-    before sending (part of the basis)."""
+    before sending (part of the basis); without it (figures only, nothing is loaded) no pattern is
+    planned for update."""
     in_store = in_store.select("pattern_id", "key", "fingerprint", stored_basis="basis")
-    ids = kept_scores(layout, scope).select("pattern_id", basis=basis(basis_prefix(layout, scope, transform)))
+    prefix = basis_prefix(layout, scope, transform) if transform is not None else None
+    ids = kept_scores(layout, scope).select(
+        "pattern_id", basis=basis(prefix) if prefix is not None else pl.lit(None, pl.String)
+    )
     send_ids = ids.join(in_store, on="pattern_id", how="anti")
     to_retract = in_store.join(ids, on="pattern_id", how="anti").select("pattern_id", "key")
     # A null stored basis is a ledger row written before bases were kept: its content is looked at once.
     to_update = (
         ids.join(in_store, on="pattern_id", how="inner")
-        .filter(pl.col("stored_basis").is_null() | (pl.col("stored_basis") != pl.col("basis")))
+        .filter(
+            pl.lit(prefix is not None)
+            & (pl.col("stored_basis").is_null() | (pl.col("stored_basis") != pl.col("basis")))
+        )
         .select("pattern_id", "key", "fingerprint", "basis")
     )
     return LoadPlan(send_ids, to_retract, to_update, ids.height, ids.height - send_ids.height)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import polars as pl
+
 from pipelines.load.ledger import IN_STORE, Ledger, Outcome
 from pipelines.load.plan import UPDATE_SAMPLE, LoadResult
 from pipelines.load.rest.readback import task_hash8
@@ -91,6 +93,30 @@ class LoadBooks:
             for e in entries:
                 self._record(e)
             self.ledger.flush()
+
+    def keep_unchanged(self, unchanged: pl.DataFrame) -> None:
+        """Patterns whose basis changed but whose content as sent did not: the ledger learns their new
+        basis (a row without a fingerprint adopts the current one, see plan.settle_updates); nothing is
+        sent and nothing counted."""
+        entries = [
+            Entry(
+                r["pattern_id"],
+                r["key"],
+                Outcome.PRESENT,
+                "fingerprint adopted (ledger row had none)" if r["adopted"] else "unchanged content",
+                tally="uncounted",
+                fingerprint=r["fingerprint"],
+                basis=r["basis"],
+            )
+            for r in unchanged.iter_rows(named=True)
+        ]
+        if entries:
+            self.commit(entries)
+        adopted = int(unchanged["adopted"].sum())
+        if adopted:
+            self.result.notes += (
+                f"{adopted} fingerprints adopted from the current content without rewriting; "
+            )
 
     def intend(self, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
         with self._lock:

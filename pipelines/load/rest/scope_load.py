@@ -105,7 +105,7 @@ class ScopeLoad:
         frame = self.prepare(to_send if to_send is not None else pl.DataFrame())
         if not frame.is_empty():
             frame, unchanged = settle_updates(plan, with_fingerprints(frame))
-            self.refresh_unchanged(unchanged)
+            self.books.keep_unchanged(unchanged)
             self.books.content = {
                 r["pattern_id"]: (r["fingerprint"], r["basis"])
                 for r in frame.select("pattern_id", "fingerprint", "basis").iter_rows(named=True)
@@ -222,30 +222,6 @@ class ScopeLoad:
             self.books.say(f"{self.scope}: {len(found)} patterns already on the server (not sent again)")
         done = [e.pattern_id for e in found]
         return pl.concat([frame.filter(~pl.col("pattern_id").is_in(done)), updates])
-
-    def refresh_unchanged(self, unchanged: pl.DataFrame) -> None:
-        """Patterns whose basis changed but whose content as sent did not: the ledger learns their new
-        basis (a row without a fingerprint adopts the current one, see plan.settle_updates); nothing is
-        sent."""
-        entries = [
-            Entry(
-                r["pattern_id"],
-                r["key"],
-                Outcome.PRESENT,
-                "fingerprint adopted (ledger row had none)" if r["adopted"] else "unchanged content",
-                tally="uncounted",
-                fingerprint=r["fingerprint"],
-                basis=r["basis"],
-            )
-            for r in unchanged.iter_rows(named=True)
-        ]
-        if entries:
-            self.books.commit(entries)
-        adopted = int(unchanged["adopted"].sum())
-        if adopted:
-            self.result.notes += (
-                f"{adopted} fingerprints adopted from the current content without rewriting; "
-            )
 
     def check_capacity(self, before: int, n_new: int, n_retract: int) -> None:
         if n_new == 0:
