@@ -91,7 +91,7 @@ def print_status(status: BackfillStatus) -> None:
     print(format_table([_row(s) for s in status.scopes]))
     print("loaded per destination (from the ledger):")
     for s in status.scopes:
-        if not s.destinations:
+        if not s.destinations and s.kept:
             print(f"  {s.scope}: not loaded anywhere yet ({s.kept:,} kept patterns to load)")
         for d in s.destinations:
             extra = "".join(

@@ -119,11 +119,12 @@ class ScopeStatus:
     def up_to_date(self) -> bool:
         """Nothing staged waits for a stage of this scope, and every destination holds what is kept."""
         loaded = all(d.pending == 0 and d.to_retract == 0 for d in self.destinations)
+        # A scope that keeps nothing (all its lines quarantined, say) has nothing to load anywhere.
         return (
             not self.pending_dumps
             and not self.unpaired_dumps
-            and self.scored_in_step
-            and bool(self.destinations)
+            and (self.scored_in_step or self.patterns == 0)
+            and (bool(self.destinations) or self.kept == 0)
             and loaded
         )
 
