@@ -103,7 +103,7 @@ def test_plan_after_a_run(ran):
     assert plan["pending_dumps"] == [] and plan["ingested_dumps"] == 2
     for scope, s in plan["scopes"].items():
         kept = summary["scopes"][scope]["kept"]
-        assert (s["to_load"], s["already_loaded"], s["estimated"]) == (0, kept, [])
+        assert (s["to_load"], s["to_update"], s["already_loaded"], s["estimated"]) == (0, 0, kept, [])
         assert s["capacity"]["pattern_count"] == kept and s["capacity"]["fits"]
 
 
