@@ -8,7 +8,8 @@ Usage (from the repo root)::
     .venv/bin/python benchmarks/bench_dedup.py --tasks 1000000 --profile   # cProfile of the dedup call
     .venv/bin/python benchmarks/bench_dedup.py --tasks 1000000 --cluster 50000  # templated-prompt stress
 
-or ``from bench_dedup import run; run(tasks=1_000_000, seed=0)`` which returns the printed dict.
+or ``from benchmarks.bench_dedup import run; run(tasks=1_000_000, seed=0)`` (what the ``dedup_1m`` row
+runs), which returns the printed dict.
 
 Data (``generate``): deterministic; 6-60 words per task (log-normal, mean ~20), words drawn Zipf-like
 from 6000 words (English function/prompt words at the head, pseudo-words in the tail, 12 non-ASCII words
