@@ -25,7 +25,6 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from assets.resources import BackfillSettings, EngramiaDestination
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # As workspace.yaml and [tool.dagster] in pyproject.toml name them.
 DEFINITIONS_MODULE = "assets.definitions"
 CODE_LOCATION = "assistants_backfill"
@@ -47,14 +46,19 @@ def _resource_config(resource: dg.ConfigurableResource) -> dict[str, Any]:
     return {name: v for name in type(resource).model_fields if (v := getattr(resource, name)) is not None}
 
 
-def run_config(settings: BackfillSettings, destination: EngramiaDestination) -> dict[str, Any]:
-    """The whole configuration of a CLI run as run config: the UI shows it and re-executes with it."""
+def run_config(
+    settings: BackfillSettings, destination: EngramiaDestination, log_level: str = "CRITICAL"
+) -> dict[str, Any]:
+    """The whole configuration of a CLI run as run config: the UI shows it and re-executes with it.
+
+    The console log stays quiet by default: the CLI reports each failure itself, in one line.
+    """
     return {
         "resources": {
             "settings": {"config": _resource_config(settings)},
             "engramia": {"config": _resource_config(destination)},
         },
-        **QUIET,
+        "loggers": {"console": {"config": {"log_level": log_level}}},
     }
 
 

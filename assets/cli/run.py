@@ -1,14 +1,29 @@
-"""``assistants-backfill run``: the ingest job, then the scope job once per scope."""
+"""``assistants-backfill run``: the ingest job, then the scope job once per scope.
+
+What the operator is told is the truth: every option is checked before any work (one line per problem),
+the figures are this run's own, and the exit code is one a scheduler can trust:
+
+- 0: every scope loaded and every error-severity check passed;
+- 1: a scope failed, a check failed, a dump was entirely quarantined, nothing was staged from a
+  non-empty input, or the run's quarantined share passed ``--max-quarantine-pct``;
+- 2: an option is wrong (nothing was done);
+- 75: another run holds the data folder (nothing was done; try again later);
+- 130: interrupted (Ctrl-C or SIGTERM): the files are consistent and the same command resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from assets.cli.destination import add_rest_options, destination_from_args, progress_factory
+from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
     execute,
     failed_check_names,
@@ -16,18 +31,60 @@ from assets.cli.instance import (
     open_instance,
     run_config,
 )
-from assets.cli.summary import print_table, scope_summary, unscoped_quarantined
+from assets.cli.summary import print_table, quarantine_reasons, scope_summary, unscoped_quarantined
+from assets.cli.validate import run_problems
 from assets.jobs import ingest_job, scope_job, scope_run_tags
-from assets.resources import BackfillSettings
-from pipelines.ingest.catalog import read_scopes
+from assets.resources import BackfillSettings, EngramiaDestination
+from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.progress import progress_bars
+from pipelines.tables import DataLayout, parquet_files
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
+DEFAULT_MAX_QUARANTINE_PCT = 10.0
 
 
-def run(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir)
-    settings = BackfillSettings(
-        data_dir=str(data_dir),
+def _emit(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    elif "scopes" in report:
+        print_table(report)
+    else:
+        for failure in report["failures"]:
+            print(f"error: {failure}", file=sys.stderr)
+
+
+def _refuse(args: argparse.Namespace, failures: list[str], code: int = EXIT_USAGE) -> int:
+    _emit(args, {"ok": False, "exit_code": code, "failures": failures})
+    return code
+
+
+def dump_failures(layout: DataLayout, new_dumps: pl.DataFrame, max_pct: float) -> list[str]:
+    """What this run's dumps say about the input: wholly quarantined dumps, and too high a share."""
+    failures = []
+    for row in new_dumps.iter_rows(named=True):
+        if row["lines"] and not row["staged"]:
+            files = parquet_files(layout.quarantine(), f"dump={row['dump_id']}-c*.parquet")
+            reasons = (
+                pl.scan_parquet(files).group_by("reason").len().sort("len", descending=True).collect()
+                if files
+                else pl.DataFrame()
+            )
+            shown = ", ".join(f"{r} ({n:,})" for r, n in reasons.head(3).iter_rows()) if files else "?"
+            failures.append(f"dump {row['file']}: all {row['lines']:,} lines quarantined: {shown}")
+    lines = int(new_dumps["lines"].sum() or 0)
+    quarantined = int(new_dumps["quarantined"].sum() or 0)
+    if lines and quarantined / lines * 100 > max_pct:
+        failures.append(
+            f"{quarantined / lines:.1%} of this run's {lines:,} lines were quarantined, above "
+            f"--max-quarantine-pct {max_pct:g}"
+        )
+    return failures
+
+
+def _settings(args: argparse.Namespace) -> BackfillSettings:
+    return BackfillSettings(
+        data_dir=str(args.data_dir),
         landing=str(args.input),
         scope_by=args.scope_by,
         tenant=args.tenant,
@@ -44,31 +101,68 @@ def run(args: argparse.Namespace) -> int:
         # The dumps were named explicitly: read them as they are now.
         settle_seconds=0,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    problems = run_problems(args)
+    destination = None
     try:
         destination = destination_from_args(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    config = run_config(settings, destination)
-    instance = open_instance(data_dir)
+        problems.append(str(exc))
+    if problems or destination is None:
+        return _refuse(args, problems)
+    interrupts = Interrupts()
+    try:
+        with interrupts.installed(), folder_lock(Path(args.data_dir)):
+            return _backfill(args, _settings(args), destination, interrupts)
+    except FolderBusy as exc:
+        return _refuse(args, [f"--data-dir {exc}: wait for that run, or use another --data-dir"], EXIT_BUSY)
+    except KeyboardInterrupt:
+        return _refuse(
+            args, ["interrupted before any scope ran: run the same command again"], EXIT_INTERRUPTED
+        )
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        return _refuse(args, [f"{type(exc).__name__}: {exc} (--debug shows where)"], EXIT_FAILED)
+
+
+def _backfill(
+    args: argparse.Namespace,
+    settings: BackfillSettings,
+    destination: EngramiaDestination,
+    interrupts: Interrupts,
+) -> int:
+    layout = settings.layout
+    config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
+    instance = open_instance(Path(args.data_dir))
 
     def say(msg: str) -> None:
         if not args.json or args.verbose:
             print(msg, file=sys.stderr, flush=True)
 
-    say(f"ingesting {args.input} into {settings.layout.root}")
+    known_dumps = read_manifest(layout)["dump_id"].to_list()
+    say(f"ingesting {args.input} into {layout.root}")
     ingest = execute(instance, ingest_job.name, config)
+    if interrupts.stopped(ingest):
+        return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
     if not ingest.success:
-        print(f"ingest failed: {first_error(ingest)}", file=sys.stderr)
-        return 2
-    scopes = read_scopes(settings.layout)["scope"].to_list()
+        return _refuse(args, [f"ingest failed: {first_error(ingest)}"], EXIT_FAILED)
+    new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
+    failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
+    scopes = read_scopes(layout)["scope"].to_list()
+    warnings: list[str] = []
     if destination.is_rest and not destination.servers_file and len(scopes) > 1:
-        say(
-            f"warning: --engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that "
-            "key; give each scope its own key with --servers FILE (or use --scope-by single)"
+        warnings.append(
+            f"--engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that key; "
+            "give each scope its own key with --servers FILE (or use --scope-by single)"
         )
-    failures: dict[str, str] = {}
+        say(f"warning: {warnings[-1]}")
+    run_ids: dict[str, str] = {}
+    failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
+    interrupted = False
     bars = progress_factory(args)
     for i, scope in enumerate(scopes, start=1):
         say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
@@ -76,27 +170,55 @@ def run(args: argparse.Namespace) -> int:
             result = execute(
                 instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope)
             )
+        run_ids[scope] = result.run_id
+        if interrupts.stopped(result):
+            interrupted = True
+            failures.append(
+                f"interrupted in scope {scope} ({i - 1} of {len(scopes)} scopes done): run the same command "
+                "again to resume; nothing loaded is sent twice"
+            )
+            say(f"    {failures[-1]}")
+            break
         if not result.success:
-            failures[scope] = first_error(result)
-            say(f"    FAILED: {failures[scope]}")
+            failed_scopes[scope] = first_error(result)
+            failures.append(f"scope {scope}: {failed_scopes[scope]}")
+            say(f"    FAILED: {failures[-1]}")
         if bad := failed_check_names(result):
             failed_checks[scope] = bad
-            say(f"    checks not passed: {', '.join(bad)}")
-    summary: dict[str, Any] = {"scopes": {}, "failed_scopes": failures, "failed_checks": failed_checks}
-    for scope in scopes:
-        summary["scopes"][scope] = scope_summary(settings, scope)
-    summary["unscoped_quarantined"] = unscoped_quarantined(settings)
-    summary["data_dir"] = str(settings.layout.root)
-    summary["engramia_store"] = (
-        str(destination.store(settings.layout)) if args.destination == "embedded" else None
-    )
-    summary["destination"] = args.destination
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        print_table(summary)
-    hard_failures = {s: c for s, c in failed_checks.items() if any("(ERROR)" in x for x in c)}
-    return 1 if failures or hard_failures else 0
+        for check in bad:
+            (failures if check.endswith("(ERROR)") else warnings).append(
+                f"scope {scope}: check {check} failed"
+            )
+            say(f"    check not passed: {check}")
+    described = destination.describe(layout)
+    summary: dict[str, Any] = {
+        "ok": not failures,
+        "exit_code": EXIT_INTERRUPTED if interrupted else EXIT_FAILED if failures else EXIT_OK,
+        "failures": failures,
+        "warnings": warnings,
+        "failed_scopes": failed_scopes,
+        "failed_checks": failed_checks,
+        "ingest_run_id": ingest.run_id,
+        "this_run": {
+            "dumps": new_dumps.height,
+            "lines": int(new_dumps["lines"].sum() or 0),
+            "staged": int(new_dumps["staged"].sum() or 0),
+            "quarantined": int(new_dumps["quarantined"].sum() or 0),
+        },
+        "scopes": {
+            scope: scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
+            if destination.is_rest
+            else scope_summary(layout, scope, run_ids.get(scope), described)
+            for scope in scopes
+        },
+        "unscoped_quarantined": unscoped_quarantined(layout),
+        "unscoped_quarantine_reasons": quarantine_reasons(layout, None),
+        "data_dir": str(layout.root),
+        "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
+        "destination": args.destination,
+    }
+    _emit(args, summary)
+    return summary["exit_code"]
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -140,6 +262,19 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
     r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.add_argument(
+        "--max-quarantine-pct",
+        type=float,
+        default=DEFAULT_MAX_QUARANTINE_PCT,
+        help="fail the run (exit 1) when more of this run's lines than this share are quarantined",
+    )
+    r.add_argument(
+        "--allow-option-change",
+        action="store_true",
+        help="accept other pairing or truncation options than the data folder was built with "
+        "(re-pairs every thread and retracts loaded patterns that change)",
+    )
+    r.add_argument("--debug", action="store_true", help="show Dagster's log and stack traces of failures")
     add_rest_options(r)
     r.add_argument("--no-validate", action="store_true", help="skip the check of the server's input limits")
     r.add_argument("--async-import", action="store_true", help="rest-import: Prefer: respond-async + polling")

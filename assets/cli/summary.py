@@ -1,4 +1,10 @@
-"""The per-scope summary a run prints: figures read back from the files and the load records."""
+"""The summary a run prints: per scope, the staged state read back from the files, and the load figures
+of this run alone (the load record written under this run's id, never another run's).
+
+Per scope the load terms add up: ``kept = loaded + already_loaded + present + not_stored + rejected +
+failed + skipped``. A scope whose run stopped before its load reports what the ledger already holds as
+``already_loaded`` and the rest as ``failed``.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,68 @@ from typing import Any
 
 import polars as pl
 
-from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import scope_names
-from pipelines.load.plan import latest_load_result
+from pipelines.load.ledger import Ledger
+from pipelines.load.plan import plan_load
 from pipelines.pairing.batches import current
 from pipelines.quality.reconcile import scope_counts
 from pipelines.scoring.scored import scan_scored
+from pipelines.tables import DataLayout, parquet_files
+
+LOAD_TERMS = ("loaded", "already_loaded", "present", "not_stored", "rejected", "failed", "skipped")
+TOP_REASONS = 3
 
 
-def scope_summary(settings: BackfillSettings, scope: str) -> dict[str, Any]:
-    layout = settings.layout
+def _top(frame: pl.LazyFrame | None) -> dict[str, int]:
+    if frame is None:
+        return {}
+    counts = frame.group_by("reason").len().sort(["len", "reason"], descending=[True, False]).collect()
+    return {str(r): int(n) for r, n in counts.iter_rows()}
+
+
+def quarantine_reasons(layout: DataLayout, scope: str | None) -> dict[str, int]:
+    """Quarantined rows by reason, most frequent first (``scope`` None: lines with no scope)."""
+    files = parquet_files(layout.quarantine())
+    if not files:
+        return {}
+    rows = pl.scan_parquet(files)
+    rows = rows.filter(pl.col("scope").is_null() if scope is None else pl.col("scope") == scope)
+    return _top(rows)
+
+
+def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str) -> dict[str, Any]:
+    """The load terms of ``run_id`` for ``scope``, from its own record."""
+    path = layout.loads(scope) / f"run={run_id}.parquet"
+    if path.exists():
+        load = pl.read_parquet(path).to_dicts()[0]
+        return {**load, "loaded": load.get("stored", 0)}
+    # The run stopped before loading: what the ledger holds is already there, the rest was not loaded.
+    plan = plan_load(layout, scope, Ledger(layout, scope, destination).in_store())
+    return {"kept": plan.kept, "already_loaded": plan.already, "failed": plan.kept - plan.already}
+
+
+def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destination: str) -> dict[str, Any]:
     counts = scope_counts(layout, scope)
     scored = scan_scored(layout, scope)
     patterns = current(layout, "patterns", scope)
-    n_patterns = 0 if patterns is None else int(patterns.select(pl.len()).collect().item())
+    shape = (
+        {"patterns": 0, "tasks_truncated": 0, "codes_truncated": 0}
+        if patterns is None
+        else patterns.select(
+            pl.len().alias("patterns"),
+            pl.col("task_truncated").sum().alias("tasks_truncated"),
+            pl.col("code_truncated").sum().alias("codes_truncated"),
+        )
+        .collect()
+        .to_dicts()[0]
+    )
+    n_patterns = int(shape["patterns"])
     kept = n_patterns if scored is None else int(scored.select(pl.col("kept").sum()).collect().item())
-    load = latest_load_result(layout, scope) or {}
+    load = this_run_load(layout, scope, run_id, destination) if run_id else {"failed": kept}
     tenant_id, project_id = scope_names(layout, scope)
+    terms = {t: int(load.get(t) or 0) for t in LOAD_TERMS}
     return {
+        "run_id": run_id,
         "tenant_id": tenant_id,
         "project_id": project_id,
         "lines_in": counts.lines.lines_in,
@@ -34,42 +84,55 @@ def scope_summary(settings: BackfillSettings, scope: str) -> dict[str, Any]:
         "unpaired": counts.pairing.unpaired,
         "duplicates": n_patterns - kept,
         "kept": kept,
-        "loaded": load.get("stored", 0),
-        "already_loaded": load.get("already_loaded", 0),
-        "rejected": load.get("rejected", 0),
-        "retracted": load.get("retracted", 0),
+        **terms,
+        "retracted": int(load.get("retracted") or 0),
+        "updated": int(load.get("updated") or 0),
+        "tasks_truncated": int(shape["tasks_truncated"] or 0),
+        "codes_truncated": int(shape["codes_truncated"] or 0),
         "pattern_count_before": load.get("pattern_count_before"),
         "pattern_count_after": load.get("pattern_count_after"),
         "lines_reconcile": counts.lines_reconcile,
         "messages_reconcile": counts.messages_reconcile,
+        "load_adds_up": kept == sum(terms.values()),
         "load_reconciles": bool(load.get("reconciles", False)),
+        "quarantine_reasons": quarantine_reasons(layout, scope),
+        "unpaired_reasons": _top(current(layout, "unpaired", scope)),
     }
 
 
-def unscoped_quarantined(settings: BackfillSettings) -> int:
-    files = sorted(settings.layout.quarantine().glob("*.parquet"))
-    if not files:
-        return 0
-    return int(pl.scan_parquet(files).filter(pl.col("scope").is_null()).select(pl.len()).collect().item())
+def unscoped_quarantined(layout: DataLayout) -> int:
+    return sum(quarantine_reasons(layout, None).values())
+
+
+def _reasons_line(reasons: dict[str, int]) -> str:
+    shown = ", ".join(f"{r} ({n:,})" for r, n in list(reasons.items())[:TOP_REASONS])
+    more = len(reasons) - TOP_REASONS
+    return shown + (f", and {more} more" if more > 0 else "")
 
 
 def print_table(summary: dict[str, Any]) -> None:
     cols = [
+        "lines_in",
         "messages",
         "quarantined",
         "repeats",
         "patterns",
         "unpaired",
         "duplicates",
-        "loaded",
-        "pattern_count_before",
+        "kept",
+        *LOAD_TERMS,
+        "retracted",
+        "updated",
         "pattern_count_after",
     ]
     rows = [
         {
             "scope": s,
             **{c: v[c] for c in cols},
-            "ok": v["lines_reconcile"] and v["messages_reconcile"] and v["load_reconciles"],
+            "ok": v["lines_reconcile"]
+            and v["messages_reconcile"]
+            and v["load_reconciles"]
+            and v["load_adds_up"],
         }
         for s, v in summary["scopes"].items()
     ]
@@ -77,14 +140,23 @@ def print_table(summary: dict[str, Any]) -> None:
         with pl.Config(
             tbl_rows=-1,
             tbl_cols=-1,
-            tbl_width_chars=200,
+            tbl_width_chars=250,
             tbl_hide_dataframe_shape=True,
             tbl_hide_column_data_types=True,
         ):
             print(pl.DataFrame(rows))
-    print(f"lines quarantined without a scope: {summary['unscoped_quarantined']}")
+    for scope, v in summary["scopes"].items():
+        if v["quarantine_reasons"]:
+            print(f"{scope} quarantined: {_reasons_line(v['quarantine_reasons'])}")
+        if v["unpaired_reasons"]:
+            print(f"{scope} unpaired: {_reasons_line(v['unpaired_reasons'])}")
+        if v["tasks_truncated"] or v["codes_truncated"]:
+            print(f"{scope} truncated: {v['tasks_truncated']:,} tasks, {v['codes_truncated']:,} answers")
+    unscoped = summary["unscoped_quarantine_reasons"]
+    print(f"lines quarantined without a scope: {summary['unscoped_quarantined']:,}", end="")
+    print(f" ({_reasons_line(unscoped)})" if unscoped else "")
     print(f"staged Parquet: {summary['data_dir']}/staged   warehouse: {summary['data_dir']}/warehouse.duckdb")
     if summary["engramia_store"]:
         print(f"Engramia store (embedded): {summary['engramia_store']}")
-    for scope, err in summary["failed_scopes"].items():
-        print(f"FAILED {scope}: {err}")
+    for failure in summary["failures"]:
+        print(f"FAILED: {failure}")

@@ -84,7 +84,11 @@ def test_bad_input_path_is_a_clear_error(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--input", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"), "--json"])
     assert exit_info.value.code == 2
-    assert "input not found" in capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["exit_code"] == 2
+    assert report["failures"] == [
+        f"--input {tmp_path / 'nope'}: not found; give a dump file or a folder of dumps"
+    ]
 
 
 def test_cli_runs_are_the_named_jobs_with_their_configuration(tmp_path, sample_dir, capsys, monkeypatch):

@@ -1,0 +1,157 @@
+"""Every ``run`` option checked before any work: one line per problem, naming the option, its value and
+what to do. Nothing here writes.
+
+A change of scope mapping, pairing or truncation on a data folder that already holds staged data is
+refused here too: it would re-pair every thread and retract loaded patterns, so the user says so with
+``--allow-option-change`` (a scope mapping cannot change within one data folder at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.folder_options import option_changes
+from pipelines.ingest.dumps import DUMP_SUFFIXES, discover_dumps
+from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS
+from pipelines.pairing.pairs import Pairing, PairingOptions
+from pipelines.scopes import ScopeBy, ScopeMapping
+from pipelines.scoring.feedback import read_feedback
+from pipelines.scoring.options import ScoreStrategy, ScoringOptions
+from pipelines.tables import DataLayout
+
+TENANT_MAP_COLUMNS = ("thread_id", "tenant_id")
+
+
+def _input_problems(source: Path) -> list[str]:
+    if not source.exists():
+        return [f"--input {source}: not found; give a dump file or a folder of dumps"]
+    dumps = discover_dumps(source)
+    if not dumps:
+        kinds = ", ".join(f"*{s}" for s in DUMP_SUFFIXES)
+        return [f"--input {source}: no dump ({kinds}) in this folder"]
+    return [f"--input {d.path}: the file is empty" for d in dumps if d.size == 0]
+
+
+def _columns(path: Path) -> list[str]:
+    if path.suffix == ".parquet":
+        return list(pl.read_parquet_schema(path))
+    return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+
+
+def _tenant_map_problems(args: argparse.Namespace) -> list[str]:
+    tenant_map = args.tenant_map
+    if args.scope_by == ScopeBy.TENANT and tenant_map is None:
+        return ["--scope-by tenant: needs --tenant-map FILE (CSV or Parquet: thread_id,tenant_id)"]
+    if tenant_map is None:
+        return []
+    if args.scope_by != ScopeBy.TENANT:
+        return [f"--tenant-map {tenant_map}: only used with --scope-by tenant (this run: {args.scope_by})"]
+    if not tenant_map.is_file():
+        return [f"--tenant-map {tenant_map}: not found"]
+    try:
+        columns = _columns(tenant_map)
+    except Exception as exc:
+        return [f"--tenant-map {tenant_map}: not a readable CSV or Parquet file ({exc})"]
+    missing = [c for c in TENANT_MAP_COLUMNS if c not in columns]
+    if missing:
+        return [
+            f"--tenant-map {tenant_map}: needs the columns thread_id,tenant_id (found: {', '.join(columns)})"
+        ]
+    return []
+
+
+def _limit_problems(args: argparse.Namespace) -> list[str]:
+    problems = []
+    for option, value, ceiling in (
+        ("--task-max-chars", args.task_max_chars, TASK_MAX_CHARS),
+        ("--code-max-chars", args.code_max_chars, CODE_MAX_CHARS),
+    ):
+        if not 1 <= value <= ceiling:
+            problems.append(
+                f"{option} {value}: give a number of characters from 1 to {ceiling:,} (Engramia's limit)"
+            )
+    if not 0 <= args.max_quarantine_pct <= 100:
+        problems.append(f"--max-quarantine-pct {args.max_quarantine_pct}: give a percentage from 0 to 100")
+    if args.destination != "embedded":
+        for option, value, low in (
+            ("--timeout", args.timeout, 0.001),
+            ("--requests-per-minute", args.requests_per_minute, 0),
+            ("--concurrency", args.concurrency, 1),
+            ("--max-retries", args.max_retries, 0),
+            ("--max-retry-after", args.max_retry_after, 0),
+            ("--max-body-bytes", args.max_body_bytes, 1024),
+        ):
+            if value < low:
+                problems.append(f"{option} {value}: must be at least {low}")
+    return problems
+
+
+def _feedback_problems(args: argparse.Namespace) -> list[str]:
+    if args.feedback is None:
+        return []
+    if not args.feedback.is_file():
+        return [f"--feedback {args.feedback}: not found"]
+    try:
+        read_feedback(
+            ScoringOptions(
+                ScoreStrategy.FEEDBACK,
+                args.feedback,
+                rating_min=getattr(args, "rating_min", 1.0),
+                rating_max=getattr(args, "rating_max", 5.0),
+            )
+        )
+    except Exception as exc:
+        # The reader's messages start with the file's path already.
+        return [
+            f"--feedback {exc}"
+            if str(exc).startswith(str(args.feedback))
+            else f"--feedback {args.feedback}: {exc}"
+        ]
+    return []
+
+
+def _data_dir_problems(args: argparse.Namespace) -> list[str]:
+    data_dir: Path = args.data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        return [f"--data-dir {data_dir}: exists and is not a folder"]
+    existing = next((p for p in [data_dir, *data_dir.resolve().parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        return [f"--data-dir {data_dir}: {existing} is not writable"]
+    return []
+
+
+def _option_change_problems(args: argparse.Namespace) -> list[str]:
+    layout = DataLayout.at(args.data_dir)
+    if not layout.manifest.exists():
+        return []
+    mapping = ScopeMapping(ScopeBy(args.scope_by), args.tenant, args.project, args.tenant_map)
+    pairing = PairingOptions(Pairing(args.pairing), args.task_max_chars, args.code_max_chars)
+    problems = []
+    for change in option_changes(layout, mapping, pairing):
+        if not change.allowed_with_flag:
+            problems.append(
+                f"{change.option} {change.now}: {layout.root} was staged with {change.was}, and a scope "
+                "mapping cannot change within one data folder; repeat the old value or use a fresh --data-dir"
+            )
+        elif not args.allow_option_change:
+            problems.append(
+                f"{change.option} {change.now}: {layout.root} was paired with {change.was}; changing it "
+                "re-pairs every thread and retracts loaded patterns that change. Repeat the old value, or "
+                "pass --allow-option-change"
+            )
+    return problems
+
+
+def run_problems(args: argparse.Namespace) -> list[str]:
+    """Every problem with the ``run`` options, one line each (empty when the run may start)."""
+    problems = [*_input_problems(args.input), *_data_dir_problems(args), *_limit_problems(args)]
+    problems += _tenant_map_problems(args)
+    problems += _feedback_problems(args)
+    if not problems:
+        # Only meaningful once the options themselves are sound.
+        problems += _option_change_problems(args)
+    return problems

@@ -1,0 +1,211 @@
+"""What `assistants-backfill run` tells the operator: exit codes, refusals before any work, this run's own
+figures, one run per data folder, and an interrupt that stops the whole run and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from assets.cli.guard import folder_lock
+from assets.cli.main import main
+from tests.conftest import msg, write_ndjson
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_home(monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
+def _run(capsys, *args: str) -> tuple[int, dict]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *args, "--json", "--no-progress"])
+    return int(exit_info.value.code), json.loads(capsys.readouterr().out)
+
+
+def _thread(i: int, bad: bool = False) -> list[dict | str]:
+    rows: list[dict | str] = [
+        msg(f"t{i}", f"m{i}a", "user", f"question number {i}", 1_700_000_000 + 10 * i),
+        msg(f"t{i}", f"m{i}b", "assistant", f"answer number {i}", 1_700_000_001 + 10 * i),
+    ]
+    return ["{not json" for _ in rows] if bad else rows
+
+
+def test_a_folder_without_dumps_is_refused_before_any_work(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, report = _run(capsys, "--input", str(empty), "--data-dir", str(tmp_path / "d"))
+    assert code == 2 and report["failures"] == [
+        f"--input {empty}: no dump (*.ndjson, *.jsonl) in this folder"
+    ]
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_json_array_saved_as_ndjson_fails_the_run(tmp_path, capsys):
+    dump = tmp_path / "in" / "export.ndjson"
+    dump.parent.mkdir()
+    dump.write_text(
+        json.dumps([msg("t", f"m{i}", "user", "hi", 1_700_000_000 + i) for i in range(18)], indent=1)
+    )
+    code, report = _run(capsys, "--input", str(dump.parent), "--data-dir", str(tmp_path / "d"))
+    lines = len(dump.read_text().splitlines())
+    assert code == 1 and report["exit_code"] == 1 and report["ok"] is False
+    assert report["this_run"] == {"dumps": 1, "lines": lines, "staged": 0, "quarantined": lines}
+    assert (
+        f"dump {dump.resolve()}: all {lines} lines quarantined: malformed JSON ({lines})"
+        in report["failures"]
+    )
+
+
+def test_the_quarantined_share_has_a_threshold(tmp_path, capsys):
+    rows = [r for i in range(10) for r in _thread(i, bad=i % 2 == 0)]
+    write_ndjson(tmp_path / "in" / "half.ndjson", rows)
+    code, report = _run(capsys, "--input", str(tmp_path / "in"), "--data-dir", str(tmp_path / "d"))
+    assert code == 1
+    assert report["failures"] == [
+        "50.0% of this run's 20 lines were quarantined, above --max-quarantine-pct 10"
+    ]
+    # The staged half is loaded all the same: the rest of the run goes on.
+    assert sum(s["loaded"] for s in report["scopes"].values()) == 5
+    again, report = _run(
+        capsys,
+        "--input",
+        str(tmp_path / "in"),
+        "--data-dir",
+        str(tmp_path / "d2"),
+        "--max-quarantine-pct",
+        "60",
+    )
+    assert again == 0 and report["failures"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--task-max-chars", "-5"],
+            ["--task-max-chars -5: give a number of characters from 1 to 10,000 (Engramia's limit)"],
+        ),
+        (
+            ["--tenant-map", "{map}"],
+            ["--tenant-map {map}: only used with --scope-by tenant (this run: assistant)"],
+        ),
+        (
+            ["--scope-by", "tenant", "--tenant-map", "{map}"],
+            ["--tenant-map {map}: needs the columns thread_id,tenant_id (found: thread_id, tenant)"],
+        ),
+    ],
+)
+def test_wrong_options_are_one_line_each_and_nothing_is_written(
+    tmp_path, capsys, sample_dir, extra, expected
+):
+    tenant_map = tmp_path / "map.csv"
+    tenant_map.write_text("thread_id,tenant\nthread_abc,acme\n")
+    extra = [e.format(map=tenant_map) for e in extra]
+    code, report = _run(capsys, "--input", str(sample_dir), "--data-dir", str(tmp_path / "d"), *extra)
+    assert code == 2 and report["failures"] == [e.format(map=tenant_map) for e in expected]
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_pairing_change_on_a_data_folder_needs_the_flag(tmp_path, capsys, sample_dir):
+    data = tmp_path / "d"
+    assert _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))[0] == 0
+    code, report = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data), "--pairing", "strict")
+    assert code == 2
+    assert report["failures"] == [
+        f"--pairing strict: {data.resolve()} was paired with merge; changing it re-pairs every thread and "
+        "retracts loaded patterns that change. Repeat the old value, or pass --allow-option-change"
+    ]
+    code, report = _run(
+        capsys,
+        "--input",
+        str(sample_dir),
+        "--data-dir",
+        str(data),
+        "--pairing",
+        "strict",
+        "--allow-option-change",
+    )
+    assert code == 0 and all(s["load_adds_up"] for s in report["scopes"].values())
+
+
+def test_the_summary_holds_this_runs_figures_only(tmp_path, capsys, sample_dir):
+    data = tmp_path / "d"
+    first = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))[1]
+    second = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))[1]
+    for scope, s in second["scopes"].items():
+        before = first["scopes"][scope]
+        assert s["run_id"] != before["run_id"]
+        assert (s["loaded"], s["already_loaded"]) == (0, before["loaded"]) and s["load_adds_up"]
+        assert before["loaded"] == before["kept"] and before["load_adds_up"]
+    assert second["this_run"] == {"dumps": 0, "lines": 0, "staged": 0, "quarantined": 0}
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys, sample_dir):
+    data = tmp_path / "d"
+    with folder_lock(data):
+        code, report = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    assert code == 75
+    [failure] = report["failures"]
+    assert failure.startswith(f"--data-dir {data} is in use by pid {os.getpid()} since ")
+    assert not (data / "staged").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from assets.cli.main import main; main()", "run", *args, "--no-progress"]
+
+
+def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
+    source = tmp_path / "in"
+    synth = [
+        "--out",
+        str(source / "s.ndjson"),
+        "--messages",
+        "40000",
+        "--assistants",
+        "4",
+        "--bad-line-rate",
+        "0",
+    ]
+    subprocess.run([sys.executable, "-m", "pipelines.tools.synth", *synth], check=True, capture_output=True)
+    data = tmp_path / "d"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    proc = subprocess.Popen(
+        _cli("--input", str(source), "--data-dir", str(data), "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=Path.cwd(),
+    )  # fmt: skip
+    # Interrupt once the first scope's run has started.
+    deadline = time.monotonic() + 120
+    while not list((data / "dagster_home").glob("**/runs.db")) or not list(data.glob("staged/messages/*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped_at < 20
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["exit_code"] == 130 and "run the same command again" in report["failures"][-1]
+    resumed = subprocess.run(
+        _cli("--input", str(source), "--data-dir", str(data), "--json"),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    after = json.loads(resumed.stdout)
+    fresh = subprocess.run(
+        _cli("--input", str(source), "--data-dir", str(tmp_path / "fresh"), "--json"),
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    clean = json.loads(fresh.stdout)
+    for scope, s in clean["scopes"].items():
+        r = after["scopes"][scope]
+        assert (r["kept"], r["pattern_count_after"]) == (s["kept"], s["pattern_count_after"] or 0)
+        assert r["loaded"] + r["already_loaded"] + r["present"] == r["kept"] and r["load_adds_up"]
