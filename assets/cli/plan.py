@@ -15,7 +15,8 @@ from typing import Any
 from assets.cli.destination import destination_from_args
 from assets.cli.run import add_run_arguments
 from assets.cli.status import format_table
-from pipelines.quality.run_plan import EmbeddedTarget, RestTarget, RunPlan, ScopePlan, plan_run
+from pipelines.quality.capacity import EmbeddedTarget, RestTarget
+from pipelines.quality.run_plan import RunPlan, ScopePlan, plan_run
 from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.tables import DataLayout
 

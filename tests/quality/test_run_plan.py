@@ -16,14 +16,9 @@ from pipelines.load.rest.options import RestOptions
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerMap
 from pipelines.quality import run_plan as run_plan_module
-from pipelines.quality.run_plan import (
-    DEFAULT_PLAN_PATTERNS,
-    EmbeddedTarget,
-    RestTarget,
-    count_lines,
-    plan_run,
-    store_keys,
-)
+from pipelines.quality.capacity import DEFAULT_PLAN_PATTERNS, EmbeddedTarget, RestTarget, store_keys
+from pipelines.quality.pending import count_lines
+from pipelines.quality.run_plan import plan_run
 from pipelines.quality.status import backfill_status
 from pipelines.scopes import ScopeBy, ScopeMapping
 from tests.quality.test_status import tree
