@@ -1,7 +1,7 @@
 """Engramia's embedded storage as the pipeline opens it: JSON files on local disk, written fast.
 
 Invariant: :class:`FastJSONStorage` behaves exactly like Engramia's ``JSONStorage`` (same keys, paths,
-scoping, tmp -> bak -> replace sequence, byte-identical files; tests/test_performance_shapes.py checks
+scoping, tmp -> bak -> replace sequence, byte-identical files; tests/load/test_embedded_store.py checks
 it against ``JSONStorage``); only its speed differs. ``JSONStorage`` writes each pattern with
 ``json.dump(indent=2)``, which always runs the pure-Python encoder and hands the file one small string at
 a time; here the file is one string built with the C string escaper. Engramia reads the scope from a
@@ -132,7 +132,7 @@ def _encode_dict(obj: dict, newline: str, parts: list[str]) -> None:
 class FastJSONStorage(JSONStorage):
     """Engramia's ``JSONStorage`` with a faster file write that produces byte-identical files, its key ->
     path mapping with each scope folder resolved once instead of on every key, and its key listing on
-    ``os.scandir`` (tests/test_performance_shapes.py checks all three against ``JSONStorage``)."""
+    ``os.scandir`` (tests/load/test_embedded_store.py checks all three against ``JSONStorage``)."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)

@@ -8,7 +8,7 @@ feedback stay neutral.
 Invariant: the scored table always equals scoring the scope's current patterns from scratch, whatever
 order dumps arrived in and however it was brought up to date. Near-duplicates are removed over the whole
 scope every run, through the per-scope cache (:class:`~pipelines.scoring.near_duplicates.DedupCache`),
-which decides again only what changed (tests/test_performance_shapes.py checks it against a full
+which decides again only what changed (tests/scoring/test_cache_recompute.py checks it against a full
 recompute); a run that changed nothing for the scope keeps its table as it is.
 """
 
