@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from assets.cli.destination import destination_from_args
+from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.run import add_run_arguments
 from assets.cli.status import format_table
 from pipelines.quality.capacity import EmbeddedTarget, RestTarget
@@ -134,7 +135,7 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
             "per scope, and the destination's capacity (for REST: pattern_count, quota, rate limit and "
             "the time it implies). Writes nothing; a REST server only receives reads."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_run_arguments(p)
     p.set_defaults(func=plan)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from assets.cli.destination import add_server_options, destination_from_args
+from assets.cli.formatting import DefaultsHelpFormatter
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.tables import DataLayout
@@ -67,7 +68,7 @@ def add_rollback_parser(sub: argparse._SubParsersAction) -> None:
         "rollback",
         help="delete exactly the patterns this pipeline loaded into a scope",
         description="Delete exactly the patterns this pipeline loaded into one scope, and nothing else.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     b.add_argument(
         "--data-dir", type=Path, default=Path("data"), help="the data folder the scope was loaded from"

@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from assets.cli.destination import add_rest_options, destination_from_args, progress_factory
+from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
     execute,
@@ -37,7 +38,10 @@ from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.messages import CONFLICT_POLICIES
+from pipelines.load.rest.options import MODES
+from pipelines.pairing.pairs import Pairing
 from pipelines.progress import progress_bars
+from pipelines.scopes import ScopeBy
 from pipelines.tables import DataLayout, parquet_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
@@ -226,7 +230,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "run",
         help="ingest dumps and load every scope into Engramia",
         description="Ingest dumps and load every scope into Engramia.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_run_arguments(r)
     r.set_defaults(func=run)
@@ -235,8 +239,18 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 def add_run_arguments(r: argparse.ArgumentParser) -> None:
     """The options of ``run``; ``plan`` takes the same command line and tells what it would do."""
     r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
-    r.add_argument("--data-dir", type=Path, default=Path("data"))
-    r.add_argument("--scope-by", choices=["assistant", "tenant", "single"], default="assistant")
+    r.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="root of everything a run writes: staged Parquet, the warehouse, the embedded store, the ledger",
+    )
+    r.add_argument(
+        "--scope-by",
+        choices=[s.value for s in ScopeBy],
+        default=ScopeBy.ASSISTANT.value,
+        help="one Engramia (tenant, project) per assistant, per tenant (with --tenant-map), or one for all",
+    )
     r.add_argument("--tenant", default="default", help="tenant name (scope-by assistant|single)")
     r.add_argument("--project", default="default", help="project name (scope-by tenant|single)")
     r.add_argument("--tenant-map", type=Path, help="CSV/Parquet thread_id,tenant_id (scope-by tenant)")
@@ -254,10 +268,25 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
         help="which copy of a message_id with different content wins: the first staged, or the latest "
         "(a corrected re-export; the copy it replaces is quarantined as superseded)",
     )
-    r.add_argument("--pairing", choices=["merge", "strict"], default="merge")
-    r.add_argument("--task-max-chars", type=int, default=2_000)
-    r.add_argument("--code-max-chars", type=int, default=8_000)
-    r.add_argument("--destination", choices=["embedded", "rest-learn", "rest-import"], default="embedded")
+    r.add_argument(
+        "--pairing",
+        choices=[p.value for p in Pairing],
+        default=Pairing.MERGE.value,
+        help="merge: consecutive messages of one role form one turn; strict: only direct question/answer "
+        "neighbours pair",
+    )
+    r.add_argument(
+        "--task-max-chars", type=int, default=2_000, help="cut a task (the question) to this many characters"
+    )
+    r.add_argument(
+        "--code-max-chars", type=int, default=8_000, help="cut a code (the answer) to this many characters"
+    )
+    r.add_argument(
+        "--destination",
+        choices=["embedded", *MODES],
+        default="embedded",
+        help="embedded: the engramia package in-process; rest-learn / rest-import: a running Engramia server",
+    )
     r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
     r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")

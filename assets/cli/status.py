@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from assets.cli.formatting import DefaultsHelpFormatter
 from pipelines.quality.status import BackfillStatus, NothingStaged, ScopeStatus, backfill_status
 
 COLUMNS = (
@@ -146,9 +147,9 @@ def add_status_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Per scope: lines in, messages, quarantined, patterns, unpaired, kept, loaded per destination, "
             "what is still pending and when it last ran. Reads file footers and ids only; writes nothing."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="the data folder of the runs")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=status)
     return p
