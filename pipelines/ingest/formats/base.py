@@ -1,0 +1,108 @@
+"""The contract every input shape implements: a reader turns one file into canonical records.
+
+A *reader* knows one shape of saved conversation data (the guide's NDJSON, Assistants API
+``thread.message`` objects, saved ``messages.list`` pages, a ChatGPT export, ...). It tells from the first
+bytes of a file whether the file is its shape (:meth:`Reader.detect`) and turns the file into
+:class:`Record` dicts (:meth:`Reader.read`), one per message it finds, in file order.
+
+The contract, which the staging checks per dump (records = staged + quarantined):
+
+- Every record a reader yields ends as exactly one staged message, an exact repeat of one, or a
+  quarantined row with the file, the record's ``position`` and a reason. A reader never drops a
+  message silently: something it cannot use (a malformed element, a non-message item it was asked to
+  keep track of, a message of an abandoned branch) is yielded with ``quarantine`` set to the reason.
+  Items that are not messages at all (a ``function_call`` item, a page's envelope) are not records.
+- Fields are validated after the reader, as for the guide's lines: a missing or mistyped ``thread_id``,
+  ``message_id``, ``role`` or ``text`` quarantines the record with the usual reason
+  (``missing field: X``, ``unknown role: X``, ...), so a reader passes values through rather than
+  guessing them.
+- Readers stream: memory stays bounded whatever the file size (they never read a whole file; JSON
+  arrays are read element by element, see :mod:`pipelines.ingest.formats.stream`).
+- ``order`` orders a thread's records of one file when ``created_at`` ties or is missing; a reader of a
+  newest-first source yields it negative (``-index``), so that ascending ``order`` is the conversation's
+  order. Omitted, it is the record's index in the file (1, 2, ...).
+- ``created_at`` is unix seconds (int or float; ISO-8601 strings are accepted, a zone-less time is UTC),
+  or None when the source only knows the order: the message is then staged without a time and its
+  thread is ordered by ``order`` alone.
+- ``assistant_id`` may be None on any role but ``assistant``: the staging gives such a message the
+  assistant that answered it (the next assistant message of its thread), else the thread's last
+  assistant (see :mod:`pipelines.ingest.assistants`).
+- ``branch`` "abandoned" (an edited or regenerated message the user moved away from) is quarantined
+  with the reason ``abandoned branch``; "current" (the default) is staged.
+
+A module under this package becomes a format by defining ``READERS``, a tuple of readers; the
+registry (:data:`FORMATS`, :func:`detect_format`) imports every module of the package, so adding a
+shape touches no shared file. Detection tries readers by ascending ``priority`` (specific shapes
+before generic ones) and then by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO, Literal, NotRequired, Protocol, TypedDict
+
+type Branch = Literal["current", "abandoned"]
+
+# Bytes of (decompressed) content a reader's detect() sees.
+HEAD_BYTES = 64 * 1024
+
+
+class PartCounts(TypedDict, total=False):
+    """What a message held besides its text, counted (the text of text parts is in ``text``)."""
+
+    images: int  # image_file / image_url / input_image parts, image asset pointers
+    files: int  # file parts (ChatGPT file pointers, input_file)
+    attachments: int  # message attachments (Assistants ``attachments``)
+    annotations: int  # citations and file paths in text parts
+    other: int  # any other non-text part (refusal text is kept in ``text``)
+
+
+class Record(TypedDict):
+    """One message as a reader found it; see the module docstring for what becomes of it."""
+
+    thread_id: str | None
+    assistant_id: str | None
+    message_id: str | None
+    role: str | None  # user | assistant | system | developer | tool (others are quarantined)
+    text: str | None
+    created_at: int | float | str | None
+    # Where the record is in its file: "line 12", or a JSON path such as "$[3].mapping.<node>.message".
+    position: str
+    run_id: NotRequired[str | None]
+    order: NotRequired[int]
+    branch: NotRequired[Branch]
+    parts: NotRequired[PartCounts]
+    # A reason that sends the record to quarantine as it is (validation is skipped).
+    quarantine: NotRequired[str]
+    # The source text of the record, kept in the quarantine row when it is quarantined (default: the
+    # record itself as JSON).
+    raw: NotRequired[str]
+
+
+class Reader(Protocol):
+    """One input shape."""
+
+    name: str  # the --format value, e.g. "assistants-messages"
+    description: str  # one line for --help and errors: what the shape is and where users get it
+    priority: int  # detection order: lower first; generic shapes (the guide's NDJSON) last
+
+    def detect(self, head: bytes, name: str) -> bool:
+        """Whether a file whose content starts with ``head`` (up to :data:`HEAD_BYTES`, decompressed,
+        possibly cut mid-record) and whose file name is ``name`` is this shape."""
+        ...
+
+    def read(self, stream: BinaryIO, name: str) -> Iterator[Record]:
+        """Every message of the file as records, in file order, streaming from ``stream`` (binary,
+        decompressed, positioned at the start)."""
+        ...
+
+
+class UnknownFormat(ValueError):
+    """A file whose shape no reader recognises."""
+
+    def __init__(self, path: str, known: list[str]) -> None:
+        super().__init__(
+            f"{path}: unknown input format; known formats: {', '.join(known)} (or force one with --format)"
+        )
+        self.path = path
+        self.known = known
