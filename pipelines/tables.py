@@ -48,6 +48,27 @@ MANIFEST_SCHEMA: PolarsSchema = {
     "scopes": pl.List(pl.String),
     "mapping": pl.String,
     "ingested_at": pl.Datetime("us", "UTC"),
+    # The input shape (a name of pipelines.ingest.formats.FORMATS); manifests written before formats
+    # existed read as "guide-ndjson", the only shape there was.
+    "format": pl.String,
+}
+MANIFEST_DEFAULTS: dict[str, object] = {"format": "guide-ndjson"}
+
+# Per dump of a shape other than the guide's NDJSON, one row per record: where it is in its file and
+# what the staged row does not hold. ``line_no`` is the staged row's (the record's order key).
+RECORDS_SCHEMA: PolarsSchema = {
+    "dump_id": pl.String,
+    "line_no": pl.Int64,
+    "position": pl.String,  # "line 12", "$[3]", "line 2 $.data[5]"
+    "message_id": pl.String,
+    "run_id": pl.String,
+    "branch": pl.String,  # current | abandoned
+    "timed": pl.Boolean,  # false: the source had no time, the row is staged at unix time 0
+    "images": pl.Int64,
+    "files": pl.Int64,
+    "attachments": pl.Int64,
+    "annotations": pl.Int64,
+    "other": pl.Int64,
 }
 
 # Every scope seen so far with its Engramia ``(tenant_id, project_id)``.
@@ -163,6 +184,11 @@ class DataLayout:
         base = self.staged / "raw"
         return base if dump_id is None else base / f"dump={dump_id}"
 
+    def records(self, dump_id: str | None = None) -> Path:
+        """Per record of a non-guide dump: position, run_id, branch, part counts (:data:`RECORDS_SCHEMA`)."""
+        base = self.staged / "records"
+        return base if dump_id is None else base / f"dump={dump_id}.parquet"
+
     def quarantine(self) -> Path:
         """Lines and messages set aside with their reason (:data:`QUARANTINE_SCHEMA`)."""
         return self.staged / "quarantine"
@@ -195,6 +221,14 @@ class DataLayout:
     def scored(self, scope: str) -> Path:
         """Scores and near-duplicate outcomes of the current patterns."""
         return self._scoped("scored", scope)
+
+    def filtered(self, scope: str) -> Path:
+        """Patterns a curation gate filtered, with the gate and its reason (written with the scored table)."""
+        return self._scoped("filtered", scope)
+
+    def judge_cache(self, scope: str) -> Path:
+        """The LLM judge's answers keyed by (pattern id, model, prompt version), and a batch in flight."""
+        return self._scoped("judge", scope)
 
     def dedup_cache(self, scope: str) -> Path:
         """The near-duplicate cache (token sets and outcomes) behind incremental scoring."""

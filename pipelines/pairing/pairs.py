@@ -25,6 +25,7 @@ from enum import StrEnum
 import polars as pl
 
 from pipelines.duck import thread_connection
+from pipelines.pairing.context import with_previous_context
 from pipelines.tables import PATTERN_COLUMNS, UNPAIRED_SCHEMA
 
 DEFAULT_TASK_MAX_CHARS = 2_000
@@ -42,9 +43,13 @@ class PairingOptions:
     mode: Pairing = Pairing.MERGE
     task_max_chars: int = DEFAULT_TASK_MAX_CHARS
     code_max_chars: int = DEFAULT_CODE_MAX_CHARS
+    # "previous": follow-up tasks carry the exchange before them (pipelines.pairing.context).
+    task_context: str = "none"
 
     def describe(self) -> str:
-        return f"mode={self.mode.value} task_max={self.task_max_chars} code_max={self.code_max_chars}"
+        described = f"mode={self.mode.value} task_max={self.task_max_chars} code_max={self.code_max_chars}"
+        # Only named when on, so folders paired before the option existed still match.
+        return described + (f" context={self.task_context}" if self.task_context != "none" else "")
 
 
 REASON_SYSTEM = "system message"
@@ -203,6 +208,7 @@ def _assemble(pairs: pl.DataFrame, text: pl.Series, options: PairingOptions) -> 
     return (
         pairs.drop("user_rids", "assistant_rids")
         .with_columns(full_task=full_task, full_code=full_code)
+        .pipe(with_previous_context, options.task_max_chars, options.task_context)
         .with_columns(
             task_chars=pl.col("full_task").str.len_chars(),
             code_chars=pl.col("full_code").str.len_chars(),

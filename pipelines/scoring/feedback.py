@@ -35,11 +35,14 @@ class FeedbackError(ValueError):
 
 
 class ScoreSource(StrEnum):
-    """Where a pattern's eval_score came from (the ``score_source`` column)."""
+    """Where a pattern's eval_score came from (the ``score_source`` column), in order of precedence:
+    explicit feedback (message, then thread) > LLM judge > implicit signals > neutral."""
 
     NEUTRAL = "neutral"
     MESSAGE = "feedback:message"
     THREAD = "feedback:thread"
+    JUDGE = "llm_judge"
+    IMPLICIT = "implicit"
 
 
 def check_feedback(options: ScoringOptions) -> str | None:

@@ -21,6 +21,12 @@ def scored_file(layout: DataLayout, scope: str) -> Path:
     return layout.scored(scope) / "scored.parquet"
 
 
+def filtered_file(layout: DataLayout, scope: str) -> Path:
+    """The patterns a curation gate filtered, with the gate and its reason (a projection of the scored
+    table, written with it)."""
+    return layout.filtered(scope) / "filtered.parquet"
+
+
 def marker(target: Path) -> Path:
     return target.with_name("scored.json")
 

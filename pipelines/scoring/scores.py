@@ -2,8 +2,9 @@
 
 Strategies: ``neutral`` gives every pattern 5.0 (the Assistants API kept no quality signal);
 ``feedback`` reads the user's own feedback export (see :mod:`pipelines.scoring.feedback`) keyed by
-``message_id`` or ``thread_id``. Message-level feedback beats thread-level feedback; patterns without
-feedback stay neutral.
+``message_id`` or ``thread_id``. Message-level feedback beats thread-level feedback. Patterns without
+feedback take the LLM judge's score, else the implicit signals', else stay neutral, and the curation
+gates filter what is not worth remembering before near-duplicates are decided (:mod:`.sources`).
 
 Invariant: the scored table always equals scoring the scope's current patterns from scratch, whatever
 order dumps arrived in and however it was brought up to date. Near-duplicates are removed over the whole
@@ -14,7 +15,8 @@ recompute); a run that changed nothing for the scope keeps its table as it is.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from pipelines.pairing.batches import Repaired, ScopeState, current, repaired_si
 from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback, unmatched_rows
 from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
-from pipelines.scoring.scored import made, marker, scored_file, write_marker
+from pipelines.scoring.scored import filtered_file, made, marker, scored_file, write_marker
+from pipelines.scoring.signals import SignalRules
+from pipelines.scoring.sources import SOURCE_COLUMNS, SourceStats, with_sources
 from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
 
 
@@ -71,6 +75,16 @@ class ScoringResult:
     # Feedback rows whose keys name no message or thread of the data folder (any scope): they score
     # nothing, which usually means an export of another system or of threads never backfilled.
     feedback_unmatched: int = 0
+    # Caught by a curation gate (never near-duplicates, never loaded): patterns = kept + duplicates +
+    # filtered.
+    filtered: int = 0
+    filtered_by: dict[str, int] = field(default_factory=dict)
+    by_source: dict[str, int] = field(default_factory=dict)
+    # Patterns each implicit-signal rule touched (among the patterns scored this time).
+    signals: dict[str, int] = field(default_factory=dict)
+    # The judge's work when the table was made (JudgeStats.as_dict()); a run that keeps the table as
+    # it is asks nothing, and says so with asked = 0.
+    judge: dict[str, object] = field(default_factory=dict)
 
 
 def _scoring_inputs(
@@ -78,8 +92,10 @@ def _scoring_inputs(
 ) -> dict[str, Any]:
     """Everything the scored table depends on: the patterns (a new batch is the only way they change),
     the options and the feedback's content."""
+    fingerprint = SignalRules.load(options.signal_rules).fingerprint if options.signals else None
     return {
-        "version": 1,
+        "version": 2,
+        "sources": options.describe_sources(fingerprint),
         "batches": state.batches,
         "pairing": state.pairing,
         "strategy": options.strategy.value,
@@ -108,7 +124,11 @@ def _unmatched(layout: DataLayout, feedback: pl.DataFrame | None) -> int:
 
 
 def score_scope(
-    layout: DataLayout, scope: str, options: ScoringOptions, feedback: pl.DataFrame | None = None
+    layout: DataLayout,
+    scope: str,
+    options: ScoringOptions,
+    feedback: pl.DataFrame | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ScoringResult:
     """Rewrite ``staged/scored/scope=<key>/scored.parquet`` for the scope's current patterns.
 
@@ -118,18 +138,24 @@ def score_scope(
     to date from them: the rows of the threads they re-paired are replaced, and only new patterns are
     scored, read and tokenised. Rows are in ``current()`` order as the table was built up, not sorted.
     With feedback, the result also counts the feedback rows that match nothing in the data folder.
+    A table made while the judge failed for some patterns or stopped at a limit is made again (only
+    the patterns without a cached answer are asked).
     """
     if options.strategy is ScoreStrategy.FEEDBACK and feedback is None:
         feedback = read_feedback(options)
     feedback = feedback if options.strategy is ScoreStrategy.FEEDBACK else None
-    result = _score_scope(layout, scope, options, feedback)
+    result = _score_scope(layout, scope, options, feedback, log)
     # Counted apart from the table's record: messages staged in other scopes change what matches.
     result.feedback_unmatched = _unmatched(layout, feedback)
     return result
 
 
 def _score_scope(
-    layout: DataLayout, scope: str, options: ScoringOptions, feedback: pl.DataFrame | None
+    layout: DataLayout,
+    scope: str,
+    options: ScoringOptions,
+    feedback: pl.DataFrame | None,
+    log: Callable[[str], None] | None,
 ) -> ScoringResult:
     patterns = current(layout, "patterns", scope)
     target = scored_file(layout, scope)
@@ -138,8 +164,17 @@ def _score_scope(
     state = ScopeState.load(layout, scope)
     inputs = _scoring_inputs(state, options, feedback)
     record = made(target)
-    if record is not None and record.get("inputs") == inputs:
-        return ScoringResult(**record["result"])
+    if record is not None and record.get("inputs") == inputs and not _judge_unfinished(record):
+        kept_as_is = ScoringResult(**record["result"])
+        if kept_as_is.judge:
+            kept_as_is.judge = {
+                **kept_as_is.judge,
+                "asked": 0,
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "cost_usd": 0.0,
+            }
+        return kept_as_is
     marker(target).unlink(missing_ok=True)
     # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
     # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
@@ -148,14 +183,16 @@ def _score_scope(
     cached = cache.holds(options.threshold, context)
     since = _made_at(record, inputs) if cached else None
     repaired = repaired_since(layout, "patterns", scope, since) if since is not None else None
+    folders = (layout.judge_cache(scope), layout.messages(scope))
     if repaired is not None:
-        narrow, tasks = _brought_up_to_date(target, repaired, feedback)
+        narrow, tasks, stats = _brought_up_to_date(target, repaired, feedback, options, folders, log)
     else:
         narrow = (
             patterns.select("pattern_id", "thread_id", "created_at", *([] if cached else ["task"]))
             .join(score(patterns, feedback), on="pattern_id", how="left")
             .collect()
         )
+        narrow, stats = with_sources(narrow, patterns, options, *folders, log=log)
         # The ids asked for are current, and a current id's row is in the latest batch holding it (an
         # older batch may hold the same id paired under other options): cheaper than ``current``'s join.
         tasks = (
@@ -163,18 +200,48 @@ def _score_scope(
             .select("pattern_id", "task", "batch")
             .sort("batch", descending=True)
         )
-    decided = cache.near_duplicates(narrow, options.threshold, context, tasks=tasks)
+    # Gated patterns take no part in near-duplicate removal: a greeting never wins over a real task.
+    open_rows = narrow.filter(pl.col("filtered").is_null())
+    decided = cache.near_duplicates(open_rows, options.threshold, context, tasks=tasks)
     scored = _with_outcomes(narrow.drop("task", strict=False), decided)
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
-    kept = int(scored["kept"].sum())
-    result = ScoringResult(
-        patterns=scored.height,
-        kept=kept,
-        duplicates=scored.height - kept,
-        from_feedback=int((scored["score_source"] != ScoreSource.NEUTRAL.value).sum()),
+    write_parquet(
+        scored.filter(pl.col("filtered").is_not_null()).select(
+            "pattern_id", "thread_id", "created_at", "eval_score", "score_source", "filtered", "filter_reason"
+        ),
+        filtered_file(layout, scope),
     )
+    result = _result(scored, stats)
     write_marker(target, inputs, asdict(result))
     return result
+
+
+def _result(scored: pl.DataFrame, stats: SourceStats) -> ScoringResult:
+    kept = int(scored["kept"].sum())
+    filtered = int(scored["filtered"].is_not_null().sum())
+    feedback = (ScoreSource.MESSAGE.value, ScoreSource.THREAD.value)
+    return ScoringResult(
+        patterns=scored.height,
+        kept=kept,
+        duplicates=scored.height - kept - filtered,
+        from_feedback=int(scored["score_source"].is_in(feedback).sum()),
+        filtered=filtered,
+        filtered_by=_counts(scored["filtered"].drop_nulls()),
+        by_source=_counts(scored["score_source"]),
+        signals=stats.signals,
+        judge=stats.judge.as_dict() if stats.judge.patterns else {},
+    )
+
+
+def _counts(values: pl.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts(sort=True).iter_rows()}
+
+
+def _judge_unfinished(record: dict[str, Any]) -> bool:
+    """Whether the judge left patterns unanswered (errors, a limit, a batch still running) when the
+    table was made: they are asked again (the answered ones come from the cache)."""
+    judge = record.get("result", {}).get("judge") or {}
+    return bool(judge.get("errors") or judge.get("skipped"))
 
 
 def _made_at(record: dict[str, Any] | None, inputs: dict[str, Any]) -> int | None:
@@ -190,19 +257,25 @@ def _made_at(record: dict[str, Any] | None, inputs: dict[str, Any]) -> int | Non
 
 
 def _brought_up_to_date(
-    target: Path, repaired: Repaired, feedback: pl.DataFrame | None
-) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    target: Path,
+    repaired: Repaired,
+    feedback: pl.DataFrame | None,
+    options: ScoringOptions,
+    folders: tuple[Path, Path],
+    log: Callable[[str], None] | None,
+) -> tuple[pl.DataFrame, pl.LazyFrame, SourceStats]:
     """The scored table's rows for threads no new batch touched, plus the new batches' current rows,
     scored: the same rows as scoring ``current()`` whole (the options and feedback are unchanged, so
     an earlier row's score still holds), at the cost of the new rows. Returns that frame without
     outcomes, and the new rows' tasks (only new patterns need theirs)."""
     fresh = repaired.rows.select(
-        "pattern_id", "thread_id", "created_at", "task", "user_message_ids", "assistant_message_ids"
+        "pattern_id", "thread_id", "created_at", "task", "code", "user_message_ids", "assistant_message_ids"
     ).collect()
     new = fresh.select("pattern_id", "thread_id", "created_at", "task").join(
         score(fresh.lazy(), feedback).collect(), on="pattern_id", how="left", maintain_order="left"
     )
-    columns = ["pattern_id", "thread_id", "created_at", "eval_score", "score_source"]
+    new, stats = with_sources(new, fresh.lazy(), options, *folders, log=log)
+    columns = ["pattern_id", "thread_id", "created_at", *SOURCE_COLUMNS]
     earlier = (
         pl.scan_parquet(target)
         .select(columns)
@@ -210,7 +283,7 @@ def _brought_up_to_date(
         .collect()
     )
     narrow = pl.concat([earlier, new.select(columns).cast(earlier.schema)])
-    return narrow, new.select("pattern_id", "task").lazy()
+    return narrow, new.select("pattern_id", "task").lazy(), stats
 
 
 def _with_outcomes(frame: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
@@ -218,4 +291,5 @@ def _with_outcomes(frame: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
     same order, as after an incremental update, the columns are simply put side by side)."""
     if decided["pattern_id"].equals(frame["pattern_id"]):
         return frame.hstack(decided.drop("pattern_id"))
-    return frame.join(decided, on="pattern_id", how="left", maintain_order="left")
+    joined = frame.join(decided, on="pattern_id", how="left", maintain_order="left")
+    return joined.with_columns(pl.col("kept").fill_null(False))

@@ -1,0 +1,137 @@
+"""Curation gates: patterns not worth remembering are filtered before near-duplicate removal, each
+with the gate that caught it and why.
+
+- ``trivial`` (task): greetings, thanks, acknowledgements and "continue"-style nudges (the whole task
+  is one of :data:`TRIVIAL_PHRASES`, punctuation and emoji aside), or a task below ``min_words`` words
+  or ``min_chars`` characters.
+- ``non_answer`` (answer): empty once markdown, punctuation and whitespace are stripped, or a refusal
+  (:data:`REFUSAL` at the start of an answer shorter than ``refusal_max_chars``; a long answer that
+  opens with an apology is kept).
+- ``min_score``: the final eval_score is below ``min_score`` (applied after every score source).
+
+Invariants: the first gate that applies names the pattern's ``filtered`` reason (in the order above);
+a gated pattern takes no part in near-duplicate removal and is never loaded; gates look at the user's
+own words, so a follow-up's prepended context (``--task-context previous``) does not count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from pipelines.pairing.context import FOLLOW_UP_MARKER
+
+GATES = ("trivial", "non_answer", "min_score")
+TRIVIAL_PHRASES = (
+    "hi", "hello", "hey", "hi there", "hello there", "hey there", "good morning", "good afternoon",
+    "good evening", "yo", "howdy", "greetings",
+    "thanks", "thank you", "thanks a lot", "thank you very much", "thx", "ty", "cheers", "many thanks",
+    "ok", "okay", "k", "cool", "great", "nice", "perfect", "awesome", "got it", "sure", "yes", "no",
+    "yep", "nope", "alright", "fine", "sounds good", "bye", "goodbye", "see you",
+    "continue", "go on", "keep going", "more", "next", "proceed", "go ahead", "please continue",
+    "continue please", "and", "so", "?", "test", "testing",
+)  # fmt: skip
+REFUSAL = (
+    r"(?i)^\s*(i'?m sorry|i am sorry|sorry|i apologi[sz]e|unfortunately)?[,.!\s]*(but\s+)?"
+    r"(i\s+(can(no|')t|can not|am (not able|unable)|'m (not able|unable)|won'?t be able|must decline)"
+    r"|as an ai\b)"
+)
+_PUNCT = r"[\s\p{P}\p{S}]+"
+
+FILTERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "pattern_id": pl.String,
+    "filtered": pl.String,
+    "filter_reason": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    enabled: frozenset[str] = field(default_factory=frozenset)
+    min_words: int = 2
+    min_chars: int = 6
+    refusal_max_chars: int = 400
+    min_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.enabled) - set(GATES)
+        if unknown:
+            raise ValueError(f"unknown gates {sorted(unknown)}; known: {', '.join(GATES)}")
+
+    @classmethod
+    def defaults(cls) -> GateOptions:
+        """What the command line and the Dagster settings start from."""
+        return cls(enabled=frozenset(("trivial", "non_answer", "min_score")))
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "enabled": sorted(self.enabled),
+            "min_words": self.min_words,
+            "min_chars": self.min_chars,
+            "refusal_max_chars": self.refusal_max_chars,
+            "min_score": self.min_score,
+        }
+
+
+def own_words(task: pl.Expr) -> pl.Expr:
+    """The user's own text of a task (after a prepended follow-up context, if any)."""
+    return task.str.split(FOLLOW_UP_MARKER).list.last()
+
+
+def text_gates(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
+    """``pattern_id, filtered, filter_reason`` for ``frame`` (``pattern_id, task, code``); null where no
+    text gate applies."""
+    task = own_words(pl.col("task").fill_null(""))
+    bare = task.str.to_lowercase().str.replace_all(_PUNCT, " ").str.strip_chars()
+    words = bare.str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len()
+    chars = task.str.strip_chars().str.len_chars()
+    code = pl.col("code").fill_null("")
+    code_bare = code.str.replace_all(_PUNCT, "")
+    gate = pl.lit(None, dtype=pl.String)
+    reason = pl.lit(None, dtype=pl.String)
+    rules: list[tuple[pl.Expr, str, pl.Expr]] = []
+    if "trivial" in options.enabled:
+        rules += [
+            (bare.is_in(list(TRIVIAL_PHRASES)), "trivial", pl.lit("greeting, thanks or nudge: ") + bare),
+            (
+                words < options.min_words,
+                "trivial",
+                pl.format("task has {} words (< {})", words, pl.lit(options.min_words)),
+            ),
+            (
+                chars < options.min_chars,
+                "trivial",
+                pl.format("task has {} characters (< {})", chars, pl.lit(options.min_chars)),
+            ),
+        ]
+    if "non_answer" in options.enabled:
+        rules += [
+            (code_bare.str.len_chars() == 0, "non_answer", pl.lit("answer empty after cleanup")),
+            (
+                code.str.contains(REFUSAL) & (code.str.len_chars() < options.refusal_max_chars),
+                "non_answer",
+                pl.lit("refusal: ") + code.str.replace_all(r"\s+", " ").str.slice(0, 60),
+            ),
+        ]
+    # Built from the last rule to the first, so the first that applies wins.
+    for condition, name, why in reversed(rules):
+        gate = pl.when(condition).then(pl.lit(name)).otherwise(gate)
+        reason = pl.when(condition).then(why).otherwise(reason)
+    return frame.select("pattern_id", filtered=gate, filter_reason=reason).cast(FILTERED_SCHEMA)  # type: ignore[arg-type]
+
+
+def score_gate(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
+    """``frame`` (with ``eval_score, filtered, filter_reason``) with the min_score gate applied to the
+    patterns no text gate caught."""
+    if "min_score" not in options.enabled or options.min_score <= 0:
+        return frame
+    low = pl.col("filtered").is_null() & (pl.col("eval_score") < options.min_score)
+    return frame.with_columns(
+        filtered=pl.when(low).then(pl.lit("min_score")).otherwise("filtered"),
+        filter_reason=pl.when(low)
+        .then(
+            pl.format("score {} < --min-score {}", pl.col("eval_score").round(2), pl.lit(options.min_score))
+        )
+        .otherwise("filter_reason"),
+    )
