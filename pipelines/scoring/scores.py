@@ -166,14 +166,11 @@ def _score_scope(
     record = made(target)
     if record is not None and record.get("inputs") == inputs and not _judge_unfinished(record):
         kept_as_is = ScoringResult(**record["result"])
-        if kept_as_is.judge:
-            kept_as_is.judge = {
-                **kept_as_is.judge,
-                "asked": 0,
-                "tokens_in": 0,
-                "tokens_out": 0,
-                "cost_usd": 0.0,
-            }
+        if judge := kept_as_is.judge:
+            # Nothing asked this time: every answer the table holds came from the cache.
+            cached = int(judge.get("cached", 0)) + int(judge.get("answered", 0))  # type: ignore[call-overload]
+            zero = {"asked": 0, "answered": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
+            kept_as_is.judge = {**judge, **zero, "cached": cached}
         return kept_as_is
     marker(target).unlink(missing_ok=True)
     # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
