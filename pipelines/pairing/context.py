@@ -3,7 +3,7 @@ before it ("And only for the last 7 days?") is prefixed with that exchange, so r
 
 A task is a follow-up when it is not its thread's first pattern, its own text has at most
 :data:`FOLLOW_UP_MAX_WORDS` words, and it either opens like a continuation (:data:`OPENERS`: "and",
-"or", "but", "also", "what about", "how about", "what if", "same", "only", "now", "instead", ...) or
+"or", "but", "also", "then", "instead", "only", "same", "what about", "how about", "what if", ...) or
 leans on a pronoun with no antecedent in it ("it", "that", "this", "those", "these", "them", "they").
 
 Invariants: the task becomes ``Earlier: <previous task>\\nAnswer: <previous answer>`` +
@@ -21,7 +21,7 @@ FOLLOW_UP_MARKER = "\n\nFollow-up: "
 FOLLOW_UP_MAX_WORDS = 12
 CONTEXT_MODES = ("none", "previous")
 OPENERS = (
-    r"and", r"or", r"but", r"also", r"plus", r"then", r"so", r"now", r"instead", r"only", r"just",
+    r"and", r"or", r"but", r"also", r"plus", r"then", r"instead", r"only",
     r"same", r"what about", r"how about", r"what if", r"why not", r"ok(ay)?,? (and|so|now|but)",
 )  # fmt: skip
 PRONOUNS = r"it|that|this|those|these|them|they|its|there"

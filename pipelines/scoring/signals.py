@@ -105,7 +105,7 @@ def next_turns(messages: pl.LazyFrame, patterns: pl.DataFrame) -> pl.DataFrame:
         .select("thread_id", "pos", next_text="text")
         .sort("pos")
     )
-    return ends.join_asof(users, on="pos", by="thread_id", strategy="forward").select(
+    return ends.join_asof(users, on="pos", by="thread_id", strategy="forward", check_sortedness=False).select(
         "pattern_id", "next_text"
     )
 
