@@ -18,12 +18,23 @@ from typing import Any
 import polars as pl
 
 from pipelines.ingest.dumps import Dump, discover_dumps
-from pipelines.tables import MANIFEST_SCHEMA, SCOPES_SCHEMA, DataLayout, parquet_files, write_parquet
+from pipelines.tables import (
+    MANIFEST_DEFAULTS,
+    MANIFEST_SCHEMA,
+    SCOPES_SCHEMA,
+    DataLayout,
+    parquet_files,
+    write_parquet,
+)
 
 
 def read_manifest(layout: DataLayout) -> pl.DataFrame:
     if layout.manifest.exists():
-        return pl.read_parquet(layout.manifest)
+        manifest = pl.read_parquet(layout.manifest)
+        missing = [
+            pl.lit(MANIFEST_DEFAULTS[c]).alias(c) for c in MANIFEST_SCHEMA if c not in manifest.columns
+        ]
+        return manifest.with_columns(missing).select(list(MANIFEST_SCHEMA)).cast(MANIFEST_SCHEMA)
     return pl.DataFrame(schema=MANIFEST_SCHEMA)
 
 

@@ -7,7 +7,18 @@ the unescaped values of all fields in one call each) and hands back typed rows a
 
 Invariant: the query returns exactly one row per input line, in line order; a row without a ``reason``
 has both scope columns (``tenant_id``, ``project_id``), and a row with one keeps its line in ``raw_text``.
-So every line is either staged in a scope or quarantined with its reason, never both and never neither.
+So every line is either staged in a scope or quarantined with its reason, never both and never neither,
+except a good row with no ``assistant_id`` (allowed on every role but ``assistant``): it is ``pending``,
+keeps its line in ``raw_text`` and gets its assistant (and so its scope) after the whole dump is classified
+(:mod:`pipelines.ingest.assistants`).
+
+Tolerances of real exports, each only evaluated on the lines that need it (the guide's own lines pay for
+none of them): ``created_at`` as an ISO-8601 string (a zone-less time is UTC) or with fractional seconds;
+``content`` (a string or a list of parts, whose ``text`` or ``text.value`` are joined by a blank line)
+where ``text`` is missing; roles ``developer`` and ``tool``.
+
+Records of other shapes (:mod:`pipelines.ingest.records`) come through the same query as guide-shaped
+lines with two more columns: ``forced`` (a reason set by their reader) and ``raw`` (their source text).
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map
 
 type JsonKind = Literal["string", "number"]
 
-ROLES = ("user", "assistant", "system")
+ROLES = ("user", "assistant", "system", "developer", "tool")
+# A tool's output answers a call of the assistant, not the user: it takes no part in a pattern.
+REASON_TOOL = "tool message: not part of a (user, assistant) exchange"
 # (json field, expected JSON kind) in the guide's export shape, in the order reasons are reported.
 FIELDS: tuple[tuple[str, JsonKind], ...] = (
     ("thread_id", "string"),
@@ -50,25 +63,60 @@ def _reason_sql() -> str:
         "WHEN kind <> 'OBJECT' THEN 'not a JSON object'",
     ]
     for i, (name, _) in enumerate(FIELDS, start=1):
-        checks.append(f"WHEN t{i} IS NULL OR t{i} = 'NULL' THEN 'missing field: {name}'")
+        if name == "assistant_id":
+            # Only an answer must name its assistant; the others get theirs after classification.
+            checks.append(
+                f"WHEN (t{i} IS NULL OR t{i} = 'NULL') AND role = 'assistant' THEN 'missing field: {name}'"
+            )
+        elif name == "text":
+            checks.append(f"WHEN text IS NULL AND (t{i} IS NULL OR t{i} = 'NULL') THEN 'missing field: text'")
+        else:
+            checks.append(f"WHEN t{i} IS NULL OR t{i} = 'NULL' THEN 'missing field: {name}'")
     for i, (name, kind) in enumerate(FIELDS, start=1):
-        if kind == "string":
+        if name == "assistant_id":
+            checks.append(
+                f"WHEN t{i} NOT IN ('VARCHAR', 'NULL') THEN 'mistyped field: {name} must be a string'"
+            )
+        elif name == "text":
+            checks.append(
+                f"WHEN text IS NULL THEN 'mistyped field: {name} must be a string or content parts'"
+            )
+        elif kind == "string":
             checks.append(f"WHEN t{i} <> 'VARCHAR' THEN 'mistyped field: {name} must be a string'")
         else:
             checks.append(
-                f"WHEN t{i} NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE') "
-                f"THEN 'mistyped field: {name} must be unix seconds (a number)'"
+                f"WHEN t{i} NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR') "
+                f"THEN 'mistyped field: {name} must be unix seconds (a number) or an ISO-8601 time'"
+            )
+            checks.append(
+                f"WHEN created_epoch IS NULL AND t{i} = 'VARCHAR' "
+                f"THEN 'mistyped field: {name} is not an ISO-8601 time: ' || left(s[{i}], 40)"
             )
     for name in ("thread_id", "assistant_id", "message_id"):
         checks.append(f"WHEN trim({name}) = '' THEN 'empty field: {name}'")
     checks.append(f"WHEN created_epoch < 0 OR created_epoch > {_MAX_EPOCH} THEN 'created_at out of range'")
+    checks.append(f"WHEN role = 'tool' THEN '{REASON_TOOL}'")
     roles = ", ".join(f"'{r}'" for r in ROLES)
     checks.append(f"WHEN role NOT IN ({roles}) THEN 'unknown role: ' || left(role, 40)")
-    checks.append("WHEN tenant_id IS NULL THEN 'thread_id has no tenant in the tenant map'")
+    checks.append(
+        "WHEN tenant_id IS NULL AND (assistant_id IS NOT NULL OR map_tenant_needed) "
+        "THEN 'thread_id has no tenant in the tenant map'"
+    )
     return "CASE " + " ".join(checks) + " END"
 
 
-def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
+# The text of a line without ``text``: its ``content``, a string or parts (``{"type": "text", "text": "..."}``
+# or the Assistants API's ``{"text": {"value": "..."}}``) joined by a blank line.
+_CONTENT_TEXT = """CASE json_type(line, '$.content')
+    WHEN 'VARCHAR' THEN json_extract_string(line, '$.content')
+    WHEN 'ARRAY' THEN array_to_string(list_filter(list_transform(json_extract(line, '$.content[*]'),
+        lambda p: CASE json_type(p, '$.text') WHEN 'VARCHAR' THEN json_extract_string(p, '$.text')
+                  WHEN 'OBJECT' THEN json_extract_string(p, '$.text.value') END),
+        lambda x: x IS NOT NULL), chr(10) || chr(10))
+    END"""
+
+
+def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = False) -> str:
     """Typed fields, scope columns, a reason and (for bad lines only) the raw text of every line of
     the relation ``lines``, in line order.
 
@@ -83,10 +131,19 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
     join = "LEFT JOIN tenant_map m USING (thread_id)" if mapping.scope_by is ScopeBy.TENANT else ""
     map_col = "m.tenant_id AS map_tenant" if mapping.scope_by is ScopeBy.TENANT else "NULL AS map_tenant"
     string_fields = ",\n".join(
-        f"CASE WHEN t{i} = 'VARCHAR' THEN s[{i}] END AS {name}"
+        f"CASE WHEN t{i} = 'VARCHAR' THEN s[{i}] "
+        + (
+            f"WHEN kind = 'OBJECT' AND (t{i} IS NULL OR t{i} = 'NULL') THEN {_CONTENT_TEXT} "
+            if name == "text"
+            else ""
+        )
+        + f"END AS {name}"
         for i, (name, kind) in enumerate(FIELDS, start=1)
         if kind == "string"
     )
+    needs_assistant = mapping.scope_by is ScopeBy.ASSISTANT
+    has_scope = "thread_id IS NOT NULL" + (" AND assistant_id IS NOT NULL" if needs_assistant else "")
+    forced, raw = ("forced", "coalesce(raw, line)") if records else ("NULL", "line")
     # One column per field type: referring to list elements over and over costs a copy each time.
     type_columns = ", ".join(
         f"CASE WHEN types[1] = 'OBJECT' THEN types[{i + 1}] END AS t{i}" for i in range(1, len(FIELDS) + 1)
@@ -96,37 +153,41 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
     dump_lit = "'" + dump_id.replace("'", "''") + "'"
     return f"""
         WITH parsed AS (
-            SELECT line_no, line, bad_utf8,
+            SELECT line_no, line, bad_utf8, {forced} AS forced, {raw} AS raw,
                    CASE WHEN bad_utf8 OR line IS NULL THEN NULL ELSE json_valid(line) END AS valid
             FROM lines
         ), typed_root AS (
             SELECT *, CASE WHEN valid THEN json_type(line, ['$', {paths}]) END AS types FROM parsed
         ), fields AS (
-            SELECT line_no, line, bad_utf8, valid, types[1] AS kind, {type_columns},
+            SELECT line_no, line, bad_utf8, forced, raw, valid, types[1] AS kind, {type_columns},
                    CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(line, [{paths}]) END AS s
             FROM typed_root
         ), typed AS (
-            SELECT line_no, line, bad_utf8, valid, kind, {type_names},
+            SELECT line_no, line, bad_utf8, forced, raw, valid, kind, {type_names}, s,
                    {string_fields},
                    CASE WHEN t{created} IN ('BIGINT', 'UBIGINT', 'DOUBLE')
-                        THEN TRY_CAST(CAST(s[{created}] AS JSON) AS DOUBLE) END AS created_epoch
+                        THEN TRY_CAST(CAST(s[{created}] AS JSON) AS DOUBLE)
+                        WHEN t{created} = 'VARCHAR'
+                        THEN epoch_us(TRY_CAST(s[{created}] AS TIMESTAMPTZ)) / 1e6 END AS created_epoch
             FROM fields
         ), scoped AS (
-            SELECT f.*, {map_col} FROM typed f {join}
+            SELECT f.*, {map_col}, {str(mapping.scope_by is ScopeBy.TENANT).upper()} AS map_tenant_needed
+            FROM typed f {join}
         ), with_scope AS (
             SELECT *,
-                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL
-                        THEN {tenant_sql} END AS tenant_id,
-                   CASE WHEN thread_id IS NOT NULL AND assistant_id IS NOT NULL
-                        THEN {project_sql} END AS project_id
+                   CASE WHEN {has_scope} THEN {tenant_sql} END AS tenant_id,
+                   CASE WHEN {has_scope} THEN {project_sql} END AS project_id
             FROM scoped
         ), judged AS (
-            SELECT *, {_reason_sql()} AS reason FROM with_scope
+            SELECT *, CASE WHEN forced IS NOT NULL THEN forced ELSE {_reason_sql()} END AS reason
+            FROM with_scope
         )
-        SELECT message_id, thread_id, assistant_id, role, text,
+        SELECT message_id, thread_id, assistant_id,
+               -- A developer message instructs like a system message, and is staged as one.
+               CASE WHEN role = 'developer' THEN 'system' ELSE role END AS role, text,
                CASE WHEN reason IS NULL THEN make_timestamptz(CAST(created_epoch * 1000000 AS BIGINT)) END
                    AS created_at,
-               CASE WHEN reason IS NULL THEN CAST(created_epoch AS BIGINT) END AS created_epoch,
+               CASE WHEN reason IS NULL THEN CAST(floor(created_epoch) AS BIGINT) END AS created_epoch,
                CASE WHEN reason IS NULL THEN length(text) END AS text_chars,
                CASE WHEN reason IS NULL
                     THEN regexp_full_match(text, '[\\s\\x{{00A0}}\\x{{2000}}-\\x{{200B}}\\x{{3000}}]*')
@@ -134,7 +195,8 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int) -> str:
                tenant_id, project_id, {dump_lit} AS dump_id, CAST({seq} AS BIGINT) AS dump_seq, line_no,
                reason,
                CASE WHEN reason IS NOT NULL THEN regexp_replace(reason, ':.*', '') END AS reason_kind,
-               CASE WHEN reason IS NOT NULL THEN line END AS raw_text
+               reason IS NULL AND assistant_id IS NULL AS pending,
+               CASE WHEN reason IS NOT NULL OR assistant_id IS NULL THEN raw END AS raw_text
         FROM judged
         """
 
@@ -143,6 +205,8 @@ def classifier(con: duckdb.DuckDBPyConnection, mapping: ScopeMapping) -> duckdb.
     """A connection of its own (temp tables, registered frames) to classify chunks on one thread."""
     cursor = con.cursor()
     cursor.execute("SET threads = 1")
+    # ISO-8601 times without a zone are UTC, whatever the machine's zone.
+    cursor.execute("SET TimeZone = 'UTC'")
     cursor.execute("SET preserve_insertion_order = true")
     # Strings leave DuckDB as large_string, the type the staged files are written with: no conversion.
     cursor.execute("SET arrow_large_buffer_size = true")

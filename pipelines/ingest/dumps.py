@@ -4,6 +4,9 @@ A dump is read in byte chunks cut at line ends, so memory stays bounded whatever
 chunk is split into lines by Polars (keeping line numbers, blank lines included); nothing is pulled into
 Python objects line by line, except to locate the lines of a chunk that holds invalid UTF-8.
 
+A dump is a file, or one member of a ``.zip``; ``.gz`` and ``.zst`` files are read decompressed, as a
+stream. Which shape a dump is in is decided per dump from its content (:mod:`pipelines.ingest.formats`).
+
 Invariant: the chunks of a file hold every line of it exactly once, numbered from 1 without gaps across
 chunks, so a dump's line count is the sum of its chunks' counts.
 """
@@ -20,7 +23,12 @@ from queue import Empty, Full, Queue
 
 import polars as pl
 
-DUMP_SUFFIXES = (".ndjson", ".jsonl")
+from pipelines.ingest.formats.stream import COMPRESSED_SUFFIXES, compression, open_member, zip_members
+
+# Content suffixes, each also accepted compressed (``.ndjson.gz``, ``.json.zst``); a ``.zip`` is read
+# member by member (its members with a content suffix).
+CONTENT_SUFFIXES = (".ndjson", ".jsonl", ".json")
+DUMP_SUFFIXES = (*CONTENT_SUFFIXES, *COMPRESSED_SUFFIXES)
 # A chunk's working set (its bytes, lines, Arrow in and out) is a few times its size and up to three
 # chunks are in flight. Measured on the benchmark machine, 16-24 MB chunks ran faster than 64 MB ones
 # (cache locality); per-chunk overhead (one query, one row group per scope) is noise at this size.
@@ -32,14 +40,23 @@ class Dump:
     path: Path
     size: int
     mtime_ns: int
+    member: str | None = None  # the file inside a .zip
+
+    @property
+    def label(self) -> str:
+        """How the dump is named in the manifest, quarantine rows and messages: the path, and for a zip
+        member ``archive.zip!member``."""
+        return f"{self.path}!{self.member}" if self.member else str(self.path)
 
     @property
     def dump_id(self) -> str:
         """Stable for an unchanged file; a rewritten or grown file is a new dump (its old lines then
         come back as exact repeats, which the message stage collapses). The full path takes part, so two
         files of one name, size and time in different folders stay two dumps."""
-        digest = hashlib.sha256(f"{self.path}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:12]
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.path.stem)[:40]
+        key = f"{self.path}|{self.size}|{self.mtime_ns}" + (f"|{self.member}" if self.member else "")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        name = Path(self.member).stem if self.member else self.path.stem
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
         return f"{stem}-{digest}"
 
 
@@ -53,21 +70,44 @@ def discover_dumps(source: Path) -> list[Dump]:
         files = sorted(
             p
             for p in source.rglob("*")
-            if p.is_file() and p.suffix.lower() in DUMP_SUFFIXES and not p.name.startswith(".")
+            if p.is_file() and is_dump_name(p.name) and not p.name.startswith(".")
         )
     else:
         raise FileNotFoundError(f"input not found: {source}")
     dumps: list[Dump] = []
     for p in files:
         st = p.stat()
-        dumps.append(Dump(p.resolve(), st.st_size, st.st_mtime_ns))
+        if compression(p) == "zip":
+            dumps.extend(
+                Dump(p.resolve(), st.st_size, st.st_mtime_ns, m)
+                for m in zip_members(p)
+                if is_dump_name(m, False)
+            )
+        else:
+            dumps.append(Dump(p.resolve(), st.st_size, st.st_mtime_ns))
     return dumps
 
 
-def iter_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, bytes, int]]:
-    """Yield ``(first line number, bytes, line count)`` for newline-aligned chunks of a file."""
+def is_dump_name(name: str, packed: bool = True) -> bool:
+    """Whether a file of this name is read as a dump: a content suffix, compressed or not, or a zip."""
+    lower = name.lower()
+    if packed and lower.endswith(".zip"):
+        return True
+    for suffix in (".gz", ".zst"):
+        if lower.endswith(suffix):
+            lower = lower[: -len(suffix)]
+            break
+    return lower.endswith(CONTENT_SUFFIXES)
+
+
+def iter_chunks(
+    dump: Dump | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[tuple[int, bytes, int]]:
+    """Yield ``(first line number, bytes, line count)`` for newline-aligned chunks of a dump's
+    (decompressed) content."""
     first = 1
-    with open(path, "rb") as f:
+    path, member = (dump.path, dump.member) if isinstance(dump, Dump) else (dump, None)
+    with open_member(path, member) as f:
         while data := f.read(chunk_bytes):
             if not data.endswith(b"\n"):
                 data += f.readline()
@@ -114,10 +154,10 @@ def _lines_frame(data: bytes, first: int, count: int) -> pl.DataFrame:
     )
 
 
-def split_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame, int]]:
+def split_chunks(dump: Dump | Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame, int]]:
     """``(bytes, lines frame, line count)`` per chunk of the file; the frame has ``line_no``, ``line``
     and ``bad_utf8``."""
-    for first, data, count in iter_chunks(path, chunk_bytes):
+    for first, data, count in iter_chunks(dump, chunk_bytes):
         yield data, _lines_frame(data, first, count), count
 
 

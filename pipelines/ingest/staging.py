@@ -7,8 +7,14 @@ per scope (``staged/raw/dump=<id>/scope=<key>/part-0.parquet``, columns in the o
 table, so the message stage can adopt the file as it is when the dump repeats nothing). A dump that
 reconciles is then recorded in the manifest (:mod:`pipelines.ingest.catalog`).
 
-Invariant per dump: lines = staged rows + quarantined rows; a dump that does not reconcile raises before
-it reaches the manifest.
+Each dump is read in its shape (:mod:`pipelines.ingest.formats`, detected from its content unless one is
+forced): the guide's NDJSON in bulk as above, other shapes through their reader in batches of records
+(:mod:`pipelines.ingest.records`) classified by the same query. Rows without an assistant wait until the
+whole dump is classified and then get the assistant of their exchange (:mod:`pipelines.ingest.assistants`),
+written to a second file per scope (``part-1.parquet``).
+
+Invariant per dump: lines (records) = staged rows + quarantined rows; a dump that does not reconcile
+raises before it reaches the manifest.
 """
 
 from __future__ import annotations
@@ -30,11 +36,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.duck import connect
+from pipelines.ingest.assistants import resolve_pending
 from pipelines.ingest.catalog import pending_dumps, read_manifest, record_dump
 from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES, Dump, prefetched, split_chunks
+from pipelines.ingest.formats import detect_format, reader
+from pipelines.ingest.formats.guide import NAME as GUIDE
+from pipelines.ingest.formats.stream import inner_name, open_member
+from pipelines.ingest.records import HashingReader, record_batches
 from pipelines.scopes import ScopeMapping, load_tenant_map, scope_key
-from pipelines.tables import ARROW_INTERMEDIATE_COMPRESSION, QUARANTINE_SCHEMA, RAW_SCHEMA, DataLayout
+from pipelines.tables import (
+    ARROW_INTERMEDIATE_COMPRESSION,
+    QUARANTINE_SCHEMA,
+    RAW_SCHEMA,
+    RECORDS_SCHEMA,
+    DataLayout,
+    write_parquet,
+)
 
 # Dumps are not split below this size to spread them over the cores.
 _MIN_SPLIT_BYTES = 2 * 1024 * 1024
@@ -55,6 +73,7 @@ class DumpResult:
     reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     scope_names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    format: str = GUIDE
 
 
 class _DumpWriter:
@@ -67,12 +86,21 @@ class _DumpWriter:
     def __init__(self, raw_dir: Path, qfile: Path, dump: Dump, result: DumpResult) -> None:
         self.raw_dir = raw_dir
         self.qfile = qfile
-        self.file = str(dump.path)
+        self.file = dump.label
         self.result = result
+        self.file_name = RAW_FILE
+        # Rows waiting for their assistant until the whole dump is classified.
+        self.pending: list[pl.DataFrame] = []
         self.keys: dict[tuple[str, str], str] = {}
         self.writers: dict[str, pq.ParquetWriter] = {}
-        self.quarantine = pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd", store_schema=False)
+        self.quarantine: pq.ParquetWriter | None = None
+        self._open_quarantine()
         self.sha = hashlib.sha256()
+
+    def _open_quarantine(self) -> None:
+        self.quarantine = pq.ParquetWriter(
+            self.qfile, QUARANTINE_SCHEMA, compression="zstd", store_schema=False
+        )
 
     def _scope_writer(self, scope: str) -> pq.ParquetWriter:
         writer = self.writers.get(scope)
@@ -80,7 +108,7 @@ class _DumpWriter:
             folder = self.raw_dir / f"scope={scope}"
             folder.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(
-                folder / RAW_FILE,
+                folder / self.file_name,
                 RAW_SCHEMA,
                 compression=ARROW_INTERMEDIATE_COMPRESSION,
                 use_dictionary=_DICTIONARY_COLUMNS,
@@ -100,7 +128,33 @@ class _DumpWriter:
             self.keys.setdefault((tenant_id, project_id), scope_key(tenant_id, project_id))
         # Good lines always have both scope columns. A stable sort by scope keeps each scope's rows in
         # line order, so one gather and one slice per scope route the whole chunk.
-        good = frame.filter(pl.col("reason").is_null()).sort(["tenant_id", "project_id"], maintain_order=True)
+        ok = pl.col("reason").is_null()
+        if frame["pending"].any():
+            self.pending.append(frame.filter(pl.col("pending")))
+            ok = ok & ~pl.col("pending")
+        self._route(frame.filter(ok))
+        bad = frame.filter(pl.col("reason").is_not_null())
+        if bad.height:
+            self._quarantine(bad)
+        self.result.lines += count
+
+    def write_late(self, rows: pl.DataFrame) -> None:
+        """Rows that waited for their assistant: to a second file per scope, or to quarantine."""
+        self.close()
+        self.file_name = "part-1.parquet"
+        self.qfile = self.qfile.with_name(self.qfile.name.replace("-c00000", "-c00001"))
+        self._open_quarantine()
+        for tenant_id, project_id in (
+            rows.drop_nulls(["tenant_id", "project_id"]).select("tenant_id", "project_id").unique().rows()
+        ):
+            self.keys.setdefault((tenant_id, project_id), scope_key(tenant_id, project_id))
+        self._route(rows.filter(pl.col("reason").is_null()))
+        bad = rows.filter(pl.col("reason").is_not_null())
+        if bad.height:
+            self._quarantine(bad)
+
+    def _route(self, good: pl.DataFrame) -> None:
+        good = good.sort(["tenant_id", "project_id"], maintain_order=True)
         if good.height:
             routed = _arrow(good.select(RAW_SCHEMA.names), RAW_SCHEMA)
             start = 0
@@ -112,9 +166,6 @@ class _DumpWriter:
                 self.result.scopes[scope] = self.result.scopes.get(scope, 0) + size
                 self.result.staged += size
                 start += size
-        if good.height < frame.height:
-            self._quarantine(frame.filter(pl.col("reason").is_not_null()))
-        self.result.lines += count
 
     def _quarantine(self, bad: pl.DataFrame) -> None:
         scopes = [self.keys.get(pair) for pair in bad.select("tenant_id", "project_id").rows()]
@@ -129,6 +180,7 @@ class _DumpWriter:
             thread_id="thread_id",
             message_id="message_id",
         )
+        assert self.quarantine is not None
         self.quarantine.write_table(_arrow(rows, QUARANTINE_SCHEMA))
         self.result.quarantined += bad.height
         for kind, n_kind in bad.group_by("reason_kind").len().rows():
@@ -137,7 +189,10 @@ class _DumpWriter:
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
-        self.quarantine.close()
+        self.writers = {}
+        if self.quarantine is not None:
+            self.quarantine.close()
+            self.quarantine = None
 
 
 def _arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -155,9 +210,11 @@ def ingest_dump(
     seq: int,
     mapping: ScopeMapping,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    fmt: str | None = None,
 ) -> tuple[DumpResult, str]:
     """Stage one dump: typed rows to ``staged/raw/dump=<id>/scope=<key>/`` and bad lines to
-    ``staged/quarantine/``. Partial output of an earlier crashed attempt is removed first."""
+    ``staged/quarantine/``. Partial output of an earlier crashed attempt is removed first. ``fmt``
+    forces the input shape; by default it is detected from the content."""
     started = time.perf_counter()
     dump_id = dump.dump_id
     raw_dir = layout.raw(dump_id)
@@ -167,9 +224,71 @@ def ingest_dump(
     qdir.mkdir(parents=True, exist_ok=True)
     for stale in qdir.glob(f"dump={dump_id}-*.parquet"):
         stale.unlink()
-    result = DumpResult(dump_id=dump_id, file=str(dump.path))
-    sql = classify_sql(mapping, dump_id, seq)
+    fmt = fmt or detect_format(dump.path, dump.member)
+    result = DumpResult(dump_id=dump_id, file=dump.label, format=fmt)
     writer = _DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
+    layout.records(dump_id).unlink(missing_ok=True)
+    if fmt == GUIDE:
+        sha = _stage_lines(con, dump, seq, mapping, chunk_bytes, writer)
+    else:
+        sha = _stage_records(con, layout, dump, seq, mapping, fmt, writer)
+    if writer.pending:
+        files = sorted(raw_dir.glob("scope=*/*.parquet"))
+        complete = set(read_manifest(layout)["dump_id"].to_list())
+        late = resolve_pending(con, pl.concat(writer.pending), files, layout, complete, dump_id, mapping)
+        writer.pending = []
+        try:
+            writer.write_late(late)
+        finally:
+            writer.close()
+    if result.lines != result.staged + result.quarantined:
+        raise RuntimeError(
+            f"{dump.label}: {result.lines} records but {result.staged} staged "
+            f"+ {result.quarantined} quarantined"
+        )
+    result.seconds = time.perf_counter() - started
+    result.scope_names = {k: tp for tp, k in writer.keys.items()}
+    return result, sha
+
+
+def _stage_records(
+    con: duckdb.DuckDBPyConnection,
+    layout: DataLayout,
+    dump: Dump,
+    seq: int,
+    mapping: ScopeMapping,
+    fmt: str,
+    writer: _DumpWriter,
+) -> str:
+    """A dump of any shape but the guide's, through its reader, in batches of records."""
+    sql = classify_sql(mapping, dump.dump_id, seq, records=True)
+    cursor = classifier(con, mapping)
+    metadata: list[pl.DataFrame] = []
+    try:
+        with open_member(dump.path, dump.member) as raw:
+            stream = HashingReader(raw)
+            for lines, meta in record_batches(reader(fmt).read(stream, inner_name(dump.path, dump.member))):  # type: ignore[arg-type]
+                writer.write(b"", classify_chunk(cursor, lines, sql), lines.height)
+                metadata.append(meta)
+    finally:
+        writer.close()
+        cursor.close()
+    if metadata:
+        table = pl.concat(metadata).with_columns(dump_id=pl.lit(dump.dump_id)).select(list(RECORDS_SCHEMA))
+        write_parquet(table, layout.records(dump.dump_id))
+    return stream.sha.hexdigest()
+
+
+def _stage_lines(
+    con: duckdb.DuckDBPyConnection,
+    dump: Dump,
+    seq: int,
+    mapping: ScopeMapping,
+    chunk_bytes: int,
+    writer: _DumpWriter,
+) -> str:
+    """The guide's NDJSON: newline-aligned chunks classified side by side, written in order."""
+    sql = classify_sql(mapping, dump.dump_id, seq)
     # A pipeline on threads: one reads and splits the next chunks, single-threaded DuckDB connections
     # classify one chunk each side by side (one query spread over every core left cores idle at the end
     # of each chunk: measured ~10% slower), and a writer appends finished chunks in order.
@@ -196,7 +315,7 @@ def ingest_dump(
             pending = write.submit(writer.write, data, table, count)
 
         try:
-            chunks = prefetched(split_chunks(dump.path, chunk_bytes))
+            chunks = prefetched(split_chunks(dump, chunk_bytes))
             for number, (data, lines, count) in enumerate(chunks):
                 cursor = classifiers[number % len(classifiers)]
                 classified.append((data, count, classify.submit(classify_chunk, cursor, lines, sql)))
@@ -211,13 +330,7 @@ def ingest_dump(
             writer.close()
             for cursor in classifiers:
                 cursor.close()
-    if result.lines != result.staged + result.quarantined:
-        raise RuntimeError(
-            f"{dump.path}: {result.lines} lines but {result.staged} staged + {result.quarantined} quarantined"
-        )
-    result.seconds = time.perf_counter() - started
-    result.scope_names = {k: tp for tp, k in writer.keys.items()}
-    return result, writer.sha.hexdigest()
+    return writer.sha.hexdigest()
 
 
 def ingest(
@@ -227,6 +340,7 @@ def ingest(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     log: Callable[[str], None] | None = None,
     settle_seconds: float = 0.0,
+    fmt: str | None = None,
 ) -> list[DumpResult]:
     """Stage every dump under ``source`` that is not in the manifest yet, in name order (skipping files
     modified in the last ``settle_seconds``)."""
@@ -249,16 +363,18 @@ def ingest(
     results: list[DumpResult] = []
     for dump in todo:
         seq += 1
-        result, sha = ingest_dump(con, layout, dump, seq, mapping, chunk_bytes)
+        result, sha = ingest_dump(con, layout, dump, seq, mapping, chunk_bytes, fmt)
         if log:
             log(
-                f"{dump.path.name}: {result.lines} lines -> {result.staged} staged, "
+                f"{dump.label}: {result.lines} {'lines' if result.format == GUIDE else 'records'} "
+                f"({result.format}) "
+                f"-> {result.staged} staged, "
                 f"{result.quarantined} quarantined in {result.seconds:.1f}s"
             )
         entry = {
             "dump_id": result.dump_id,
             "seq": seq,
-            "file": str(dump.path),
+            "file": dump.label,
             "size": dump.size,
             "mtime_ns": dump.mtime_ns,
             "sha256": sha,
@@ -268,6 +384,7 @@ def ingest(
             "scopes": sorted(result.scopes),
             "mapping": mapping.describe(),
             "ingested_at": datetime.now(UTC),
+            "format": result.format,
         }
         manifest = record_dump(layout, manifest, entry, result.scope_names)
         results.append(result)

@@ -59,7 +59,14 @@ REASON_NO_QUESTION = "answer with no question"
 REASON_USER_FOLLOWED_BY_USER = "unanswered: followed by another user message (strict pairing)"
 REASON_ANSWER_AFTER_ANSWER = "answer follows another answer (strict pairing)"
 
-_ORDER = ["thread_id", "created_at", "dump_seq", "line_no"]
+# Ingest gives records of a newest-first source a negative ``line_no`` (their order key): among such rows
+# the later dump holds the older messages, so their dump order is reversed too.
+_ORDER = [
+    pl.col("thread_id"),
+    pl.col("created_at"),
+    pl.when(pl.col("line_no") < 0).then(-pl.col("dump_seq")).otherwise(pl.col("dump_seq")),
+    pl.col("line_no"),
+]
 # Up to this many pattern ids are hashed in Python, more in one DuckDB query (same sha256, lowercase hex).
 _HASH_IN_PYTHON = 2_000
 _NARROW = ["thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"]

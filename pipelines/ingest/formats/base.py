@@ -22,8 +22,9 @@ The contract, which the staging checks per dump (records = staged + quarantined)
   newest-first source yields it negative (``-index``), so that ascending ``order`` is the conversation's
   order. Omitted, it is the record's index in the file (1, 2, ...).
 - ``created_at`` is unix seconds (int or float; ISO-8601 strings are accepted, a zone-less time is UTC),
-  or None when the source only knows the order: the message is then staged without a time and its
-  thread is ordered by ``order`` alone.
+  or None when the source only knows the order: the message is then staged at unix time 0
+  (1970-01-01T00:00:00Z, marked ``timed = false`` in the record table) and its thread is ordered by
+  ``order`` alone. ``order`` must be unique within a file.
 - ``assistant_id`` may be None on any role but ``assistant``: the staging gives such a message the
   assistant that answered it (the next assistant message of its thread), else the thread's last
   assistant (see :mod:`pipelines.ingest.assistants`).

@@ -1,0 +1,242 @@
+"""The same conversations written in every input shape, for tests and for trying the readers.
+
+``python -m pipelines.tools.shapes OUT_DIR`` writes one folder per shape under ``OUT_DIR``. A shape is a
+function ``(conversations, folder) -> files`` in :data:`WRITERS`; adding a shape is adding one function
+and one entry. Every shape holds the same messages, so each must give the same patterns as the guide's
+NDJSON (the differential test in ``tests/test_formats_differential.py``).
+
+The conversations exercise what real exports do: ties in ``created_at``, follow-ups before an answer,
+one run writing two messages, a thread answered by two assistants, a last turn nobody answered,
+citation markers, images and attachments.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+T0 = 1_717_200_000
+MARKER = "【4:0†source】"
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    role: str  # user | assistant
+    text: str
+    created_at: int
+    assistant_id: str  # the assistant of the exchange (the API leaves it null on user messages)
+    run_id: str | None = None
+    cited: bool = False  # an assistant text with a citation marker (removed by the readers)
+    images: int = 0
+    attachments: int = 0
+
+
+@dataclass(frozen=True)
+class Conversation:
+    thread_id: str
+    messages: list[Message] = field(default_factory=list)
+
+
+def conversations() -> list[Conversation]:
+    """A few threads covering ties, follow-ups, multi-message runs, two assistants, an open last turn."""
+    a, b = "asst_coder", "asst_review"
+    return [
+        Conversation(
+            "thread_ties",
+            [
+                Message("m1", "user", "Build a CSV parser", T0, a),
+                Message("m2", "assistant", "Here is a parser.", T0, a, "run_1", cited=True),
+                Message("m3", "user", "Add quoting", T0, a, images=1),
+                Message("m4", "assistant", "Quoting added.", T0, a, "run_2"),
+                Message("m5", "assistant", "And tests.", T0, a, "run_2", attachments=2),
+            ],
+        ),
+        Conversation(
+            "thread_two_assistants",
+            [
+                Message("n1", "user", "Write a sort", T0 + 10, a),
+                Message("n2", "assistant", "def sort(x): ...", T0 + 11, a, "run_a"),
+                Message("n3", "user", "Review it", T0 + 20, b),
+                Message("n4", "user", "Be strict", T0 + 20, b),
+                Message("n5", "assistant", "Looks fine.", T0 + 21, b, "run_b"),
+                Message("n6", "user", "Thanks, one more thing", T0 + 30, b),
+            ],
+        ),
+    ]
+
+
+def _api_message(thread_id: str, m: Message) -> dict[str, Any]:
+    text = m.text + (MARKER if m.cited else "")
+    annotations = (
+        [{"type": "file_citation", "text": MARKER, "start_index": len(m.text), "end_index": len(text)}]
+        if m.cited
+        else []
+    )
+    content: list[dict[str, Any]] = [{"type": "text", "text": {"value": text, "annotations": annotations}}]
+    content += [{"type": "image_file", "image_file": {"file_id": f"file_{i}"}} for i in range(m.images)]
+    user = m.role == "user"
+    return {
+        "id": m.message_id,
+        "object": "thread.message",
+        "created_at": m.created_at,
+        "thread_id": thread_id,
+        "role": m.role,
+        "assistant_id": None if user else m.assistant_id,
+        "run_id": None if user else m.run_id,
+        "status": "completed",
+        "attachments": [{"file_id": f"file_a{i}", "tools": []} for i in range(m.attachments)],
+        "metadata": {},
+        "content": content,
+    }
+
+
+def _all(convs: list[Conversation]) -> list[tuple[str, Message]]:
+    return [(c.thread_id, m) for c in convs for m in c.messages]
+
+
+def _lines(path: Path, values: list[Any]) -> list[Path]:
+    path.write_text("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in values), encoding="utf-8")
+    return [path]
+
+
+def guide_ndjson(convs: list[Conversation], folder: Path) -> list[Path]:
+    rows = [
+        {
+            "thread_id": t,
+            "assistant_id": m.assistant_id,
+            "message_id": m.message_id,
+            "role": m.role,
+            "text": m.text,
+            "created_at": m.created_at,
+        }
+        for t, m in _all(convs)
+    ]
+    return _lines(folder / "guide.ndjson", rows)
+
+
+def guide_tolerant(convs: list[Conversation], folder: Path) -> list[Path]:
+    """The guide's NDJSON as real exports differ: ISO times, content parts, no assistant on users."""
+    from datetime import UTC, datetime
+
+    rows = []
+    for t, m in _all(convs):
+        row: dict[str, Any] = {
+            "thread_id": t,
+            "message_id": m.message_id,
+            "role": m.role,
+            "created_at": datetime.fromtimestamp(m.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if m.role == "assistant":
+            row["assistant_id"] = m.assistant_id
+            row["content"] = [{"type": "text", "text": {"value": m.text, "annotations": []}}]
+        else:
+            row["assistant_id"] = None
+            row["text"] = m.text
+        rows.append(row)
+    return _lines(folder / "tolerant.ndjson", rows)
+
+
+def api_jsonl(convs: list[Conversation], folder: Path) -> list[Path]:
+    return _lines(folder / "messages.jsonl", [_api_message(t, m) for t, m in _all(convs)])
+
+
+def api_array_desc(convs: list[Conversation], folder: Path) -> list[Path]:
+    path = folder / "messages.json"
+    items = [_api_message(t, m) for t, m in reversed(_all(convs))]
+    path.write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
+    return [path]
+
+
+def _pages(convs: list[Conversation], folder: Path, desc: bool, per_page: int) -> list[Path]:
+    files = []
+    for c in convs:
+        items = [_api_message(c.thread_id, m) for m in c.messages]
+        if desc:
+            items.reverse()
+        for k in range(0, len(items), per_page):
+            data = items[k : k + per_page]
+            page = {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"],
+                "last_id": data[-1]["id"],
+                "has_more": k + per_page < len(items),
+            }
+            path = folder / f"{c.thread_id}-page{k // per_page + 1:02d}.json"
+            path.write_text(json.dumps(page, ensure_ascii=False, indent=2), encoding="utf-8")
+            files.append(path)
+    return files
+
+
+def pages_desc(convs: list[Conversation], folder: Path) -> list[Path]:
+    """Newest-first pages (the API's default), two messages a page, each page its own file."""
+    return _pages(convs, folder, True, 2)
+
+
+def pages_asc(convs: list[Conversation], folder: Path) -> list[Path]:
+    """Oldest-first pages of three, all in one file, a page per line (``order=asc`` saves)."""
+    files = _pages(convs, folder, False, 3)
+    path = folder / "pages.jsonl"
+    path.write_text("".join(json.dumps(json.loads(f.read_text())) + "\n" for f in files), encoding="utf-8")
+    for f in files:
+        f.unlink()
+    return [path]
+
+
+def compressed(convs: list[Conversation], folder: Path) -> list[Path]:
+    """The guide's NDJSON gzipped, the API's lines zstd-compressed, newest-first pages in a zip."""
+    import zstandard
+
+    work = folder / ".work"
+    work.mkdir(exist_ok=True)
+    (plain,) = guide_ndjson(convs, work)
+    gz = folder / "guide.ndjson.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    (lines,) = api_jsonl(convs, work)
+    zst = folder / "messages.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(lines.read_bytes()))
+    pages = pages_desc(convs, work)
+    zipped = folder / "pages.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        for p in pages:
+            archive.write(p, f"pages/{p.name}")
+    for p in [plain, lines, *pages]:
+        p.unlink()
+    work.rmdir()
+    return [gz, zst, zipped]
+
+
+type ShapeWriter = Callable[[list[Conversation], Path], list[Path]]
+WRITERS: dict[str, ShapeWriter] = {
+    "guide-ndjson": guide_ndjson,
+    "guide-tolerant": guide_tolerant,
+    "assistants-jsonl": api_jsonl,
+    "assistants-array-desc": api_array_desc,
+    "assistants-pages-desc": pages_desc,
+    "assistants-pages-asc": pages_asc,
+    "compressed": compressed,
+}
+
+
+def write_shape(shape: str, folder: Path, convs: list[Conversation] | None = None) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return WRITERS[shape](convs if convs is not None else conversations(), folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path((argv if argv is not None else sys.argv[1:])[0])
+    for shape in WRITERS:
+        files = write_shape(shape, out / shape)
+        print(f"{shape}: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
