@@ -10,12 +10,19 @@ from assets.metadata import schema_metadata, table_preview
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
 from checks.expectations import SCORED_QUALITY, scored_quality
-from checks.scoring import DUPLICATE_SHARE, DUPLICATES_ACCOUNTED, duplicate_share, duplicates_accounted
+from checks.scoring import (
+    DUPLICATE_SHARE,
+    DUPLICATES_ACCOUNTED,
+    PATTERNS_ACCOUNTED,
+    duplicate_share,
+    duplicates_accounted,
+    patterns_accounted,
+)
 from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
 from pipelines.pairing.batches import current, pair_scope
 from pipelines.quality.reconcile import pairing_counts
-from pipelines.scoring.scored import scan_scored
+from pipelines.scoring.scored import filtered_file, scan_scored
 from pipelines.scoring.scores import score_scope
 
 
@@ -77,16 +84,19 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
     deps=[paired_patterns],
     kinds={"polars", "parquet"},
     tags={"stage": "scoring"},
-    check_specs=[SCORED_QUALITY, DUPLICATES_ACCOUNTED, DUPLICATE_SHARE],
+    check_specs=[SCORED_QUALITY, DUPLICATES_ACCOUNTED, PATTERNS_ACCOUNTED, DUPLICATE_SHARE],
     description="eval_score per pattern (neutral or from feedback), and near-duplicate tasks (word Jaccard "
     ">= 0.92) removed within the scope; each dropped pattern names the one kept.",
 )
 def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout, scope = settings.layout, context.partition_key
-    result = score_scope(layout, scope, settings.scoring_options())
+    result = score_scope(layout, scope, settings.scoring_options(), log=context.log.info)
     context.log.info(
-        f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates"
+        f"{scope}: {result.patterns} patterns, {result.kept} kept, {result.duplicates} near-duplicates, "
+        f"{result.filtered} filtered"
     )
+    if result.judge.get("stopped"):
+        context.log.warning(f"{scope}: judge stopped: {result.judge['stopped']}")
     if result.feedback_unmatched:
         context.log.warning(
             f"{scope}: {result.feedback_unmatched} feedback rows match no message or thread of the data "
@@ -94,7 +104,14 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
         )
     kept = kept_patterns(layout, scope)
     scored = scan_scored(layout, scope)
-    outcomes = None if scored is None else scored.select("pattern_id", "kept", "duplicate_of").collect()
+    outcomes = (
+        None
+        if scored is None
+        else scored.select("pattern_id", "kept", "duplicate_of", "filtered", "filter_reason").collect()
+    )
+    listed = filtered_file(layout, scope)
+    patterns = current(layout, "patterns", scope)
+    n_patterns = 0 if patterns is None else int(patterns.select(pl.len()).collect().item())
     return dg.MaterializeResult(
         metadata={
             "patterns": result.patterns,
@@ -102,9 +119,27 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "duplicates": result.duplicates,
             "scored_from_feedback": result.from_feedback,
             "feedback_rows_unmatched": result.feedback_unmatched,
+            "filtered": result.filtered,
+            "filtered_by_gate": dg.MetadataValue.json(result.filtered_by),
+            "score_sources": dg.MetadataValue.json(result.by_source),
+            "implicit_signals": dg.MetadataValue.json(result.signals),
+            # Token usage and cost of the judge in this run (asked = 0 when every answer was cached).
+            "llm_judge": dg.MetadataValue.json(result.judge),
+            "llm_tokens_in": int(result.judge.get("tokens_in", 0) or 0),
+            "llm_tokens_out": int(result.judge.get("tokens_out", 0) or 0),
+            "llm_cost_usd": float(result.judge.get("cost_usd", 0.0) or 0.0),
             "dagster/row_count": result.kept,
             **schema_metadata(kept),
             "preview": table_preview(kept),
         },
-        check_results=[scored_quality(kept), duplicates_accounted(outcomes), duplicate_share(outcomes)],
+        check_results=[
+            scored_quality(kept),
+            duplicates_accounted(outcomes),
+            patterns_accounted(
+                outcomes,
+                n_patterns,
+                pl.read_parquet(listed, columns=["pattern_id"]) if listed.exists() else None,
+            ),
+            duplicate_share(outcomes),
+        ],
     )

@@ -24,6 +24,8 @@ from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
+from pipelines.scoring.gates import GateOptions
+from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, JudgeOptions
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout
 
@@ -54,6 +56,27 @@ class BackfillSettings(dg.ConfigurableResource):
     feedback: str | None = Field(default=None, description="CSV/Parquet keyed by message_id or thread_id.")
     rating_min: float = 1.0
     rating_max: float = 5.0
+    task_context: str = Field(
+        default="none", description="none | previous: prefix follow-up tasks with the exchange before them."
+    )
+    llm_judge: str | None = Field(default=None, description="Model of the LLM judge; unset = no judge.")
+    llm_base_url: str = Field(default=OPENAI_BASE_URL, description="OpenAI-compatible endpoint of the judge.")
+    llm_api_key_env: str = Field(
+        default=DEFAULT_KEY_ENV, description="NAME of the environment variable holding the judge's key."
+    )
+    llm_concurrency: int = Field(default=8, description="Judge requests in flight.")
+    llm_max_patterns: int | None = Field(default=None, description="Judge at most this many patterns a run.")
+    llm_max_cost: float | None = Field(default=None, description="Stop judging before this cost (USD).")
+    llm_price_per_mtok_in: float = Field(default=0.0, description="USD per million prompt tokens.")
+    llm_price_per_mtok_out: float = Field(default=0.0, description="USD per million completion tokens.")
+    llm_batch: bool = Field(default=False, description="Judge through the OpenAI Batch API.")
+    signals: bool = Field(default=True, description="Implicit signals from the user's next turn.")
+    signal_rules: str | None = Field(default=None, description="YAML rules of implicit signals (own file).")
+    gate_trivial: bool = Field(default=True, description="Filter greetings, thanks, nudges, tiny tasks.")
+    gate_non_answer: bool = Field(default=True, description="Filter refusals and empty answers.")
+    min_score: float = Field(default=3.0, description="Filter patterns scored below this (0 = off).")
+    min_task_words: int = Field(default=2, description="Trivial gate: fewer words than this.")
+    min_task_chars: int = Field(default=6, description="Trivial gate: fewer characters than this.")
     chunk_mib: int = Field(default=128, description="Bytes of a dump read at once (bounds memory).")
     settle_seconds: float = Field(
         default=10.0,
@@ -77,7 +100,35 @@ class BackfillSettings(dg.ConfigurableResource):
         )
 
     def pairing_options(self) -> PairingOptions:
-        return PairingOptions(Pairing(self.pairing), self.task_max_chars, self.code_max_chars)
+        return PairingOptions(
+            Pairing(self.pairing), self.task_max_chars, self.code_max_chars, self.task_context
+        )
+
+    def judge_options(self) -> JudgeOptions | None:
+        if not self.llm_judge:
+            return None
+        return JudgeOptions(
+            model=self.llm_judge,
+            base_url=self.llm_base_url,
+            api_key_env=self.llm_api_key_env,
+            concurrency=self.llm_concurrency,
+            max_patterns=self.llm_max_patterns,
+            max_cost=self.llm_max_cost,
+            price_in=self.llm_price_per_mtok_in,
+            price_out=self.llm_price_per_mtok_out,
+            batch=self.llm_batch,
+        )
+
+    def gate_options(self) -> GateOptions:
+        enabled = {"trivial"} if self.gate_trivial else set()
+        enabled |= {"non_answer"} if self.gate_non_answer else set()
+        enabled |= {"min_score"} if self.min_score > 0 else set()
+        return GateOptions(
+            enabled=frozenset(enabled),
+            min_words=self.min_task_words,
+            min_chars=self.min_task_chars,
+            min_score=self.min_score,
+        )
 
     def scoring_options(self) -> ScoringOptions:
         return ScoringOptions(
@@ -85,6 +136,10 @@ class BackfillSettings(dg.ConfigurableResource):
             feedback=Path(self.feedback) if self.feedback else None,
             rating_min=self.rating_min,
             rating_max=self.rating_max,
+            judge=self.judge_options(),
+            signals=self.signals,
+            signal_rules=Path(self.signal_rules) if self.signal_rules else None,
+            gates=self.gate_options(),
         )
 
 

@@ -87,9 +87,24 @@ def _scored() -> PolarsSchema:
         "created_at": pl.Datetime("us", "UTC"),
         "eval_score": pl.Float64,
         "score_source": pl.String,
+        "score_reason": pl.String,
+        "filtered": pl.String,
+        "filter_reason": pl.String,
         "kept": pl.Boolean,
         "duplicate_of": pl.String,
         "similarity": pl.Float64,
+    }
+
+
+def _filtered() -> PolarsSchema:
+    return {
+        "pattern_id": pl.String,
+        "thread_id": pl.String,
+        "created_at": pl.Datetime("us", "UTC"),
+        "eval_score": pl.Float64,
+        "score_source": pl.String,
+        "filtered": pl.String,
+        "filter_reason": pl.String,
     }
 
 
@@ -141,6 +156,8 @@ _TABLES: dict[str, _Table] = {
         ("threads/scope=*/*.parquet",), ("scope",), lambda: {"thread_id": pl.String, "batch": pl.Int64}
     ),
     "scored": _Table(("scored/scope=*/*.parquet",), ("scope",), _scored),
+    # Patterns a curation gate filtered (never near-duplicates, never loaded), with the gate and reason.
+    "filtered_table": _Table(("filtered/scope=*/*.parquet",), ("scope",), _filtered),
     "ledger_history": _Table(("ledger/scope=*/dest=*/*.parquet",), ("dest", "scope"), _ledger),
     "loads": _Table(("loads/scope=*/*.parquet",), ("scope",), _loads),
 }
@@ -155,7 +172,10 @@ _DERIVED = {
     "JOIN scored s USING (scope, pattern_id) WHERE s.kept",
     "duplicates": "SELECT s.scope, s.pattern_id, s.duplicate_of, s.similarity, p.task, k.task AS kept_task "
     "FROM scored s JOIN patterns p USING (scope, pattern_id) "
-    "LEFT JOIN patterns k ON k.scope = s.scope AND k.pattern_id = s.duplicate_of WHERE NOT s.kept",
+    "LEFT JOIN patterns k ON k.scope = s.scope AND k.pattern_id = s.duplicate_of "
+    "WHERE NOT s.kept AND s.duplicate_of IS NOT NULL",
+    "filtered": "SELECT f.scope, f.pattern_id, f.filtered AS gate, f.filter_reason AS reason, f.eval_score, "
+    "f.score_source, p.task, p.code FROM filtered_table f LEFT JOIN patterns p USING (scope, pattern_id)",
     "ledger": "SELECT * FROM ledger_history QUALIFY row_number() OVER "
     '(PARTITION BY scope, dest, pattern_id ORDER BY "at" DESC) = 1',
 }

@@ -15,6 +15,7 @@ from typing import Any
 from assets.cli.destination import destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.run import add_run_arguments
+from assets.cli.scoring_args import judge_from_args, judge_plan_lines
 from assets.cli.status import format_table
 from pipelines.quality.capacity import EmbeddedTarget, RestTarget
 from pipelines.quality.run_plan import RunPlan, ScopePlan, plan_run
@@ -94,6 +95,8 @@ def print_plan(plan: RunPlan) -> None:
             print(
                 f"  {s.scope}: would NOT fit: {c.projected:,} patterns after the run, over the quota or cap"
             )
+    for line in judge_plan_lines(plan.scopes):
+        print(line)
     for note in plan.notes:
         print(f"note: {note}")
 
@@ -118,7 +121,7 @@ def plan(args: argparse.Namespace) -> int:
         if destination.is_rest
         else EmbeddedTarget(destination.store(layout))
     )
-    result = plan_run(args.data_dir, Path(args.input), mapping, target)
+    result = plan_run(args.data_dir, Path(args.input), mapping, target, judge=judge_from_args(args))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:

@@ -32,6 +32,7 @@ from assets.cli.instance import (
     open_instance,
     run_config,
 )
+from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import print_table, quarantine_reasons, scope_summary, unscoped_quarantined
 from assets.cli.validate import run_problems
 from assets.jobs import ingest_job, scope_job, scope_run_tags
@@ -102,6 +103,7 @@ def _settings(args: argparse.Namespace) -> BackfillSettings:
         feedback=str(args.feedback) if args.feedback else None,
         rating_min=args.rating_min,
         rating_max=args.rating_max,
+        **scoring_settings(args),
         # The dumps were named explicitly: read them as they are now.
         settle_seconds=0,
     )
@@ -261,6 +263,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--rating-max", type=float, default=5.0, help="highest value of the feedback file's rating scale"
     )
+    add_scoring_arguments(r)
     r.add_argument(
         "--conflicts",
         choices=CONFLICT_POLICIES,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from assets.cli.scoring_args import scoring_problems
 from pipelines.folder_options import option_changes
 from pipelines.ingest.dumps import DUMP_SUFFIXES, discover_dumps
 from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS
@@ -151,6 +152,7 @@ def run_problems(args: argparse.Namespace) -> list[str]:
     problems = [*_input_problems(args.input), *_data_dir_problems(args), *_limit_problems(args)]
     problems += _tenant_map_problems(args)
     problems += _feedback_problems(args)
+    problems += scoring_problems(args)
     if not problems:
         # Only meaningful once the options themselves are sound.
         problems += _option_change_problems(args)

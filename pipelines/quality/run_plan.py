@@ -41,6 +41,8 @@ from pipelines.quality.capacity import (
 from pipelines.quality.pending import PendingDump, Shape, count_lines, json_source, scan_shape, staged_shape
 from pipelines.quality.status import current_rows
 from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map, scope_key
+from pipelines.scoring.judge.options import JudgeOptions
+from pipelines.scoring.judge.plan import judge_plan
 from pipelines.tables import DataLayout, parquet_files
 
 
@@ -61,6 +63,8 @@ class ScopePlan:
     already_loaded: int
     capacity: Capacity
     estimated: list[str] = field(default_factory=list)
+    # With --llm-judge: patterns to ask, tokens and estimated cost (JudgePlan.as_dict()).
+    judge: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +103,7 @@ def plan_run(
     source: Path,
     mapping: ScopeMapping,
     target: EmbeddedTarget | RestTarget,
+    judge: JudgeOptions | None = None,
 ) -> RunPlan:
     """What ``run`` with these options would do; reads only (see the module's invariants)."""
     layout = DataLayout.at(data_dir)
@@ -210,6 +215,7 @@ def plan_run(
                 already_loaded=load.already,
                 capacity=capacity,
                 estimated=estimated,
+                judge=None if judge is None else judge_plan(layout, scope, judge, new_patterns).as_dict(),
             )
         )
     if any(s.estimated for s in scopes):

@@ -31,16 +31,39 @@ def _thread(thread: str, turns: list[tuple[str, str]], at: int) -> list[dict]:
 
 
 CONVERSATIONS = (
-    _thread("good", [("user", "How do I rotate the API keys of my project?"), ("assistant", "Settings > Keys."),
-                     ("user", "Thanks, that worked!")], 0)
-    + _thread("bad", [("user", "Write a regex for ISO dates please"), ("assistant", r"\d{4}"),
-                      ("user", "That's wrong, it fails on 2024-01-01 with an error"), ("assistant", "Sorry.")], 100)
+    _thread(
+        "good",
+        [
+            ("user", "How do I rotate the API keys of my project?"),
+            ("assistant", "Settings > Keys."),
+            ("user", "Thanks, that worked!"),
+        ],
+        0,
+    )
+    + _thread(
+        "bad",
+        [
+            ("user", "Write a regex for ISO dates please"),
+            ("assistant", r"\d{4}"),
+            ("user", "That's wrong, it fails on 2024-01-01 with an error"),
+            ("assistant", "Sorry."),
+        ],
+        100,
+    )
     + _thread("hello", [("user", "Hi!"), ("assistant", "Hello! How can I help?")], 200)
-    + _thread("nope", [("user", "Tell me the admin password of the prod database"),
-                       ("assistant", "I'm sorry, but I can't help with that.")], 300)
-    + _thread("blank", [("user", "Draw the architecture as a diagram please"), ("assistant", "```\n\n```")], 400)
+    + _thread(
+        "nope",
+        [
+            ("user", "Tell me the admin password of the prod database"),
+            ("assistant", "I'm sorry, but I can't help with that."),
+        ],
+        300,
+    )
+    + _thread(
+        "blank", [("user", "Draw the architecture as a diagram please"), ("assistant", "```\n\n```")], 400
+    )
     + _thread("plain", [("user", "What is the capital of Australia again?"), ("assistant", "Canberra.")], 500)
-)  # fmt: skip
+)
 
 
 @pytest.fixture
@@ -123,21 +146,37 @@ def test_signal_rules_are_configurable(tmp_path, scored):
     assert _by_thread(frame)["good"]["eval_score"] == 9.0
     assert _by_thread(frame)["bad"]["score_source"] == "neutral"
     (tmp_path / "broken.yaml").write_text("rules: []\n")
-    with pytest.raises(SignalRulesError, match="broken.yaml"):
+    with pytest.raises(SignalRulesError, match=r"broken\.yaml"):
         SignalRules.load(tmp_path / "broken.yaml")
 
 
 def test_follow_ups_carry_the_exchange_before_them():
-    rows = _thread("t", [("user", "Show revenue by region for 2024"), ("assistant", "SELECT region, sum(x) FROM s"),
-                         ("user", "And only for the last 7 days?"), ("assistant", "Add WHERE day > now() - 7"),
-                         ("user", "Now explain window functions in SQL to a beginner"), ("assistant", "They...")], 0)  # fmt: skip
+    rows = _thread(
+        "t",
+        [
+            ("user", "Show revenue by region for 2024"),
+            ("assistant", "SELECT region, sum(x) FROM s"),
+            ("user", "And only for the last 7 days?"),
+            ("assistant", "Add WHERE day > now() - 7"),
+            ("user", "Now explain window functions in SQL to a beginner"),
+            ("assistant", "They..."),
+        ],
+        0,
+    )
     frame = pl.DataFrame(
-        [{**r, "created_at": r["created_at"] * 1_000_000} for r in rows], schema_overrides={"created_at": pl.Int64}
+        [{**r, "created_at": r["created_at"] * 1_000_000} for r in rows],
+        schema_overrides={"created_at": pl.Int64},
     ).with_columns(
         pl.col("created_at").cast(pl.Datetime("us", "UTC")),
-        created_epoch=pl.lit(0), text_chars=pl.lit(1), is_blank=pl.lit(False), tenant_id=pl.lit("d"),
-        project_id=pl.lit("d"), dump_id=pl.lit("x"), dump_seq=pl.lit(0), line_no=pl.int_range(pl.len()),
-    )  # fmt: skip
+        created_epoch=pl.lit(0),
+        text_chars=pl.lit(1),
+        is_blank=pl.lit(False),
+        tenant_id=pl.lit("d"),
+        project_id=pl.lit("d"),
+        dump_id=pl.lit("x"),
+        dump_seq=pl.lit(0),
+        line_no=pl.int_range(pl.len()),
+    )
     frame = frame.select([c for c in RAW_SCHEMA.names])
     plain, _ = pair_frame(frame, PairingOptions())
     assert plain["task"][1] == "And only for the last 7 days?"
