@@ -15,8 +15,11 @@ Order: the API writes pages newest first by default, with one-second ``created_a
 direction is read from its own times (a page whose times all tie takes the previous page's direction,
 for the first the direction of the first page of the file that shows one, else newest first); loose
 messages take the direction of the first thread in the file whose consecutive messages differ in time
-(looked for in the first :data:`LOOKAHEAD` values, oldest first if
-none). Records of a newest-first source get ``order = -index``, so ties are broken in reverse file order.
+(looked for in the first :data:`LOOKAHEAD` values). When every thread's times tie (a whole conversation
+within one second), the roles tell: a thread is opened by a user message, so threads that start with an
+answer and end with a question are newest first, and the reverse oldest first (the majority of threads
+decides; oldest first if they do not). Records of a newest-first source get ``order = -index``, so ties
+are broken in reverse file order.
 
 Invariant: every message object in the file is one record, each position ``line N``, ``$[i]``, or with
 ``.data[j]`` for a message of a page; a value that is neither a message nor a page is quarantined.
@@ -99,6 +102,22 @@ def _direction[D: bool | None](messages: list[Any], default: D) -> bool | D:
     return default
 
 
+def _role_direction(messages: list[Any]) -> bool | None:
+    """True for newest first, from the roles at the two ends of each thread (None when undecided).
+
+    Only for loose messages: a page cuts a conversation anywhere, so its ends say nothing."""
+    ends: dict[Any, tuple[Any, Any]] = {}
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") in ("user", "assistant"):
+            first = ends.get(m.get("thread_id"), (m["role"], None))[0]
+            ends[m.get("thread_id")] = (first, m["role"])
+    votes = sum(
+        1 if (first, last) == ("assistant", "user") else -1 if (first, last) == ("user", "assistant") else 0
+        for first, last in ends.values()
+    )
+    return None if votes == 0 else votes > 0
+
+
 def _bad(position: str, raw: str, reason: str) -> Record:
     return Record(
         thread_id=None,
@@ -129,7 +148,10 @@ class AssistantsApi:
     def read(self, stream: BinaryIO, name: str) -> Iterator[Record]:
         values = json_values(stream)
         ahead = list(itertools.islice(values, LOOKAHEAD))
-        loose_desc = _direction([v for _, v in ahead if not _is_page(v)], default=False)
+        loose = [v for _, v in ahead if not _is_page(v)]
+        loose_desc = _direction(loose, None)
+        if loose_desc is None:
+            loose_desc = bool(_role_direction(loose))
         # A page whose times all tie takes the direction of the first page of the file that shows one.
         page_desc = next(
             (d for _, v in ahead if _is_page(v) and (d := _direction(v["data"], None)) is not None), True
