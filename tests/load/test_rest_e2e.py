@@ -21,15 +21,7 @@ from pipelines.tables import DataLayout
 from tests.support.engramia_server import (
     SAMPLE,
     EngramiaServer,
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
 )
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 pytestmark = pytest.mark.server
 KEPT = {"default__asst_analyst": 3, "default__asst_coder": 5, "default__asst_support": 2}

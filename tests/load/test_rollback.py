@@ -18,16 +18,8 @@ from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from tests.support.engramia_server import (
-    api_key_env,
-    engramia_server,
-    engramia_servers,
     stage,
-    staged,
-    staged_templates,
 )
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 pytestmark = pytest.mark.server
 SCOPE = "default__default"

@@ -7,17 +7,7 @@ import pytest
 
 from pipelines.load.ledger import IN_STORE
 from pipelines.load.rest.options import RestMode
-from tests.support.engramia_server import (
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
-)
 from tests.support.rest_load import SCOPE, ledger_state, load, opts, stored
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 pytestmark = pytest.mark.server
 

@@ -15,16 +15,8 @@ from pipelines.load.ledger import IN_STORE, Outcome
 from pipelines.load.rest.options import RestMode
 from tests.support.engramia_server import (
     EngramiaServer,
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
 )
 from tests.support.rest_load import expected, ledger_state, load, opts, stored
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 pytestmark = pytest.mark.server
 

@@ -19,14 +19,9 @@ from pipelines.pairing.pairs import PairingOptions
 from pipelines.tables import DataLayout
 from tests.support.engramia_server import (
     SAMPLE,
-    api_key_env,
-    engramia_servers,
     stage,
 )
 from tests.support.rest_load import SCOPE, ledger_state, load, opts
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_servers)
 
 pytestmark = pytest.mark.server
 

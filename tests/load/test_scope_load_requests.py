@@ -17,17 +17,7 @@ from pipelines.load.records import kept_patterns
 from pipelines.load.rest.options import RestMode, destination_id
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig
-from tests.support.engramia_server import (
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
-)
 from tests.support.rest_load import SCOPE, load, opts
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 pytestmark = pytest.mark.server
 

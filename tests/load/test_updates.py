@@ -30,17 +30,7 @@ from pipelines.pairing.pairs import PairingOptions
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.scoring.scores import score_scope
 from pipelines.tables import DataLayout, parquet_files
-from tests.support.engramia_server import (
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
-)
 from tests.support.rest_load import SCOPE, ledger_state, load, opts
-
-# pytest finds fixtures among the module's globals: the shared ones, imported
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 
 # thread_abc holds two kept patterns of the sample, thread_sql one: three scores change.
 FEEDBACK = "thread_id,feedback\nthread_abc,negative\nthread_sql,positive\n"

@@ -16,9 +16,8 @@ import pytest
 
 from assets.cli.main import main
 from tests.quality.test_status import tree
-from tests.support.engramia_server import SAMPLE, api_key_env, engramia_server, engramia_servers
+from tests.support.engramia_server import SAMPLE
 
-FIXTURES = (api_key_env, engramia_server, engramia_servers)
 SAMPLE_LINES = 31
 
 

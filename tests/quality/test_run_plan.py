@@ -24,14 +24,8 @@ from pipelines.scopes import ScopeBy, ScopeMapping
 from tests.quality.test_status import tree
 from tests.support.engramia_server import (
     SAMPLE,
-    api_key_env,
-    engramia_server,
-    engramia_servers,
-    staged,
-    staged_templates,
 )
 
-FIXTURES = (api_key_env, engramia_server, engramia_servers, staged, staged_templates)
 KEPT = {"default__asst_analyst": 3, "default__asst_coder": 5, "default__asst_support": 2}
 ASSISTANT = ScopeMapping(scope_by=ScopeBy.ASSISTANT)
 

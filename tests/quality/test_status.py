@@ -22,9 +22,6 @@ from pipelines.scoring.options import ScoringOptions
 from pipelines.scoring.scores import score_scope
 from pipelines.tables import DataLayout
 from tests.conftest import msg, write_ndjson
-from tests.support.engramia_server import staged, staged_templates
-
-FIXTURES = (staged, staged_templates)
 
 # scope: (lines_in, messages, quarantined, repeats, patterns, unpaired, kept, duplicates), as the run reports
 EXPECTED = {
