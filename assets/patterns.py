@@ -13,10 +13,8 @@ from checks.expectations import SCORED_QUALITY, scored_quality
 from checks.scoring import (
     DUPLICATE_SHARE,
     DUPLICATES_ACCOUNTED,
-    PATTERNS_ACCOUNTED,
     duplicate_share,
     duplicates_accounted,
-    patterns_accounted,
 )
 from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
@@ -84,7 +82,7 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
     deps=[paired_patterns],
     kinds={"polars", "parquet"},
     tags={"stage": "scoring"},
-    check_specs=[SCORED_QUALITY, DUPLICATES_ACCOUNTED, PATTERNS_ACCOUNTED, DUPLICATE_SHARE],
+    check_specs=[SCORED_QUALITY, DUPLICATES_ACCOUNTED, DUPLICATE_SHARE],
     description="eval_score per pattern (neutral or from feedback), and near-duplicate tasks (word Jaccard "
     ">= 0.92) removed within the scope; each dropped pattern names the one kept.",
 )
@@ -134,8 +132,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
         },
         check_results=[
             scored_quality(kept),
-            duplicates_accounted(outcomes),
-            patterns_accounted(
+            duplicates_accounted(
                 outcomes,
                 n_patterns,
                 pl.read_parquet(listed, columns=["pattern_id"]) if listed.exists() else None,

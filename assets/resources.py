@@ -70,7 +70,7 @@ class BackfillSettings(dg.ConfigurableResource):
     llm_price_per_mtok_in: float = Field(default=0.0, description="USD per million prompt tokens.")
     llm_price_per_mtok_out: float = Field(default=0.0, description="USD per million completion tokens.")
     llm_batch: bool = Field(default=False, description="Judge through the OpenAI Batch API.")
-    signals: bool = Field(default=True, description="Implicit signals from the user's next turn.")
+    signals: bool = Field(default=False, description="Implicit signals from the user's next turn.")
     signal_rules: str | None = Field(default=None, description="YAML rules of implicit signals (own file).")
     gate_trivial: bool = Field(default=True, description="Filter greetings, thanks, nudges, tiny tasks.")
     gate_non_answer: bool = Field(default=True, description="Filter refusals and empty answers.")

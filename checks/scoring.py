@@ -13,14 +13,8 @@ DUPLICATES_ACCOUNTED = dg.AssetCheckSpec(
     "duplicates_accounted",
     asset="scored_patterns",
     blocking=True,
-    description="Every dropped near-duplicate names a kept pattern; kept + dropped + filtered = patterns.",
-)
-PATTERNS_ACCOUNTED = dg.AssetCheckSpec(
-    "patterns_accounted",
-    asset="scored_patterns",
-    blocking=True,
-    description="Per scope, patterns = kept + duplicates + filtered: each pattern is exactly one of them, "
-    "each filtered pattern has its gate and reason, and the filtered table lists exactly those.",
+    description="Every dropped near-duplicate names a kept pattern, every filtered pattern has its gate and "
+    "reason (and is in the filtered table), and per scope patterns = kept + duplicates + filtered.",
 )
 DUPLICATE_SHARE = dg.AssetCheckSpec(
     "duplicate_share",
@@ -34,42 +28,25 @@ def _filtered(scored: pl.DataFrame) -> pl.Expr:
     return pl.col("filtered").is_not_null() if "filtered" in scored.columns else pl.lit(False)
 
 
-def duplicates_accounted(scored: pl.DataFrame | None) -> dg.AssetCheckResult:
-    """``scored``: the scored table's ``pattern_id, kept, duplicate_of`` (and ``filtered`` when there
-    are gates; None when there is no table)."""
-    if scored is None:
-        return dg.AssetCheckResult(
-            check_name=DUPLICATES_ACCOUNTED.name, passed=True, metadata={"patterns": 0}
-        )
-    kept_ids = scored.filter(pl.col("kept")).select("pattern_id")
-    dropped = scored.filter(~pl.col("kept") & ~_filtered(scored))
-    orphans = dropped.join(kept_ids, left_on="duplicate_of", right_on="pattern_id", how="anti")
-    return dg.AssetCheckResult(
-        check_name=DUPLICATES_ACCOUNTED.name,
-        passed=orphans.is_empty() and scored["pattern_id"].n_unique() == scored.height,
-        metadata={
-            "patterns": scored.height,
-            "kept": kept_ids.height,
-            "dropped": dropped.height,
-            "dropped_without_kept_winner": orphans.height,
-        },
-    )
-
-
-def patterns_accounted(
-    scored: pl.DataFrame | None, patterns: int, filtered_table: pl.DataFrame | None
+def duplicates_accounted(
+    scored: pl.DataFrame | None, patterns: int | None = None, filtered_table: pl.DataFrame | None = None
 ) -> dg.AssetCheckResult:
-    """``scored``: the scored table's ``pattern_id, kept, duplicate_of, filtered, filter_reason``;
-    ``patterns``: the scope's current patterns; ``filtered_table``: the ids of the filtered table."""
+    """``scored``: the scored table's ``pattern_id, kept, duplicate_of`` and, with gates, ``filtered,
+    filter_reason`` (None when there is no table); ``patterns``: the scope's current patterns (None:
+    the scored table's rows); ``filtered_table``: the ids of the filtered table."""
     if scored is None:
         return dg.AssetCheckResult(
-            check_name=PATTERNS_ACCOUNTED.name, passed=patterns == 0, metadata={"patterns": patterns}
+            check_name=DUPLICATES_ACCOUNTED.name, passed=not patterns, metadata={"patterns": patterns or 0}
         )
+    patterns = scored.height if patterns is None else patterns
     if "filtered" not in scored.columns:
         scored = scored.with_columns(
             filtered=pl.lit(None, dtype=pl.String), filter_reason=pl.lit(None, dtype=pl.String)
         )
     is_filtered = pl.col("filtered").is_not_null()
+    kept_ids = scored.filter(pl.col("kept")).select("pattern_id")
+    dropped = scored.filter(~pl.col("kept") & ~is_filtered)
+    orphans = dropped.join(kept_ids, left_on="duplicate_of", right_on="pattern_id", how="anti")
     is_duplicate = ~pl.col("kept") & pl.col("duplicate_of").is_not_null()
     kept = scored.filter(pl.col("kept") & ~is_filtered & pl.col("duplicate_of").is_null()).height
     duplicates = scored.filter(is_duplicate & ~is_filtered).height
@@ -83,9 +60,11 @@ def patterns_accounted(
     table_matches = listed.sort("pattern_id").equals(filtered.select("pattern_id").sort("pattern_id"))
     by_gate = {str(k): int(v) for k, v in filtered.group_by("filtered").len().iter_rows()}
     return dg.AssetCheckResult(
-        check_name=PATTERNS_ACCOUNTED.name,
+        check_name=DUPLICATES_ACCOUNTED.name,
         passed=(
-            scored.height == patterns == kept + duplicates + filtered.height
+            orphans.is_empty()
+            and scored["pattern_id"].n_unique() == scored.height
+            and scored.height == patterns == kept + duplicates + filtered.height
             and unreasoned == 0
             and table_matches
         ),
@@ -93,6 +72,8 @@ def patterns_accounted(
             "patterns": patterns,
             "scored_rows": scored.height,
             "kept": kept,
+            "dropped": dropped.height,
+            "dropped_without_kept_winner": orphans.height,
             "duplicates": duplicates,
             "filtered": filtered.height,
             "filtered_by_gate": dg.MetadataValue.json(by_gate),

@@ -38,7 +38,7 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--llm-batch", action="store_true", help="judge through the OpenAI Batch API (bulk, cheaper)"
     )
-    g.add_argument("--no-signals", action="store_true", help="no implicit signals from the user's next turn")
+    g.add_argument("--signals", action="store_true", help="implicit signals from the next user turn")
     g.add_argument("--signal-rules", type=Path, help="your own YAML of implicit-signal rules")
     g.add_argument(
         "--no-gate-trivial", action="store_true", help="keep greetings, thanks, nudges, tiny tasks"
@@ -73,7 +73,7 @@ def scoring_settings(args: argparse.Namespace) -> dict[str, Any]:
         "llm_price_per_mtok_in": args.llm_price_per_mtok_in,
         "llm_price_per_mtok_out": args.llm_price_per_mtok_out,
         "llm_batch": args.llm_batch,
-        "signals": not args.no_signals,
+        "signals": args.signals,
         "signal_rules": str(args.signal_rules) if args.signal_rules else None,
         "gate_trivial": not args.no_gate_trivial,
         "gate_non_answer": not args.no_gate_non_answer,
@@ -110,7 +110,7 @@ def scoring_problems(args: argparse.Namespace) -> list[str]:
     ):
         if value < 0:
             problems.append(f"{option} {value}: must be 0 or more")
-    if args.signal_rules is not None and not args.no_signals:
+    if args.signal_rules is not None:
         try:
             SignalRules.load(args.signal_rules)
         except SignalRulesError as exc:

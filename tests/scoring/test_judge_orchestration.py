@@ -89,7 +89,7 @@ def test_the_asset_reports_tokens_cost_and_accounts_for_every_pattern(layout, sa
     assert meta["llm_tokens_in"].value == 120 * judge["asked"]
     assert meta["llm_cost_usd"].value == pytest.approx((120 * 2.0 + 20 * 8.0) * judge["asked"] / 1e6)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["patterns_accounted"] and checks["duplicates_accounted"]
+    assert checks["duplicates_accounted"] and checks["scored_quality"]
     assert KEY not in json.dumps({k: str(v.value) for k, v in meta.items()})
 
 
