@@ -29,6 +29,7 @@ class Sizes:
     # A small base, for reference: there the run is mostly what every scope costs whatever is new.
     incremental_small_base: int = 100_000
     guide_pairs: int = 1_000
+    judge_patterns: int = 5_000
     # Rows that take seconds run this many times and report the median run: the VM's CPU and memory
     # speed drift by a third between minutes (other tenants), so one run says little.
     repeats: int = 3
@@ -45,6 +46,7 @@ QUICK = Sizes(
     incremental_load_base=20_000,
     incremental_small_base=5_000,
     guide_pairs=150,
+    judge_patterns=500,
     repeats=1,
     suffix="-quick",
 )
@@ -237,4 +239,9 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
             bench_incremental(sizes, sizes.incremental_small_base, True, "incremental_small", reference=True)
         ],
         "guide": lambda: bench_guide(sizes),
+        "judge": lambda: [bench_judge(sizes.judge_patterns)],
     }
+
+
+# Imported last: the judge row's module registers its worker and uses this module's helpers.
+from benchmarks.bench_judge import bench_judge  # noqa: E402
