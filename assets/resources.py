@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.ingest.catalog import scope_names
+from pipelines.ingest.formats.base import ReaderOptions, set_reader_options
 from pipelines.load.embedded import destination_id, load_embedded
 from pipelines.load.plan import LoadResult
 from pipelines.load.rest.options import MODES as REST_MODES
@@ -49,6 +50,11 @@ class BackfillSettings(dg.ConfigurableResource):
         description="first | latest: which copy of a message_id with different content wins; latest "
         "lets a corrected re-export replace the earlier copy (which is quarantined as superseded).",
     )
+    assistant_name: str | None = Field(
+        default=None,
+        description="The assistant of ChatGPT exports (instead of the model), ShareGPT and Chat Completions "
+        "files (instead of their defaults).",
+    )
     pairing: str = Field(default="merge", description="merge | strict")
     task_max_chars: int = 2_000
     code_max_chars: int = 8_000
@@ -82,6 +88,10 @@ class BackfillSettings(dg.ConfigurableResource):
         default=10.0,
         description="A dump must be unchanged this long before it is read (files being copied in).",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Readers take their options from the process (their read() has no room for them).
+        set_reader_options(ReaderOptions(assistant_name=self.assistant_name or None))
 
     @property
     def layout(self) -> DataLayout:

@@ -225,14 +225,22 @@ WRITERS: dict[str, ShapeWriter] = {
 }
 
 
+def all_writers() -> dict[str, ShapeWriter]:
+    """:data:`WRITERS` and the chat exports' shapes (:mod:`pipelines.tools.shapes_chat`, which pair to the
+    same (task, code) pairs per thread but derive some ids)."""
+    from pipelines.tools.shapes_chat import CHAT_WRITERS
+
+    return {**WRITERS, **CHAT_WRITERS}
+
+
 def write_shape(shape: str, folder: Path, convs: list[Conversation] | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return WRITERS[shape](convs if convs is not None else conversations(), folder)
+    return all_writers()[shape](convs if convs is not None else conversations(), folder)
 
 
 def main(argv: list[str] | None = None) -> int:
     out = Path((argv if argv is not None else sys.argv[1:])[0])
-    for shape in WRITERS:
+    for shape in all_writers():
         files = write_shape(shape, out / shape)
         print(f"{shape}: {', '.join(str(f) for f in files)}")
     return 0

@@ -31,6 +31,10 @@ The contract, which the staging checks per dump (records = staged + quarantined)
 - ``branch`` "abandoned" (an edited or regenerated message the user moved away from) is quarantined
   with the reason ``abandoned branch``; "current" (the default) is staged.
 
+- Options a user gives for a shape (:class:`ReaderOptions`, e.g. ``--assistant-name``) are read by the
+  reader from :func:`reader_options`; a run sets them once before it ingests (:func:`set_reader_options`,
+  or :func:`using_reader_options` around a call), so :meth:`Reader.read` keeps its signature.
+
 A module under this package becomes a format by defining ``READERS``, a tuple of readers; the
 registry (:data:`FORMATS`, :func:`detect_format`) imports every module of the package, so adding a
 shape touches no shared file. Detection tries readers by ascending ``priority`` (specific shapes
@@ -40,12 +44,21 @@ before generic ones) and then by name.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO, Literal, NotRequired, Protocol, TypedDict
 
 type Branch = Literal["current", "abandoned"]
 
 # Bytes of (decompressed) content a reader's detect() sees.
 HEAD_BYTES = 64 * 1024
+
+# Kinds (the text before ":") of the reasons of records a shape leaves out by design, not because the
+# file is faulty: another branch of a conversation, a message the user never saw, tool traffic. They are
+# quarantined and counted like any other, but do not count toward a run's share of bad lines.
+LEFT_OUT_KINDS = frozenset(
+    ("abandoned branch", "hidden message", "tool message", "tool call", "not a text message")
+)
 
 
 class PartCounts(TypedDict, total=False):
@@ -107,3 +120,37 @@ class UnknownFormat(ValueError):
         )
         self.path = path
         self.known = known
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """What a user says about files whose shape does not carry it."""
+
+    # The assistant of shapes that name none (ChatGPT exports name the model, ShareGPT and Chat
+    # Completions files nothing): the scope under --scope-by assistant.
+    assistant_name: str | None = None
+
+
+# Process-wide rather than a context variable: readers run on whatever thread the staging uses, and a run
+# ingests with one set of options.
+_options = ReaderOptions()
+
+
+def reader_options() -> ReaderOptions:
+    return _options
+
+
+def set_reader_options(options: ReaderOptions) -> None:
+    global _options
+    _options = options
+
+
+@contextmanager
+def using_reader_options(options: ReaderOptions) -> Iterator[None]:
+    """``options`` in force for the block, the previous ones restored after it."""
+    before = _options
+    set_reader_options(options)
+    try:
+        yield
+    finally:
+        set_reader_options(before)

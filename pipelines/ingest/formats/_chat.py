@@ -1,0 +1,97 @@
+"""What the chat-export readers (ChatGPT, Chat Completions, ShareGPT) share: detection by unescaped keys,
+records for values that are not conversations, derived ids, and text of content parts.
+
+Invariant: nothing here drops a value: a value that is not a conversation becomes one quarantined record
+carrying its raw text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pipelines.ingest.formats.base import PartCounts, Record
+from pipelines.ingest.formats.stream import BadValue
+
+# Raw text kept in a quarantine row (a whole conversation can be megabytes).
+RAW_LIMIT = 100_000
+_IMAGE_PARTS = ("image_url", "input_image", "image_file", "image_asset_pointer")
+_FILE_PARTS = ("file", "input_file")
+
+
+def has_key(head: bytes, key: str, value_start: bytes = b"") -> bool:
+    """Whether ``head`` has ``"key":`` (followed by ``value_start``) as JSON structure: a key quoted inside
+    a string value is escaped (``\\"key\\"``), so it never counts."""
+    pattern = rb'(?<!\\)"' + re.escape(key.encode()) + rb'"\s*:\s*' + re.escape(value_start)
+    return re.search(pattern, head) is not None
+
+
+def starts_json(head: bytes) -> bytes:
+    """The first structural byte of ``head`` (``[`` or ``{``), or b"" for anything else."""
+    start = head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+    return start if start in (b"[", b"{") else b""
+
+
+def raw_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)[:RAW_LIMIT]
+
+
+def bad_record(position: str, value: Any, reason: str) -> Record:
+    """One quarantined record for a value that holds no message we can use."""
+    if isinstance(value, BadValue):
+        raw, reason = value.raw, value.reason
+    else:
+        raw = raw_json(value)
+    return Record(
+        thread_id=None,
+        assistant_id=None,
+        message_id=None,
+        role=None,
+        text=None,
+        created_at=None,
+        position=position,
+        quarantine=reason,
+        raw=raw[:RAW_LIMIT],
+    )
+
+
+def derived_id(prefix: str, name: str, position: str, content: Any) -> str:
+    """A thread id for a conversation that names none: the same file name, position and content always
+    give the same id; the content takes part so that two files of one name (train.jsonl in two folders)
+    do not share ids unless their conversations are the same."""
+    digest = hashlib.sha256()
+    digest.update(f"{name}\0{position}\0".encode())
+    digest.update(json.dumps(content, ensure_ascii=False, sort_keys=True).encode())
+    return f"{prefix}_{digest.hexdigest()[:24]}"
+
+
+def parts_text(content: Any) -> tuple[str | None, PartCounts]:
+    """Text of a Chat Completions ``content``: a string, or parts whose text parts are joined by a blank
+    line; images, files and other parts are counted (a refusal's text is kept)."""
+    counts: PartCounts = {}
+    if content is None or isinstance(content, str):
+        return content, counts
+    if not isinstance(content, list):
+        return None, counts
+    texts: list[str] = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        kind = part.get("type") if isinstance(part, dict) else None
+        body = part.get("text") if isinstance(part, dict) else None
+        if isinstance(body, dict):
+            body = body.get("value")
+        if kind in ("text", "input_text", "output_text") and isinstance(body, str):
+            texts.append(body)
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        elif kind in _IMAGE_PARTS:
+            counts["images"] = counts.get("images", 0) + 1
+        elif kind in _FILE_PARTS:
+            counts["files"] = counts.get("files", 0) + 1
+        else:
+            counts["other"] = counts.get("other", 0) + 1
+    return "\n\n".join(texts), counts
