@@ -93,6 +93,10 @@ class BackfillSettings(dg.ConfigurableResource):
         # Readers take their options from the process (their read() has no room for them).
         set_reader_options(ReaderOptions(assistant_name=self.assistant_name or None))
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # A process that goes on (tests, a code server) must not keep one run's options.
+        set_reader_options(ReaderOptions())
+
     @property
     def layout(self) -> DataLayout:
         return DataLayout.at(self.data_dir)
