@@ -240,8 +240,10 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         ],
         "guide": lambda: bench_guide(sizes),
         "judge": lambda: [bench_judge(sizes.judge_patterns)],
+        "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
     }
 
 
 # Imported last: the judge row's module registers its worker and uses this module's helpers.
+from benchmarks.bench_chatgpt import bench_chatgpt  # noqa: E402
 from benchmarks.bench_judge import bench_judge  # noqa: E402

@@ -1,0 +1,143 @@
+"""The ``chatgpt_export`` row: the transform row's messages as a ChatGPT export (``conversations.json``,
+one conversation per thread, a hidden system node each, model slugs as assistants), timed against the
+same messages as the guide's NDJSON. Target: at most twice the NDJSON's wall time.
+
+The export is made once from the synthetic NDJSON (its valid user and assistant lines, each thread in
+its order) and kept in ``benchmarks/work/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from benchmarks.inputs import fresh, size, synth
+from benchmarks.measure import Measured, measure
+from benchmarks.paths import WORK
+from benchmarks.report import Row
+
+TARGET_RATIO = 2.0
+
+
+def _conversation(thread_id: str, rows: list[tuple]) -> dict:
+    root, system = f"{thread_id}-root", f"{thread_id}-sys"
+    mapping: dict[str, dict] = {
+        root: {"id": root, "message": None, "parent": None, "children": [system]},
+        system: {
+            "id": system,
+            "message": {
+                "id": system,
+                "author": {"role": "system"},
+                "create_time": None,
+                "content": {"content_type": "text", "parts": [""]},
+                "weight": 0.0,
+                "metadata": {"is_visually_hidden_from_conversation": True},
+                "recipient": "all",
+            },
+            "parent": root,
+            "children": [],
+        },
+    }
+    parent = system
+    for assistant_id, message_id, role, text, created_at in rows:
+        mapping[parent]["children"].append(message_id)
+        mapping[message_id] = {
+            "id": message_id,
+            "message": {
+                "id": message_id,
+                "author": {"role": role, "name": None, "metadata": {}},
+                "create_time": float(created_at),
+                "content": {"content_type": "text", "parts": [text]},
+                "status": "finished_successfully",
+                "weight": 1.0,
+                "metadata": {"model_slug": assistant_id} if role == "assistant" else {},
+                "recipient": "all",
+            },
+            "parent": parent,
+            "children": [],
+        }
+        parent = message_id
+    return {
+        "title": thread_id,
+        "create_time": float(rows[0][4]),
+        "mapping": mapping,
+        "current_node": parent,
+        "id": thread_id,
+        "conversation_id": thread_id,
+        "default_model_slug": rows[0][0],
+    }
+
+
+def chatgpt_export(source: Path, out: Path) -> Path:
+    """``source``'s threads as a ChatGPT export, written once, conversation by conversation."""
+    done = out.with_name(out.name + ".done")
+    if done.exists():
+        return out
+    import duckdb
+
+    print(f"converting {source.name} into {out.name} ...", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    query = con.execute(f"""
+        WITH lines AS (
+            SELECT *, row_number() OVER () AS ln FROM read_json('{source}', format = 'newline_delimited',
+                ignore_errors = true, columns = {{thread_id: 'VARCHAR', assistant_id: 'VARCHAR',
+                message_id: 'VARCHAR', role: 'VARCHAR', text: 'VARCHAR', created_at: 'BIGINT'}})
+        )
+        SELECT thread_id, assistant_id, message_id, role, text, created_at FROM lines
+        WHERE thread_id IS NOT NULL AND message_id IS NOT NULL AND assistant_id IS NOT NULL
+            AND text IS NOT NULL AND created_at IS NOT NULL AND role IN ('user', 'assistant')
+        QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY ln) = 1
+        ORDER BY thread_id, created_at, ln
+        """)
+    with out.open("w", encoding="utf-8") as f:
+        f.write("[")
+        first, thread, rows = True, None, []
+        while batch := query.fetchmany(50_000):
+            for row in batch:
+                if row[0] != thread and rows:
+                    f.write(("" if first else ",\n") + json.dumps(_conversation(thread, rows)))
+                    first, rows = False, []
+                thread = row[0]
+                rows.append(row[1:])
+        if rows:
+            f.write(("" if first else ",\n") + json.dumps(_conversation(thread, rows)))
+        f.write("]\n")
+    con.close()
+    done.touch()
+    return out
+
+
+def bench_chatgpt(messages: int, repeats: int) -> Row:
+    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    source = synth(WORK / f"m{label}.ndjson", messages)
+    export = chatgpt_export(source, WORK / f"chatgpt-{label}" / "conversations.json")
+    runs: dict[str, list[Measured]] = {"ndjson": [], "chatgpt": []}
+    for _ in range(repeats):
+        for kind, path in (("ndjson", source), ("chatgpt", export)):
+            data = fresh(WORK / f"data-chatgpt-{kind}-{label}")
+            runs[kind].append(measure("backfill", source=str(path), data=str(data), load=False))
+            shutil.rmtree(data)
+    ndjson, chatgpt = (sorted(r, key=lambda m: m.wall)[len(r) // 2] for r in runs.values())
+    ratio = chatgpt.wall / ndjson.wall
+    from benchmarks.rows import _cmd
+
+    return Row(
+        name="chatgpt_export",
+        title=f"{label} messages as a ChatGPT export vs the same as NDJSON (transform, no load)",
+        input=f"{export.name} ({size(export)}) vs {source.name} ({size(source)})",
+        command=_cmd(
+            "backfill", source=str(export), data=str(WORK / f"data-chatgpt-chatgpt-{label}"), load=False
+        ),
+        wall_s=chatgpt.wall,
+        rss_mb=chatgpt.rss_mb,
+        throughput=f"{chatgpt.inner['lines'] / chatgpt.inner['seconds']:,.0f} records/s",
+        target=f"<= {TARGET_RATIO:.0f}x the NDJSON's wall time",
+        met=ratio <= TARGET_RATIO,
+        details=f"median of {repeats} runs each; ChatGPT {chatgpt.wall:.1f} s wall, ingest "
+        f"{chatgpt.inner['stages']['ingest']:.1f} s, {chatgpt.rss_mb:,.0f} MB RSS; "
+        f"NDJSON {ndjson.wall:.1f} s wall, ingest {ndjson.inner['stages']['ingest']:.1f} s, "
+        f"{ndjson.rss_mb:,.0f} MB RSS; ratio "
+        f"{ratio:.2f}x; {chatgpt.inner['patterns']:,} vs {ndjson.inner['patterns']:,} patterns",
+    )
