@@ -28,6 +28,7 @@ ORDER = [
     "incremental_small",
     "guide",
     "guide_ours",
+    "judge",
 ]
 
 

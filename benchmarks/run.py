@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from benchmarks.inputs import empty_trash
 from benchmarks.measure import measure
 from benchmarks.paths import QUICK_RESULTS, RESULTS, WORK
-from benchmarks.report import commit, describe_machine, fmt, load_average, load_previous, write_report
+from benchmarks.report import ORDER, commit, describe_machine, fmt, load_average, load_previous, write_report
 from benchmarks.rows import FULL, QUICK, benches
 from benchmarks.workers import run_worker
 
@@ -42,8 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--only",
-        help="comma-separated rows: transform_1m, transform_10m, dedup_1m, load, "
-        "incremental, incremental_load, incremental_small, guide",
+        help=f"comma-separated rows: {', '.join(ORDER)}",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--with-10m", action="store_true", help="include the 10M-message row")

@@ -18,7 +18,12 @@ from pipelines.tables import DataLayout
 
 # The key of each recorded value (as ``describe()`` writes them) and the option that sets it.
 _MAPPING_OPTIONS = {"scope_by": "--scope-by", "tenant": "--tenant", "project": "--project"}
-_PAIRING_OPTIONS = {"mode": "--pairing", "task_max": "--task-max-chars", "code_max": "--code-max-chars"}
+_PAIRING_OPTIONS = {
+    "mode": "--pairing",
+    "task_max": "--task-max-chars",
+    "code_max": "--code-max-chars",
+    "context": "--task-context",
+}
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,13 @@ def _fields(described: str) -> dict[str, str]:
 
 
 def _changes(recorded: set[str], current: str, options: dict[str, str], allowed: bool) -> list[OptionChange]:
+    # A value ``describe()`` leaves out is the option's "none" (e.g. no task context).
     now = _fields(current)
     out: list[OptionChange] = []
     for key, option in options.items():
-        was = sorted({_fields(r).get(key, "") for r in recorded} - {now.get(key, "")})
+        was = sorted({_fields(r).get(key, "none") for r in recorded} - {now.get(key, "none")})
         if was:
-            out.append(OptionChange(option, ", ".join(was), now.get(key, ""), allowed))
+            out.append(OptionChange(option, ", ".join(was), now.get(key, "none"), allowed))
     return out
 
 

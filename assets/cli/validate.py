@@ -130,7 +130,9 @@ def _option_change_problems(args: argparse.Namespace) -> list[str]:
     if not layout.manifest.exists():
         return []
     mapping = ScopeMapping(ScopeBy(args.scope_by), args.tenant, args.project, args.tenant_map)
-    pairing = PairingOptions(Pairing(args.pairing), args.task_max_chars, args.code_max_chars)
+    pairing = PairingOptions(
+        Pairing(args.pairing), args.task_max_chars, args.code_max_chars, task_context=args.task_context
+    )
     problems = []
     for change in option_changes(layout, mapping, pairing):
         if not change.allowed_with_flag:

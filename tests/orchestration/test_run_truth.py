@@ -209,3 +209,16 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
         r = after["scopes"][scope]
         assert (r["kept"], r["pattern_count_after"]) == (s["kept"], s["pattern_count_after"] or 0)
         assert r["loaded"] + r["already_loaded"] + r["present"] == r["kept"] and r["load_adds_up"]
+
+
+def test_turning_on_task_context_on_a_paired_folder_needs_the_flag(tmp_path, capsys, sample_dir):
+    data = tmp_path / "d"
+    assert _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))[0] == 0
+    code, report = _run(
+        capsys, "--input", str(sample_dir), "--data-dir", str(data), "--task-context", "previous"
+    )
+    assert code == 2
+    assert report["failures"] == [
+        f"--task-context previous: {data.resolve()} was paired with none; changing it re-pairs every thread "
+        "and retracts loaded patterns that change. Repeat the old value, or pass --allow-option-change"
+    ]
