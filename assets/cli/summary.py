@@ -41,6 +41,22 @@ def quarantine_reasons(layout: DataLayout, scope: str | None) -> dict[str, int]:
     return _top(rows)
 
 
+def dump_figures(new_dumps: pl.DataFrame) -> list[dict[str, Any]]:
+    """Each dump of this run: its file, the shape it was read as, and its records (the lines of a guide
+    NDJSON file, the messages a reader found in any other shape) = staged + quarantined."""
+    rows = new_dumps.select("file", "format", "lines", "staged", "quarantined").iter_rows(named=True)
+    return [
+        {
+            "file": r["file"],
+            "format": r["format"],
+            "records": int(r["lines"]),
+            "staged": int(r["staged"]),
+            "quarantined": int(r["quarantined"]),
+        }
+        for r in rows
+    ]
+
+
 def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str) -> dict[str, Any]:
     """The load terms of ``run_id`` for ``scope``, from its own record."""
     path = layout.loads(scope) / f"run={run_id}.parquet"
@@ -68,7 +84,11 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         .to_dicts()[0]
     )
     n_patterns = int(shape["patterns"])
-    kept = n_patterns if scored is None else int(scored.select(pl.col("kept").sum()).collect().item())
+    kept, filtered = (
+        (n_patterns, 0)
+        if scored is None
+        else scored.select(pl.col("kept").sum(), pl.col("filtered").is_not_null().sum()).collect().row(0)
+    )
     load = this_run_load(layout, scope, run_id, destination) if run_id else {"failed": kept}
     tenant_id, project_id = scope_names(layout, scope)
     terms = {t: int(load.get(t) or 0) for t in LOAD_TERMS}
@@ -82,7 +102,8 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         "repeats": counts.lines.repeats,
         "patterns": n_patterns,
         "unpaired": counts.pairing.unpaired,
-        "duplicates": n_patterns - kept,
+        "duplicates": n_patterns - kept - filtered,
+        "filtered": int(filtered),
         "kept": kept,
         **terms,
         "retracted": int(load.get("retracted") or 0),
@@ -119,6 +140,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "patterns",
         "unpaired",
         "duplicates",
+        "filtered",
         "kept",
         *LOAD_TERMS,
         "retracted",
@@ -152,6 +174,11 @@ def print_table(summary: dict[str, Any]) -> None:
             print(f"{scope} unpaired: {_reasons_line(v['unpaired_reasons'])}")
         if v["tasks_truncated"] or v["codes_truncated"]:
             print(f"{scope} truncated: {v['tasks_truncated']:,} tasks, {v['codes_truncated']:,} answers")
+    for d in summary.get("this_run", {}).get("files", []):
+        print(
+            f"dump {d['file']} ({d['format']}): {d['records']:,} records -> {d['staged']:,} staged, "
+            f"{d['quarantined']:,} quarantined"
+        )
     unscoped = summary["unscoped_quarantine_reasons"]
     print(f"lines quarantined without a scope: {summary['unscoped_quarantined']:,}", end="")
     print(f" ({_reasons_line(unscoped)})" if unscoped else "")

@@ -8,7 +8,7 @@ run's own summary and checks compute from the same files:
 
 - lines in = messages + quarantined + repeats + rows of dumps the scope's messages have not taken in yet
 - messages = messages in current patterns + unpaired (once pairing is up to date)
-- patterns = kept + duplicates (once the scored table is in step with the pairing)
+- patterns = kept + duplicates + filtered (once the scored table is in step with the pairing)
 - per destination: kept = loaded + pending, when nothing loaded is still to be retracted
 """
 
@@ -26,7 +26,7 @@ from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.dumps import discover_dumps
 from pipelines.load.ledger import IN_STORE, Outcome
 from pipelines.pairing.batches import ScopeState, current
-from pipelines.scoring.scored import scan_scored, scored_file, scored_in_step
+from pipelines.scoring.scored import filtered_file, scan_scored, scored_file, scored_in_step
 from pipelines.tables import DataLayout, parquet_files
 
 
@@ -103,6 +103,7 @@ class ScopeStatus:
     unpaired: int
     kept: int
     duplicates: int
+    filtered: int  # caught by a curation gate: patterns = kept + duplicates + filtered
     pending_dumps: list[str]  # complete dumps with rows for this scope that its messages have not taken in
     pending_rows: int  # their staged rows
     unpaired_dumps: list[str]  # message files the pairing has not taken in
@@ -279,6 +280,7 @@ def scope_status(
     kept = _kept_ids(layout, scope)
     in_step = scored_in_step(layout, scope)
     scored_rows = parquet_rows([scored_file(layout, scope)]) if scored_file(layout, scope).exists() else 0
+    filtered = parquet_rows([filtered_file(layout, scope)]) if filtered_file(layout, scope).exists() else 0
     ingested = manifest.filter(pl.col("scopes").list.contains(scope))["ingested_at"]
     return ScopeStatus(
         scope=scope,
@@ -291,7 +293,8 @@ def scope_status(
         patterns=n_patterns,
         unpaired=current_rows(layout, "unpaired", scope),
         kept=kept.height,
-        duplicates=scored_rows - kept.height,
+        duplicates=scored_rows - kept.height - filtered,
+        filtered=filtered,
         pending_dumps=pending_dumps,
         pending_rows=sum(parquet_rows(raw[d]) for d in pending_dumps),
         unpaired_dumps=[d for d in (p.stem.removeprefix("dump=") for p in message_files) if d not in paired],
