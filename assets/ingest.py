@@ -22,8 +22,9 @@ from pipelines.ingest.staging import ingest
     kinds={"duckdb", "parquet"},
     tags={"stage": "ingest"},
     check_specs=[DUMP_LINES_RECONCILE],
-    description="NDJSON dumps from the landing folder, parsed line by line into typed rows per scope; "
-    "every bad line quarantined with file, line number, raw text and reason.",
+    description="Dumps from the landing folder (the guide's NDJSON, Assistants API messages and pages, "
+    "compressed or zipped), each read in its detected or forced format into typed rows per scope; every bad "
+    "line or record quarantined with file, position, raw text and reason.",
 )
 def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout = settings.layout
@@ -34,12 +35,15 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
         settings.chunk_mib * 1024 * 1024,
         context.log.info,
         settle_seconds=settings.settle_seconds,
+        fmt=settings.input_format,
     )
     new_scopes = register_scopes(context.instance, read_scopes(layout)["scope"].to_list())
     refresh_views(context, settings)
     manifest = read_manifest(layout)
     reasons: dict[str, int] = {}
+    formats: dict[str, int] = {}
     for r in results:
+        formats[r.format] = formats.get(r.format, 0) + 1
         for k, v in r.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
     return dg.MaterializeResult(
@@ -49,11 +53,12 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
             "staged_rows": sum(r.staged for r in results),
             "quarantined": sum(r.quarantined for r in results),
             "quarantine_reasons": dg.MetadataValue.json(reasons),
+            "formats": dg.MetadataValue.json(formats),
             "new_scopes": dg.MetadataValue.json(new_scopes),
             "dumps_total": manifest.height,
             "dagster/row_count": int(manifest["staged"].sum() or 0),
             "manifest": table_preview(
-                manifest.select("seq", "file", "lines", "staged", "quarantined").tail(10), rows=10
+                manifest.select("seq", "file", "format", "lines", "staged", "quarantined").tail(10), rows=10
             ),
             "path": dg.MetadataValue.path(str(layout.raw())),
         },

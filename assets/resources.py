@@ -37,7 +37,13 @@ class BackfillSettings(dg.ConfigurableResource):
     data_dir: str = Field(default="data", description="Root of landing/, staged/, engramia/.")
     landing: str | None = Field(
         default=None,
-        description="A dump file or a folder of dumps (*.ndjson, *.jsonl); default <data_dir>/landing.",
+        description="A dump file or a folder of dumps (*.ndjson, *.jsonl, *.json, each also .gz or .zst, "
+        "and .zip archives of them); default <data_dir>/landing.",
+    )
+    input_format: str | None = Field(
+        default=None,
+        description="Read every dump as this input format (a name of pipelines.ingest.formats.FORMATS, "
+        "e.g. guide-ndjson or assistants-api); unset = detected per dump from its first 64 KB.",
     )
     scope_by: str = Field(default="assistant", description="assistant | tenant | single")
     tenant: str = Field(default="default", description="Tenant name for scope_by=assistant|single.")

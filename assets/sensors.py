@@ -1,6 +1,9 @@
 """The landing sensor.
 
-It watches the landing folder. New dumps start an ingest run (which stages them and registers their
+It watches the landing folder for every file the ingest accepts (:func:`pipelines.ingest.dumps.is_dump_name`:
+``.ndjson``, ``.jsonl`` and ``.json``, each also ``.gz`` or ``.zst``, and ``.zip`` archives of them, whatever
+their shape inside), found as the ingest finds them (:func:`pipelines.ingest.dumps.discover_dumps`). New
+dumps start an ingest run (which stages them and registers their
 scopes as partitions); once they are staged, every scope with staged rows that its messages have not
 taken in yet gets a run of the scope job. Run keys are derived from the dumps involved, so a tick that
 sees the same state again requests nothing new.

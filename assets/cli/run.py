@@ -33,11 +33,18 @@ from assets.cli.instance import (
     run_config,
 )
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
-from assets.cli.summary import print_table, quarantine_reasons, scope_summary, unscoped_quarantined
+from assets.cli.summary import (
+    dump_figures,
+    print_table,
+    quarantine_reasons,
+    scope_summary,
+    unscoped_quarantined,
+)
 from assets.cli.validate import run_problems
 from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import read_manifest, read_scopes
+from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.formats.base import LEFT_OUT_KINDS
 from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.load.rest.options import MODES
@@ -118,6 +125,7 @@ def _settings(args: argparse.Namespace) -> BackfillSettings:
         rating_min=args.rating_min,
         rating_max=args.rating_max,
         **scoring_settings(args),
+        input_format=args.format,
         # The dumps were named explicitly: read them as they are now.
         settle_seconds=0,
     )
@@ -224,6 +232,7 @@ def _backfill(
             "lines": int(new_dumps["lines"].sum() or 0),
             "staged": int(new_dumps["staged"].sum() or 0),
             "quarantined": int(new_dumps["quarantined"].sum() or 0),
+            "files": dump_figures(new_dumps),
         },
         "scopes": {
             scope: scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
@@ -255,6 +264,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 def add_run_arguments(r: argparse.ArgumentParser) -> None:
     """The options of ``run``; ``plan`` takes the same command line and tells what it would do."""
     r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
+    r.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="read every input file as this shape instead of detecting it from the file's first 64 KB: "
+        + "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items()),
+    )
     r.add_argument(
         "--data-dir",
         type=Path,

@@ -1,6 +1,9 @@
 """Every ``run`` option checked before any work: one line per problem, naming the option, its value and
 what to do. Nothing here writes.
 
+Each input file not ingested yet must be in a shape some reader knows (its first 64 KB are read, nothing
+more), unless ``--format`` names the shape for all of them.
+
 A change of scope mapping, pairing or truncation on a data folder that already holds staged data is
 refused here too: it would re-pair every thread and retract loaded patterns, so the user says so with
 ``--allow-option-change`` (a scope mapping cannot change within one data folder at all).
@@ -16,7 +19,9 @@ import polars as pl
 
 from assets.cli.scoring_args import scoring_problems
 from pipelines.folder_options import option_changes
+from pipelines.ingest.catalog import pending_dumps
 from pipelines.ingest.dumps import DUMP_SUFFIXES, discover_dumps
+from pipelines.ingest.formats import UnknownFormat, detect_format
 from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.scopes import ScopeBy, ScopeMapping
@@ -35,6 +40,23 @@ def _input_problems(source: Path) -> list[str]:
         kinds = ", ".join(f"*{s}" for s in DUMP_SUFFIXES)
         return [f"--input {source}: no dump ({kinds}) in this folder"]
     return [f"--input {d.path}: the file is empty" for d in dumps if d.size == 0]
+
+
+def _format_problems(args: argparse.Namespace) -> list[str]:
+    """One line per pending input file whose format cannot be detected (or that cannot be read)."""
+    if getattr(args, "format", None):
+        return []
+    problems = []
+    for dump in pending_dumps(DataLayout.at(args.data_dir), args.input):
+        if dump.size == 0:
+            continue  # reported as empty
+        try:
+            detect_format(dump.path, dump.member)
+        except UnknownFormat as exc:
+            problems.append(f"--input {exc}")
+        except Exception as exc:  # a damaged archive or compressed file
+            problems.append(f"--input {dump.label}: cannot be read ({type(exc).__name__}: {exc})")
+    return problems
 
 
 def _columns(path: Path) -> list[str]:
@@ -151,7 +173,10 @@ def _option_change_problems(args: argparse.Namespace) -> list[str]:
 
 def run_problems(args: argparse.Namespace) -> list[str]:
     """Every problem with the ``run`` options, one line each (empty when the run may start)."""
-    problems = [*_input_problems(args.input), *_data_dir_problems(args), *_limit_problems(args)]
+    problems = _input_problems(args.input)
+    if not problems:
+        problems = _format_problems(args)
+    problems += [*_data_dir_problems(args), *_limit_problems(args)]
     problems += _tenant_map_problems(args)
     problems += _feedback_problems(args)
     problems += scoring_problems(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 
 import dagster as dg
@@ -14,6 +15,7 @@ from assets.jobs import ALL_ASSETS, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
 from assets.sensors import landing_sensor
+from pipelines.tools import shapes
 
 BACKFILL_ASSETS = ALL_ASSETS
 SCOPE_CHECKS = [spec for asset in SCOPE_ASSETS for spec in asset.check_specs]
@@ -50,6 +52,12 @@ def _scope_run(layout, source, instance, scope: str, **kwargs) -> dg.ExecuteInPr
         instance=instance,
         **kwargs,
     )
+
+
+def _tick(instance, settings: BackfillSettings) -> dg.SensorResult:
+    """One evaluation of the landing sensor (resources are only open inside the context)."""
+    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
+        return landing_sensor(ctx)
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -107,17 +115,16 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
     landing = tmp_path / "landing"
     landing.mkdir()
     settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
-    ctx = dg.build_sensor_context(instance=instance, resources={"settings": settings})
-    assert landing_sensor(ctx).run_requests == []
+    assert _tick(instance, settings).run_requests == []
 
     first = sorted(sample_dir.glob("*.ndjson"))[0]
     shutil.copy(first, landing / first.name)
-    result = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+    result = _tick(instance, settings)
     [request] = result.run_requests
     assert request.job_name == ingest_job.name and request.run_key.startswith("ingest:")
 
     _ingest(layout, landing, instance)
-    result = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+    result = _tick(instance, settings)
     assert {r.job_name for r in result.run_requests} == {scope_job.name}
     assert sorted(r.partition_key for r in result.run_requests) == [
         "default__asst_analyst",
@@ -125,8 +132,36 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
         "default__asst_support",
     ]
     # Same state, same run keys: nothing new would run twice.
-    again = landing_sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+    again = _tick(instance, settings)
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+
+
+def test_sensor_sees_compressed_dumps_and_api_pages(layout, tmp_path, instance):
+    """A gzipped JSON array of API messages and a saved messages.list page: an ingest, then scope runs."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
+    shaped = tmp_path / "shaped"
+    (array,) = shapes.write_shape("assistants-array-desc", shaped / "array")
+    (landing / "messages.json.gz").write_bytes(gzip.compress(array.read_bytes()))
+    page = shapes.write_shape("assistants-pages-desc", shaped / "pages")[0]
+    shutil.copy(page, landing / page.name)
+    assert sorted(p.name for p in landing.iterdir()) == ["messages.json.gz", "thread_ties-page01.json"]
+
+    result = _tick(instance, settings)
+    [request] = result.run_requests
+    assert request.job_name == ingest_job.name and request.run_key.startswith("ingest:")
+
+    ingest = _ingest(layout, landing, instance)
+    assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
+    meta = ingest.asset_materializations_for_node("raw_thread_exports")[0].metadata
+    assert meta["new_dumps"].value == 2 and meta["formats"].value == {"assistants-api": 2}
+    result = _tick(instance, settings)
+    assert {r.job_name for r in result.run_requests} == {scope_job.name}
+    assert sorted(r.partition_key for r in result.run_requests) == [
+        "default__asst_coder",
+        "default__asst_review",
+    ]
 
 
 def test_a_wiped_store_fails_the_count_check(layout, sample_dir, instance):
