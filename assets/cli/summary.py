@@ -84,7 +84,11 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         .to_dicts()[0]
     )
     n_patterns = int(shape["patterns"])
-    kept = n_patterns if scored is None else int(scored.select(pl.col("kept").sum()).collect().item())
+    kept, filtered = (
+        (n_patterns, 0)
+        if scored is None
+        else scored.select(pl.col("kept").sum(), pl.col("filtered").is_not_null().sum()).collect().row(0)
+    )
     load = this_run_load(layout, scope, run_id, destination) if run_id else {"failed": kept}
     tenant_id, project_id = scope_names(layout, scope)
     terms = {t: int(load.get(t) or 0) for t in LOAD_TERMS}
@@ -98,7 +102,8 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         "repeats": counts.lines.repeats,
         "patterns": n_patterns,
         "unpaired": counts.pairing.unpaired,
-        "duplicates": n_patterns - kept,
+        "duplicates": n_patterns - kept - filtered,
+        "filtered": int(filtered),
         "kept": kept,
         **terms,
         "retracted": int(load.get("retracted") or 0),
@@ -135,6 +140,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "patterns",
         "unpaired",
         "duplicates",
+        "filtered",
         "kept",
         *LOAD_TERMS,
         "retracted",
