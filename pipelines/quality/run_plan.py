@@ -7,7 +7,9 @@ runs in memory) and a REST server only receives reads (``GET /v1/version``, ``/v
 ``/v1/billing/status``). Figures of what is already staged are exact and are the ones the run computes
 (:func:`pipelines.load.plan.plan_load` against the same ledger); figures that depend on dumps not
 staged yet are estimates from a scan of their ``thread_id``/``assistant_id``/``role`` fields alone, and
-every estimated figure is named in :attr:`ScopePlan.estimated`.
+every estimated figure is named in :attr:`ScopePlan.estimated`. Dumps that are not plain guide NDJSON are
+estimated through their format's reader (figures in records, said so in a note); a dump whose format
+cannot be detected is listed but not estimated, with a note naming it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,17 @@ from pipelines.quality.capacity import (
     rest_capacity,
     store_keys,
 )
-from pipelines.quality.pending import PendingDump, Shape, count_lines, json_source, scan_shape, staged_shape
+from pipelines.quality.pending import (
+    PendingDump,
+    Shape,
+    count_lines,
+    dump_format,
+    json_source,
+    read_records,
+    scan_shape,
+    scanned_as_json,
+    staged_shape,
+)
 from pipelines.quality.status import current_rows
 from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map, scope_key
 from pipelines.scoring.judge.options import JudgeOptions
@@ -104,8 +116,10 @@ def plan_run(
     mapping: ScopeMapping,
     target: EmbeddedTarget | RestTarget,
     judge: JudgeOptions | None = None,
+    fmt: str | None = None,
 ) -> RunPlan:
-    """What ``run`` with these options would do; reads only (see the module's invariants)."""
+    """What ``run`` with these options would do; reads only (see the module's invariants). ``fmt``
+    forces the input format, as ``--format`` does."""
     layout = DataLayout.at(data_dir)
     manifest = read_manifest(layout)
     every = discover_dumps(source)
@@ -125,24 +139,63 @@ def plan_run(
     incoming: dict[str, list[int]] = {}  # scope -> [rows, pairs] of pending dumps
     pending: list[PendingDump] = []
     unscoped = 0
+    formats = {d.label: dump_format(d, fmt) for d in todo}
+    undetected = [d for d in todo if formats[d.label][0] is None]
+    plain = [d for d in todo if (f := formats[d.label][0]) is not None and scanned_as_json(d, f)]
+    counts: dict[str, int] = {}
+    sources = [json_source([d.path for d in plain])] if plain else []
+    read = [d for d in todo if d not in plain and d not in undetected]
+    if read:
+        frames = []
+        for index, d in enumerate(read, start=1):
+            frame, counts[d.label] = read_records(d, str(formats[d.label][0]), index)
+            frames.append(frame)
+        con.register("pending_records", pl.concat(frames).to_arrow())
+        # Plain files are numbered from 1 by row_number(); the reader's rows follow them.
+        sources.append("(SELECT * FROM pending_records)")
     # One scan of all pending dumps: a question in one dump and its answer in the next pair up.
-    shape = scan_shape(con, json_source([d.path for d in todo]), mapping) if todo else Shape({}, {})
+    union = " UNION ALL ".join(
+        f"SELECT file, thread_id, assistant_id, role, created_at, n FROM {x}" for x in sources
+    )
+    shape = scan_shape(con, f"({union})", mapping) if sources else Shape({}, {})
     for (t, p), exchanges in shape.exchanges.items():
         key = scope_key(t, p)
         names.setdefault(key, (t, p))
         incoming.setdefault(key, [0, 0])[1] += exchanges
     for dump in todo:
-        lines = count_lines(dump.path)
+        found = formats[dump.label][0]
+        if found is None:
+            pending.append(PendingDump(dump.label, dump.dump_id, dump.size, 0, {}, None, "not estimated"))
+            continue
+        lines = count_lines(dump.path) if dump in plain else counts[dump.label]
         per_scope: dict[str, int] = {}
         for (file, t, p), n in shape.rows.items():
-            if Path(file) == dump.path:
+            if file == dump.label or (dump in plain and Path(file) == dump.path):
                 key = scope_key(t, p)
                 names.setdefault(key, (t, p))
                 per_scope[key] = n
                 incoming.setdefault(key, [0, 0])[0] += n
         unscoped += lines - sum(per_scope.values())
         pending.append(
-            PendingDump(str(dump.path), dump.dump_id, dump.size, lines, dict(sorted(per_scope.items())))
+            PendingDump(
+                dump.label,
+                dump.dump_id,
+                dump.size,
+                lines,
+                dict(sorted(per_scope.items())),
+                found,
+                "lines" if dump in plain else "records",
+            )
+        )
+    if read:
+        notes.append(
+            f"{len(read)} pending dump(s) are not plain guide NDJSON "
+            f"({', '.join(sorted({str(formats[d.label][0]) for d in read}))}, or compressed): estimated "
+            "through their format's reader, so their lines figures count records (messages found), not lines"
+        )
+    for d in undetected:
+        notes.append(
+            f"not estimated: {formats[d.label][1]}; its lines, scopes and patterns are left out of this plan"
         )
     complete = manifest["dump_id"].to_list()
     scopes = []
