@@ -42,7 +42,7 @@ def test_a_folder_without_dumps_is_refused_before_any_work(tmp_path, capsys):
     empty.mkdir()
     code, report = _run(capsys, "--input", str(empty), "--data-dir", str(tmp_path / "d"))
     assert code == 2 and report["failures"] == [
-        f"--input {empty}: no dump (*.ndjson, *.jsonl) in this folder"
+        f"--input {empty}: no dump (*.ndjson, *.jsonl, *.json, *.gz, *.zst, *.zip) in this folder"
     ]
     assert not (tmp_path / "d").exists()
 
@@ -53,10 +53,23 @@ def test_a_json_array_saved_as_ndjson_fails_the_run(tmp_path, capsys):
     dump.write_text(
         json.dumps([msg("t", f"m{i}", "user", "hi", 1_700_000_000 + i) for i in range(18)], indent=1)
     )
+    # No format recognises a pretty-printed array of guide lines: refused before any work.
     code, report = _run(capsys, "--input", str(dump.parent), "--data-dir", str(tmp_path / "d"))
+    assert code == 2 and not (tmp_path / "d").exists()
+    [refused] = report["failures"]
+    assert str(dump.resolve()) in refused and "unknown input format" in refused
+    # Read as the guide's NDJSON anyway, every line is quarantined and the run fails.
+    code, report = _run(
+        capsys, "--input", str(dump.parent), "--data-dir", str(tmp_path / "d"), "--format", "guide-ndjson"
+    )
     lines = len(dump.read_text().splitlines())
     assert code == 1 and report["exit_code"] == 1 and report["ok"] is False
-    assert report["this_run"] == {"dumps": 1, "lines": lines, "staged": 0, "quarantined": lines}
+    assert {k: v for k, v in report["this_run"].items() if k != "files"} == {
+        "dumps": 1,
+        "lines": lines,
+        "staged": 0,
+        "quarantined": lines,
+    }
     assert (
         f"dump {dump.resolve()}: all {lines} lines quarantined: malformed JSON ({lines})"
         in report["failures"]
@@ -144,7 +157,7 @@ def test_the_summary_holds_this_runs_figures_only(tmp_path, capsys, sample_dir):
         assert s["run_id"] != before["run_id"]
         assert (s["loaded"], s["already_loaded"]) == (0, before["loaded"]) and s["load_adds_up"]
         assert before["loaded"] == before["kept"] and before["load_adds_up"]
-    assert second["this_run"] == {"dumps": 0, "lines": 0, "staged": 0, "quarantined": 0}
+    assert second["this_run"] == {"dumps": 0, "lines": 0, "staged": 0, "quarantined": 0, "files": []}
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys, sample_dir):

@@ -23,13 +23,14 @@ _KEYS = ("thread_id", "message_id", "role")
 
 
 def first_object(head: bytes) -> dict[str, Any] | None:
-    """The first line of ``head`` as a JSON object, or None."""
+    """The first line of ``head`` that parses, as a JSON object, or None. Lines that do not parse are
+    passed over: one broken line is quarantined like any other, it does not make the file unreadable."""
     for raw in head.splitlines():
         if raw.strip():
             try:
                 value = json.loads(raw)
             except ValueError:
-                return None
+                continue
             return value if isinstance(value, dict) else None
     return None
 
