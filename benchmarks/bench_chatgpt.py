@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from benchmarks.inputs import fresh, size, synth
-from benchmarks.measure import Measured, measure
+from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
 
@@ -121,13 +121,12 @@ def bench_chatgpt(messages: int, repeats: int) -> Row:
             shutil.rmtree(data)
     ndjson, chatgpt = (sorted(r, key=lambda m: m.wall)[len(r) // 2] for r in runs.values())
     ratio = chatgpt.wall / ndjson.wall
-    from benchmarks.rows import _cmd
 
     return Row(
         name="chatgpt_export",
         title=f"{label} messages as a ChatGPT export vs the same as NDJSON (transform, no load)",
         input=f"{export.name} ({size(export)}) vs {source.name} ({size(source)})",
-        command=_cmd(
+        command=worker_command(
             "backfill", source=str(export), data=str(WORK / f"data-chatgpt-chatgpt-{label}"), load=False
         ),
         wall_s=chatgpt.wall,

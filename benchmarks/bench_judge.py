@@ -13,7 +13,7 @@ import shutil
 import time
 from typing import Any
 
-from benchmarks.measure import measure
+from benchmarks.measure import measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
 from benchmarks.workers import WORKERS
@@ -91,7 +91,6 @@ WORKERS["judge"] = judge_worker
 
 
 def bench_judge(patterns: int, concurrency: int = 16) -> Row:
-    from benchmarks.rows import _cmd
 
     args = {"patterns": patterns, "concurrency": concurrency}
     m = measure("judge", **args)
@@ -102,7 +101,7 @@ def bench_judge(patterns: int, concurrency: int = 16) -> Row:
         title=f"LLM judge: {patterns:,} patterns through the openai client, {concurrency} in flight, "
         "against the local OpenAI-compatible test server; then a cached re-run",
         input=f"{patterns:,} synthetic patterns (~350 characters each)",
-        command=_cmd("judge", **args),
+        command=worker_command("judge", **args),
         wall_s=m.wall,
         rss_mb=m.rss_mb,
         throughput=f"{rate:,.0f} judged patterns/s",

@@ -50,3 +50,10 @@ def measure(name: str, **args: object) -> Measured:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}): {' '.join(cmd)}")
     inner = json.loads(out.strip().splitlines()[-1])
     return Measured(wall=wall, rss_mb=usage.ru_maxrss / 1024, inner=inner)
+
+
+def worker_command(worker: str, **args: object) -> str:
+    """The command that reproduces one measured call, as a row publishes it."""
+    # Paths relative to the repository root, where the command is run from.
+    text = json.dumps(args).replace(f"{ROOT}/", "")
+    return f".venv/bin/python -m benchmarks.run --worker {worker} --args '{text}'"

@@ -7,14 +7,15 @@ reproduces it. ``FULL`` sizes are those of RESULTS.md, ``QUICK`` those of ``--qu
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.bench_chatgpt import bench_chatgpt
+from benchmarks.bench_judge import bench_judge
 from benchmarks.inputs import fresh, prepared, size, synth
-from benchmarks.measure import Measured, measure
-from benchmarks.paths import ROOT, WORK
+from benchmarks.measure import Measured, measure, worker_command
+from benchmarks.paths import WORK
 from benchmarks.report import Row
 
 
@@ -52,12 +53,6 @@ QUICK = Sizes(
 )
 
 
-def _cmd(worker: str, **args: object) -> str:
-    # Paths relative to the repository root, where the command is run from.
-    text = json.dumps(args).replace(f"{ROOT}/", "")
-    return f".venv/bin/python -m benchmarks.run --worker {worker} --args '{text}'"
-
-
 def _median_run[T](runs: list[T], key: Callable[[T], float]) -> T:
     """The run whose ``key`` is the median (the upper one of an even count)."""
     return sorted(runs, key=key)[len(runs) // 2]
@@ -88,7 +83,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
         name="transform_10m" if big else "transform_1m",
         title=f"{label} messages: raw NDJSON -> staged -> paired -> scored (dedup)",
         input=f"{source.name} ({size(source)}, {n:,} messages)",
-        command=_cmd("backfill", **args),
+        command=worker_command("backfill", **args),
         wall_s=m.wall,
         rss_mb=m.rss_mb,
         throughput=f"{n / inner['seconds']:,.0f} messages/s",
@@ -109,7 +104,7 @@ def bench_dedup(sizes: Sizes) -> Row:
         name="dedup_1m",
         title=f"near-duplicate removal of {sizes.dedup_tasks:,} tasks in one scope (bench_dedup.run)",
         input=f"{sizes.dedup_tasks:,} synthetic prompts (benchmarks/bench_dedup.py, seed 0)",
-        command=_cmd("dedup", **args),
+        command=worker_command("dedup", **args),
         wall_s=m.wall,
         rss_mb=m.rss_mb,
         throughput=f"{inner['tasks_per_s']:,} tasks/s",
@@ -132,7 +127,7 @@ def bench_load(sizes: Sizes) -> Row:
         name="load",
         title="embedded load into Engramia's JSONStorage (all scopes, empty store)",
         input=f"kept patterns of {sizes.load_messages:,} messages",
-        command=_cmd("load", data=str(data)),
+        command=worker_command("load", data=str(data)),
         wall_s=m.wall,
         rss_mb=m.rss_mb,
         throughput=f"{rate:,.0f} patterns/s",
@@ -169,7 +164,7 @@ def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference:
         name=name,
         title=f"incremental run after a 1% dump vs full run ({what}, {label} base)",
         input=f"{first.name} ({size(first)}) then {second.name} ({size(second)})",
-        command=f"{_cmd('backfill', **args)}  # twice: with {first.name} only, then with both",
+        command=f"{worker_command('backfill', **args)}  # twice: with {first.name} only, then with both",
         wall_s=incr.wall,
         rss_mb=max(full.rss_mb, incr.rss_mb),
         throughput=f"{ratio:.1%} of full",
@@ -197,7 +192,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
             title="the guide's import: pure-Python pairing + one Memory.learn per pair "
             f"({sizes.guide_pairs:,} pairs)",
             input=f"first lines of {source.name}",
-            command=_cmd("guide", source=str(source), pairs=sizes.guide_pairs, store=str(store)),
+            command=worker_command("guide", source=str(source), pairs=sizes.guide_pairs, store=str(store)),
             wall_s=guide.wall,
             rss_mb=guide.rss_mb,
             throughput=f"{guide_rate:,.1f} pairs/s",
@@ -209,7 +204,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
             name="guide_ours",
             title="ours on the same export, end to end (backfill with embedded load)",
             input=f"{source.name} ({size(source)}), all of it",
-            command=_cmd("backfill", source=str(source), data=str(data), load=True),
+            command=worker_command("backfill", source=str(source), data=str(data), load=True),
             wall_s=ours.wall,
             rss_mb=ours.rss_mb,
             throughput=f"{our_rate:,.0f} patterns/s",
@@ -242,8 +237,3 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "judge": lambda: [bench_judge(sizes.judge_patterns)],
         "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
     }
-
-
-# Imported last: the judge row's module registers its worker and uses this module's helpers.
-from benchmarks.bench_chatgpt import bench_chatgpt  # noqa: E402
-from benchmarks.bench_judge import bench_judge  # noqa: E402

@@ -121,7 +121,9 @@ def plan(args: argparse.Namespace) -> int:
         if destination.is_rest
         else EmbeddedTarget(destination.store(layout))
     )
-    result = plan_run(args.data_dir, Path(args.input), mapping, target, judge=judge_from_args(args))
+    result = plan_run(
+        args.data_dir, Path(args.input), mapping, target, judge=judge_from_args(args), fmt=args.format
+    )
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:

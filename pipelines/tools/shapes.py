@@ -5,9 +5,7 @@ function ``(conversations, folder) -> files`` in :data:`WRITERS`; adding a shape
 and one entry. Every shape holds the same messages, so each must give the same patterns as the guide's
 NDJSON (the differential test in ``tests/test_formats_differential.py``).
 
-The conversations exercise what real exports do: ties in ``created_at``, follow-ups before an answer,
-one run writing two messages, a thread answered by two assistants, a last turn nobody answered,
-citation markers, images and attachments.
+The conversations are those of :mod:`pipelines.tools.conversations`.
 """
 
 from __future__ import annotations
@@ -16,60 +14,11 @@ import gzip
 import json
 import sys
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-T0 = 1_717_200_000
-MARKER = "【4:0†source】"
-
-
-@dataclass(frozen=True)
-class Message:
-    message_id: str
-    role: str  # user | assistant
-    text: str
-    created_at: int
-    assistant_id: str  # the assistant of the exchange (the API leaves it null on user messages)
-    run_id: str | None = None
-    cited: bool = False  # an assistant text with a citation marker (removed by the readers)
-    images: int = 0
-    attachments: int = 0
-
-
-@dataclass(frozen=True)
-class Conversation:
-    thread_id: str
-    messages: list[Message] = field(default_factory=list)
-
-
-def conversations() -> list[Conversation]:
-    """A few threads covering ties, follow-ups, multi-message runs, two assistants, an open last turn."""
-    a, b = "asst_coder", "asst_review"
-    return [
-        Conversation(
-            "thread_ties",
-            [
-                Message("m1", "user", "Build a CSV parser", T0, a),
-                Message("m2", "assistant", "Here is a parser.", T0, a, "run_1", cited=True),
-                Message("m3", "user", "Add quoting", T0, a, images=1),
-                Message("m4", "assistant", "Quoting added.", T0, a, "run_2"),
-                Message("m5", "assistant", "And tests.", T0, a, "run_2", attachments=2),
-            ],
-        ),
-        Conversation(
-            "thread_two_assistants",
-            [
-                Message("n1", "user", "Write a sort", T0 + 10, a),
-                Message("n2", "assistant", "def sort(x): ...", T0 + 11, a, "run_a"),
-                Message("n3", "user", "Review it", T0 + 20, b),
-                Message("n4", "user", "Be strict", T0 + 20, b),
-                Message("n5", "assistant", "Looks fine.", T0 + 21, b, "run_b"),
-                Message("n6", "user", "Thanks, one more thing", T0 + 30, b),
-            ],
-        ),
-    ]
+from pipelines.tools.conversations import MARKER, Conversation, Message, ShapeWriter, conversations
+from pipelines.tools.shapes_chat import CHAT_WRITERS
 
 
 def _api_message(thread_id: str, m: Message) -> dict[str, Any]:
@@ -213,7 +162,6 @@ def compressed(convs: list[Conversation], folder: Path) -> list[Path]:
     return [gz, zst, zipped]
 
 
-type ShapeWriter = Callable[[list[Conversation], Path], list[Path]]
 WRITERS: dict[str, ShapeWriter] = {
     "guide-ndjson": guide_ndjson,
     "guide-tolerant": guide_tolerant,
@@ -228,8 +176,6 @@ WRITERS: dict[str, ShapeWriter] = {
 def all_writers() -> dict[str, ShapeWriter]:
     """:data:`WRITERS` and the chat exports' shapes (:mod:`pipelines.tools.shapes_chat`, which pair to the
     same (task, code) pairs per thread but derive some ids)."""
-    from pipelines.tools.shapes_chat import CHAT_WRITERS
-
     return {**WRITERS, **CHAT_WRITERS}
 
 

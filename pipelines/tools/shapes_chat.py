@@ -1,9 +1,9 @@
 """The conversations of :mod:`pipelines.tools.shapes` as ChatGPT exports, Chat Completions JSONL and
 ShareGPT, each with what those files hold besides the exchanges.
 
-Every shape here holds the exchanges of :func:`pipelines.tools.shapes.conversations` and must pair to the
-same (task, code) pairs per thread as the guide's NDJSON; what each adds must never reach a pattern:
-ChatGPT branches (an edited question with its answer, a regenerated answer), hidden system nodes, a
+Every shape here holds the exchanges of :func:`~pipelines.tools.conversations.conversations` and must
+pair to the same (task, code) pairs per thread as the guide's NDJSON; what each adds must never reach a
+pattern: ChatGPT branches (an edited question with its answer, a regenerated answer), hidden system nodes, a
 ``weight: 0`` node, a tool call with its tool output; Chat Completions system prompts, tool calls and
 tool results; ShareGPT system turns. Ids are kept where the shape carries them (ChatGPT node ids are the
 message ids), derived by the reader elsewhere.
@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.tools.shapes import Conversation, Message, ShapeWriter
+from pipelines.tools.conversations import Conversation, Message, ShapeWriter
 
 SYSTEM_PROMPT = "You are a helpful coding assistant."
 

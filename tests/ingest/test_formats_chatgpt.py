@@ -16,6 +16,7 @@ from pipelines.ingest.formats import FORMATS, detect_head
 from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
 from pipelines.ingest.formats.chatgpt import REASON_HIDDEN, REASON_TOOL, ChatGptExport
 from pipelines.tools import shapes
+from pipelines.tools.conversations import T0
 from pipelines.tools.shapes_chat import chatgpt_conversation
 from tests.ingest.chat_support import (
     assert_reconciles,
@@ -48,7 +49,7 @@ def test_every_node_with_a_message_is_one_record_and_only_the_current_branch_is_
     # The model answered the question; a question nobody answered yet gets the last model.
     assert by_id["n3"]["assistant_id"] == "asst_review" and by_id["n6"]["assistant_id"] == "asst_review"
     assert by_id["n1"]["assistant_id"] == "asst_coder"
-    assert by_id["m1"]["thread_id"] == "thread_ties" and by_id["m1"]["created_at"] == float(shapes.T0)
+    assert by_id["m1"]["thread_id"] == "thread_ties" and by_id["m1"]["created_at"] == float(T0)
 
 
 def test_same_patterns_as_the_guide_from_one_file_split_files_and_the_zip(tmp_path: Path) -> None:

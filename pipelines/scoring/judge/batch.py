@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
+if TYPE_CHECKING:
+    import openai
 
 from pipelines.scoring.judge.client import Answer, Request
 from pipelines.scoring.judge.options import JudgeOptions
@@ -37,6 +38,8 @@ class BatchOutcome:
 
 
 def make_batch_client(options: JudgeOptions) -> openai.OpenAI:
+    import openai  # only a run with a judge pays for importing the client (~0.5 s)
+
     # Few calls, each cheap to repeat: the client's own retries (which honour Retry-After) suffice.
     return openai.OpenAI(
         api_key=options.api_key(),

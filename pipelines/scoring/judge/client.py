@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import openai
+if TYPE_CHECKING:
+    import openai
 
 from pipelines.scoring.judge.options import JudgeOptions
 from pipelines.scoring.judge.parse import ReplyError, one_line, parse_reply
@@ -45,6 +47,8 @@ class Request:
 
 
 def make_client(options: JudgeOptions) -> openai.OpenAI:
+    import openai  # only a run with a judge pays for importing the client (~0.5 s)
+
     # Retries are ours (Retry-After capped, errors recorded per pattern), so the client's are off.
     return openai.OpenAI(
         api_key=options.api_key(), base_url=options.base_url, max_retries=0, timeout=options.timeout
@@ -84,6 +88,8 @@ class Judge:
         return base * (0.5 + random.random() / 2)
 
     def ask(self, request: Request) -> Answer:
+        import openai  # already imported by the client this judge holds
+
         attempts = rate_limited = 0
         last = "no attempt made"
         while attempts <= self.options.max_retries:

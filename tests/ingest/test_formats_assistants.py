@@ -18,6 +18,7 @@ from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
 from pipelines.tables import DataLayout, parquet_files
 from pipelines.tools import shapes
+from pipelines.tools.conversations import T0
 
 SHAPES = [s for s in shapes.WRITERS if s != "guide-ndjson"]
 
@@ -94,10 +95,10 @@ def test_newest_first_ties_pair_like_oldest_first(tmp_path: Path) -> None:
         shapes.Conversation(
             "t",
             [
-                shapes.Message("u1", "user", "q1", shapes.T0, "a"),
-                shapes.Message("a1", "assistant", "r1", shapes.T0, "a", "run1"),
-                shapes.Message("u2", "user", "q2", shapes.T0, "a"),
-                shapes.Message("a2", "assistant", "r2", shapes.T0, "a", "run2"),
+                shapes.Message("u1", "user", "q1", T0, "a"),
+                shapes.Message("a1", "assistant", "r1", T0, "a", "run1"),
+                shapes.Message("u2", "user", "q2", T0, "a"),
+                shapes.Message("a2", "assistant", "r2", T0, "a", "run2"),
             ],
         )
     ]
