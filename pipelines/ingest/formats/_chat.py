@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from pipelines.ingest.formats.base import PartCounts, Record
+from pipelines.ingest.formats.base import PartCounts, Record, quarantined
 from pipelines.ingest.formats.stream import BadValue
 
 # Raw text kept in a quarantine row (a whole conversation can be megabytes).
@@ -44,17 +44,7 @@ def bad_record(position: str, value: Any, reason: str) -> Record:
         raw, reason = value.raw, value.reason
     else:
         raw = raw_json(value)
-    return Record(
-        thread_id=None,
-        assistant_id=None,
-        message_id=None,
-        role=None,
-        text=None,
-        created_at=None,
-        position=position,
-        quarantine=reason,
-        raw=raw[:RAW_LIMIT],
-    )
+    return quarantined(position, raw[:RAW_LIMIT], reason)
 
 
 def derived_id(prefix: str, name: str, position: str, content: Any) -> str:

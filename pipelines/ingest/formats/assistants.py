@@ -32,7 +32,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats.base import PartCounts, Record
+from pipelines.ingest.formats.base import PartCounts, Record, quarantined
 from pipelines.ingest.formats.stream import BadValue, json_values
 
 NAME = "assistants-api"
@@ -118,20 +118,6 @@ def _role_direction(messages: list[Any]) -> bool | None:
     return None if votes == 0 else votes > 0
 
 
-def _bad(position: str, raw: str, reason: str) -> Record:
-    return Record(
-        thread_id=None,
-        assistant_id=None,
-        message_id=None,
-        role=None,
-        text=None,
-        created_at=None,
-        position=position,
-        quarantine=reason,
-        raw=raw,
-    )
-
-
 def _is_page(value: Any) -> bool:
     return isinstance(value, dict) and value.get("object") == "list" and isinstance(value.get("data"), list)
 
@@ -160,7 +146,7 @@ class AssistantsApi:
         for position, value in itertools.chain(ahead, values):
             if isinstance(value, BadValue):
                 index += 1
-                yield _bad(position, value.raw, value.reason)
+                yield quarantined(position, value.raw, value.reason)
             elif _is_page(value):
                 page_desc = _direction(value["data"], page_desc)
                 for j, item in enumerate(value["data"]):
@@ -173,7 +159,7 @@ class AssistantsApi:
     @staticmethod
     def _one(value: Any, position: str, order: int) -> Record:
         if not isinstance(value, dict) or value.get("object", "thread.message") != "thread.message":
-            rec = _bad(
+            rec = quarantined(
                 position, json.dumps(value, ensure_ascii=False)[:100_000], "not a thread.message object"
             )
         else:

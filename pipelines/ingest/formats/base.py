@@ -93,6 +93,21 @@ class Record(TypedDict):
     raw: NotRequired[str]
 
 
+def quarantined(position: str, raw: str, reason: str) -> Record:
+    """A record that holds no usable message: it is counted, and quarantined with ``reason``."""
+    return Record(
+        thread_id=None,
+        assistant_id=None,
+        message_id=None,
+        role=None,
+        text=None,
+        created_at=None,
+        position=position,
+        quarantine=reason,
+        raw=raw,
+    )
+
+
 class Reader(Protocol):
     """One input shape."""
 

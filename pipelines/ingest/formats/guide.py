@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats.base import Record
+from pipelines.ingest.formats.base import Record, quarantined
 
 NAME = "guide-ndjson"
 _KEYS = ("thread_id", "message_id", "role")
@@ -71,10 +71,10 @@ class GuideNdjson:
                 obj = json.loads(text)
             except ValueError:
                 reason = "empty line" if not text.strip() else "malformed JSON"
-                yield _bad(position, text, reason)
+                yield quarantined(position, text, reason)
                 continue
             if not isinstance(obj, dict):
-                yield _bad(position, text, "not a JSON object")
+                yield quarantined(position, text, "not a JSON object")
                 continue
             body = obj.get("text")
             if body is None and "content" in obj:
@@ -90,20 +90,6 @@ class GuideNdjson:
                 run_id=obj.get("run_id"),
                 raw=text,
             )
-
-
-def _bad(position: str, raw: str, reason: str) -> Record:
-    return Record(
-        thread_id=None,
-        assistant_id=None,
-        message_id=None,
-        role=None,
-        text=None,
-        created_at=None,
-        position=position,
-        quarantine=reason,
-        raw=raw,
-    )
 
 
 READERS = (GuideNdjson(),)
