@@ -29,6 +29,7 @@ ORDER = [
     "guide",
     "guide_ours",
     "judge",
+    "chatgpt_export",
 ]
 
 
