@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 from pipelines.ingest.formats.base import PartCounts, Record, quarantined
-from pipelines.ingest.formats.stream import BadValue
+from pipelines.ingest.formats.stream import BadValue, json_values
 
 # Raw text kept in a quarantine row (a whole conversation can be megabytes).
 RAW_LIMIT = 100_000
@@ -85,3 +86,43 @@ def parts_text(content: Any) -> tuple[str | None, PartCounts]:
         else:
             counts["other"] = counts.get("other", 0) + 1
     return "\n\n".join(texts), counts
+
+
+# Builds one record from a turn of a conversation: (turn, its JSON path, its index in the conversation).
+type TurnRecord = Callable[[dict[str, Any], str, int], Record]
+
+
+def conversation_records(
+    stream: BinaryIO,
+    list_key: str,
+    not_conversation: str,
+    per_conversation: Callable[[dict[str, Any], str], TurnRecord],
+) -> Iterator[Record]:
+    """Records of a stream of conversations that hold their turns in a list under ``list_key``.
+
+    ``per_conversation(conversation, position)`` is called once per conversation (thread ids and
+    assistants are decided there) and returns how to build each turn's record. Values that are not
+    conversations and turns that are not objects are quarantined records; every record gets its place
+    in the file as ``order`` (these shapes carry no times).
+    """
+    index = 0
+    for position, value in json_values(stream):
+        if isinstance(value, BadValue) or not isinstance(value, dict):
+            index += 1
+            yield bad_record(position, value, "not a JSON object")
+            continue
+        if not isinstance(value.get(list_key), list):
+            index += 1
+            yield bad_record(position, value, not_conversation)
+            continue
+        make = per_conversation(value, position)
+        for j, turn in enumerate(value[list_key]):
+            index += 1
+            where = f"{position}.{list_key}[{j}]"
+            rec = (
+                make(turn, where, j)
+                if isinstance(turn, dict)
+                else bad_record(where, turn, "not a JSON object")
+            )
+            rec["order"] = index
+            yield rec

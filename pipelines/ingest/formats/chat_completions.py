@@ -22,9 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats._chat import bad_record, derived_id, has_key, parts_text, raw_json, starts_json
+from pipelines.ingest.formats._chat import (
+    TurnRecord,
+    conversation_records,
+    derived_id,
+    has_key,
+    parts_text,
+    raw_json,
+    starts_json,
+)
 from pipelines.ingest.formats.base import Record, reader_options
-from pipelines.ingest.formats.stream import BadValue, json_values
 
 NAME = "chat-completions"
 DEFAULT_ASSISTANT = "chat-completions"
@@ -59,28 +66,14 @@ class ChatCompletions:
         )
 
     def read(self, stream: BinaryIO, name: str) -> Iterator[Record]:
-        index = 0
         fixed = reader_options().assistant_name
-        for position, value in json_values(stream):
-            if isinstance(value, BadValue) or not isinstance(value, dict):
-                index += 1
-                yield bad_record(position, value, "not a JSON object")
-                continue
-            if not isinstance(value.get("messages"), list):
-                index += 1
-                yield bad_record(position, value, REASON_NOT_CONVERSATION)
-                continue
+
+        def per_conversation(value: dict[str, Any], position: str) -> TurnRecord:
             thread_id = _thread_id(value, name, position)
             model = value.get("model") if isinstance(value.get("model"), str) else None
             assistant = fixed or model or DEFAULT_ASSISTANT
-            for j, msg in enumerate(value["messages"]):
-                index += 1
-                where = f"{position}.messages[{j}]"
-                if not isinstance(msg, dict):
-                    rec = bad_record(where, msg, "not a JSON object")
-                    rec["order"] = index
-                    yield rec
-                    continue
+
+            def turn(msg: dict[str, Any], where: str, j: int) -> Record:
                 text, counts = parts_text(msg.get("content"))
                 rec = Record(
                     thread_id=thread_id,
@@ -90,14 +83,17 @@ class ChatCompletions:
                     text=text,
                     created_at=None,
                     position=where,
-                    order=index,
                     parts=counts,
                 )
                 calls = msg.get("tool_calls") or msg.get("function_call")
                 if msg.get("role") == "assistant" and calls and not (text or "").strip():
                     rec["quarantine"] = REASON_TOOL_CALL
                     rec["raw"] = raw_json(msg)
-                yield rec
+                return rec
+
+            return turn
+
+        return conversation_records(stream, "messages", REASON_NOT_CONVERSATION, per_conversation)
 
 
 READERS = (ChatCompletions(),)

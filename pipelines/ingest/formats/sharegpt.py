@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats._chat import bad_record, derived_id, has_key, starts_json
+from pipelines.ingest.formats._chat import TurnRecord, conversation_records, derived_id, has_key, starts_json
 from pipelines.ingest.formats.base import Record, reader_options
-from pipelines.ingest.formats.stream import BadValue, json_values
 
 NAME = "sharegpt"
 DEFAULT_ASSISTANT = "sharegpt"
@@ -65,29 +64,15 @@ class ShareGpt:
         )
 
     def read(self, stream: BinaryIO, name: str) -> Iterator[Record]:
-        index = 0
         assistant = reader_options().assistant_name or DEFAULT_ASSISTANT
-        for position, value in json_values(stream):
-            if isinstance(value, BadValue) or not isinstance(value, dict):
-                index += 1
-                yield bad_record(position, value, "not a JSON object")
-                continue
-            if not isinstance(value.get("conversations"), list):
-                index += 1
-                yield bad_record(position, value, REASON_NOT_CONVERSATION)
-                continue
+
+        def per_conversation(value: dict[str, Any], position: str) -> TurnRecord:
             thread_id = _thread_id(value, name, position)
-            for j, turn in enumerate(value["conversations"]):
-                index += 1
-                where = f"{position}.conversations[{j}]"
-                if not isinstance(turn, dict):
-                    rec = bad_record(where, turn, "not a JSON object")
-                    rec["order"] = index
-                    yield rec
-                    continue
+
+            def turn(turn: dict[str, Any], where: str, j: int) -> Record:
                 speaker = turn.get("from")
                 role = ROLES.get(speaker.lower(), speaker) if isinstance(speaker, str) else speaker
-                yield Record(
+                return Record(
                     thread_id=thread_id,
                     assistant_id=assistant,
                     message_id=f"{thread_id}:{j + 1}",
@@ -95,8 +80,11 @@ class ShareGpt:
                     text=turn.get("value"),
                     created_at=None,
                     position=where,
-                    order=index,
                 )
+
+            return turn
+
+        return conversation_records(stream, "conversations", REASON_NOT_CONVERSATION, per_conversation)
 
 
 READERS = (ShareGpt(),)
