@@ -18,7 +18,7 @@ from checks.scoring import (
 )
 from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
-from pipelines.pairing.batches import current, pair_scope
+from pipelines.pairing.batches import current, pair_scope, pattern_totals, unpaired_reasons
 from pipelines.quality.reconcile import pairing_counts
 from pipelines.scoring.scored import filtered_file, scan_scored
 from pipelines.scoring.scores import score_scope
@@ -40,19 +40,8 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
     layout, scope = settings.layout, context.partition_key
     result = pair_scope(layout, scope, settings.pairing_options())
     patterns = current(layout, "patterns", scope)
-    unpaired = current(layout, "unpaired", scope)
-    totals = (
-        {}
-        if patterns is None
-        else patterns.select(
-            pl.len().alias("patterns"),
-            pl.col("task_truncated").sum().alias("tasks_truncated"),
-            pl.col("code_truncated").sum().alias("codes_truncated"),
-        )
-        .collect()
-        .to_dicts()[0]
-    )
-    reasons = {} if unpaired is None else dict(unpaired.group_by("reason").len().collect().iter_rows())
+    totals = pattern_totals(layout, scope)
+    reasons = unpaired_reasons(layout, scope)
     context.log.info(
         f"{scope}: re-paired {result.threads} threads -> {result.patterns} patterns (batch {result.batch})"
     )
@@ -61,11 +50,11 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "threads_repaired": result.threads,
             "patterns_in_batch": result.patterns,
             "full_repair": result.full_repair,
-            "dagster/row_count": int(totals.get("patterns", 0)),
+            "dagster/row_count": totals.patterns,
             **schema_metadata(patterns),
-            "tasks_truncated": int(totals.get("tasks_truncated", 0) or 0),
-            "codes_truncated": int(totals.get("codes_truncated", 0) or 0),
-            "unpaired_by_reason": dg.MetadataValue.json({k: int(v) for k, v in reasons.items()}),
+            "tasks_truncated": totals.tasks_truncated,
+            "codes_truncated": totals.codes_truncated,
+            "unpaired_by_reason": dg.MetadataValue.json(reasons),
             "preview": table_preview(
                 None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")
             ),
@@ -108,8 +97,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
         else scored.select("pattern_id", "kept", "duplicate_of", "filtered", "filter_reason").collect()
     )
     listed = filtered_file(layout, scope)
-    patterns = current(layout, "patterns", scope)
-    n_patterns = 0 if patterns is None else int(patterns.select(pl.len()).collect().item())
+    n_patterns = pattern_totals(layout, scope).patterns
     return dg.MaterializeResult(
         metadata={
             "patterns": result.patterns,

@@ -15,7 +15,7 @@ import polars as pl
 from pipelines.ingest.catalog import scope_names
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import plan_load
-from pipelines.pairing.batches import current
+from pipelines.pairing.batches import pattern_totals, unpaired_reasons
 from pipelines.quality.reconcile import scope_counts
 from pipelines.scoring.scored import scan_scored
 from pipelines.tables import DataLayout, parquet_files
@@ -71,19 +71,8 @@ def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str)
 def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destination: str) -> dict[str, Any]:
     counts = scope_counts(layout, scope)
     scored = scan_scored(layout, scope)
-    patterns = current(layout, "patterns", scope)
-    shape = (
-        {"patterns": 0, "tasks_truncated": 0, "codes_truncated": 0}
-        if patterns is None
-        else patterns.select(
-            pl.len().alias("patterns"),
-            pl.col("task_truncated").sum().alias("tasks_truncated"),
-            pl.col("code_truncated").sum().alias("codes_truncated"),
-        )
-        .collect()
-        .to_dicts()[0]
-    )
-    n_patterns = int(shape["patterns"])
+    totals = pattern_totals(layout, scope)
+    n_patterns = totals.patterns
     kept, filtered = (
         (n_patterns, 0)
         if scored is None
@@ -108,8 +97,8 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         **terms,
         "retracted": int(load.get("retracted") or 0),
         "updated": int(load.get("updated") or 0),
-        "tasks_truncated": int(shape["tasks_truncated"] or 0),
-        "codes_truncated": int(shape["codes_truncated"] or 0),
+        "tasks_truncated": totals.tasks_truncated,
+        "codes_truncated": totals.codes_truncated,
         "pattern_count_before": load.get("pattern_count_before"),
         "pattern_count_after": load.get("pattern_count_after"),
         "lines_reconcile": counts.lines_reconcile,
@@ -117,7 +106,7 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         "load_adds_up": kept == sum(terms.values()),
         "load_reconciles": bool(load.get("reconciles", False)),
         "quarantine_reasons": quarantine_reasons(layout, scope),
-        "unpaired_reasons": _top(current(layout, "unpaired", scope)),
+        "unpaired_reasons": unpaired_reasons(layout, scope),
     }
 
 

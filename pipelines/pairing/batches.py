@@ -88,6 +88,35 @@ def current(layout: DataLayout, table: BatchedTable, scope: str) -> pl.LazyFrame
     return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
 
 
+@dataclass(frozen=True)
+class PatternTotals:
+    patterns: int
+    tasks_truncated: int
+    codes_truncated: int
+
+
+def pattern_totals(layout: DataLayout, scope: str) -> PatternTotals:
+    """How many current patterns the scope has, and how many had their task or answer cut."""
+    patterns = current(layout, "patterns", scope)
+    if patterns is None:
+        return PatternTotals(0, 0, 0)
+    row = (
+        patterns.select(pl.len(), pl.col("task_truncated").sum(), pl.col("code_truncated").sum())
+        .collect()
+        .row(0)
+    )
+    return PatternTotals(*(int(v or 0) for v in row))
+
+
+def unpaired_reasons(layout: DataLayout, scope: str) -> dict[str, int]:
+    """Current unpaired messages by reason, most frequent first."""
+    unpaired = current(layout, "unpaired", scope)
+    if unpaired is None:
+        return {}
+    counts = unpaired.group_by("reason").len().sort(["len", "reason"], descending=[True, False]).collect()
+    return {str(r): int(n) for r, n in counts.iter_rows()}
+
+
 def _batch_of(path: Path) -> int:
     """``batch=000007.parquet`` and ``batch=000007-g003.parquet`` both belong to batch 7."""
     return int(path.stem.removeprefix("batch=").split("-", 1)[0])
