@@ -20,6 +20,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from pipelines.scoring.scored import FILTERED_COLUMNS, SCORED_SCHEMA
 from pipelines.tables import (
     MANIFEST_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -81,31 +82,11 @@ def _paired(table: str) -> Callable[[], PolarsSchema]:
 
 
 def _scored() -> PolarsSchema:
-    return {
-        "pattern_id": pl.String,
-        "thread_id": pl.String,
-        "created_at": pl.Datetime("us", "UTC"),
-        "eval_score": pl.Float64,
-        "score_source": pl.String,
-        "score_reason": pl.String,
-        "filtered": pl.String,
-        "filter_reason": pl.String,
-        "kept": pl.Boolean,
-        "duplicate_of": pl.String,
-        "similarity": pl.Float64,
-    }
+    return dict(SCORED_SCHEMA)
 
 
 def _filtered() -> PolarsSchema:
-    return {
-        "pattern_id": pl.String,
-        "thread_id": pl.String,
-        "created_at": pl.Datetime("us", "UTC"),
-        "eval_score": pl.Float64,
-        "score_source": pl.String,
-        "filtered": pl.String,
-        "filter_reason": pl.String,
-    }
+    return {c: SCORED_SCHEMA[c] for c in FILTERED_COLUMNS}
 
 
 def _ledger() -> PolarsSchema:

@@ -16,6 +16,31 @@ import polars as pl
 from pipelines.pairing.batches import ScopeState
 from pipelines.tables import DataLayout
 
+# The scored table's columns, as the scoring writes them (warehouse views made before any scoring use it).
+SCORED_SCHEMA: dict[str, pl.DataType] = {
+    "pattern_id": pl.String(),
+    "thread_id": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "eval_score": pl.Float64(),
+    "score_source": pl.String(),
+    "score_reason": pl.String(),
+    "filtered": pl.String(),
+    "filter_reason": pl.String(),
+    "kept": pl.Boolean(),
+    "duplicate_of": pl.String(),
+    "similarity": pl.Float64(),
+}
+# The filtered table: the scored rows a curation gate caught, with the gate and its reason.
+FILTERED_COLUMNS = (
+    "pattern_id",
+    "thread_id",
+    "created_at",
+    "eval_score",
+    "score_source",
+    "filtered",
+    "filter_reason",
+)
+
 
 def scored_file(layout: DataLayout, scope: str) -> Path:
     return layout.scored(scope) / "scored.parquet"

@@ -26,7 +26,7 @@ from pipelines.pairing.batches import Repaired, ScopeState, current, repaired_si
 from pipelines.scoring.feedback import NEUTRAL_SCORE, ScoreSource, read_feedback, unmatched_rows
 from pipelines.scoring.near_duplicates.cache import DedupCache
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
-from pipelines.scoring.scored import filtered_file, made, marker, scored_file, write_marker
+from pipelines.scoring.scored import FILTERED_COLUMNS, filtered_file, made, marker, scored_file, write_marker
 from pipelines.scoring.signals import SignalRules
 from pipelines.scoring.sources import SOURCE_COLUMNS, SourceStats, with_sources
 from pipelines.tables import INTERMEDIATE_COMPRESSION, DataLayout, parquet_files, write_parquet
@@ -203,9 +203,7 @@ def _score_scope(
     scored = _with_outcomes(narrow.drop("task", strict=False), decided)
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     write_parquet(
-        scored.filter(pl.col("filtered").is_not_null()).select(
-            "pattern_id", "thread_id", "created_at", "eval_score", "score_source", "filtered", "filter_reason"
-        ),
+        scored.filter(pl.col("filtered").is_not_null()).select(FILTERED_COLUMNS),
         filtered_file(layout, scope),
     )
     result = _result(scored, stats)
