@@ -50,7 +50,7 @@ FIELDS: tuple[tuple[str, JsonKind], ...] = (
 _MAX_EPOCH = 4_102_444_800
 
 
-def _reason_sql() -> str:
+def _reason_sql(records: bool = False) -> str:
     """One SQL CASE that names the first thing wrong with a line, or NULL for a good one.
 
     ``t<i>`` is the JSON type of field i (NULL when absent), read from the line itself.
@@ -58,7 +58,11 @@ def _reason_sql() -> str:
     checks = [
         "WHEN bad_utf8 THEN 'invalid UTF-8'",
         # A line that trims to nothing is never valid JSON, so only invalid lines need trimming (a copy).
-        "WHEN line IS NULL OR (NOT valid AND trim(line) = '') THEN 'empty line'",
+        (
+            "WHEN NOT typed AND (line IS NULL OR (NOT valid AND trim(line) = '')) THEN 'empty line'"
+            if records
+            else "WHEN line IS NULL OR (NOT valid AND trim(line) = '') THEN 'empty line'"
+        ),
         "WHEN NOT valid THEN 'malformed JSON'",
         "WHEN kind <> 'OBJECT' THEN 'not a JSON object'",
     ]
@@ -147,27 +151,51 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
     )
     needs_assistant = mapping.scope_by is ScopeBy.ASSISTANT
     has_scope = "thread_id IS NOT NULL" + (" AND assistant_id IS NOT NULL" if needs_assistant else "")
-    forced, raw = ("forced", "coalesce(raw, line)") if records else ("NULL", "line")
+    # Records bring their reader's reason and source text; a guide line is its own source text.
+    carried = "" if records else ", NULL AS forced, line AS raw"
+    no_line = "NOT typed" if records else "true"
     # One column per field type: referring to list elements over and over costs a copy each time.
     type_columns = ", ".join(
         f"CASE WHEN types[1] = 'OBJECT' THEN types[{i + 1}] END AS t{i}" for i in range(1, len(FIELDS) + 1)
     )
-    type_names = ", ".join(f"t{i}" for i in range(1, len(FIELDS) + 1))
+    kind_sql, strings_sql, valid_sql = "types[1]", f"json_extract_string(line, [{paths}])", "json_valid(line)"
+    # Only the rows that are kept as text need it: a typed record's text is made from its fields.
+    raw_out = "raw"
+    if records:
+        # A typed record (pipelines.ingest.records) is an object whose fields have the types its
+        # reader gave them: the same verdicts follow as from the JSON text of the same values.
+        typed_types = [
+            f"CASE WHEN c_{name} IS NOT NULL THEN '{'VARCHAR' if kind == 'string' else 'DOUBLE'}' END"
+            for name, kind in FIELDS
+        ]
+        type_columns = ", ".join(
+            f"CASE WHEN typed THEN {typed} WHEN types[1] = 'OBJECT' THEN types[{i}] END AS t{i - 1}"
+            for i, typed in enumerate(typed_types, start=2)
+        )
+        typed_strings = ", ".join(
+            f"c_{name}" if kind == "string" else f"CAST(c_{name} AS VARCHAR)" for name, kind in FIELDS
+        )
+        kind_sql = "CASE WHEN typed THEN 'OBJECT' ELSE types[1] END"
+        strings_sql = f"CASE WHEN typed THEN [{typed_strings}] ELSE {strings_sql} END"
+        valid_sql = "typed OR json_valid(line)"
+        as_json = ", ".join(f"'{name}', c_{name}" for name, _ in FIELDS)
+        raw_out = f"coalesce(raw, line, json_object({as_json}))"
     created = len(FIELDS)
     dump_lit = "'" + dump_id.replace("'", "''") + "'"
     return f"""
         WITH parsed AS (
-            SELECT line_no, line, bad_utf8, {forced} AS forced, {raw} AS raw,
-                   CASE WHEN bad_utf8 OR line IS NULL THEN NULL ELSE json_valid(line) END AS valid
+            SELECT *{carried},
+                   CASE WHEN bad_utf8 OR (line IS NULL AND {no_line}) THEN NULL ELSE {valid_sql} END AS valid
             FROM lines
         ), typed_root AS (
-            SELECT *, CASE WHEN valid THEN json_type(line, ['$', {paths}]) END AS types FROM parsed
+            SELECT *, CASE WHEN valid AND line IS NOT NULL THEN json_type(line, ['$', {paths}]) END AS types
+            FROM parsed
         ), fields AS (
-            SELECT line_no, line, bad_utf8, forced, raw, valid, types[1] AS kind, {type_columns},
-                   CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(line, [{paths}]) END AS s
+            SELECT *, {kind_sql} AS kind, {type_columns},
+                   CASE WHEN {kind_sql} = 'OBJECT' THEN {strings_sql} END AS s
             FROM typed_root
-        ), typed AS (
-            SELECT line_no, line, bad_utf8, forced, raw, valid, kind, {type_names}, s,
+        ), typed_fields AS (
+            SELECT *,
                    {string_fields},
                    CASE WHEN t{created} IN ('BIGINT', 'UBIGINT', 'DOUBLE')
                         THEN TRY_CAST(CAST(s[{created}] AS JSON) AS DOUBLE)
@@ -176,14 +204,14 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
             FROM fields
         ), scoped AS (
             SELECT f.*, {map_col}, {str(mapping.scope_by is ScopeBy.TENANT).upper()} AS map_tenant_needed
-            FROM typed f {join}
+            FROM typed_fields f {join}
         ), with_scope AS (
             SELECT *,
                    CASE WHEN {has_scope} THEN {tenant_sql} END AS tenant_id,
                    CASE WHEN {has_scope} THEN {project_sql} END AS project_id
             FROM scoped
         ), judged AS (
-            SELECT *, CASE WHEN forced IS NOT NULL THEN forced ELSE {_reason_sql()} END AS reason
+            SELECT *, CASE WHEN forced IS NOT NULL THEN forced ELSE {_reason_sql(records)} END AS reason
             FROM with_scope
         )
         SELECT message_id, thread_id, assistant_id,
@@ -200,7 +228,7 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
                reason,
                CASE WHEN reason IS NOT NULL THEN regexp_replace(reason, ':.*', '') END AS reason_kind,
                reason IS NULL AND assistant_id IS NULL AS pending,
-               CASE WHEN reason IS NOT NULL OR assistant_id IS NULL THEN raw END AS raw_text
+               CASE WHEN reason IS NOT NULL OR assistant_id IS NULL THEN {raw_out} END AS raw_text
         FROM judged
         """
 
