@@ -92,6 +92,9 @@ RAW_SCHEMA = pa.schema(
         ("dump_id", pa.large_string()),
         ("dump_seq", pa.int64()),
         ("line_no", pa.int64()),
+        # "current", or "abandoned": an edited or regenerated message the conversation moved away from,
+        # kept for the record and never paired.
+        ("branch", pa.large_string()),
     ]
 )
 MESSAGE_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)

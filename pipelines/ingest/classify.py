@@ -15,7 +15,7 @@ keeps its line in ``raw_text`` and gets its assistant (and so its scope) after t
 Tolerances of real exports, each only evaluated on the lines that need it (the guide's own lines pay for
 none of them): ``created_at`` as an ISO-8601 string (a zone-less time is UTC) or with fractional seconds;
 ``content`` (a string or a list of parts, whose ``text`` or ``text.value`` are joined by a blank line)
-where ``text`` is missing; roles ``developer`` and ``tool``.
+where ``text`` is missing; roles ``developer`` (staged as ``system``) and ``tool``.
 
 Records of other shapes (:mod:`pipelines.ingest.records`) come through the same query as guide-shaped
 lines with two more columns: ``forced`` (a reason set by their reader) and ``raw`` (their source text).
@@ -34,9 +34,8 @@ from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map
 
 type JsonKind = Literal["string", "number"]
 
+# Tool messages are staged like the others; pairing leaves them unpaired with a reason of their own.
 ROLES = ("user", "assistant", "system", "developer", "tool")
-# A tool's output answers a call of the assistant, not the user: it takes no part in a pattern.
-REASON_TOOL = "tool message: not part of a (user, assistant) exchange"
 # (json field, expected JSON kind) in the guide's export shape, in the order reasons are reported.
 FIELDS: tuple[tuple[str, JsonKind], ...] = (
     ("thread_id", "string"),
@@ -100,12 +99,8 @@ def _reason_sql(records: bool = False) -> str:
     for name in ("thread_id", "assistant_id", "message_id"):
         checks.append(f"WHEN trim({name}) = '' THEN 'empty field: {name}'")
     checks.append(f"WHEN created_epoch < 0 OR created_epoch > {_MAX_EPOCH} THEN 'created_at out of range'")
-    # A good line passes every WHEN: the tool role is told apart only among the roles not staged.
-    staged_roles = ", ".join(f"'{r}'" for r in ROLES if r != "tool")
-    checks.append(
-        f"WHEN role NOT IN ({staged_roles}) THEN CASE WHEN role = 'tool' THEN '{REASON_TOOL}' "
-        "ELSE 'unknown role: ' || left(role, 40) END"
-    )
+    staged_roles = ", ".join(f"'{r}'" for r in ROLES)
+    checks.append(f"WHEN role NOT IN ({staged_roles}) THEN 'unknown role: ' || left(role, 40)")
     checks.append(
         "WHEN tenant_id IS NULL AND (assistant_id IS NOT NULL OR map_tenant_needed) "
         "THEN 'thread_id has no tenant in the tenant map'"
@@ -154,6 +149,8 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
     # Records bring their reader's reason and source text; a guide line is its own source text.
     carried = "" if records else ", NULL AS forced, line AS raw"
     no_line = "NOT typed" if records else "true"
+    # A guide line is always on the conversation's current branch; a record says which branch it is on.
+    branch = "coalesce(branch, 'current')" if records else "'current'"
     # One column per field type: referring to list elements over and over costs a copy each time.
     type_columns = ", ".join(
         f"CASE WHEN types[1] = 'OBJECT' THEN types[{i + 1}] END AS t{i}" for i in range(1, len(FIELDS) + 1)
@@ -225,7 +222,7 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
                     THEN regexp_full_match(text, '[\\s\\x{{00A0}}\\x{{2000}}-\\x{{200B}}\\x{{3000}}]*')
                END AS is_blank,
                tenant_id, project_id, {dump_lit} AS dump_id, CAST({seq} AS BIGINT) AS dump_seq, line_no,
-               reason,
+               {branch} AS branch, reason,
                CASE WHEN reason IS NOT NULL THEN regexp_replace(reason, ':.*', '') END AS reason_kind,
                reason IS NULL AND assistant_id IS NULL AS pending,
                CASE WHEN reason IS NOT NULL OR assistant_id IS NULL THEN {raw_out} END AS raw_text

@@ -26,7 +26,6 @@ from pipelines.ingest.formats.base import Record
 from pipelines.tables import RECORDS_SCHEMA
 
 BATCH_RECORDS = 20_000
-REASON_ABANDONED = "abandoned branch"
 _PART_KEYS = ("images", "files", "attachments", "annotations", "other")
 
 
@@ -60,6 +59,7 @@ _LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "forced": pl.String,
     "raw": pl.String,
     "typed": pl.Boolean,
+    "branch": pl.String,
     **{f"c_{name}": pl.String for name in CORE_FIELDS},
     "c_created_at": pl.Float64,
 }
@@ -95,6 +95,7 @@ class _Batch:
         cols["forced"].append(forced)
         cols["raw"].append(rec.get("raw"))
         cols["typed"].append(typed)
+        cols["branch"].append(rec.get("branch", "current"))
         if typed:
             cols["line"].append(None)
             for name, value in zip(CORE_FIELDS, values, strict=True):
@@ -133,8 +134,6 @@ def record_batches(records: Iterator[Record]) -> Iterator[tuple[pl.DataFrame, pl
     for index, rec in enumerate(records, start=1):
         order = rec.get("order", index)
         forced = rec.get("quarantine")
-        if not forced and rec.get("branch") == "abandoned":
-            forced = REASON_ABANDONED
         if order in seen:
             forced = forced or f"order {order} repeats an earlier record's"
             order = index if index not in seen else -(10**15) - index

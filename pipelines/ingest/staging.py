@@ -41,6 +41,7 @@ from pipelines.ingest.formats import detect_format, reader
 from pipelines.ingest.formats.guide import NAME as GUIDE
 from pipelines.ingest.formats.stream import inner_name, open_member
 from pipelines.ingest.records import HashingReader, record_batches
+from pipelines.ingest.upgrade import upgrade_layout
 from pipelines.ingest.writer import DumpResult, DumpWriter
 from pipelines.scopes import ScopeMapping, load_tenant_map
 from pipelines.tables import (
@@ -219,6 +220,7 @@ def ingest(
     todo = pending_dumps(layout, source, settle_seconds)
     if not todo:
         return []
+    upgrade_layout(layout)
     # Output order is line order (the staged files are adopted as messages), so insertion order stays.
     con = connect(preserve_order=True)
     if mapping.tenant_map is not None:

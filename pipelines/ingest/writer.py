@@ -20,7 +20,7 @@ from pipelines.tables import ARROW_INTERMEDIATE_COMPRESSION, QUARANTINE_SCHEMA, 
 
 RAW_FILE = "part-0.parquet"
 # Low-cardinality columns get dictionary pages and statistics; ids and texts never repeat within a file.
-_DICTIONARY_COLUMNS = ["thread_id", "assistant_id", "role", "tenant_id", "project_id", "dump_id"]
+_DICTIONARY_COLUMNS = ["thread_id", "assistant_id", "role", "tenant_id", "project_id", "dump_id", "branch"]
 _STATISTICS_COLUMNS = ["message_id", "thread_id", "created_at", "dump_seq", "line_no"]
 
 

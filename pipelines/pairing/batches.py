@@ -29,6 +29,7 @@ from typing import Literal
 import polars as pl
 
 from pipelines.ingest.messages import superseded_threads
+from pipelines.ingest.upgrade import upgrade_layout
 from pipelines.pairing.pairs import PAIRING_COLUMNS, PairingOptions, pair_frame
 from pipelines.tables import (
     INTERMEDIATE_COMPRESSION,
@@ -164,6 +165,7 @@ def pair_scope(
 ) -> PairingResult:
     """Pair the threads of ``scope`` that new messages touched (all threads when the pairing options
     changed since the last run, so the stored result always matches the options in force)."""
+    upgrade_layout(layout)
     state = ScopeState.load(layout, scope)
     message_files = {p.stem.removeprefix("dump="): p for p in parquet_files(layout.messages(scope))}
     pending = [d for d in message_files if d not in state.paired_dumps]

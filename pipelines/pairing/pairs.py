@@ -6,7 +6,8 @@ resolution and ties are common, so the export's own order breaks them.
 ``merge`` (default): consecutive messages of one role form one turn (texts joined by a blank line),
 because one run can write several assistant messages and users send follow-ups before an answer.
 ``strict``: the guide's rule, only a user message directly followed by an assistant message pairs.
-System messages and messages with blank text take no part in turns in either mode.
+System and tool messages, messages with blank text and messages of an abandoned branch take no part
+in turns in either mode.
 
 The pairing is computed on narrow columns first (ids, roles, times); each turn remembers the row
 positions of its messages, so the task and code are gathered from the text column by position (no
@@ -53,6 +54,10 @@ class PairingOptions:
 
 
 REASON_SYSTEM = "system message"
+# A tool's output answers a call of the assistant, not the user: it takes no part in a pattern.
+REASON_TOOL = "tool message: not part of a (user, assistant) exchange"
+# An edited question or a regenerated answer the conversation moved away from (ChatGPT exports).
+REASON_ABANDONED = "abandoned branch"
 REASON_EMPTY = "empty text"
 REASON_UNANSWERED = "unanswered last turn"
 REASON_NO_QUESTION = "answer with no question"
@@ -69,7 +74,17 @@ _ORDER = [
 ]
 # Up to this many pattern ids are hashed in Python, more in one DuckDB query (same sha256, lowercase hex).
 _HASH_IN_PYTHON = 2_000
-_NARROW = ["thread_id", "assistant_id", "message_id", "role", "created_at", "dump_seq", "line_no", "is_blank"]
+_NARROW = [
+    "thread_id",
+    "assistant_id",
+    "message_id",
+    "role",
+    "created_at",
+    "dump_seq",
+    "line_no",
+    "is_blank",
+    "branch",
+]
 # Every message column the pairing reads.
 PAIRING_COLUMNS = [*_NARROW, "text"]
 
@@ -131,16 +146,23 @@ def _pair_rows(narrow: pl.DataFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.Da
     """Pairs (with the row positions ``user_rids`` / ``assistant_rids`` of their messages) and unpaired
     messages with reasons, from narrow rows that carry their position ``rid``."""
     narrow = narrow.sort(_ORDER)
-    excluded = narrow.filter((pl.col("role") == "system") | pl.col("is_blank")).select(
+    left_out = (
+        pl.col("role").is_in(["system", "tool"]) | pl.col("is_blank") | (pl.col("branch") == "abandoned")
+    )
+    excluded = narrow.filter(left_out).select(
         "message_id",
         "thread_id",
         "role",
         "created_at",
-        reason=pl.when(pl.col("role") == "system")
+        reason=pl.when(pl.col("branch") == "abandoned")
+        .then(pl.lit(REASON_ABANDONED))
+        .when(pl.col("role") == "system")
         .then(pl.lit(REASON_SYSTEM))
+        .when(pl.col("role") == "tool")
+        .then(pl.lit(REASON_TOOL))
         .otherwise(pl.lit(REASON_EMPTY)),
     )
-    conv = narrow.filter((pl.col("role") != "system") & ~pl.col("is_blank"))
+    conv = narrow.filter(~left_out)
     turns = _turns(conv, mode)
     is_pair_user = (pl.col("role") == "user") & pl.col("same_next") & (pl.col("next_role") == "assistant")
     is_pair_answer = (pl.col("role") == "assistant") & pl.col("same_prev") & (pl.col("prev_role") == "user")
@@ -187,9 +209,15 @@ def _pair_rows(narrow: pl.DataFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.Da
     return pairs, unpaired
 
 
+def with_branch[F: (pl.DataFrame, pl.LazyFrame)](messages: F) -> F:
+    """Messages made without a ``branch`` (by hand, or by a caller that has only one) are all current."""
+    names = messages.collect_schema().names()
+    return messages if "branch" in names else messages.with_columns(branch=pl.lit("current"))
+
+
 def pair_narrow(messages: pl.LazyFrame, mode: Pairing) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pairs as message-id lists, and unpaired messages with reasons, from ids, roles and times only."""
-    narrow = messages.select(_NARROW).collect().with_row_index("rid")
+    narrow = with_branch(messages).select(_NARROW).collect().with_row_index("rid")
     pairs, unpaired = _pair_rows(narrow, mode)
     return pairs.drop("user_rids", "assistant_rids"), unpaired
 
@@ -234,7 +262,7 @@ def pair_frame(
     messages: pl.DataFrame, options: PairingOptions = PairingOptions()
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Patterns (with text) and unpaired messages for whole threads held in one DataFrame."""
-    narrow = messages.select(_NARROW).with_row_index("rid")
+    narrow = with_branch(messages).select(_NARROW).with_row_index("rid")
     pairs, unpaired = _pair_rows(narrow, options.mode)
     return _assemble(pairs, messages["text"], options), unpaired
 
@@ -244,6 +272,6 @@ def pair_messages(
 ) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """Patterns (lazy, with text) and unpaired messages for a set of whole threads."""
     # One collect for ids and text together: the rows' positions then mean the same in both.
-    frame = messages.select(PAIRING_COLUMNS).collect()
+    frame = with_branch(messages).select(PAIRING_COLUMNS).collect()
     patterns, unpaired = pair_frame(frame, options)
     return patterns.lazy(), unpaired

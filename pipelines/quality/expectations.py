@@ -24,6 +24,7 @@ MESSAGE_COLUMNS = {
     "project_id": pl.String,
     "dump_id": pl.String,
     "line_no": pl.Int64,
+    "branch": pl.String,
 }
 
 
@@ -82,7 +83,7 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
     import great_expectations.expectations as gxe
 
     problems = schema_problems(messages.collect_schema(), MESSAGE_COLUMNS)
-    narrow = messages.select("message_id", "thread_id", "assistant_id", "role").collect()
+    narrow = messages.select("message_id", "thread_id", "assistant_id", "role", "branch").collect()
     report = _gx_validate(
         "messages",
         narrow,
@@ -91,7 +92,8 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
             gxe.ExpectColumnValuesToNotBeNull(column="thread_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="assistant_id"),
             gxe.ExpectColumnValuesToBeUnique(column="message_id"),
-            gxe.ExpectColumnValuesToBeInSet(column="role", value_set=["user", "assistant", "system"]),
+            gxe.ExpectColumnValuesToBeInSet(column="role", value_set=["user", "assistant", "system", "tool"]),
+            gxe.ExpectColumnValuesToBeInSet(column="branch", value_set=["current", "abandoned"]),
         ],
     )
     report.results.insert(

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from pipelines.pairing.pairs import with_branch
 from pipelines.scoring.feedback import NEUTRAL_SCORE
 from pipelines.tables import parquet_files
 
@@ -86,7 +87,8 @@ def next_turns(messages: pl.LazyFrame, patterns: pl.DataFrame) -> pl.DataFrame:
     """``pattern_id, next_text`` for ``patterns`` (``pattern_id, thread_id, assistant_message_ids``)."""
     threads = patterns.select("thread_id").unique()
     ordered = (
-        messages.select("thread_id", "message_id", "role", "is_blank", "text", *_ORDER)
+        with_branch(messages)
+        .select("thread_id", "message_id", "role", "is_blank", "branch", "text", *_ORDER)
         .join(threads.lazy(), on="thread_id", how="semi")
         .sort(["thread_id", *_ORDER])
         .with_columns(pos=pl.int_range(pl.len()).over("thread_id"))
@@ -101,7 +103,8 @@ def next_turns(messages: pl.LazyFrame, patterns: pl.DataFrame) -> pl.DataFrame:
         .sort("pos")
     )
     users = (
-        ordered.filter((pl.col("role") == "user") & ~pl.col("is_blank"))
+        # An edit the user moved away from is not what they said next.
+        ordered.filter((pl.col("role") == "user") & ~pl.col("is_blank") & (pl.col("branch") != "abandoned"))
         .select("thread_id", "pos", next_text="text")
         .sort("pos")
     )

@@ -54,6 +54,11 @@ def quarantine_reasons(layout: DataLayout) -> dict[str, int]:
     return dict(pl.read_parquet(files).group_by("reason").len().rows())
 
 
+def unpaired_reasons(layout: DataLayout) -> dict[str, int]:
+    files = list((layout.staged / "unpaired").glob("scope=*/*.parquet"))
+    return dict(pl.read_parquet(files).group_by("reason").len().rows()) if files else {}
+
+
 def assert_reconciles(layout: DataLayout) -> pl.DataFrame:
     """Per dump: records = staged + quarantined, and the record table has a row per record."""
     manifest = pl.read_parquet(layout.manifest)

@@ -13,7 +13,10 @@ import pytest
 
 from pipelines.ingest.formats import FORMATS, UnknownFormat, detect_format, detect_head
 from pipelines.ingest.formats.stream import BadValue, json_values
+from pipelines.ingest.messages import stage_messages
 from pipelines.ingest.staging import ingest
+from pipelines.pairing.batches import pair_scope
+from pipelines.pairing.pairs import REASON_SYSTEM, REASON_TOOL, PairingOptions
 from pipelines.runner import backfill
 from pipelines.scopes import ScopeMapping
 from pipelines.tables import DataLayout, parquet_files
@@ -178,11 +181,19 @@ def test_tolerant_guide_lines(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
     layout = DataLayout.at(tmp_path / "data")
     (r,) = ingest(layout, tmp_path / "in", ScopeMapping())
-    assert (r.lines, r.staged, r.quarantined) == (4, 3, 1)
+    assert (r.lines, r.staged, r.quarantined) == (4, 4, 0)
     raw = pl.read_parquet(list(layout.raw().glob("dump=*/scope=*/*.parquet"))).sort("line_no")
-    assert raw["role"].to_list() == ["user", "system", "assistant"]
-    assert raw["assistant_id"].to_list() == ["a", "a", "a"]
-    assert raw["text"].to_list()[2] == "an answer"
+    assert raw["role"].to_list() == ["user", "system", "tool", "assistant"]
+    assert raw["assistant_id"].to_list() == ["a", "a", "a", "a"]
+    assert raw["text"].to_list()[3] == "an answer"
     assert raw["created_at"][0].isoformat() == "2024-06-01T00:00:00.500000+00:00"
-    q = pl.read_parquet(list(layout.quarantine().glob("*.parquet")))
-    assert q["reason"].to_list() == ["tool message: not part of a (user, assistant) exchange"]
+    assert raw["branch"].unique().to_list() == ["current"]
+    # The tool's output takes no part in a pattern: it is unpaired with its own reason.
+    stage_messages(layout, "default__a")
+    result = pair_scope(layout, "default__a", PairingOptions())
+    assert result.patterns == 1
+    unpaired = pl.read_parquet(list(layout.unpaired("default__a").glob("*.parquet"))).sort("message_id")
+    assert dict(zip(unpaired["message_id"], unpaired["reason"], strict=True)) == {
+        "d": REASON_SYSTEM,
+        "k": REASON_TOOL,
+    }

@@ -9,6 +9,7 @@ from pathlib import Path
 from pipelines.ingest.formats import detect_head
 from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
 from pipelines.ingest.formats.chat_completions import DEFAULT_ASSISTANT, REASON_TOOL_CALL
+from pipelines.pairing.pairs import REASON_TOOL
 from tests.ingest.chat_support import (
     assert_reconciles,
     cli_run,
@@ -17,6 +18,7 @@ from tests.ingest.chat_support import (
     quarantine_reasons,
     records,
     run_shape,
+    unpaired_reasons,
 )
 
 LINE = {
@@ -92,12 +94,10 @@ def test_same_pairs_as_the_guide_and_counts_reconcile(tmp_path: Path) -> None:
     assert pairs_per_thread(layout) == guide_pairs(tmp_path / "guide")
     manifest = assert_reconciles(layout)
     assert manifest.select("format", "lines", "staged", "quarantined").rows() == [
-        ("chat-completions", 15, 13, 2)
+        ("chat-completions", 15, 14, 1)
     ]
-    assert quarantine_reasons(layout) == {
-        REASON_TOOL_CALL: 1,
-        "tool message: not part of a (user, assistant) exchange": 1,
-    }
+    assert quarantine_reasons(layout) == {REASON_TOOL_CALL: 1}
+    assert unpaired_reasons(layout)[REASON_TOOL] == 1
 
 
 def test_cli_run(tmp_path: Path) -> None:

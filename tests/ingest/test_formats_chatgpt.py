@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.ingest import classify
 from pipelines.ingest.formats import FORMATS, detect_head
 from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
 from pipelines.ingest.formats.chatgpt import REASON_HIDDEN, REASON_TOOL, ChatGptExport
+from pipelines.pairing import pairs
 from pipelines.tools import shapes
 from pipelines.tools.conversations import T0
 from pipelines.tools.shapes_chat import chatgpt_conversation
@@ -27,6 +27,7 @@ from tests.ingest.chat_support import (
     quarantine_reasons,
     records,
     run_shape,
+    unpaired_reasons,
 )
 
 EXPORT = [chatgpt_conversation(c, i) for i, c in enumerate(shapes.conversations())]
@@ -42,7 +43,7 @@ def test_every_node_with_a_message_is_one_record_and_only_the_current_branch_is_
     assert {k for k, r in by_id.items() if r.get("branch") == "abandoned"} == {"m2-v1", "m3-v1", "m3-v1a"}
     assert by_id["thread_ties-sys"]["quarantine"] == REASON_HIDDEN
     assert by_id["thread_two_assistants-ctx"]["quarantine"] == REASON_HIDDEN  # weight 0
-    assert by_id["n2-out"]["quarantine"] == REASON_TOOL == classify.REASON_TOOL
+    assert by_id["n2-out"]["quarantine"] == REASON_TOOL == pairs.REASON_TOOL
     assert by_id["n2-call"]["quarantine"].startswith("tool call:")
     assert by_id["m3"]["parts"] == {"images": 1} and by_id["m3"]["text"] == "Add quoting"
     assert by_id["m5"]["parts"] == {"attachments": 2}
@@ -62,16 +63,20 @@ def test_same_patterns_as_the_guide_from_one_file_split_files_and_the_zip(tmp_pa
         assert pairs_per_thread(layout) == guide_pairs(tmp_path / f"ref-{shape}")
         manifest = assert_reconciles(layout)
         assert set(manifest["format"]) <= {"chatgpt-export", "chatgpt-export-files"}
-        reasons = quarantine_reasons(layout)
-        assert reasons == {
+        # Hidden and tool nodes are skipped; abandoned edits are staged, and never pair.
+        assert quarantine_reasons(layout) == {
             REASON_HIDDEN: 3,
-            "abandoned branch": 3,
             REASON_TOOL: 1,
             "tool call: an assistant message addressed to python": 1,
         }
         staged = pl.read_parquet(list(layout.raw().glob("dump=*/scope=*/*.parquet")))
-        assert not {"m2-v1", "m3-v1", "m3-v1a"} & set(staged["message_id"])
-        assert staged.height == 11
+        abandoned = staged.filter(pl.col("branch") == "abandoned")
+        assert sorted(abandoned["message_id"]) == ["m2-v1", "m3-v1", "m3-v1a"]
+        assert staged.height == 14
+        assert unpaired_reasons(layout)[pairs.REASON_ABANDONED] == 3
+        kept = patterns(layout)
+        used = set(kept["user_message_ids"].explode()) | set(kept["assistant_message_ids"].explode())
+        assert not used & set(abandoned["message_id"])
 
 
 def test_the_zip_reads_conversations_and_counts_the_other_files(tmp_path: Path) -> None:
@@ -170,7 +175,7 @@ def test_keys_quoted_inside_texts_do_not_count() -> None:
 def test_cli_run_of_an_export(tmp_path: Path) -> None:
     summary = cli_run(tmp_path, "chatgpt-export")
     assert summary["ok"] and summary["exit_code"] == 0, summary
-    assert summary["this_run"]["lines"] == 19 and summary["this_run"]["quarantined"] == 8
+    assert summary["this_run"]["lines"] == 19 and summary["this_run"]["quarantined"] == 5
     assert set(summary["scopes"]) == {"default__asst_coder", "default__asst_review"}
     assert sum(s["patterns"] for s in summary["scopes"].values()) == 4
     named = cli_run(tmp_path / "named", "chatgpt-export", "--assistant-name", "my-gpt")

@@ -15,7 +15,7 @@ from pipelines.load.store import engramia_scope
 EXPECTED = {
     # scope: (messages, quarantined, repeats, patterns, unpaired, duplicates)
     "default__asst_analyst": (7, 0, 1, 3, 1, 0),
-    "default__asst_coder": (12, 1, 0, 5, 0, 0),
+    "default__asst_coder": (13, 0, 0, 5, 1, 0),
     "default__asst_support": (9, 0, 0, 3, 3, 1),
 }
 
@@ -73,7 +73,8 @@ def test_sample_end_to_end(tmp_path, sample_dir, capsys, monkeypatch):
 
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM kept_patterns").fetchone()[0] == 10
-    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM messages WHERE role = 'tool'").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM duplicates WHERE kept_task IS NOT NULL").fetchone()[0] == 1
     assert con.execute("SELECT count(DISTINCT scope) FROM messages").fetchone()[0] == 3
     assert (data / "dagster_home").is_dir()

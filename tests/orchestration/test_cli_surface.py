@@ -64,9 +64,7 @@ def test_the_table_names_reasons_and_the_instance_has_no_telemetry(capsys, tmp_p
     data = tmp_path / "d"
     code, out, _ = _exit(capsys, "run", "--input", str(sample_dir), "--data-dir", str(data), "--no-progress")
     assert code == 0
-    assert (
-        "default__asst_coder quarantined: tool message: not part of a (user, assistant) exchange (1)" in out
-    )
+    assert "default__asst_coder unpaired: tool message: not part of a (user, assistant) exchange (1)" in out
     assert (
         "default__asst_support unpaired: empty text (1), system message (1), unanswered last turn (1)" in out
     )

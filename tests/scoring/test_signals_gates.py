@@ -176,6 +176,7 @@ def test_follow_ups_carry_the_exchange_before_them():
         dump_id=pl.lit("x"),
         dump_seq=pl.lit(0),
         line_no=pl.int_range(pl.len()),
+        branch=pl.lit("current"),
     )
     frame = frame.select([c for c in RAW_SCHEMA.names])
     plain, _ = pair_frame(frame, PairingOptions())

@@ -10,7 +10,7 @@ The contract, which the staging checks per dump (records = staged + quarantined)
 - Every record a reader yields ends as exactly one staged message, an exact repeat of one, or a
   quarantined row with the file, the record's ``position`` and a reason. A reader never drops a
   message silently: something it cannot use (a malformed element, a non-message item it was asked to
-  keep track of, a message of an abandoned branch) is yielded with ``quarantine`` set to the reason.
+  keep track of, a message the user never saw) is yielded with ``quarantine`` set to the reason.
   Items that are not messages at all (a ``function_call`` item, a page's envelope) are not records.
 - Fields are validated after the reader, as for the guide's lines: a missing or mistyped ``thread_id``,
   ``message_id``, ``role`` or ``text`` quarantines the record with the usual reason
@@ -28,8 +28,8 @@ The contract, which the staging checks per dump (records = staged + quarantined)
 - ``assistant_id`` may be None on any role but ``assistant``: the staging gives such a message the
   assistant that answered it (the next assistant message of its thread), else the thread's last
   assistant (see :mod:`pipelines.ingest.assistants`).
-- ``branch`` "abandoned" (an edited or regenerated message the user moved away from) is quarantined
-  with the reason ``abandoned branch``; "current" (the default) is staged.
+- ``branch`` "abandoned" (an edited or regenerated message the user moved away from) is staged with
+  its branch and left unpaired by pairing (reason ``abandoned branch``); "current" is the default.
 
 - Options a user gives for a shape (:class:`ReaderOptions`, e.g. ``--assistant-name``) are read by the
   reader from :func:`reader_options`; a run sets them once before it ingests (:func:`set_reader_options`,
@@ -54,8 +54,9 @@ type Branch = Literal["current", "abandoned"]
 HEAD_BYTES = 64 * 1024
 
 # Kinds (the text before ":") of the reasons of records a shape leaves out by design, not because the
-# file is faulty: another branch of a conversation, a message the user never saw, tool traffic. They are
-# quarantined and counted like any other, but do not count toward a run's share of bad lines.
+# file is faulty: a message the user never saw, tool traffic (and abandoned branches, which earlier
+# versions quarantined). They are quarantined and counted like any other, but do not count toward a
+# run's share of bad lines.
 LEFT_OUT_KINDS = frozenset(
     ("abandoned branch", "hidden message", "tool message", "tool call", "not a text message")
 )

@@ -8,7 +8,7 @@ A message's id is ``<thread id>:<index>`` (1-based in ``messages``). There are n
 carry ``created_at`` None and the list order as ``order``.
 
 What becomes of a message: ``content`` as a string, or its text parts joined by a blank line (images,
-files, audio counted); role ``developer`` is taken as ``system`` and ``tool`` quarantined by ingest; an
+files, audio counted); role ``developer`` is taken as ``system`` and ``tool`` is left unpaired by pairing; an
 assistant message that only calls tools (``tool_calls`` or ``function_call`` and no text) is quarantined
 as :data:`REASON_TOOL_CALL`. The assistant is ``--assistant-name``, else the object's ``model`` (stored
 completions name it), else :data:`DEFAULT_ASSISTANT`; every message of the thread gets it.

@@ -7,13 +7,13 @@ known ``current_node``: the path that always takes the newest child). What becom
 
 - ``message: null`` (the root): no record.
 - on another branch than the current path (an edited question, a regenerated answer): a record with
-  ``branch = "abandoned"``, quarantined as ``abandoned branch``, never staged.
+  ``branch = "abandoned"``, staged for the record and left unpaired as ``abandoned branch``, never loaded.
 - hidden (``metadata.is_visually_hidden_from_conversation``, or ``weight: 0``): quarantined as
   :data:`REASON_HIDDEN`.
-- ``author.role`` tool (browsing, code output, images): quarantined with ingest's reason for tool
-  messages (:data:`REASON_TOOL`); an assistant message addressed to a tool (``recipient`` other than
-  ``all``) and non-text content (``thoughts``, ``reasoning_recap``, context of custom instructions, ...) are
-  quarantined with their own reasons.
+- ``author.role`` tool (browsing, code output, images, often no text at all): skipped, quarantined with
+  the reason pairing gives tool messages of other shapes (:data:`REASON_TOOL`); an assistant message
+  addressed to a tool (``recipient`` other than ``all``) and non-text content (``thoughts``,
+  ``reasoning_recap``, context of custom instructions, ...) are quarantined with their own reasons.
 - anything else is a message: string parts joined by a blank line, other parts (image asset pointers,
   files) and ``metadata.attachments`` counted; ``create_time`` as ``created_at``.
 
@@ -42,7 +42,7 @@ from pipelines.ingest.formats._chat import bad_record, has_key, raw_json, starts
 from pipelines.ingest.formats.base import PartCounts, Record, reader_options
 from pipelines.ingest.formats.stream import BadValue, json_values
 
-# Ingest's reason for tool messages, which it gives to a tool role of any shape.
+# Pairing's reason for the tool messages of other shapes (pipelines.pairing.pairs.REASON_TOOL).
 REASON_TOOL = "tool message: not part of a (user, assistant) exchange"
 
 NAME = "chatgpt-export"

@@ -6,7 +6,7 @@ name, the object's position and its turns (:func:`~pipelines.ingest.formats._cha
 id is ``<thread id>:<index>`` (1-based); there are no timestamps (``created_at`` None, the list order as
 ``order``). ``from`` is mapped by :data:`ROLES` (``human``/``user`` -> user; ``gpt``, ``assistant``,
 ``chatgpt``, ``bard``, ``bing``, ``model`` -> assistant; ``system``; ``tool``, ``function``,
-``observation`` -> tool, which ingest quarantines); any other value is passed on and quarantined as an
+``observation`` -> tool, which pairing leaves unpaired); any other value is passed on and quarantined as an
 unknown role. ``value`` is the text. The assistant is ``--assistant-name``, else
 :data:`DEFAULT_ASSISTANT`, for every turn.
 
