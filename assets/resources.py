@@ -17,14 +17,15 @@ from pipelines.load.plan import LoadResult
 from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.load.rest.options import RestOptions
 from pipelines.load.rest.options import destination_id as rest_destination_id
-from pipelines.load.rest.readback import pattern_count_rest, recall_check_rest
+from pipelines.load.rest.readback import pattern_count_rest
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap
-from pipelines.load.spot_check import recall_check
+from pipelines.load.rest.spot_check import spot_check_rest
+from pipelines.load.spot_check import spot_check_embedded
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
-from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
+from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.scoring.gates import GateOptions
 from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, JudgeOptions
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
@@ -310,9 +311,14 @@ class EngramiaDestination(dg.ConfigurableResource):
         with engramia_scope(tenant_id, project_id):
             return pattern_count(memory)
 
-    def recall_check(self, layout: DataLayout, tenant_id: str, project_id: str, tasks, keys) -> list[dict]:
+    def spot_check(
+        self, layout: DataLayout, scope: str, tenant_id: str, project_id: str, ledger_run_id: str | None
+    ) -> tuple[str, list[dict]]:
+        """How the store was read and one ``{"found": bool, ...}`` per pattern checked (see
+        checks.loading.RECALL_SPOT_CHECK)."""
         if self.is_rest:
-            scope = scope_key(tenant_id, project_id)
             server = self.server_for(layout, scope, tenant_id, project_id)
-            return recall_check_rest(layout, scope, server, self.rest_options(), tasks, keys)
-        return recall_check(self.store(layout), tenant_id, project_id, tasks, keys)
+            return spot_check_rest(layout, scope, server, self.rest_options(), ledger_run_id)
+        return spot_check_embedded(
+            layout, scope, self.store(layout), self.describe(layout, scope), tenant_id, project_id
+        )

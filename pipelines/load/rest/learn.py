@@ -142,6 +142,8 @@ class LearnStrategy(SendStrategy):
         if deleted:
             # the old pattern is gone and the new one is not there: pattern_count fell by one
             self.books.result.retracted += 1
+        # planned as already loaded, it now ends under the new outcome (so kept still adds up)
+        self.books.result.already_loaded -= 1
         return [entry]
 
     def learn_one(self, row: dict[str, Any], body: bytes, matcher: LearnMatcher) -> Entry:

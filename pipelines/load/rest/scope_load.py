@@ -295,6 +295,7 @@ def load_rest(
         scope=scope, destination=options.mode.value, tenant_id=tenant_id, project_id=project_id
     )
     ledger = Ledger(layout, scope, destination_id(server))
+    result.ledger_run_id = ledger.run_id
     client = make_client(server, options, f"{scope} -> {server.url}", transport=transport)
     books = LoadBooks(ledger, result, scope, options.mode.value, say, progress)
     job = ScopeLoad(layout, scope, tenant_id, project_id, server, options, client, books)
@@ -314,6 +315,7 @@ def load_rest(
             if books.bar is not None:
                 books.bar.close()
             client.close()
+    result.settle_unsent()
     result.ledger_in_store = ledger.in_store().height
     result.requests = client.stats.requests
     result.rate_limited = client.stats.rate_limited
