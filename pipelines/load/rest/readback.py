@@ -106,6 +106,8 @@ class LearnMatcher:
         self.client = client
         self.can_export: bool | None = None
         self._index: ExportIndex | None = None
+        # the export the index was built from, by key
+        self.records: dict[str, dict[str, Any]] = {}
 
     def export_index(self, refresh: bool = False) -> ExportIndex | None:
         if self.can_export is False:
@@ -119,6 +121,7 @@ class LearnMatcher:
             return None
         self.can_export = True
         index: ExportIndex = {}
+        self.records = {rec["key"]: rec for rec in records}
         for rec in records:
             data = rec.get("data") or {}
             design = data.get("design") or {}

@@ -2,10 +2,10 @@
 
 :class:`ScopeLoad` takes the same steps whatever the mode and leaves what differs to a
 :class:`~pipelines.load.rest.strategy.SendStrategy` (:mod:`~pipelines.load.rest.learn`,
-:mod:`~pipelines.load.rest.imports`): learn the server's version and storage, count, probe the key's
-role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate, keep of the
-patterns whose basis changed those whose content changed, resolve patterns an interrupted run may have
-stored, check capacity, retract, send (new patterns, then changed ones), count again.
+:mod:`~pipelines.load.rest.imports`): learn the server's version (for the record) and storage, count,
+probe the key's role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate,
+keep of the patterns whose basis changed those whose content changed, resolve patterns an interrupted
+run may have stored, check capacity, retract, send (new patterns, then changed ones), count again.
 
 Exactly once. Before a request the ledger gets an intent row (outcome ``sending``), flushed to disk;
 after the answer the outcome row, flushed again. A pattern whose last row is ``sending`` may or may not
@@ -44,6 +44,7 @@ from pipelines.load.rest.errors import (
 from pipelines.load.rest.imports import ImportStrategy
 from pipelines.load.rest.learn import LearnStrategy
 from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
+from pipelines.load.rest.server_version import parse_server_version
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.rest.strategy import SendStrategy
 from pipelines.progress import open_bar
@@ -53,14 +54,6 @@ STRATEGIES: dict[RestMode, type[SendStrategy]] = {
     RestMode.LEARN: LearnStrategy,
     RestMode.IMPORT: ImportStrategy,
 }
-
-
-def parse_version(text: str | None) -> tuple[int, int, int]:
-    nums: list[int] = []
-    for part in (text or "").split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        nums.append(int(digits) if digits else 0)
-    return tuple(([*nums, 0, 0, 0])[:3])  # type: ignore[return-value]
 
 
 @dataclass
@@ -81,8 +74,8 @@ class ScopeLoad:
 
     def run(self) -> None:
         info = self.client.version()
-        app_version = str(info.get("app_version") or "?")
-        self.result.server_version = f"engramia {app_version} (api {info.get('api_version') or '?'})"
+        version = parse_server_version(str(info.get("app_version") or ""))
+        self.result.server_version = f"engramia {version.describe()} (api {info.get('api_version') or '?'})"
         self.check_storage()
         before = self.client.pattern_count()
         self.result.pattern_count_before = before
@@ -93,7 +86,6 @@ class ScopeLoad:
             self.layout,
             self.tenant_id,
             self.project_id,
-            version=parse_version(app_version),
             last_count=before,
         )
         self.probe_permission()
@@ -263,6 +255,9 @@ class ScopeLoad:
             self.books.commit([Entry(row["pattern_id"], key, Outcome.RETRACTED, reason)])
             if deleted:
                 self.result.retracted += 1
+                if self.strategy.last_count is not None:
+                    # a learn that does not grow the count from here on replaced a near-duplicate
+                    self.strategy.last_count -= 1
 
 
 def compact_ledger(ledger: Ledger) -> None:
