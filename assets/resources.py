@@ -209,9 +209,10 @@ class EngramiaDestination(dg.ConfigurableResource):
     rate_limit_budget: float = Field(default=900.0, description="REST: total 429 waiting per request.")
     job_poll_seconds: float = Field(default=1.0, description="rest-import async: first poll interval.")
     job_timeout: float = Field(default=900.0, description="rest-import async: give up on a job after this.")
-    quota_pct: float = Field(
-        default=0.8,
-        description="REST: share of the plan's pattern limit a project may use (the server's setting).",
+    quota_pct: float | None = Field(
+        default=None,
+        description="REST: share of the plan's pattern limit a project may use: the server's "
+        "ENGRAMIA_PROJECT_QUOTA_PCT when it is not Engramia's default 0.8 (None: 0.8).",
     )
     resend_rejected: bool = Field(
         default=False, description="REST: send patterns the server rejected / did not store again."

@@ -27,7 +27,7 @@ import polars as pl
 
 from pipelines.load.content import with_fingerprints
 from pipelines.load.ledger import Ledger, Outcome
-from pipelines.load.limits import SCOPE_PATTERN_CAP, split_valid
+from pipelines.load.limits import SCOPE_PATTERN_CAP, SERVER_QUOTA_PCT, split_valid
 from pipelines.load.plan import LoadResult, plan_load, settle_updates, texts_to_send
 from pipelines.load.redaction import redact_frame
 from pipelines.load.rest.books import Entry, LoadBooks
@@ -229,13 +229,21 @@ class ScopeLoad:
         if not billing or billing.get("patterns_limit") is None:
             return
         limit = int(billing["patterns_limit"])
-        cap = int(limit * self.options.quota_pct)
+        pct = self.options.quota_pct if self.options.quota_pct is not None else SERVER_QUOTA_PCT
+        cap = int(limit * pct)
         if self.strategy.over_quota(projected, cap):
+            assumed = (
+                "--quota-pct (quota_pct)"
+                if self.options.quota_pct is not None
+                else "Engramia's default ENGRAMIA_PROJECT_QUOTA_PCT; the server does not publish its own"
+            )
             raise CapacityError(
                 f"{where} cannot take {n_new:,} more patterns: the project holds {before:,} and its quota "
-                f"is {cap:,} ({self.options.quota_pct:.0%} of the plan's {limit:,}; the server refuses when "
-                "current + batch >= quota). Nothing was sent. Delete patterns, raise the plan's pattern "
-                "limit (or ENGRAMIA_PROJECT_QUOTA_PCT on a self-hosted server), or split the scope."
+                f"is {cap:,} ({pct:.0%} of the plan's {limit:,} patterns, the share from {assumed}; the "
+                "server refuses when current + batch >= quota). Nothing was sent. If the server's "
+                f"ENGRAMIA_PROJECT_QUOTA_PCT is higher than {pct:g}, pass it as --quota-pct (Dagster: "
+                "quota_pct) and run again; otherwise delete patterns, raise the plan's pattern limit (or "
+                "the server's ENGRAMIA_PROJECT_QUOTA_PCT), or split the scope."
             )
 
     def retract(self, to_retract: pl.DataFrame) -> None:
