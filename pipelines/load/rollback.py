@@ -100,9 +100,7 @@ class RollbackReport:
         out["deleted"] = self.count("deleted")
         out["absent"] = self.count("absent")
         out["restored"] = self.count("restored")
-        out["would_delete"] = self.count(
-            "would delete", "would delete (key looked up by recall when deleting)"
-        )
+        out["would_delete"] = self.count("would delete")
         out["would_restore"] = self.count("would restore")
         out["key_unknown"] = self.count("key unknown")
         out["left_in_place"] = self.count(*LEFT_IN_PLACE)

@@ -251,7 +251,7 @@ class LearnStrategy(SendStrategy):
                         fingerprint=row["fingerprint"],
                         basis=row["basis"],
                         replaced=replaced,
-                        previous=json.dumps(previous, sort_keys=True) if previous else None,
+                        previous=json.dumps(previous) if previous else None,  # in the server's key order
                     )
                 )
         if found:
