@@ -13,16 +13,16 @@ from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
 from assets.resources import BackfillSettings, EngramiaDestination
+from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
     PATTERN_COUNT_RECONCILES,
-    RECALL_SAMPLE,
     RECALL_SPOT_CHECK,
     pattern_count_reconciles,
     recall_spot_check,
 )
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
-from pipelines.load.records import kept_patterns
+from pipelines.load.records import kept_ids
 from pipelines.load.verify import verify_updates_embedded, verify_updates_rest
 from pipelines.tables import DataLayout
 
@@ -57,22 +57,26 @@ def _updates_held(layout: DataLayout, scope: str, engramia: EngramiaDestination,
     return verify_updates_embedded(layout, scope, store, dest, tenant_id, project_id, sample)
 
 
-def _recall_check(layout: DataLayout, scope: str, engramia: EngramiaDestination) -> dg.AssetCheckResult:
-    kept = kept_patterns(layout, scope)
-    if kept is None:
-        return recall_spot_check([])
-    sample = kept.select("task", "key").head(RECALL_SAMPLE).collect()
+def _spot_check(
+    layout: DataLayout, scope: str, engramia: EngramiaDestination, result: LoadResult
+) -> dg.AssetCheckResult:
     tenant_id, project_id = require_scope(layout, scope)
-    return recall_spot_check(
-        engramia.recall_check(layout, tenant_id, project_id, sample["task"], sample["key"])
-    )
+    method, hits = engramia.spot_check(layout, scope, tenant_id, project_id, result.ledger_run_id)
+    return recall_spot_check(hits, method)
+
+
+def _accounting(
+    layout: DataLayout, scope: str, engramia: EngramiaDestination, result: LoadResult
+) -> dg.AssetCheckResult:
+    """The load's terms against the kept set counted again and the ledger's view of the store."""
+    kept = kept_ids(layout, scope)
+    in_store = Ledger(layout, scope, engramia.describe(layout, scope)).in_store()
+    kept_in_store = in_store.join(kept, on="pattern_id", how="semi").height
+    return load_accounts_for_kept(result.as_dict(), kept.height, kept_in_store)
 
 
 def _rest_metadata(result: LoadResult) -> dict[str, object]:
     return {
-        "skipped": result.skipped,
-        "replaced": result.replaced,
-        "failed": result.failed,
         "redacted": result.redacted,
         "redactions": dg.MetadataValue.json(json.loads(result.redactions or "{}")),
         "rejections": dg.MetadataValue.json(result.rejections[:20]),
@@ -92,7 +96,7 @@ def _rest_metadata(result: LoadResult) -> dict[str, object]:
     kinds={"engramia", "python"},
     tags={"stage": "load"},
     pool=POOL,
-    check_specs=[PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK],
+    check_specs=[PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK, LOAD_ACCOUNTS_FOR_KEPT],
     description="Kept patterns loaded into Engramia under the scope's (tenant, project); a ledger records "
     "each pattern's outcome so nothing is sent twice.",
 )
@@ -120,14 +124,13 @@ def engramia_scopes(
             "tenant_id": tenant_id,
             "project_id": project_id,
             "destination": result.destination,
+            "kept": result.kept,
+            **result.terms(),
+            "replaced": result.replaced,
             "sent": result.sent,
             "stored": result.stored,
-            "present": result.present,
-            "not_stored": result.not_stored,
-            "rejected": result.rejected,
             "retracted": result.retracted,
             "updated": result.updated,
-            "already_loaded": result.already_loaded,
             "pattern_count_before": result.pattern_count_before,
             "pattern_count_after": result.pattern_count_after,
             "patterns_per_second": round(rate, 1),
@@ -140,6 +143,7 @@ def engramia_scopes(
         },
         check_results=[
             count_reconciliation(layout, scope, engramia, result),
-            _recall_check(layout, scope, engramia),
+            _spot_check(layout, scope, engramia, result),
+            _accounting(layout, scope, engramia, result),
         ],
     )

@@ -17,14 +17,15 @@ from pipelines.load.plan import LoadResult
 from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.load.rest.options import RestOptions
 from pipelines.load.rest.options import destination_id as rest_destination_id
-from pipelines.load.rest.readback import pattern_count_rest, recall_check_rest
+from pipelines.load.rest.readback import pattern_count_rest
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap
-from pipelines.load.spot_check import recall_check
+from pipelines.load.rest.spot_check import spot_check_rest
+from pipelines.load.spot_check import spot_check_embedded
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
-from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
+from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.scoring.gates import GateOptions
 from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, JudgeOptions
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
@@ -208,9 +209,10 @@ class EngramiaDestination(dg.ConfigurableResource):
     rate_limit_budget: float = Field(default=900.0, description="REST: total 429 waiting per request.")
     job_poll_seconds: float = Field(default=1.0, description="rest-import async: first poll interval.")
     job_timeout: float = Field(default=900.0, description="rest-import async: give up on a job after this.")
-    quota_pct: float = Field(
-        default=0.8,
-        description="REST: share of the plan's pattern limit a project may use (the server's setting).",
+    quota_pct: float | None = Field(
+        default=None,
+        description="REST: share of the plan's pattern limit a project may use: the server's "
+        "ENGRAMIA_PROJECT_QUOTA_PCT when it is not Engramia's default 0.8 (None: 0.8).",
     )
     resend_rejected: bool = Field(
         default=False, description="REST: send patterns the server rejected / did not store again."
@@ -310,9 +312,14 @@ class EngramiaDestination(dg.ConfigurableResource):
         with engramia_scope(tenant_id, project_id):
             return pattern_count(memory)
 
-    def recall_check(self, layout: DataLayout, tenant_id: str, project_id: str, tasks, keys) -> list[dict]:
+    def spot_check(
+        self, layout: DataLayout, scope: str, tenant_id: str, project_id: str, ledger_run_id: str | None
+    ) -> tuple[str, list[dict]]:
+        """How the store was read and one ``{"found": bool, ...}`` per pattern checked (see
+        checks.loading.RECALL_SPOT_CHECK)."""
         if self.is_rest:
-            scope = scope_key(tenant_id, project_id)
             server = self.server_for(layout, scope, tenant_id, project_id)
-            return recall_check_rest(layout, scope, server, self.rest_options(), tasks, keys)
-        return recall_check(self.store(layout), tenant_id, project_id, tasks, keys)
+            return spot_check_rest(layout, scope, server, self.rest_options(), ledger_run_id)
+        return spot_check_embedded(
+            layout, scope, self.store(layout), self.describe(layout, scope), tenant_id, project_id
+        )

@@ -1,6 +1,6 @@
 """Checks on what reached Engramia: its own ``pattern_count`` moved by exactly what this load says it
 stored and retracted (patterns it updated do not count), still holds at least what the ledger says is
-there, patterns it updated hold their new content, and recall finds loaded patterns by their own task."""
+there, patterns it updated hold their new content, and the patterns it stored read back as sent."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-
-RECALL_SAMPLE = 3
 
 PATTERN_COUNT_RECONCILES = dg.AssetCheckSpec(
     "pattern_count_reconciles",
@@ -21,7 +19,10 @@ PATTERN_COUNT_RECONCILES = dg.AssetCheckSpec(
 RECALL_SPOT_CHECK = dg.AssetCheckSpec(
     "recall_spot_check",
     asset="engramia_scopes",
-    description=f"Recall finds {RECALL_SAMPLE} loaded tasks as duplicate-tier matches of their own pattern.",
+    description="Patterns this load stored read back as sent, without changing the store: by key through "
+    "/v1/export on a server (recall of one pattern at limit 1 only when the key cannot export), by a "
+    "read-only recall in the embedded store. Patterns not stored by this load (not_stored, rejected, "
+    "skipped, already loaded) are not checked.",
 )
 
 
@@ -65,12 +66,14 @@ def pattern_count_reconciles(
     )
 
 
-def recall_spot_check(hits: list[dict[str, Any]]) -> dg.AssetCheckResult:
-    """``hits``: one ``{"found": bool, ...}`` per sampled task (empty when the scope loaded nothing)."""
+def recall_spot_check(hits: list[dict[str, Any]], method: str = "recall") -> dg.AssetCheckResult:
+    """``hits``: one ``{"found": bool, ...}`` per checked pattern (empty when the load stored nothing);
+    ``method``: how they were read (``export``, ``recall``, ``read-only recall``, ``nothing stored``)."""
     return dg.AssetCheckResult(
         check_name=RECALL_SPOT_CHECK.name,
         passed=all(h["found"] for h in hits),
         metadata={
+            "method": method,
             "checked": len(hits),
             "found": sum(h["found"] for h in hits),
             "results": dg.MetadataValue.json(hits),

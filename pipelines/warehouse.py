@@ -100,7 +100,10 @@ def _loads() -> PolarsSchema:
 
     # As save_load_result writes a LoadResult: its figures, whether they reconcile, the run, then its
     # lists (rejections, ...) as JSON text.
-    return _dataclass_schema(LoadResult, {"reconciles": pl.Boolean, "run_id": pl.String})
+    return _dataclass_schema(
+        LoadResult,
+        {"reconciles": pl.Boolean, "loaded": pl.Int64, "accounts_for_kept": pl.Boolean, "run_id": pl.String},
+    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
     }
     # Options only some commands take (rollback sends nothing, so it has no load options): the rest keep
     # the destination's defaults.
-    for name in ("concurrency", "async_import", "max_body_bytes", "resend_rejected"):
+    for name in ("concurrency", "async_import", "max_body_bytes", "resend_rejected", "quota_pct"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)
     if hasattr(args, "no_redact"):
@@ -94,6 +94,13 @@ def add_rest_options(p: argparse.ArgumentParser) -> None:
     """The server options of a load (``run``): reaching the server, plus how patterns are sent."""
     g = add_server_options(p, "REST destination (rest-learn, rest-import)")
     g.add_argument("--no-redact", action="store_true", help="send task and code without PII redaction")
+    g.add_argument(
+        "--quota-pct",
+        type=float,
+        default=None,
+        help="the server's ENGRAMIA_PROJECT_QUOTA_PCT, when not Engramia's default 0.8: the share of the "
+        "plan's pattern limit a project may hold, checked before anything is sent",
+    )
     g.add_argument(
         "--concurrency",
         type=int,

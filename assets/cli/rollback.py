@@ -1,4 +1,5 @@
-"""``assistants-backfill rollback``: delete exactly the patterns this pipeline loaded into a scope."""
+"""``assistants-backfill rollback``: delete exactly the patterns this pipeline created in a scope, and put
+back those its learns replaced (see :mod:`pipelines.load.rollback`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from assets.cli.destination import add_server_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from pipelines.ingest.catalog import read_scopes, scope_names
+from pipelines.load.rest.pacing import SERVER_PER_KEY_LIMIT, rollback_pace
 from pipelines.load.rollback import rollback_embedded, rollback_rest
 from pipelines.tables import DataLayout
 
@@ -32,6 +34,8 @@ def rollback(args: argparse.Namespace) -> int:
         )
         return 2
     if rest:
+        if args.requests_per_minute is None:
+            args.requests_per_minute = rollback_pace(args.server_key_limit)
         try:
             args.destination = "rest-import"  # the mode does not matter for deleting by key
             destination = destination_from_args(args)
@@ -39,7 +43,14 @@ def rollback(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        report = rollback_rest(layout, args.scope, server, destination.rest_options(), dry_run=args.dry_run)
+        report = rollback_rest(
+            layout,
+            args.scope,
+            server,
+            destination.rest_options(),
+            dry_run=args.dry_run,
+            say=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     else:
         report = rollback_embedded(
             layout, args.scope, tenant_id, project_id, args.store, dry_run=args.dry_run
@@ -51,11 +62,14 @@ def rollback(args: argparse.Namespace) -> int:
         verb = "would delete" if args.dry_run else "rollback of"
         print(f"{verb} scope {args.scope} ({tenant_id}/{project_id}) at {report.destination}:")
         for item in report.items:
-            print(f"  {item.action:<14} {item.pattern_id}  {item.key or '(key unknown)'}  [{item.outcome}]")
+            note = f"  ({item.note})" if item.note else ""
+            key = item.key or "(key unknown)"
+            print(f"  {item.action:<14} {item.pattern_id}  {key}  [{item.outcome}]{note}")
         print(
-            f"deleted {out['deleted']}, already absent {out['absent']}, would delete {out['would_delete']}, "
-            f"key unknown {out['key_unknown']}; pattern_count {report.pattern_count_before} -> "
-            f"{report.pattern_count_after}"
+            f"deleted {out['deleted']}, already absent {out['absent']}, restored {out['restored']}, "
+            f"would delete {out['would_delete']}, would restore {out['would_restore']}, key unknown "
+            f"{out['key_unknown']}, left in place {out['left_in_place']}; pattern_count "
+            f"{report.pattern_count_before} -> {report.pattern_count_after}"
         )
     if report.error:
         print(f"error: {report.error}", file=sys.stderr)
@@ -83,5 +97,13 @@ def add_rollback_parser(sub: argparse._SubParsersAction) -> None:
     # Rollback only deletes by key: reaching the server is all it needs. Learned patterns whose key the
     # ledger lacks are looked up by their text both as sent redacted and as staged, so there is no
     # redaction option, and deletes go one at a time.
-    add_server_options(b, "REST server (the scope's Engramia server; without these, the embedded store)")
-    b.set_defaults(func=rollback)
+    g = add_server_options(b, "REST server (the scope's Engramia server; without these, the embedded store)")
+    g.add_argument(
+        "--server-key-limit",
+        type=float,
+        default=SERVER_PER_KEY_LIMIT,
+        help="the server's requests/min per API key (ENGRAMIA_RATE_LIMIT_PER_KEY); rollback deletes at this "
+        "pace unless --requests-per-minute is given",
+    )
+    # each delete is a path of its own: the per-key limit, not the per-path one, sets the pace
+    b.set_defaults(func=rollback, requests_per_minute=None)

@@ -14,13 +14,12 @@ import polars as pl
 
 from pipelines.ingest.catalog import scope_names
 from pipelines.load.ledger import Ledger
-from pipelines.load.plan import plan_load
+from pipelines.load.plan import LOAD_TERMS, plan_load
 from pipelines.pairing.batches import pattern_totals, unpaired_reasons
 from pipelines.quality.reconcile import scope_counts
 from pipelines.scoring.scored import scan_scored
 from pipelines.tables import DataLayout, parquet_files
 
-LOAD_TERMS = ("loaded", "already_loaded", "present", "not_stored", "rejected", "failed", "skipped")
 TOP_REASONS = 3
 
 
@@ -62,7 +61,11 @@ def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str)
     path = layout.loads(scope) / f"run={run_id}.parquet"
     if path.exists():
         load = pl.read_parquet(path).to_dicts()[0]
-        return {**load, "loaded": load.get("stored", 0)}
+        # records written before ``loaded`` was kept: a replacement is a load too
+        loaded = load.get("loaded")
+        if loaded is None:
+            loaded = int(load.get("stored") or 0) + int(load.get("replaced") or 0)
+        return {**load, "loaded": loaded}
     # The run stopped before loading: what the ledger holds is already there, the rest was not loaded.
     plan = plan_load(layout, scope, Ledger(layout, scope, destination).in_store())
     return {"kept": plan.kept, "already_loaded": plan.already, "failed": plan.kept - plan.already}
@@ -95,6 +98,8 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         "filtered": int(filtered),
         "kept": kept,
         **terms,
+        # part of loaded: 0.7.x learns that overwrote a weaker near-duplicate under its old key
+        "replaced": int(load.get("replaced") or 0),
         "retracted": int(load.get("retracted") or 0),
         "updated": int(load.get("updated") or 0),
         "tasks_truncated": totals.tasks_truncated,
@@ -132,6 +137,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "filtered",
         "kept",
         *LOAD_TERMS,
+        "replaced",
         "retracted",
         "updated",
         "pattern_count_after",

@@ -58,6 +58,7 @@ def load_embedded(
     store = Path(store or layout.engramia)
     ledger = Ledger(layout, scope, destination_id(store))
     result = LoadResult(scope=scope, destination=DESTINATION, tenant_id=tenant_id, project_id=project_id)
+    result.ledger_run_id = ledger.run_id
     result.server_version = f"engramia {getattr(engramia, '__version__', '?')} (embedded)"
     memory = open_memory(store)
     with engramia_scope(tenant_id, project_id):
@@ -77,6 +78,7 @@ def load_embedded(
                 "split it (scope_by=tenant or assistant)"
             )
             result.pattern_count_after = before
+            result.settle_unsent()
             return result
         to_send = texts_to_send(layout, scope, plan)
         unchanged = None

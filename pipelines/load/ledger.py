@@ -11,6 +11,11 @@ A row of a pattern in the store also says what the store holds: ``fingerprint`` 
 score as sent, :mod:`pipelines.load.content`) and ``basis`` (what that content was made from), so a
 later load can tell a pattern whose score or text changed (:func:`pipelines.load.plan.plan_load`).
 Files written before these columns existed read them as null ("unknown").
+
+A learn that overwrote another pattern on the server (0.7.x keeps the better of two near-duplicates under
+the OLD key) is marked ``replaced``, with ``previous``: the record the server held under that key before
+(JSON ``{"key", "data"}``, from an export taken before sending), or null when the key could not export.
+Rollback restores ``previous`` and never deletes such a key (:mod:`pipelines.load.rollback`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ LEDGER_SCHEMA = {
     "at": pl.Datetime("us", "UTC"),
     "fingerprint": pl.String,
     "basis": pl.String,
+    "replaced": pl.Boolean,
+    "previous": pl.String,
 }
 
 
@@ -91,6 +98,8 @@ class Ledger:
         reason: str | None = None,
         fingerprint: str | None = None,
         basis: str | None = None,
+        replaced: bool = False,
+        previous: str | None = None,
     ) -> None:
         self._pending.append(
             {
@@ -103,6 +112,8 @@ class Ledger:
                 "at": datetime.now(UTC),
                 "fingerprint": fingerprint,
                 "basis": basis,
+                "replaced": replaced,
+                "previous": previous,
             }
         )
 

@@ -24,6 +24,9 @@ KEY_MAX_CHARS = 500
 # Engramia refuses to learn beyond this many patterns in one scope; an import past it would leave the
 # scope in a state the library itself does not expect.
 SCOPE_PATTERN_CAP = 100_000
+# The share of the plan's pattern limit a project may use (the server's ENGRAMIA_PROJECT_QUOTA_PCT,
+# default 0.8); the server does not publish its own, so a load assumes this unless told (--quota-pct).
+SERVER_QUOTA_PCT = 0.8
 # POST /v1/import accepts at most this many records per request (ImportRequest.records max_length).
 IMPORT_MAX_RECORDS = 10_000
 

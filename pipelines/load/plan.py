@@ -24,6 +24,10 @@ from pipelines.tables import DataLayout, parquet_files, write_parquet
 # Updated patterns a load names in its figures, for the check that reads them back from the store.
 UPDATE_SAMPLE = 20
 
+# Where each kept pattern of a load ends: ``kept`` is always their sum (``loaded`` counts the 0.7.x learns
+# that replaced a near-duplicate under its old key, see :attr:`LoadResult.loaded`).
+LOAD_TERMS = ("loaded", "already_loaded", "present", "not_stored", "rejected", "failed", "skipped")
+
 
 @dataclass
 class LoadPlan:
@@ -148,8 +152,30 @@ class LoadResult:
     pattern_count_before: int | None = None
     pattern_count_after: int | None = None
     seconds: float = 0.0
+    # the run id of this load's ledger rows (what it stored is what the spot check reads back)
+    ledger_run_id: str | None = None
     rejections: list[dict] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def loaded(self) -> int:
+        """Stored by this load: under a new key, or (0.7.x learn) over a weaker near-duplicate's key."""
+        return self.stored + self.replaced
+
+    def terms(self) -> dict[str, int]:
+        return {t: int(getattr(self, t)) for t in LOAD_TERMS}
+
+    @property
+    def unaccounted(self) -> int:
+        """Kept patterns this load did not account for (0 whenever it worked as it should)."""
+        return self.kept - sum(self.terms().values())
+
+    def settle_unsent(self) -> None:
+        """A load that stopped early did not send the rest: they count as failed (not stored), so the
+        terms still add up to ``kept``; the next run sends them."""
+        if self.error is not None and self.unaccounted > 0:
+            self.notes += f"{self.unaccounted} patterns not sent (the load stopped); "
+            self.failed += self.unaccounted
 
     @property
     def reconciles(self) -> bool:
@@ -161,6 +187,8 @@ class LoadResult:
     def as_dict(self) -> dict:
         out = asdict(self)
         out["reconciles"] = self.reconciles
+        out["loaded"] = self.loaded
+        out["accounts_for_kept"] = self.unaccounted == 0
         out["rejections"] = self.rejections[:20]
         out["updates"] = self.updates[:UPDATE_SAMPLE]
         return out

@@ -14,7 +14,12 @@ import engramia
 import polars as pl
 from engramia.providers.json_storage import JSONStorage
 
+from pipelines.load.ledger import Ledger
+from pipelines.load.records import kept_patterns
 from pipelines.load.store import engramia_scope
+from pipelines.tables import DataLayout
+
+SAMPLE = 3
 
 
 class ReadOnlyJSONStorage(JSONStorage):
@@ -57,3 +62,21 @@ def recall_check(
                 }
             )
     return out
+
+
+def spot_check_embedded(
+    layout: DataLayout, scope: str, store: Path, destination: str, tenant_id: str, project_id: str
+) -> tuple[str, list[dict]]:
+    """:func:`recall_check` of a few kept patterns the ledger says the store holds (the recall is
+    read-only, so any stored pattern may be checked); patterns not stored are not checked."""
+    in_store = Ledger(layout, scope, destination).in_store()
+    kept = kept_patterns(layout, scope)
+    if kept is None or in_store.is_empty():
+        return "nothing stored", []
+    sample = (
+        kept.filter(pl.col("key").is_in(in_store["key"].implode()))
+        .select("task", "key")
+        .head(SAMPLE)
+        .collect()
+    )
+    return "read-only recall", recall_check(store, tenant_id, project_id, sample["task"], sample["key"])

@@ -16,6 +16,7 @@ import polars as pl
 
 from pipelines.load.content import stored_fingerprint
 from pipelines.load.ledger import Ledger
+from pipelines.load.rest.client import EngramiaClient
 from pipelines.load.rest.errors import AuthError
 from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
 from pipelines.load.rest.readback import code_matches, sent_texts
@@ -67,23 +68,20 @@ def verify_updates_embedded(
         ]
 
 
-def verify_updates_rest(
+def read_back(
+    client: EngramiaClient,
     layout: DataLayout,
     scope: str,
-    server: ServerConfig,
     options: RestOptions,
-    sample: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Each sampled updated pattern is on the server (``/v1/export``) with the content its ledger row
-    names; over learn, the server's own redaction of the code is allowed for."""
-    rows = _latest(Ledger(layout, scope, destination_id(server)), sample)
-    if not rows:
-        return []
-    with make_client(server, options, f"{scope} -> {server.url}") as client:
-        try:
-            records = {r["key"]: r.get("data") for r in client.export()}
-        except AuthError:
-            return [{**r, "held": None, "note": "the key cannot read /v1/export"} for r in rows]
+    rows: list[dict[str, Any]],
+) -> list[dict[str, Any]] | None:
+    """Each of ``rows`` (pattern_id, key, fingerprint: ledger rows) read back by key through
+    ``/v1/export`` and compared with the content the row names; None when the key cannot export.
+    Over learn, the server's own redaction of the code is allowed for."""
+    try:
+        records = {r["key"]: r.get("data") for r in client.export()}
+    except AuthError:
+        return None
     texts = (
         sent_texts(layout, scope, [r["pattern_id"] for r in rows], options.redact)
         if options.mode is RestMode.LEARN
@@ -102,3 +100,22 @@ def verify_updates_rest(
     return [
         _verdict(r, records.get(r["key"]) if r["key"] else None, sent_code(r["pattern_id"])) for r in rows
     ]
+
+
+def verify_updates_rest(
+    layout: DataLayout,
+    scope: str,
+    server: ServerConfig,
+    options: RestOptions,
+    sample: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each sampled updated pattern is on the server (``/v1/export``) with the content its ledger row
+    names."""
+    rows = _latest(Ledger(layout, scope, destination_id(server)), sample)
+    if not rows:
+        return []
+    with make_client(server, options, f"{scope} -> {server.url}") as client:
+        held = read_back(client, layout, scope, options, rows)
+    if held is None:
+        return [{**r, "held": None, "note": "the key cannot read /v1/export"} for r in rows]
+    return held

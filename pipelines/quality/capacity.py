@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.load.limits import SCOPE_PATTERN_CAP
+from pipelines.load.limits import SCOPE_PATTERN_CAP, SERVER_QUOTA_PCT
 from pipelines.load.plan import LoadPlan, texts_to_send
 from pipelines.load.records import KEY_PREFIX, import_record
 from pipelines.load.rest.batching import encode, pack_by_bytes
@@ -133,15 +133,14 @@ def rest_capacity(
         return cap
     finally:
         client.close()
+    pct = options.quota_pct if options.quota_pct is not None else SERVER_QUOTA_PCT
     if billing and billing.get("patterns_limit") is not None:
         limit = int(billing["patterns_limit"])
-        cap.quota_source = f"billing status: patterns_limit {limit:,} x quota_pct {options.quota_pct:g}"
+        cap.quota_source = f"billing status: patterns_limit {limit:,} x quota_pct {pct:g}"
     else:
         limit = DEFAULT_PLAN_PATTERNS
-        cap.quota_source = (
-            f"the default plan (no billing status): {limit:,} x quota_pct {options.quota_pct:g}"
-        )
-    cap.quota = int(limit * options.quota_pct)
+        cap.quota_source = f"the default plan (no billing status): {limit:,} x quota_pct {pct:g}"
+    cap.quota = int(limit * pct)
     cap.projected = cap.pattern_count - to_retract + n_send
     # The server refuses an import when current + batch >= quota, a learn when current >= quota.
     within_quota = (

@@ -68,5 +68,6 @@ def test_capacity_preflight_refuses_before_sending_and_quota_exceeded_stops_with
     # a client that does not know the server's setting learns until the server says QUOTA_EXCEEDED
     result = load(layout, server, env, opts(RestMode.LEARN))
     assert result.error and "QUOTA_EXCEEDED" in result.error and "ENGRAMIA_PROJECT_QUOTA_PCT" in result.error
-    assert result.stored == 5 and result.failed == 1 and result.reconciles
+    # one refused, four never sent: all failed (not stored), so the kept patterns still add up
+    assert result.stored == 5 and result.failed == 5 and result.unaccounted == 0 and result.reconciles
     assert server.pattern_count() == 5 == result.ledger_in_store

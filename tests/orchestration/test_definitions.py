@@ -85,7 +85,7 @@ def test_whole_graph_on_the_sample(layout, sample_dir, instance):
         result = _scope_run(layout, sample_dir, instance, scope)
         assert result.success
         checks = _checks(result)
-        assert len(checks) == len(SCOPE_CHECKS) == 8
+        assert len(checks) == len(SCOPE_CHECKS) == 9
         assert all(checks.values()), (scope, checks)
         load = result.asset_materializations_for_node("engramia_scopes")[0].metadata
         assert load["pattern_count_after"].value == load["pattern_count_before"].value + load["stored"].value

@@ -47,6 +47,9 @@ class Entry:
     # what the store holds for the pattern, when not what this load sent (see LoadBooks.content)
     fingerprint: str | None = None
     basis: str | None = None
+    # the learn overwrote another pattern under its key; ``previous``: that pattern's record as JSON
+    replaced: bool = False
+    previous: str | None = None
 
 
 @dataclass
@@ -69,7 +72,9 @@ class LoadBooks:
         fingerprint, basis = e.fingerprint, e.basis
         if fingerprint is None and e.outcome in IN_STORE:
             fingerprint, basis = self.content.get(e.pattern_id, (None, None))
-        self.ledger.record(e.pattern_id, e.key, e.outcome, e.reason, fingerprint, basis)
+        self.ledger.record(
+            e.pattern_id, e.key, e.outcome, e.reason, fingerprint, basis, e.replaced, e.previous
+        )
 
     def commit(self, entries: list[Entry], sent: int = 0) -> None:
         with self._lock:

@@ -39,6 +39,7 @@ from pipelines.load.rest.errors import (
     RateLimitExhausted,
     RestError,
     ServerUnavailable,
+    error_body,
     error_reason,
     http_error,
     parse_retry_after,
@@ -237,6 +238,7 @@ class EngramiaClient:
             body = _json_or_none(resp)
             if status < 400:
                 return Reply(status, body, resp.headers, ambiguous)
+            body = error_body(body)
             code = str(body.get("error_code") or "") if isinstance(body, dict) else ""
             reason = error_reason(body)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -255,7 +257,7 @@ class EngramiaClient:
                     ambiguous = True
                     retries = self._retry(retries, f"{where} {reason}".strip())
                     continue
-            raise http_error(status, where, code, reason)
+            raise http_error(status, where, code, reason, body)
 
     def _wait_rate_limited(
         self, where: str, code: str, reason: str, retry_after: float | None, waited: float

@@ -42,7 +42,12 @@ class AuthError(RestError):
 
 
 class QuotaExceeded(RestError):
-    """429 QUOTA_EXCEEDED: the project's pattern quota is full; waiting does not help."""
+    """429 QUOTA_EXCEEDED: the project's pattern quota is full; waiting does not help. ``current`` and
+    ``limit``: the server's own figures, where its answer gives them (0.7.x: the effective project cap,
+    the plan's limit times its ENGRAMIA_PROJECT_QUOTA_PCT)."""
+
+    current: int | None = None
+    limit: int | None = None
 
 
 class RateLimitExhausted(RestError):
@@ -81,11 +86,14 @@ class CapacityError(RestError):
 DEFINITE = (AuthError, QuotaExceeded, RateLimitExhausted, MissingApiKey)
 
 
-def http_error(status: int, where: str, code: str, reason: str) -> RestError:
+def http_error(status: int, where: str, code: str, reason: str, body: Any = None) -> RestError:
     """The error for an answer that is not retried (``where`` names the client, method, path and status)."""
     kwargs: dict[str, Any] = {"status": status, "error_code": code, "reason": reason}
     if status == 429:
-        return QuotaExceeded(f"{where} {code} {reason}".strip(), **kwargs)
+        exc = QuotaExceeded(f"{where} {code} {reason}".strip(), **kwargs)
+        if isinstance(body, dict):
+            exc.current, exc.limit = _int_or_none(body.get("current")), _int_or_none(body.get("limit"))
+        return exc
     if status in (401, 403):
         return AuthError(f"{where} {code} {reason}".strip(), **kwargs)
     if status == 404:
@@ -98,6 +106,17 @@ def http_error(status: int, where: str, code: str, reason: str) -> RestError:
         # only for requests that are not idempotent: the server may have applied it before failing
         return AmbiguousRequest(f"{where} {reason}".strip(), **kwargs)
     return RestError(f"{where} {code} {reason}".strip(), **kwargs)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def error_body(body: Any) -> Any:
+    """The error object of an answer: FastAPI nests a handler's dict under ``detail``."""
+    if isinstance(body, dict) and isinstance(body.get("detail"), dict):
+        return body["detail"]
+    return body
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -162,11 +181,17 @@ def explain(
             f"with the '{role}' role (or higher). Nothing was stored by this request."
         )
     if isinstance(exc, QuotaExceeded):
+        told = (
+            f"the project holds {exc.current:,} of the {exc.limit:,} patterns the server allows it"
+            if exc.current is not None and exc.limit is not None
+            else "the server's pattern quota is full"
+        )
         return (
-            f"{where}: the server's pattern quota is full (429 QUOTA_EXCEEDED: {exc.reason}). Sending "
-            "stopped. Delete patterns in this project, raise the plan's pattern limit (self-hosted: "
-            "ENGRAMIA_PROJECT_QUOTA_PCT), or split the scope, then re-run: stored patterns are in the "
-            "ledger and are not sent again."
+            f"{where}: {told} (429 QUOTA_EXCEEDED: {exc.reason}). Sending stopped. This is the server's "
+            "own limit: --quota-pct (quota_pct) only changes the pipeline's check before sending and "
+            "cannot raise it. Delete patterns in this project, raise the plan's pattern limit or, on a "
+            "self-hosted server, its ENGRAMIA_PROJECT_QUOTA_PCT, or split the scope; then re-run: stored "
+            "patterns are in the ledger and are not sent again."
         )
     if isinstance(exc, CapacityError | MissingApiKey):
         return f"{where}: {exc}"

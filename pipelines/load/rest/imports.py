@@ -201,10 +201,9 @@ class ImportStrategy(SendStrategy):
         body = import_body(encoded, overwrite)
         headers = {"Prefer": "respond-async"} if self.options.async_import else None
         ambiguous = False
-        # 0.7.x embeds every imported task (one embedding call per record): give big batches time
-        timeout = self.options.timeout
-        if self.version >= (0, 7, 0):
-            timeout = max(timeout, 0.25 * len(encoded))
+        # A server may embed every imported task (0.7.x does: one embedding call per record, whatever
+        # its version string says): give big batches time. It only lengthens the longest wait.
+        timeout = max(self.options.timeout, 0.25 * len(encoded))
         for attempt in range(self.options.max_retries + 1):
             reply = self.client.request(
                 "POST", self.write_path, content=body, headers=headers, timeout=timeout

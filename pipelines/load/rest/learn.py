@@ -17,6 +17,7 @@ one is gone all the same, so it counts as retracted and ``pattern_count`` still 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -40,12 +41,19 @@ from pipelines.load.rest.strategy import SendStrategy
 
 LearnItem = tuple[dict[str, Any], bytes]
 
+# Ledger reasons rollback reads: a learn that overwrote another pattern under its key, and a pattern
+# found on the server (same task and code) that this pipeline did not send.
+REPLACED_REASON = "replaced a near-duplicate"
+FOUND_REASON = "same task and code on the server"
+
 
 @dataclass
 class LearnStrategy(SendStrategy):
     mode: ClassVar[RestMode] = RestMode.LEARN
     write_path: ClassVar[str] = "/v1/learn"
     updates_in_place: ClassVar[bool] = False
+    # key -> record the server held before this load sent anything (None: the key cannot export)
+    before: dict[str, dict[str, Any]] | None = None
 
     def key_for(self, row: dict[str, Any]) -> str | None:
         return None
@@ -64,9 +72,7 @@ class LearnStrategy(SendStrategy):
             if key:
                 claimed.add(key)
                 why = (
-                    "stored by an interrupted run"
-                    if row["prev_outcome"] == Outcome.SENDING
-                    else "same task and code on the server"
+                    "stored by an interrupted run" if row["prev_outcome"] == Outcome.SENDING else FOUND_REASON
                 )
                 found.append(
                     Entry(row["pattern_id"], key, Outcome.PRESENT, f"{why}; key found on the server")
@@ -80,6 +86,10 @@ class LearnStrategy(SendStrategy):
     def send(self, rows: list[dict[str, Any]]) -> None:
         budget = self.options.body_budget
         matcher = LearnMatcher(self.client)
+        if rows and self.options.concurrency == 1 and matcher.export_index(refresh=True) is not None:
+            # What the server holds before anything is sent: a learn that replaces a weaker
+            # near-duplicate overwrites it under its key, and rollback restores it from here.
+            self.before = dict(matcher.records)
         sendable: list[LearnItem] = []
         for row in rows:
             body = encode(learn_payload(row))
@@ -142,6 +152,8 @@ class LearnStrategy(SendStrategy):
         if deleted:
             # the old pattern is gone and the new one is not there: pattern_count fell by one
             self.books.result.retracted += 1
+        # planned as already loaded, it now ends under the new outcome (so kept still adds up)
+        self.books.result.already_loaded -= 1
         return [entry]
 
     def learn_one(self, row: dict[str, Any], body: bytes, matcher: LearnMatcher) -> Entry:
@@ -184,9 +196,10 @@ class LearnStrategy(SendStrategy):
                 "server: an existing near-duplicate has an equal or higher score (0.7.x)",
             )
         count = answer.get("pattern_count")
+        # Whatever the version string: a stored learn that did not grow the count overwrote a weaker
+        # near-duplicate under its old key (0.7.x's rule; one request at a time, so the count is ours).
         if (
-            self.version >= (0, 7, 0)
-            and self.options.concurrency == 1
+            self.options.concurrency == 1
             and isinstance(count, int)
             and self.last_count is not None
             and count <= self.last_count
@@ -196,8 +209,9 @@ class LearnStrategy(SendStrategy):
                 pid,
                 None,
                 Outcome.STORED,
-                f"{stored_reason}; replaced a near-duplicate (0.7.x)",
+                f"{stored_reason}; {REPLACED_REASON}",
                 tally="replaced",
+                replaced=True,
             )
         if isinstance(count, int):
             self.last_count = count
@@ -226,6 +240,8 @@ class LearnStrategy(SendStrategy):
             if key:
                 claimed.add(key)
                 reason = f"{row['reason'] or row['outcome']}; key from /v1/export"
+                replaced = bool(row.get("replaced"))
+                previous = (self.before or {}).get(key) if replaced else None
                 found.append(
                     Entry(
                         row["pattern_id"],
@@ -234,6 +250,8 @@ class LearnStrategy(SendStrategy):
                         reason,
                         fingerprint=row["fingerprint"],
                         basis=row["basis"],
+                        replaced=replaced,
+                        previous=json.dumps(previous) if previous else None,  # in the server's key order
                     )
                 )
         if found:

@@ -49,7 +49,8 @@ class RestOptions:
     rate_limit_budget: float = 900.0
     job_poll: float = 1.0
     job_timeout: float = 900.0
-    quota_pct: float = 0.8
+    # the server's ENGRAMIA_PROJECT_QUOTA_PCT when it is not Engramia's default (None: the default)
+    quota_pct: float | None = None
     resend_rejected: bool = False
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class RestOptions:
         self.mode = RestMode(self.mode)
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.quota_pct is not None and not 0 < self.quota_pct <= 1:
+            raise ValueError(f"quota_pct must be in (0, 1], not {self.quota_pct}")
         if self.max_body_bytes < 4_096:
             raise ValueError("max_body_bytes must be at least 4096")
 

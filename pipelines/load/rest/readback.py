@@ -1,5 +1,5 @@
-"""Finding what a server holds: learned patterns by their task and code, loaded patterns by recall,
-and the server's own pattern count.
+"""Finding what a server holds: learned patterns by their task and code, and the server's own pattern
+count.
 
 ``/v1/learn`` does not return the key it stores a pattern under (``patterns/<sha256(task)[:8]>_<ms>``),
 so a learned pattern is found by what was sent: a pattern with the same task and the same code (or the
@@ -17,19 +17,20 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import polars as pl
 
-from pipelines.load.ledger import IN_STORE, Ledger
-from pipelines.load.records import KEY_PREFIX, kept_patterns
-from pipelines.load.redaction import redact_frame, redact_series
+from pipelines.load.redaction import redact_frame
 from pipelines.load.rest.client import EngramiaClient
 from pipelines.load.rest.errors import AuthError, Rejected
-from pipelines.load.rest.options import RestOptions, destination_id, make_client
+from pipelines.load.rest.options import RestOptions, make_client
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.tables import DataLayout, parquet_files
 
 DUPLICATE_SIMILARITY = 0.92
+# Matches asked of a recall that looks a pattern up by its task: the same task ranks first, and a few more
+# leave room for identical tasks stored by others. Every fetched pattern gets reuse_count + 1 and
+# score + 0.1 on the server (0.7.x fetches about four times the limit), so no more than that.
+FIND_LIMIT = 5
 
 # task -> [(key, code, timestamp)] of every pattern in an export
 ExportIndex = dict[str, list[tuple[str, str | None, float]]]
@@ -105,6 +106,8 @@ class LearnMatcher:
         self.client = client
         self.can_export: bool | None = None
         self._index: ExportIndex | None = None
+        # the export the index was built from, by key
+        self.records: dict[str, dict[str, Any]] = {}
 
     def export_index(self, refresh: bool = False) -> ExportIndex | None:
         if self.can_export is False:
@@ -118,6 +121,7 @@ class LearnMatcher:
             return None
         self.can_export = True
         index: ExportIndex = {}
+        self.records = {rec["key"]: rec for rec in records}
         for rec in records:
             data = rec.get("data") or {}
             design = data.get("design") or {}
@@ -149,7 +153,7 @@ class LearnMatcher:
     def find_by_recall(self, row: dict[str, Any], claimed: set[str]) -> str | None:
         for v in variants(row):
             try:
-                body = self.client.recall(v.task, limit=50)
+                body = self.client.recall(v.task, limit=FIND_LIMIT)
             except Rejected:  # e.g. a task over the server's limit: it cannot have been stored either
                 continue
             for m in body.get("matches") or []:
@@ -172,69 +176,3 @@ class LearnMatcher:
 def pattern_count_rest(server: ServerConfig, options: RestOptions, label: str = "") -> int:
     with make_client(server, options, label or server.url) as client:
         return client.pattern_count()
-
-
-def recall_check_rest(
-    layout: DataLayout,
-    scope: str,
-    server: ServerConfig,
-    options: RestOptions,
-    tasks: pl.Series,
-    keys: pl.Series,
-    transport: httpx.BaseTransport | None = None,
-) -> list[dict[str, Any]]:
-    """Recall each task as it was sent and report whether ITS pattern came back as a duplicate-tier match
-    (recall pads results with unrelated matches at similarity 0; on the server each returned pattern's
-    reuse_count and score go up, so keep the sample small)."""
-    state = {
-        r["pattern_id"]: r
-        for r in Ledger(layout, scope, destination_id(server)).state().iter_rows(named=True)
-    }
-    kept = kept_patterns(layout, scope)
-    ids = [k.removeprefix(KEY_PREFIX) for k in keys.to_list()]
-    codes: dict[str, str] = {}
-    if kept is not None and ids:
-        df = kept.filter(pl.col("pattern_id").is_in(ids)).select("pattern_id", "code").collect()
-        if options.redact:
-            df = df.with_columns(code=redact_series(df["code"]))
-        codes = dict(df.iter_rows())
-    sent_tasks = redact_series(tasks) if options.redact else tasks
-    out: list[dict[str, Any]] = []
-    with make_client(server, options, f"{scope} -> {server.url}", transport=transport) as client:
-        for task, pid, key in zip(sent_tasks.to_list(), ids, keys.to_list(), strict=True):
-            row = state.get(pid)
-            if row is None or row["outcome"] not in IN_STORE:
-                out.append(
-                    {
-                        "key": key,
-                        "found": False,
-                        "similarity": None,
-                        "reuse_tier": None,
-                        "note": f"not loaded ({row['outcome'] if row else 'never sent'})",
-                    }
-                )
-                continue
-            expected = row["key"]
-            hit = None
-            for m in client.recall(task, limit=5).get("matches") or []:
-                pattern = m.get("pattern") or {}
-                if expected:
-                    right = m.get("pattern_key") == expected
-                else:
-                    right = pattern.get("task") == task and code_matches(
-                        pattern.get("code"), codes.get(pid, "")
-                    )
-                if right:
-                    hit = m
-                    break
-            similarity = None if hit is None else float(hit.get("similarity") or 0)
-            out.append(
-                {
-                    "key": expected or key,
-                    "found": hit is not None
-                    and (hit.get("reuse_tier") == "duplicate" or similarity >= DUPLICATE_SIMILARITY),
-                    "similarity": similarity,
-                    "reuse_tier": None if hit is None else hit.get("reuse_tier"),
-                }
-            )
-    return out

@@ -2,10 +2,10 @@
 
 :class:`ScopeLoad` takes the same steps whatever the mode and leaves what differs to a
 :class:`~pipelines.load.rest.strategy.SendStrategy` (:mod:`~pipelines.load.rest.learn`,
-:mod:`~pipelines.load.rest.imports`): learn the server's version and storage, count, probe the key's
-role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate, keep of the
-patterns whose basis changed those whose content changed, resolve patterns an interrupted run may have
-stored, check capacity, retract, send (new patterns, then changed ones), count again.
+:mod:`~pipelines.load.rest.imports`): learn the server's version (for the record) and storage, count,
+probe the key's role, plan (the shared :func:`~pipelines.load.plan.plan_load`), redact and validate,
+keep of the patterns whose basis changed those whose content changed, resolve patterns an interrupted
+run may have stored, check capacity, retract, send (new patterns, then changed ones), count again.
 
 Exactly once. Before a request the ledger gets an intent row (outcome ``sending``), flushed to disk;
 after the answer the outcome row, flushed again. A pattern whose last row is ``sending`` may or may not
@@ -27,7 +27,7 @@ import polars as pl
 
 from pipelines.load.content import with_fingerprints
 from pipelines.load.ledger import Ledger, Outcome
-from pipelines.load.limits import SCOPE_PATTERN_CAP, split_valid
+from pipelines.load.limits import SCOPE_PATTERN_CAP, SERVER_QUOTA_PCT, split_valid
 from pipelines.load.plan import LoadResult, plan_load, settle_updates, texts_to_send
 from pipelines.load.redaction import redact_frame
 from pipelines.load.rest.books import Entry, LoadBooks
@@ -44,6 +44,7 @@ from pipelines.load.rest.errors import (
 from pipelines.load.rest.imports import ImportStrategy
 from pipelines.load.rest.learn import LearnStrategy
 from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
+from pipelines.load.rest.server_version import parse_server_version
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.rest.strategy import SendStrategy
 from pipelines.progress import open_bar
@@ -53,14 +54,6 @@ STRATEGIES: dict[RestMode, type[SendStrategy]] = {
     RestMode.LEARN: LearnStrategy,
     RestMode.IMPORT: ImportStrategy,
 }
-
-
-def parse_version(text: str | None) -> tuple[int, int, int]:
-    nums: list[int] = []
-    for part in (text or "").split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        nums.append(int(digits) if digits else 0)
-    return tuple(([*nums, 0, 0, 0])[:3])  # type: ignore[return-value]
 
 
 @dataclass
@@ -81,8 +74,8 @@ class ScopeLoad:
 
     def run(self) -> None:
         info = self.client.version()
-        app_version = str(info.get("app_version") or "?")
-        self.result.server_version = f"engramia {app_version} (api {info.get('api_version') or '?'})"
+        version = parse_server_version(str(info.get("app_version") or ""))
+        self.result.server_version = f"engramia {version.describe()} (api {info.get('api_version') or '?'})"
         self.check_storage()
         before = self.client.pattern_count()
         self.result.pattern_count_before = before
@@ -93,7 +86,6 @@ class ScopeLoad:
             self.layout,
             self.tenant_id,
             self.project_id,
-            version=parse_version(app_version),
             last_count=before,
         )
         self.probe_permission()
@@ -237,13 +229,21 @@ class ScopeLoad:
         if not billing or billing.get("patterns_limit") is None:
             return
         limit = int(billing["patterns_limit"])
-        cap = int(limit * self.options.quota_pct)
+        pct = self.options.quota_pct if self.options.quota_pct is not None else SERVER_QUOTA_PCT
+        cap = int(limit * pct)
         if self.strategy.over_quota(projected, cap):
+            assumed = (
+                "--quota-pct (quota_pct)"
+                if self.options.quota_pct is not None
+                else "Engramia's default ENGRAMIA_PROJECT_QUOTA_PCT; the server does not publish its own"
+            )
             raise CapacityError(
                 f"{where} cannot take {n_new:,} more patterns: the project holds {before:,} and its quota "
-                f"is {cap:,} ({self.options.quota_pct:.0%} of the plan's {limit:,}; the server refuses when "
-                "current + batch >= quota). Nothing was sent. Delete patterns, raise the plan's pattern "
-                "limit (or ENGRAMIA_PROJECT_QUOTA_PCT on a self-hosted server), or split the scope."
+                f"is {cap:,} ({pct:.0%} of the plan's {limit:,} patterns, the share from {assumed}; the "
+                "server refuses when current + batch >= quota). Nothing was sent. If the server's "
+                f"ENGRAMIA_PROJECT_QUOTA_PCT is higher than {pct:g}, pass it as --quota-pct (Dagster: "
+                "quota_pct) and run again; otherwise delete patterns, raise the plan's pattern limit (or "
+                "the server's ENGRAMIA_PROJECT_QUOTA_PCT), or split the scope."
             )
 
     def retract(self, to_retract: pl.DataFrame) -> None:
@@ -263,6 +263,9 @@ class ScopeLoad:
             self.books.commit([Entry(row["pattern_id"], key, Outcome.RETRACTED, reason)])
             if deleted:
                 self.result.retracted += 1
+                if self.strategy.last_count is not None:
+                    # a learn that does not grow the count from here on replaced a near-duplicate
+                    self.strategy.last_count -= 1
 
 
 def compact_ledger(ledger: Ledger) -> None:
@@ -295,6 +298,7 @@ def load_rest(
         scope=scope, destination=options.mode.value, tenant_id=tenant_id, project_id=project_id
     )
     ledger = Ledger(layout, scope, destination_id(server))
+    result.ledger_run_id = ledger.run_id
     client = make_client(server, options, f"{scope} -> {server.url}", transport=transport)
     books = LoadBooks(ledger, result, scope, options.mode.value, say, progress)
     job = ScopeLoad(layout, scope, tenant_id, project_id, server, options, client, books)
@@ -314,6 +318,7 @@ def load_rest(
             if books.bar is not None:
                 books.bar.close()
             client.close()
+    result.settle_unsent()
     result.ledger_in_store = ledger.in_store().height
     result.requests = client.stats.requests
     result.rate_limited = client.stats.rate_limited

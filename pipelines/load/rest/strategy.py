@@ -42,7 +42,6 @@ class SendStrategy(ABC):
     layout: DataLayout
     tenant_id: str
     project_id: str
-    version: tuple[int, int, int] = (0, 0, 0)
     # the server's pattern count as last seen (before the load, then from learn answers)
     last_count: int | None = None
 
