@@ -11,8 +11,9 @@ import pytest
 
 from pipelines.tables import DataLayout
 
-# The real Engramia server and the staged data folders it loads, for every test module that asks.
-pytest_plugins = ["tests.support.engramia_server"]
+# The real Engramia server and the staged data folders it loads, and a real PostgreSQL server, for every
+# test module that asks.
+pytest_plugins = ["tests.support.engramia_server", "tests.support.postgres_server"]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 T0 = 1_717_200_000

@@ -1,0 +1,72 @@
+"""The Dagster instance on PostgreSQL: same run queue and pools as the SQLite default, and the sensor, the
+ingest and the scope runs recorded in a real server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import yaml
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+from assets.cli.instance import INSTANCE_TEMPLATE
+from assets.jobs import DUMP_TAG, ingest_job, scope_job
+from assets.partitions import SCOPES
+from assets.resources import BackfillSettings
+from tests.orchestration.postgres_instance import POSTGRES_TEMPLATE, pg_instance
+from tests.orchestration.test_definitions import _checks, _ingest, _scope_run, _tick
+
+__all__ = ["pg_instance"]
+
+
+def test_the_postgres_instance_keeps_the_default_instances_limits():
+    default = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
+    postgres = yaml.safe_load(POSTGRES_TEMPLATE.read_text())
+    assert postgres["concurrency"] == default["concurrency"]
+    assert postgres["telemetry"] == default["telemetry"]
+    # The password is read from the environment, never written in the file.
+    assert postgres["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+
+def test_sensor_ingest_and_scope_runs_through_postgres(
+    pg_instance, postgres_server, layout, tmp_path, sample_dir
+):
+    instance = pg_instance
+    assert isinstance(instance.run_storage, PostgresRunStorage)
+    assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    limits = {
+        (r["key"], str(r.get("value")))
+        for r in instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    }
+    assert ("assistants_backfill/scope", "{'applyLimitPerUniqueValue': True}") in limits
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for dump in sorted(sample_dir.glob("*.ndjson")):
+        shutil.copy(dump, landing / dump.name)
+    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
+    requests = _tick(instance, settings).run_requests
+    assert [r.job_name for r in requests] == [ingest_job.name] * 2
+    assert len({r.tags[DUMP_TAG] for r in requests}) == 2
+
+    ingest = _ingest(layout, landing, instance)
+    assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
+    requests = _tick(instance, settings).run_requests
+    assert {r.job_name for r in requests} == {scope_job.name}
+    scopes = sorted(r.partition_key for r in requests)
+    assert scopes == sorted(instance.get_dynamic_partitions(SCOPES.name)) and len(scopes) == 3
+    for scope in scopes:
+        result = _scope_run(layout, landing, instance, scope)
+        assert result.success and all(_checks(result).values()), (scope, _checks(result))
+    assert _tick(instance, settings).run_requests == []
+
+    # The runs and their events are rows of the server's tables, not of a file next to DAGSTER_HOME.
+    assert not list((tmp_path / "dagster_home").glob("**/*.db"))
+    with postgres_server.connect(os.environ["DAGSTER_PG_DB"]) as con, con.cursor() as cur:
+        cur.execute("SELECT status, count(*) FROM runs GROUP BY status")
+        assert dict(cur.fetchall()) == {"SUCCESS": 4}
+        cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cur.fetchone()[0] == 1 + 3 * 4
