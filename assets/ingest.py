@@ -1,7 +1,7 @@
 """``raw_thread_exports``: new dumps read once, every line staged or quarantined.
 
-It is unpartitioned (one dump holds many scopes) and registers each scope it finds as a partition of
-everything downstream.
+It is unpartitioned (one dump holds many scopes; a run takes one dump or every new one) and registers
+each scope it finds as a partition of everything downstream.
 """
 
 import dagster as dg
@@ -13,6 +13,9 @@ from assets.resources import BackfillSettings
 from checks.staging import DUMP_LINES_RECONCILE, dump_lines_reconcile
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.staging import ingest
+
+# A run with this tag takes that one dump (the sensor starts one per dump); without it, every new dump.
+DUMP_TAG = "assistants_backfill/dump"
 
 
 @dg.asset(
@@ -36,6 +39,7 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
         context.log.info,
         settle_seconds=settings.settle_seconds,
         fmt=settings.input_format,
+        only=[dump_id] if (dump_id := context.run.tags.get(DUMP_TAG)) else None,
     )
     new_scopes = register_scopes(context.instance, read_scopes(layout)["scope"].to_list())
     refresh_views(context, settings)

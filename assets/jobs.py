@@ -7,7 +7,7 @@ would spend most of the run starting interpreters and importing Polars, DuckDB a
 import dagster as dg
 
 from assets.engramia import engramia_scopes
-from assets.ingest import raw_thread_exports
+from assets.ingest import DUMP_TAG, raw_thread_exports
 from assets.messages import messages
 from assets.partitions import SCOPES
 from assets.patterns import paired_patterns, scored_patterns
@@ -15,8 +15,9 @@ from assets.patterns import paired_patterns, scored_patterns
 SCOPE_ASSETS = [messages, paired_patterns, scored_patterns, engramia_scopes]
 ALL_ASSETS = [raw_thread_exports, *SCOPE_ASSETS]
 
-# Run tags the instance's run queue limits (assets/dagster.yaml): one ingest at a time (they share the
-# manifest), and one run per scope at a time.
+# Run tags the instance's run queue limits (assets/dagster.yaml): one run per dump and one run per scope
+# at a time. Ingest runs of different dumps run side by side: each dump is staged by the run that claims
+# it (pipelines/ingest/claims.py).
 INGEST_TAG = "assistants_backfill/ingest"
 SCOPE_TAG = "assistants_backfill/scope"
 
@@ -38,3 +39,8 @@ scope_job = dg.define_asset_job(
 
 def scope_run_tags(scope: str) -> dict[str, str]:
     return {SCOPE_TAG: scope}
+
+
+def dump_run_tags(dump_id: str) -> dict[str, str]:
+    """An ingest run that takes this one dump (an ingest run without the tag takes every new dump)."""
+    return {DUMP_TAG: dump_id}

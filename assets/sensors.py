@@ -3,7 +3,7 @@
 It watches the landing folder for every file the ingest accepts (:func:`pipelines.ingest.dumps.is_dump_name`:
 ``.ndjson``, ``.jsonl`` and ``.json``, each also ``.gz`` or ``.zst``, and ``.zip`` archives of them, whatever
 their shape inside), found as the ingest finds them (:func:`pipelines.ingest.dumps.discover_dumps`). New
-dumps start an ingest run (which stages them and registers their
+dump starts an ingest run of its own (which stages it and registers its
 scopes as partitions); once they are staged, every scope with staged rows that its messages have not
 taken in yet gets a run of the scope job. Run keys are derived from the dumps involved, so a tick that
 sees the same state again requests nothing new.
@@ -13,7 +13,7 @@ import hashlib
 
 import dagster as dg
 
-from assets.jobs import ingest_job, scope_job, scope_run_tags
+from assets.jobs import dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_scopes
@@ -35,13 +35,13 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettin
     requests: list[dg.RunRequest] = []
     if settings.source.exists():
         # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
-        settled = pending_dumps(layout, settings.source, settings.settle_seconds)
-        if settled:
-            requests.append(
-                dg.RunRequest(
-                    job_name=ingest_job.name, run_key=f"ingest:{_digest([d.dump_id for d in settled])}"
-                )
+        # One run per dump, so dumps are staged side by side (up to the instance's run limit).
+        requests.extend(
+            dg.RunRequest(
+                job_name=ingest_job.name, run_key=f"ingest:{d.dump_id}", tags=dump_run_tags(d.dump_id)
             )
+            for d in pending_dumps(layout, settings.source, settings.settle_seconds)
+        )
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
     for scope in read_scopes(layout)["scope"].to_list():
         pending = pending_message_dumps(layout, scope)

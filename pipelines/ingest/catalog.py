@@ -6,7 +6,8 @@ over from a crash and are never read. The scope catalog maps each scope key to i
 
 Invariants: a dump's scopes are registered before its manifest row is written, so every scope a complete
 dump lists is in the catalog; a dump reaches the manifest only once its lines reconcile (lines = staged +
-quarantined, checked by the staging), so the manifest's counts are those of the files on disk.
+quarantined, checked by the staging), so the manifest's counts are those of the files on disk; both are
+rewritten under one lock (:mod:`pipelines.ingest.claims`), so concurrent ingest runs lose no row.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.ingest.claims import catalog_lock
 from pipelines.ingest.dumps import Dump, discover_dumps
 from pipelines.tables import (
     MANIFEST_DEFAULTS,
@@ -46,19 +48,18 @@ def pending_dumps(layout: DataLayout, source: Path, settle_seconds: float = 0.0)
     return [d for d in discover_dumps(source) if d.dump_id not in done and d.mtime_ns <= newest]
 
 
-def record_dump(
-    layout: DataLayout,
-    manifest: pl.DataFrame,
-    entry: dict[str, Any],
-    names: dict[str, tuple[str, str]],
-) -> pl.DataFrame:
+def record_dump(layout: DataLayout, entry: dict[str, Any], names: dict[str, tuple[str, str]]) -> pl.DataFrame:
     """Mark a staged dump complete: its scopes ``names`` join the catalog, then its manifest ``entry``
-    (one row of :data:`MANIFEST_SCHEMA`) is appended to ``manifest`` and written. Returns the new
-    manifest."""
-    manifest = pl.concat([manifest, pl.DataFrame([entry], schema=MANIFEST_SCHEMA)])
-    _register_scopes(layout, names)
-    # The manifest is written after each dump so a crash re-does at most the dump in progress.
-    write_parquet(manifest, layout.manifest)
+    (one row of :data:`MANIFEST_SCHEMA`) is appended to the manifest as it is on disk now (another
+    ingest run may have added rows since this one read it). Returns the new manifest."""
+    with catalog_lock(layout):
+        manifest = read_manifest(layout)
+        if entry["dump_id"] in set(manifest["dump_id"].to_list()):
+            raise RuntimeError(f"{entry['file']}: dump {entry['dump_id']} is in the manifest already")
+        manifest = pl.concat([manifest, pl.DataFrame([entry], schema=MANIFEST_SCHEMA)])
+        _register_scopes(layout, names)
+        # The manifest is written after each dump so a crash re-does at most the dump in progress.
+        write_parquet(manifest, layout.manifest)
     return manifest
 
 

@@ -15,7 +15,11 @@ whole dump is classified and then get the assistant of their exchange (:mod:`pip
 written to a second file per scope (``part-1.parquet``).
 
 Invariant per dump: lines (records) = staged rows + quarantined rows; a dump that does not reconcile
-raises before it reaches the manifest.
+raises before it reaches the manifest. Several ingest runs may share a data directory: each dump is staged
+by the one run that claims it (:mod:`pipelines.ingest.claims`). Rows without an assistant are resolved
+against the dumps complete when their dump is staged, so with concurrent runs a dump that needs an earlier
+dump's rows for that may find it still in progress (the guide's NDJSON carries the assistant on every line
+and never needs it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +39,7 @@ import polars as pl
 from pipelines.duck import connect
 from pipelines.ingest.assistants import resolve_pending
 from pipelines.ingest.catalog import pending_dumps, read_manifest, record_dump
+from pipelines.ingest.claims import catalog_lock, claim, dump_seqs
 from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES, Dump, prefetched, split_chunks
 from pipelines.ingest.formats import detect_format, reader
@@ -207,9 +212,11 @@ def ingest(
     log: Callable[[str], None] | None = None,
     settle_seconds: float = 0.0,
     fmt: str | None = None,
+    only: Collection[str] | None = None,
 ) -> list[DumpResult]:
-    """Stage every dump under ``source`` that is not in the manifest yet, in name order (skipping files
-    modified in the last ``settle_seconds``)."""
+    """Stage every dump under ``source`` that is not in the manifest yet (with ``only``, those of these
+    dump ids), in name order, skipping files modified in the last ``settle_seconds`` and dumps another
+    run holds the claim of (:mod:`pipelines.ingest.claims`)."""
     manifest = read_manifest(layout)
     mappings = set(manifest["mapping"].unique().to_list())
     if mappings and mappings != {mapping.describe()}:
@@ -217,43 +224,66 @@ def ingest(
             f"{layout.root}: earlier dumps were staged with {sorted(mappings)} but this run uses "
             f"{mapping.describe()}; use a fresh data directory to change the scope mapping"
         )
-    todo = pending_dumps(layout, source, settle_seconds)
+    pending = pending_dumps(layout, source, settle_seconds)
+    todo = [d for d in pending if only is None or d.dump_id in only]
     if not todo:
         return []
-    upgrade_layout(layout)
+    with catalog_lock(layout):
+        upgrade_layout(layout)
+        # Every pending dump gets its seq now, in name order, whichever run stages it later.
+        seqs = dump_seqs(layout, [d.dump_id for d in pending], int(manifest["seq"].max() or 0))
     # Output order is line order (the staged files are adopted as messages), so insertion order stays.
     con = connect(preserve_order=True)
     if mapping.tenant_map is not None:
         # Also validates the map before any dump is touched.
         load_tenant_map(con, Path(mapping.tenant_map))
-    seq = int(manifest["seq"].max() or 0)
     results: list[DumpResult] = []
     for dump in todo:
-        seq += 1
-        result, sha = ingest_dump(con, layout, dump, seq, mapping, chunk_bytes, fmt)
-        if log:
-            log(
-                f"{dump.label}: {result.lines} {'lines' if result.format == GUIDE else 'records'} "
-                f"({result.format}) "
-                f"-> {result.staged} staged, "
-                f"{result.quarantined} quarantined in {result.seconds:.1f}s"
+        with claim(layout, dump.dump_id) as mine:
+            # Held by a run staging it now, or staged by one since this run listed the landing folder.
+            if not mine or dump.dump_id in set(read_manifest(layout)["dump_id"].to_list()):
+                if log:
+                    log(f"{dump.label}: taken by another ingest run")
+                continue
+            results.append(
+                _stage_and_record(con, layout, dump, seqs[dump.dump_id], mapping, chunk_bytes, fmt, log)
             )
-        entry = {
-            "dump_id": result.dump_id,
-            "seq": seq,
-            "file": dump.label,
-            "size": dump.size,
-            "mtime_ns": dump.mtime_ns,
-            "sha256": sha,
-            "lines": result.lines,
-            "staged": result.staged,
-            "quarantined": result.quarantined,
-            "scopes": sorted(result.scopes),
-            "mapping": mapping.describe(),
-            "ingested_at": datetime.now(UTC),
-            "format": result.format,
-        }
-        manifest = record_dump(layout, manifest, entry, result.scope_names)
-        results.append(result)
     con.close()
     return results
+
+
+def _stage_and_record(
+    con: duckdb.DuckDBPyConnection,
+    layout: DataLayout,
+    dump: Dump,
+    seq: int,
+    mapping: ScopeMapping,
+    chunk_bytes: int,
+    fmt: str | None,
+    log: Callable[[str], None] | None,
+) -> DumpResult:
+    result, sha = ingest_dump(con, layout, dump, seq, mapping, chunk_bytes, fmt)
+    if log:
+        log(
+            f"{dump.label}: {result.lines} {'lines' if result.format == GUIDE else 'records'} "
+            f"({result.format}) "
+            f"-> {result.staged} staged, "
+            f"{result.quarantined} quarantined in {result.seconds:.1f}s"
+        )
+    entry = {
+        "dump_id": result.dump_id,
+        "seq": seq,
+        "file": dump.label,
+        "size": dump.size,
+        "mtime_ns": dump.mtime_ns,
+        "sha256": sha,
+        "lines": result.lines,
+        "staged": result.staged,
+        "quarantined": result.quarantined,
+        "scopes": sorted(result.scopes),
+        "mapping": mapping.describe(),
+        "ingested_at": datetime.now(UTC),
+        "format": result.format,
+    }
+    record_dump(layout, entry, result.scope_names)
+    return result

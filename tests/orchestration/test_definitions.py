@@ -11,7 +11,7 @@ import pytest
 from assets.definitions import defs
 from assets.engramia import count_reconciliation
 from assets.ingest import raw_thread_exports
-from assets.jobs import ALL_ASSETS, SCOPE_ASSETS, ingest_job, scope_job
+from assets.jobs import ALL_ASSETS, DUMP_TAG, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
 from assets.sensors import landing_sensor
@@ -149,8 +149,9 @@ def test_sensor_sees_compressed_dumps_and_api_pages(layout, tmp_path, instance):
     assert sorted(p.name for p in landing.iterdir()) == ["messages.json.gz", "thread_ties-page01.json"]
 
     result = _tick(instance, settings)
-    [request] = result.run_requests
-    assert request.job_name == ingest_job.name and request.run_key.startswith("ingest:")
+    # One ingest run per dump.
+    assert [r.job_name for r in result.run_requests] == [ingest_job.name] * 2
+    assert len({r.tags[DUMP_TAG] for r in result.run_requests}) == 2
 
     ingest = _ingest(layout, landing, instance)
     assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
