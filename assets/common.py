@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.resources import BackfillSettings
+from pipelines.ingest.claims import catalog_lock
 from pipelines.warehouse import refresh as refresh_warehouse
 
 GROUP = "assistants_backfill"
@@ -15,6 +16,8 @@ CODE_VERSION = "2"
 def refresh_views(context: dg.AssetExecutionContext, settings: BackfillSettings) -> None:
     # An analyst holding the DuckDB file open locks it; the views are a convenience, never a reason to fail.
     try:
-        refresh_warehouse(settings.layout)
+        # Concurrent runs take turns: DuckDB refuses a second writer of the file instead of waiting.
+        with catalog_lock(settings.layout):
+            refresh_warehouse(settings.layout)
     except Exception as exc:
         context.log.warning(f"warehouse views not refreshed: {exc}")

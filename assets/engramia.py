@@ -12,6 +12,7 @@ import dagster as dg
 from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
+from assets.pools import POOL
 from assets.resources import BackfillSettings, EngramiaDestination
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
@@ -25,8 +26,6 @@ from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
 from pipelines.load.records import kept_ids
 from pipelines.load.verify import verify_updates_embedded, verify_updates_rest
 from pipelines.tables import DataLayout
-
-POOL = "engramia_writes"
 
 
 def count_reconciliation(

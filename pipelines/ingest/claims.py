@@ -50,7 +50,7 @@ def _release(fd: int) -> None:
 
 @contextmanager
 def catalog_lock(layout: DataLayout) -> Iterator[None]:
-    """Held while the manifest, the scope catalog or the dump order is read and rewritten."""
+    """Held while the manifest, the scope catalog, the dump order or the warehouse views are rewritten."""
     fd = _lock(_claims_dir(layout) / "catalog.lock", blocking=True)
     assert fd is not None
     try:
