@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import yaml
+from dagster._config.validate import validate_config
+from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from assets.cli.instance import INSTANCE_TEMPLATE
@@ -18,6 +22,7 @@ from tests.orchestration.postgres_instance import POSTGRES_TEMPLATE, pg_instance
 from tests.orchestration.test_definitions import _checks, _ingest, _scope_run, _tick
 
 __all__ = ["pg_instance"]
+K8S_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "dagster.yaml"
 
 
 def test_the_postgres_instance_keeps_the_default_instances_limits():
@@ -27,6 +32,21 @@ def test_the_postgres_instance_keeps_the_default_instances_limits():
     assert postgres["telemetry"] == default["telemetry"]
     # The password is read from the environment, never written in the file.
     assert postgres["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+
+def test_the_kubernetes_instance_is_the_postgres_one_with_a_valid_k8s_run_launcher():
+    postgres = yaml.safe_load(POSTGRES_TEMPLATE.read_text())
+    k8s = yaml.safe_load(K8S_INSTANCE.read_text())
+    for section in ("storage", "run_coordinator", "concurrency", "telemetry"):
+        assert k8s[section] == postgres[section], section
+    # The whole file passes Dagster's instance schema, and the launcher's part dagster-k8s's own schema.
+    config, _ = dagster_instance_config(str(K8S_INSTANCE.parent))
+    launcher = config["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    result = validate_config(K8sRunLauncher.config_type(), launcher["config"])
+    assert result.success, result.errors
+    assert "BACKFILL_DATA_DIR=/data" in launcher["config"]["env_vars"]
+    assert {m["mountPath"] for m in launcher["config"]["volume_mounts"]} == {"/data"}
 
 
 def test_sensor_ingest_and_scope_runs_through_postgres(
