@@ -70,7 +70,8 @@ def kept_scores(layout: DataLayout, scope: str) -> pl.DataFrame:
         return scored.filter(pl.col("kept")).select("pattern_id", "eval_score").collect()
     kept = kept_patterns(layout, scope)
     return (
-        kept.select("pattern_id", "eval_score").collect()
+        # A scored table that lags the pairing names patterns paired again since: the current ones count.
+        kept.filter(pl.col("thread_id").is_not_null()).select("pattern_id", "eval_score").collect()
         if kept is not None
         else pl.DataFrame(schema={"pattern_id": pl.String, "eval_score": pl.Float64})
     )
