@@ -126,7 +126,7 @@ def test_rollback_restores_what_a_learn_replaced_and_deletes_only_its_own_keys(s
     # the server holds exactly what it held before the load, byte for byte
     assert {k: json.dumps(v, sort_keys=True) for k, v in fake.store.items()} == original
     assert said[0].startswith(f"rollback of {SCOPE}: 9 patterns")
-    assert said[-1].startswith(f"rollback of {SCOPE}: 9/9") and said[-1].endswith("done")
+    assert said[-1].startswith(f"rollback of {SCOPE}: 9/9 done in ")
 
 
 def test_rollback_with_an_editor_key_leaves_a_replaced_pattern_in_place_and_says_so(staged):
