@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
@@ -71,3 +72,10 @@ def dump(landing: Path) -> Callable[[str, list], Path]:
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of its own per test (runs, partitions, check results, sensor cursors)."""
+    with dg.instance_for_test() as inst:
+        yield inst

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 
-import dagster as dg
 import pytest
 
 from assets.engramia import count_reconciliation
@@ -16,12 +15,6 @@ from pipelines.load.store import engramia_scope, open_memory
 from tests.support.graph import check_metadata, checks, ingest, loaded, scope_run
 
 SCOPE = "default__asst_coder"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture

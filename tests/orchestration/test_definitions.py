@@ -6,14 +6,12 @@ import gzip
 import shutil
 
 import dagster as dg
-import pytest
 
 from assets.definitions import defs
 from assets.engramia import count_reconciliation
 from assets.jobs import ALL_ASSETS, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
-from assets.sensors import landing_sensor
 from pipelines.tools import shapes
 from tests.support import graph
 
@@ -21,19 +19,7 @@ BACKFILL_ASSETS = ALL_ASSETS
 SCOPE_CHECKS = [spec for asset in SCOPE_ASSETS for spec in asset.check_specs]
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-_ingest, _scope_run, _checks = graph.ingest, graph.scope_run, graph.checks
-
-
-def _tick(instance, settings: BackfillSettings) -> dg.SensorResult:
-    """One evaluation of the landing sensor (resources are only open inside the context)."""
-    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
-        return landing_sensor(ctx)
+_ingest, _scope_run, _checks, _tick = graph.ingest, graph.scope_run, graph.checks, graph.tick
 
 
 def test_definitions_load():

@@ -21,12 +21,6 @@ SCOPE = "default__asst_coder"  # 5 patterns, all kept
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
 def loaded_scope(layout, sample_dir, instance):
     """The scope loaded once into the embedded store, every check passing."""
     ingest(layout, sample_dir, instance)

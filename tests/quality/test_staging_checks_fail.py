@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 
@@ -14,12 +13,6 @@ from pipelines.tables import parquet_files
 from tests.support.graph import check_metadata, checks, ingest, loaded, scope_run
 
 DUMP_0820 = "assistants-export-2026-08-20.ndjson"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def rewrite(path: Path, change) -> None:

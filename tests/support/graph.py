@@ -9,6 +9,7 @@ import dagster as dg
 from assets.ingest import raw_thread_exports
 from assets.jobs import ALL_ASSETS, SCOPE_ASSETS
 from assets.resources import BackfillSettings, EngramiaDestination
+from assets.sensors import landing_sensor
 from pipelines.tables import DataLayout
 
 
@@ -54,3 +55,9 @@ def check_metadata(result: dg.ExecuteInProcessResult, name: str) -> dict[str, ob
 def loaded(result: dg.ExecuteInProcessResult) -> bool:
     """Whether the run materialized the load (a failed blocking check upstream stops it)."""
     return bool(result.asset_materializations_for_node("engramia_scopes"))
+
+
+def tick(instance: dg.DagsterInstance, settings: BackfillSettings) -> dg.SensorResult:
+    """One evaluation of the landing sensor (resources are only open inside the context)."""
+    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
+        return landing_sensor(ctx)
