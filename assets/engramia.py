@@ -106,7 +106,7 @@ def engramia_scopes(
     tenant_id, project_id = require_scope(layout, scope)
     result = engramia.load(layout, scope, tenant_id, project_id, log=context.log.info)
     save_load_result(layout, result, context.run_id)
-    refresh_views(context, settings)
+    views = refresh_views(context, settings)
     rate = result.sent / result.seconds if result.seconds else 0.0
     context.log.info(
         f"{scope} -> {tenant_id}/{project_id}: sent {result.sent}, stored {result.stored}, "
@@ -134,6 +134,7 @@ def engramia_scopes(
             "pattern_count_after": result.pattern_count_after,
             "patterns_per_second": round(rate, 1),
             "dagster/row_count": result.pattern_count_after,
+            **views,
             **(
                 {"server_version": result.server_version or "", **_rest_metadata(result)}
                 if engramia.is_rest

@@ -44,7 +44,7 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
     )
     ensure_pool(context.instance, layout)
     new_scopes = register_scopes(context.instance, read_scopes(layout)["scope"].to_list())
-    refresh_views(context, settings)
+    views = refresh_views(context, settings)
     manifest = read_manifest(layout)
     reasons: dict[str, int] = {}
     formats: dict[str, int] = {}
@@ -67,6 +67,7 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
                 manifest.select("seq", "file", "format", "lines", "staged", "quarantined").tail(10), rows=10
             ),
             "path": dg.MetadataValue.path(str(layout.raw())),
+            **views,
         },
         check_results=[dump_lines_reconcile(layout)],
     )

@@ -97,7 +97,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
         else scored.select("pattern_id", "kept", "duplicate_of", "filtered", "filter_reason").collect()
     )
     listed = filtered_file(layout, scope)
-    n_patterns = pattern_totals(layout, scope).patterns
+    paired = current(layout, "patterns", scope)
     return dg.MaterializeResult(
         metadata={
             "patterns": result.patterns,
@@ -122,7 +122,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             scored_quality(kept),
             duplicates_accounted(
                 outcomes,
-                n_patterns,
+                None if paired is None else paired.select("pattern_id").collect(),
                 pl.read_parquet(listed, columns=["pattern_id"]) if listed.exists() else None,
             ),
             duplicate_share(outcomes),

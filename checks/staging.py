@@ -1,5 +1,6 @@
 """Checks that every line and every message is accounted for. The per-scope ones are blocking: a scope
-that does not reconcile is not loaded."""
+that does not reconcile is not loaded. The per-dump one is not, so that scopes of sound dumps still
+load; a scope's own line check includes the dumps that fed it, which blocks its load."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ from pipelines.tables import DataLayout
 DUMP_LINES_RECONCILE = dg.AssetCheckSpec(
     "dump_lines_reconcile",
     asset="raw_thread_exports",
-    description="Per dump: lines = staged rows + quarantined rows.",
+    description="Per dump: lines = staged rows + quarantined rows (not blocking here, so scopes of other "
+    "dumps still load: each scope's lines_reconcile includes its dumps and blocks its load).",
 )
 LINES_RECONCILE = dg.AssetCheckSpec(
     "lines_reconcile",
     asset="messages",
     blocking=True,
-    description="Per scope: lines in = messages + quarantined + exact repeats.",
+    description="Per scope: lines in = messages + quarantined + exact repeats, and every dump that staged "
+    "rows into the scope has lines = staged + quarantined.",
 )
 MESSAGES_ACCOUNTED = dg.AssetCheckSpec(
     "messages_accounted",
     asset="paired_patterns",
     blocking=True,
-    description="Per scope: messages = messages in patterns + unpaired messages, and no message in both.",
+    description="Per scope: messages = messages in patterns + unpaired messages, every message id in one "
+    "of them, and no message in both.",
 )
 
 
@@ -55,6 +59,7 @@ def lines_reconcile(counts: MessageCounts) -> dg.AssetCheckResult:
             "messages": counts.messages,
             "quarantined": counts.quarantined,
             "repeats": counts.repeats,
+            "dumps_mismatched": dg.MetadataValue.json(counts.dumps_mismatched),
         },
     )
 
@@ -68,5 +73,7 @@ def messages_accounted(counts: PairingCounts) -> dg.AssetCheckResult:
             "in_patterns": counts.in_patterns,
             "unpaired": counts.unpaired,
             "in_both": counts.in_both,
+            "unaccounted_message_ids": dg.MetadataValue.json(counts.unaccounted_ids),
+            "in_both_message_ids": dg.MetadataValue.json(counts.in_both_ids),
         },
     )

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
 from pipelines.tables import DataLayout
 
-# The real Engramia server and the staged data folders it loads, and a real PostgreSQL server, for every
-# test module that asks.
-pytest_plugins = ["tests.support.engramia_server", "tests.support.postgres_server"]
+# The real Engramia server and the staged data folders it loads, a real PostgreSQL server and a Dagster
+# instance on it, for every test module that asks.
+pytest_plugins = [
+    "tests.support.engramia_server",
+    "tests.support.postgres_server",
+    "tests.support.postgres_instance",
+]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 T0 = 1_717_200_000
@@ -72,3 +77,10 @@ def dump(landing: Path) -> Callable[[str, list], Path]:
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of its own per test (runs, partitions, check results, sensor cursors)."""
+    with dg.instance_for_test() as inst:
+        yield inst

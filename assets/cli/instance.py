@@ -107,6 +107,17 @@ def failed_check_names(result: JobExecutionResult) -> list[str]:
     return out
 
 
+def optional_step_failures(result: JobExecutionResult) -> list[str]:
+    """Optional steps that failed without failing their asset (the warehouse views), as reported in
+    the materializations' metadata."""
+    out = []
+    for event in result.get_asset_materialization_events():
+        views = event.step_materialization_data.materialization.metadata.get("warehouse_views")
+        if views is not None and str(views.value) != "refreshed":
+            out.append(f"{event.asset_key.to_user_string()}: warehouse views {views.value}")
+    return out
+
+
 def first_error(result: JobExecutionResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:

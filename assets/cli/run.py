@@ -30,6 +30,7 @@ from assets.cli.instance import (
     failed_check_names,
     first_error,
     open_instance,
+    optional_step_failures,
     run_config,
 )
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
@@ -180,7 +181,7 @@ def _backfill(
     new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
     failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
     scopes = read_scopes(layout)["scope"].to_list()
-    warnings: list[str] = []
+    warnings: list[str] = optional_step_failures(ingest)
     if destination.is_rest and not destination.servers_file and len(scopes) > 1:
         warnings.append(
             f"--engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that key; "
@@ -211,6 +212,7 @@ def _backfill(
             failed_scopes[scope] = first_error(result)
             failures.append(f"scope {scope}: {failed_scopes[scope]}")
             say(f"    FAILED: {failures[-1]}")
+        warnings += optional_step_failures(result)
         if bad := failed_check_names(result):
             failed_checks[scope] = bad
         for check in bad:

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.load.content import basis, basis_prefix
-from pipelines.load.records import kept_patterns, kept_scores
+from pipelines.load.records import kept_patterns, kept_scores, without_text
 from pipelines.tables import DataLayout, parquet_files, write_parquet
 
 # Updated patterns a load names in its figures, for the check that reads them back from the store.
@@ -80,6 +80,11 @@ def texts_to_send(layout: DataLayout, scope: str, plan: LoadPlan) -> pl.DataFram
         return None
     # A filter, not a semi join: it reaches the Parquet scans, which then skip other rows' texts.
     rows = kept.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode())).collect()
+    if missing := without_text(rows):
+        raise ValueError(
+            f"scope {scope}: {len(missing)} kept patterns have no current paired pattern (the scored table "
+            f"is out of step with the pairing; score the scope again), e.g. {', '.join(missing[:5])}"
+        )
     return rows.join(wanted, on="pattern_id", how="left", maintain_order="left")
 
 

@@ -36,18 +36,30 @@ def pattern_key(pattern_id: str | pl.Expr) -> str | pl.Expr:
 
 
 def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
-    """The scope's kept patterns with text, score and provenance, ready to become records."""
+    """The scope's kept patterns with text, score and provenance, ready to become records.
+
+    Every kept row of the scored table is here: one whose paired pattern is not current has no text
+    (see :func:`without_text`), which the quality check names and the load refuses. Dropping it instead
+    would make the load retract it from Engramia without a word."""
     scored = scan_scored(layout, scope)
     patterns = current(layout, "patterns", scope)
     if scored is None or patterns is None:
+        # No paired table at all: the scoring check finds every scored row not current.
         return None
     return (
         scored.filter(pl.col("kept"))
         .select("pattern_id", "eval_score", "score_source")
-        .join(patterns.drop("batch"), on="pattern_id", how="inner")
+        .join(patterns.drop("batch"), on="pattern_id", how="left")
         .with_columns(key=pattern_key(pl.col("pattern_id")))
         .sort("pattern_id")
     )
+
+
+def without_text(kept: pl.LazyFrame | pl.DataFrame) -> list[str]:
+    """Ids of :func:`kept_patterns` rows whose paired pattern is missing (kept in the scored table, but
+    no current pattern of the scope has that id)."""
+    missing = kept.lazy().filter(pl.col("thread_id").is_null())
+    return missing.select("pattern_id").collect()["pattern_id"].to_list()
 
 
 def kept_scores(layout: DataLayout, scope: str) -> pl.DataFrame:
@@ -58,7 +70,8 @@ def kept_scores(layout: DataLayout, scope: str) -> pl.DataFrame:
         return scored.filter(pl.col("kept")).select("pattern_id", "eval_score").collect()
     kept = kept_patterns(layout, scope)
     return (
-        kept.select("pattern_id", "eval_score").collect()
+        # A scored table that lags the pairing names patterns paired again since: the current ones count.
+        kept.filter(pl.col("thread_id").is_not_null()).select("pattern_id", "eval_score").collect()
         if kept is not None
         else pl.DataFrame(schema={"pattern_id": pl.String, "eval_score": pl.Float64})
     )

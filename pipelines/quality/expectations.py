@@ -111,7 +111,8 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
 
 
 def validate_scored(kept: pl.LazyFrame) -> QualityReport:
-    """Expectations on the patterns that will be loaded (kept patterns with their text)."""
+    """Expectations on the patterns that will be loaded (:func:`~pipelines.load.records.kept_patterns`:
+    every kept row of the scored table, with the text of its paired pattern)."""
     import great_expectations.expectations as gxe
 
     narrow = kept.select(
@@ -119,16 +120,34 @@ def validate_scored(kept: pl.LazyFrame) -> QualityReport:
         "eval_score",
         task_chars=pl.col("task").str.strip_chars().str.len_chars(),
         code_chars=pl.col("code").str.strip_chars().str.len_chars(),
+        paired=pl.col("thread_id").is_not_null(),
     ).collect()
-    return _gx_validate(
+    missing = narrow.filter(~pl.col("paired"))["pattern_id"].to_list()
+    report = _gx_validate(
         "scored_patterns",
-        narrow,
+        narrow.drop("paired"),
         [
             gxe.ExpectColumnValuesToNotBeNull(column="pattern_id"),
             gxe.ExpectColumnValuesToBeUnique(column="pattern_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="eval_score"),
             gxe.ExpectColumnValuesToBeBetween(column="eval_score", min_value=0, max_value=10),
+            gxe.ExpectColumnValuesToNotBeNull(column="task_chars"),
             gxe.ExpectColumnValuesToBeBetween(column="task_chars", min_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="code_chars"),
             gxe.ExpectColumnValuesToBeBetween(column="code_chars", min_value=1),
         ],
     )
+    # Kept in the scored table but no current paired pattern: named, never dropped (a dropped row
+    # would be retracted from Engramia by the load).
+    report.results.insert(
+        0,
+        {
+            "expectation": "kept patterns have their paired pattern",
+            "column": "pattern_id",
+            "success": not missing,
+            "unexpected_count": len(missing),
+            "observed_value": ", ".join(missing[:20]) or None,
+        },
+    )
+    report.success = report.success and not missing
+    return report

@@ -1,53 +1,22 @@
 """End to end through the CLI (the whole Dagster graph in-process, asset checks included) into REAL
-Engramia servers: both REST modes, re-runs that add nothing, the servers mapping file, rollback, and
-the API key never reaching a file, a log line or the console."""
+Engramia servers: both REST modes, re-runs that add nothing, the servers mapping file and rollback
+(the API key never leaking: tests/load/test_key_leaks.py)."""
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
-
-import polars as pl
 import pytest
 
-from assets.cli.main import main
 from assets.resources import EngramiaDestination
 from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.plan import latest_load_result
 from pipelines.load.rest.options import destination_id
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.tables import DataLayout
-from tests.support.engramia_server import (
-    SAMPLE,
-    EngramiaServer,
-)
+from tests.support.cli import cli, run
+from tests.support.engramia_server import EngramiaServer
 
 pytestmark = pytest.mark.server
 KEPT = {"default__asst_analyst": 3, "default__asst_coder": 5, "default__asst_support": 2}
-
-
-def cli(capsys, *args: str, code: int = 0) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--json"])
-    out, err = capsys.readouterr()
-    assert exit_info.value.code == code, f"{out}\n{err}"
-    return {**(json.loads(out) if out.strip().startswith("{") else {}), "_stderr": err}
-
-
-def run(capsys, data: Path, *extra: str, code: int = 0) -> dict:
-    return cli(
-        capsys,
-        "run",
-        "--input",
-        str(SAMPLE),
-        "--data-dir",
-        str(data),
-        "--requests-per-minute",
-        "0",
-        *extra,
-        code=code,
-    )
 
 
 def in_store(layout: DataLayout, scope: str, server: EngramiaServer) -> int:
@@ -186,77 +155,3 @@ def test_three_scopes_go_to_their_own_servers_through_the_servers_file(
     assert {r["data"]["design"]["assistant_id"] for r in servers["default__asst_coder"].export()} == {
         "asst_coder"
     }
-
-
-def _files_containing(root: Path, needle: str) -> list[str]:
-    """Every file under ``root`` whose bytes contain ``needle``, or whose Parquet content does
-    (Parquet pages are compressed, so raw bytes alone would prove nothing)."""
-    hits = []
-    raw = needle.encode()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if raw in data:
-            hits.append(str(path))
-        elif path.suffix == ".parquet" or path.name.endswith(".parquet.tmp"):
-            frame = pl.read_parquet(path)
-            if needle in json.dumps(frame.to_dicts(), default=str, ensure_ascii=False):
-                hits.append(str(path))
-    return hits
-
-
-def test_api_keys_never_reach_files_logs_or_output(
-    engramia_server, api_key_env, capsys, caplog, tmp_path, monkeypatch
-):
-    caplog.set_level(logging.DEBUG)
-    data = tmp_path / "data"
-    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
-    wrong = "ebk_wrong_" + "7" * 32
-    right = engramia_server.api_key
-    rest = (
-        "--scope-by",
-        "single",
-        "--destination",
-        "rest-import",
-        "--engramia-url",
-        engramia_server.url,
-        "--api-key-env",
-    )
-
-    # a wrong key: a clear error naming the scope and the role, and the key nowhere
-    summary = run(capsys, data, *rest, api_key_env(engramia_server, wrong), code=1)
-    error = summary["failed_scopes"]["default__default"]
-    assert "HTTP 401" in error and "'admin' role" in error and "default__default" in error
-    assert engramia_server.pattern_count() == 0
-
-    env = api_key_env(engramia_server)
-    summary = run(capsys, data, *rest, env, "--verbose")
-    assert summary["failed_checks"] == {} and summary["scopes"]["default__default"]["loaded"] == 10
-    target = (
-        "--data-dir",
-        str(data),
-        "--scope",
-        "default__default",
-        "--engramia-url",
-        engramia_server.url,
-        "--api-key-env",
-        env,
-    )
-    cli(capsys, "rollback", *target, "--dry-run")
-    assert cli(capsys, "rollback", *target)["deleted"] == 10
-
-    # the scanner does see a key inside a (compressed) Parquet file, so its silence below means something
-    canary = tmp_path / "canary"
-    canary.mkdir()
-    pl.DataFrame({"x": [f"header Bearer {right}"] * 50}).write_parquet(
-        canary / "c.parquet", compression="zstd"
-    )
-    assert _files_containing(canary, right) == [str(canary / "c.parquet")]
-
-    assert (data / "staged" / "ledger").is_dir() and (data / "dagster_home").is_dir()
-    for key in (right, wrong):
-        assert _files_containing(data, key) == []
-        assert key not in caplog.text
-        for record in caplog.records:
-            assert key not in record.getMessage()
-    out, err = capsys.readouterr()
-    assert right not in out + err and wrong not in out + err

@@ -6,62 +6,20 @@ import gzip
 import shutil
 
 import dagster as dg
-import pytest
 
 from assets.definitions import defs
 from assets.engramia import count_reconciliation
-from assets.ingest import raw_thread_exports
 from assets.jobs import ALL_ASSETS, DUMP_TAG, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
-from assets.sensors import landing_sensor
 from pipelines.tools import shapes
+from tests.support import graph
 
 BACKFILL_ASSETS = ALL_ASSETS
 SCOPE_CHECKS = [spec for asset in SCOPE_ASSETS for spec in asset.check_specs]
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-def _resources(layout, source):
-    return {
-        "settings": BackfillSettings(data_dir=str(layout.root), landing=str(source), settle_seconds=0),
-        "engramia": EngramiaDestination(),
-    }
-
-
-def _ingest(layout, source, instance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(raw_thread_exports),
-        resources=_resources(layout, source),
-        instance=instance,
-    )
-
-
-def _scope_run(layout, source, instance, scope: str, **kwargs) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        BACKFILL_ASSETS,
-        selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-        partition_key=scope,
-        resources=_resources(layout, source),
-        instance=instance,
-        **kwargs,
-    )
-
-
-def _tick(instance, settings: BackfillSettings) -> dg.SensorResult:
-    """One evaluation of the landing sensor (resources are only open inside the context)."""
-    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
-        return landing_sensor(ctx)
-
-
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+_ingest, _scope_run, _checks, _tick = graph.ingest, graph.scope_run, graph.checks, graph.tick
 
 
 def test_definitions_load():

@@ -25,7 +25,7 @@ from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate
-from tests.orchestration.postgres_instance import postgres_home
+from tests.support.postgres_instance import postgres_home
 
 ROOT = Path(__file__).resolve().parents[2]
 DUMPS = 4

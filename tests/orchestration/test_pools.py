@@ -4,9 +4,6 @@ is kept."""
 from __future__ import annotations
 
 from assets.pools import POOL, ensure_pool
-from tests.orchestration.postgres_instance import pg_instance
-
-__all__ = ["pg_instance"]
 
 
 def test_the_pool_is_created_once_at_the_default_limit(pg_instance, layout):

@@ -18,10 +18,9 @@ from assets.cli.instance import INSTANCE_TEMPLATE
 from assets.jobs import DUMP_TAG, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
-from tests.orchestration.postgres_instance import POSTGRES_TEMPLATE, pg_instance
-from tests.orchestration.test_definitions import _checks, _ingest, _scope_run, _tick
+from tests.support.graph import checks, ingest, scope_run, tick
+from tests.support.postgres_instance import POSTGRES_TEMPLATE
 
-__all__ = ["pg_instance"]
 K8S_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "dagster.yaml"
 
 
@@ -68,20 +67,20 @@ def test_sensor_ingest_and_scope_runs_through_postgres(
     for dump in sorted(sample_dir.glob("*.ndjson")):
         shutil.copy(dump, landing / dump.name)
     settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
-    requests = _tick(instance, settings).run_requests
+    requests = tick(instance, settings).run_requests
     assert [r.job_name for r in requests] == [ingest_job.name] * 2
     assert len({r.tags[DUMP_TAG] for r in requests}) == 2
 
-    ingest = _ingest(layout, landing, instance)
-    assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
-    requests = _tick(instance, settings).run_requests
+    ingested = ingest(layout, landing, instance)
+    assert ingested.success and checks(ingested) == {"dump_lines_reconcile": True}
+    requests = tick(instance, settings).run_requests
     assert {r.job_name for r in requests} == {scope_job.name}
     scopes = sorted(r.partition_key for r in requests)
     assert scopes == sorted(instance.get_dynamic_partitions(SCOPES.name)) and len(scopes) == 3
     for scope in scopes:
-        result = _scope_run(layout, landing, instance, scope)
-        assert result.success and all(_checks(result).values()), (scope, _checks(result))
-    assert _tick(instance, settings).run_requests == []
+        result = scope_run(layout, landing, instance, scope)
+        assert result.success and all(checks(result).values()), (scope, checks(result))
+    assert tick(instance, settings).run_requests == []
 
     # The runs and their events are rows of the server's tables, not of a file next to DAGSTER_HOME.
     assert not list((tmp_path / "dagster_home").glob("**/*.db"))

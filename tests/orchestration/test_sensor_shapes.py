@@ -11,7 +11,7 @@ from assets.resources import BackfillSettings
 from pipelines.tables import DataLayout
 from pipelines.tools import shapes
 from tests.ingest.chat_support import guide_pairs, pairs_per_thread
-from tests.orchestration.test_definitions import _checks, _ingest, _scope_run, _tick
+from tests.support.graph import checks, ingest, scope_run, tick
 
 
 @pytest.mark.parametrize("shape", ["chatgpt-zip", "chat-completions", "sharegpt", "compressed"])
@@ -22,17 +22,17 @@ def test_a_shape_goes_from_the_landing_folder_to_the_store(tmp_path, instance, s
     assert files
     settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
 
-    requests = _tick(instance, settings).run_requests
+    requests = tick(instance, settings).run_requests
     assert requests and {r.job_name for r in requests} == {ingest_job.name}
-    ingest = _ingest(layout, landing, instance)
-    assert ingest.success and _checks(ingest) == {"dump_lines_reconcile": True}
+    ingested = ingest(layout, landing, instance)
+    assert ingested.success and checks(ingested) == {"dump_lines_reconcile": True}
 
-    requests = _tick(instance, settings).run_requests
+    requests = tick(instance, settings).run_requests
     assert requests and {r.job_name for r in requests} == {scope_job.name}
     assert sorted(r.partition_key for r in requests) == sorted(instance.get_dynamic_partitions(SCOPES.name))
     for r in requests:
-        result = _scope_run(layout, landing, instance, r.partition_key)
-        assert result.success and all(_checks(result).values()), (shape, r.partition_key, _checks(result))
+        result = scope_run(layout, landing, instance, r.partition_key)
+        assert result.success and all(checks(result).values()), (shape, r.partition_key, checks(result))
         load = result.asset_materializations_for_node("engramia_scopes")[0].metadata
         assert load["stored"].value == load["pattern_count_after"].value - load["pattern_count_before"].value
 

@@ -122,8 +122,9 @@ def test_truncation_is_counted_and_ids_are_stable():
     row = patterns.row(0, named=True)
     assert (len(row["task"]), len(row["code"]), row["task_chars"], row["code_chars"]) == (10, 20, 50, 90)
     assert row["task_truncated"] and row["code_truncated"]
-    again, _ = pair(list(reversed(rows)) and rows)
+    again, _ = pair(list(reversed(rows)), task_max_chars=10, code_max_chars=20)  # file order reversed
     assert again["pattern_id"].to_list() == patterns["pattern_id"].to_list()
+    assert again.select("task", "code").rows() == patterns.select("task", "code").rows()
     grown, _ = pair([*rows, ("t", "a2", "assistant", "more", 2)])
     assert grown["pattern_id"].item() != patterns["pattern_id"].item()
 

@@ -61,9 +61,15 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every or self.done == self.total:
             self._last = now
-            rate = self.done / max(now - self._started, 1e-9) * 60
-            left = duration(self.total - self.done, rate) if self.done < self.total else "done"
-            self._say(f"{self.what}: {self.done}/{self.total} ({rate:.0f}/min), {left}")
+            elapsed = now - self._started
+            if self.done >= self.total:
+                self._say(f"{self.what}: {self.done}/{self.total} done in {elapsed:.1f} s")
+                return
+            # Over less than a second (items that needed no request) a rate means nothing.
+            rate = self.done / elapsed * 60 if elapsed >= 1 else self.per_minute
+            pace = f" ({rate:.0f}/min)" if rate else ""
+            left = duration(self.total - self.done, rate)
+            self._say(f"{self.what}: {self.done}/{self.total}{pace}, {left}")
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started

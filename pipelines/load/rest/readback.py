@@ -41,10 +41,19 @@ def task_hash8(task: str) -> str:
 
 
 _SERVER_REDACTION: Any = None
+SERVER_REDACTION_MODULE = "engramia.governance.redaction"
+
+
+class ServerRedactionUnavailable(RuntimeError):
+    """The installed engramia's redaction code could not be loaded or run: a learn look-up could not
+    recognise a pattern the server stored redacted, and would send it a second time."""
 
 
 def server_redacted_code(code: str) -> str:
-    """The code as a 0.6.6 server would store it through /v1/learn (its own redaction pipeline)."""
+    """The code as a 0.6.6 server would store it through /v1/learn (its own redaction pipeline).
+
+    Required, not best effort: without it a look-up misses every pattern whose code the server
+    redacted, so a failure ends the scope rather than letting it resend them."""
     global _SERVER_REDACTION
     try:
         if _SERVER_REDACTION is None:
@@ -52,9 +61,13 @@ def server_redacted_code(code: str) -> str:
 
             _SERVER_REDACTION = RedactionPipeline.default()
         clean, _ = _SERVER_REDACTION.process({"code": code})
-        return str(clean.get("code", code))
-    except Exception:
-        return code
+    except Exception as exc:
+        raise ServerRedactionUnavailable(
+            f"Engramia's redaction code ({SERVER_REDACTION_MODULE}) failed: {type(exc).__name__}: {exc}; "
+            "learned patterns cannot be looked up on the server, so nothing is sent again (check the "
+            "installed engramia package)"
+        ) from exc
+    return str(clean.get("code", code))
 
 
 def code_matches(stored: str | None, sent: str) -> bool:
