@@ -13,6 +13,8 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.imports import GREAT_EXPECTATIONS, ready
+
 MESSAGE_COLUMNS = {
     "message_id": pl.String,
     "thread_id": pl.String,
@@ -39,8 +41,13 @@ class QualityReport:
         return [r for r in self.results if not r["success"]]
 
 
-def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
+def _import_gx() -> None:
+    """GX, imported here or by the thread a run started for it (:mod:`pipelines.imports`)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    ready(GREAT_EXPECTATIONS)
+
+
+def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
@@ -79,6 +86,7 @@ def schema_problems(schema: pl.Schema, expected: dict[str, pl.DataType]) -> list
 
 
 def validate_messages(messages: pl.LazyFrame) -> QualityReport:
+    _import_gx()
     import great_expectations.expectations as gxe
 
     problems = schema_problems(messages.collect_schema(), MESSAGE_COLUMNS)
@@ -110,6 +118,7 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
 
 def validate_scored(kept: pl.LazyFrame) -> QualityReport:
     """Expectations on the patterns that will be loaded (kept patterns with their text)."""
+    _import_gx()
     import great_expectations.expectations as gxe
 
     narrow = kept.select(
