@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from assets.cli.destination import add_rest_options, destination_from_args, progress_factory
+from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
@@ -32,6 +33,7 @@ from assets.cli.instance import (
     open_instance,
     run_config,
 )
+from assets.cli.progress import progress_factory
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
     dump_figures,
@@ -40,9 +42,17 @@ from assets.cli.summary import (
     scope_summary,
     unscoped_quarantined,
 )
+from assets.cli.uptodate import (
+    key_warnings,
+    nothing_new,
+    record_complete,
+    run_fingerprint,
+    up_to_date_summary,
+)
 from assets.cli.validate import run_problems
 from assets.jobs import ingest_job, scope_job, scope_run_tags
 from assets.resources import BackfillSettings, EngramiaDestination
+from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.formats.base import LEFT_OUT_KINDS
@@ -163,16 +173,26 @@ def _backfill(
     interrupts: Interrupts,
 ) -> int:
     layout = settings.layout
+
+    def say(msg: str) -> None:
+        if not args.no_progress or args.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    if (settled := nothing_new(settings, destination)) is not None:
+        say(f"nothing new in {args.input}: every scope is as its last complete run left it")
+        summary = up_to_date_summary(layout, destination, args.destination, settled[0])
+        _emit(args, summary)
+        return summary["exit_code"]
+    # Imported beside the ingest rather than at the first scope's quality check.
+    import_ahead(GREAT_EXPECTATIONS)
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
     instance = open_instance(Path(args.data_dir))
 
-    def say(msg: str) -> None:
-        if not args.json or args.verbose:
-            print(msg, file=sys.stderr, flush=True)
-
     known_dumps = read_manifest(layout)["dump_id"].to_list()
     say(f"ingesting {args.input} into {layout.root}")
-    ingest = execute(instance, ingest_job.name, config)
+    bars = progress_factory(args)
+    with progress_bars(bars):
+        ingest = execute(instance, ingest_job.name, config)
     if interrupts.stopped(ingest):
         return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
     if not ingest.success:
@@ -180,25 +200,22 @@ def _backfill(
     new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
     failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
     scopes = read_scopes(layout)["scope"].to_list()
-    warnings: list[str] = []
-    if destination.is_rest and not destination.servers_file and len(scopes) > 1:
-        warnings.append(
-            f"--engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that key; "
-            "give each scope its own key with --servers FILE (or use --scope-by single)"
-        )
-        say(f"warning: {warnings[-1]}")
+    warnings = key_warnings(destination, scopes)
+    for warning in warnings:
+        say(f"warning: {warning}")
     run_ids: dict[str, str] = {}
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
     interrupted = False
-    bars = progress_factory(args)
     for i, scope in enumerate(scopes, start=1):
         say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
+        started = time.monotonic()
         with progress_bars(bars):
             result = execute(
                 instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope)
             )
         run_ids[scope] = result.run_id
+        say(f"    {scope}: {'done' if result.success else 'stopped'} in {time.monotonic() - started:.1f} s")
         if interrupts.stopped(result):
             interrupted = True
             failures.append(
@@ -246,6 +263,8 @@ def _backfill(
         "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
         "destination": args.destination,
     }
+    clean = {s for s in scopes if s in run_ids and s not in failed_scopes and s not in failed_checks}
+    record_complete(layout, run_fingerprint(settings, destination), summary["scopes"], clean)
     _emit(args, summary)
     return summary["exit_code"]
 
@@ -326,7 +345,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
-    r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
+    r.add_argument("--verbose", action="store_true", help="stage lines on stderr even with --no-progress")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r.add_argument(
         "--max-quarantine-pct",

@@ -42,8 +42,9 @@ from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES, Dump, prefetched, split_chunks
 from pipelines.ingest.formats import detect_format, reader
 from pipelines.ingest.formats.guide import NAME as GUIDE
-from pipelines.ingest.formats.stream import inner_name, open_member
+from pipelines.ingest.formats.stream import compression, inner_name, open_member
 from pipelines.ingest.records import HashingReader, record_batches
+from pipelines.progress import ProgressBar, open_bar
 from pipelines.scopes import ScopeMapping, load_tenant_map, scope_key
 from pipelines.tables import (
     ARROW_INTERMEDIATE_COMPRESSION,
@@ -85,6 +86,7 @@ class _DumpWriter:
 
     def __init__(self, raw_dir: Path, qfile: Path, dump: Dump, result: DumpResult) -> None:
         self.raw_dir = raw_dir
+        self.bar: ProgressBar | None = None  # advanced by the bytes (guide NDJSON) or records written
         self.qfile = qfile
         self.file = dump.label
         self.result = result
@@ -137,6 +139,8 @@ class _DumpWriter:
         if bad.height:
             self._quarantine(bad)
         self.result.lines += count
+        if self.bar is not None:
+            self.bar.update(len(data) or count)
 
     def write_late(self, rows: pl.DataFrame) -> None:
         """Rows that waited for their assistant: to a second file per scope, or to quarantine."""
@@ -227,6 +231,9 @@ def ingest_dump(
     fmt = fmt or detect_format(dump.path, dump.member)
     result = DumpResult(dump_id=dump_id, file=dump.label, format=fmt)
     writer = _DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
+    # Bytes of a plain NDJSON file (its size is the total); records of anything read through a reader.
+    plain = dump.size if fmt == GUIDE and dump.member is None and compression(dump.path) is None else None
+    writer.bar = open_bar(f"ingest {dump.label}", plain, "B" if fmt == GUIDE else "record")
     layout.records(dump_id).unlink(missing_ok=True)
     if fmt == GUIDE:
         sha = _stage_lines(con, dump, seq, mapping, chunk_bytes, writer)
@@ -241,6 +248,8 @@ def ingest_dump(
             writer.write_late(late)
         finally:
             writer.close()
+    if writer.bar is not None:
+        writer.bar.close()
     if result.lines != result.staged + result.quarantined:
         raise RuntimeError(
             f"{dump.label}: {result.lines} records but {result.staged} staged "
@@ -367,9 +376,8 @@ def ingest(
         if log:
             log(
                 f"{dump.label}: {result.lines} {'lines' if result.format == GUIDE else 'records'} "
-                f"({result.format}) "
-                f"-> {result.staged} staged, "
-                f"{result.quarantined} quarantined in {result.seconds:.1f}s"
+                f"({result.format}) -> {result.staged} staged, {result.quarantined} quarantined in "
+                f"{result.seconds:.1f}s"
             )
         entry = {
             "dump_id": result.dump_id,
