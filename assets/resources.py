@@ -21,7 +21,7 @@ from pipelines.load.rest.readback import pattern_count_rest, recall_check_rest
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerMap
 from pipelines.load.spot_check import recall_check
-from pipelines.load.store import engramia_scope, open_memory, pattern_count
+from pipelines.load.store import engramia_scope, open_memory, pattern_count, store_writes
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
 from pipelines.scopes import ScopeBy, ScopeMapping, scope_key
@@ -283,7 +283,10 @@ class EngramiaDestination(dg.ConfigurableResource):
                 progress = bar.update
             try:
                 store = self.store(layout)
-                return load_embedded(layout, scope, tenant_id, project_id, store, progress=progress)
+                writes = store_writes(store)
+                return load_embedded(
+                    layout, scope, tenant_id, project_id, store, progress=progress, writes=writes
+                )
             finally:
                 if bar is not None:
                     bar.close()

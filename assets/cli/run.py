@@ -16,24 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from dagster import DagsterInstance
 
 from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
     execute,
-    failed_check_names,
     first_error,
     open_instance,
     run_config,
 )
 from assets.cli.progress import progress_factory
+from assets.cli.scope_pool import ScopeOutcome, ScopePool
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
     dump_figures,
@@ -50,9 +51,8 @@ from assets.cli.uptodate import (
     up_to_date_summary,
 )
 from assets.cli.validate import run_problems
-from assets.jobs import ingest_job, scope_job, scope_run_tags
+from assets.jobs import ingest_job
 from assets.resources import BackfillSettings, EngramiaDestination
-from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.formats.base import LEFT_OUT_KINDS
@@ -183,15 +183,26 @@ def _backfill(
         summary = up_to_date_summary(layout, destination, args.destination, settled[0])
         _emit(args, summary)
         return summary["exit_code"]
-    # Imported beside the ingest rather than at the first scope's quality check.
-    import_ahead(GREAT_EXPECTATIONS)
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
     instance = open_instance(Path(args.data_dir))
+    with ScopePool(str(args.data_dir), config, progress=not args.no_progress) as pool:
+        return _ingest_and_scopes(args, settings, destination, interrupts, instance, config, pool, say)
 
+
+def _ingest_and_scopes(
+    args: argparse.Namespace,
+    settings: BackfillSettings,
+    destination: EngramiaDestination,
+    interrupts: Interrupts,
+    instance: DagsterInstance,
+    config: dict[str, Any],
+    pool: ScopePool,
+    say: Callable[[str], None],
+) -> int:
+    layout = settings.layout
     known_dumps = read_manifest(layout)["dump_id"].to_list()
     say(f"ingesting {args.input} into {layout.root}")
-    bars = progress_factory(args)
-    with progress_bars(bars):
+    with progress_bars(progress_factory(args)):
         ingest = execute(instance, ingest_job.name, config)
     if interrupts.stopped(ingest):
         return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
@@ -206,35 +217,40 @@ def _backfill(
     run_ids: dict[str, str] = {}
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
-    interrupted = False
-    for i, scope in enumerate(scopes, start=1):
-        say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
-        started = time.monotonic()
-        with progress_bars(bars):
-            result = execute(
-                instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope)
-            )
-        run_ids[scope] = result.run_id
-        say(f"    {scope}: {'done' if result.success else 'stopped'} in {time.monotonic() - started:.1f} s")
-        if interrupts.stopped(result):
-            interrupted = True
-            failures.append(
-                f"interrupted in scope {scope} ({i - 1} of {len(scopes)} scopes done): run the same command "
-                "again to resume; nothing loaded is sent twice"
-            )
-            say(f"    {failures[-1]}")
-            break
-        if not result.success:
-            failed_scopes[scope] = first_error(result)
+    stopped: list[str] = []
+    say(f"{len(scopes)} scopes: messages -> patterns -> scores -> Engramia, {pool.workers} at a time")
+
+    def done(outcome: ScopeOutcome) -> None:
+        scope = outcome.scope
+        if outcome.run_id:
+            run_ids[scope] = outcome.run_id
+        say(
+            f"[{len(run_ids)}/{len(scopes)}] {scope}: {'done' if outcome.success else 'stopped'} in "
+            f"{outcome.seconds:.1f} s"
+        )
+        if outcome.stopped:
+            stopped.append(scope)
+            return
+        if not outcome.success:
+            failed_scopes[scope] = outcome.error or "run failed"
             failures.append(f"scope {scope}: {failed_scopes[scope]}")
             say(f"    FAILED: {failures[-1]}")
-        if bad := failed_check_names(result):
-            failed_checks[scope] = bad
-        for check in bad:
+        if outcome.failed_checks:
+            failed_checks[scope] = outcome.failed_checks
+        for check in outcome.failed_checks:
             (failures if check.endswith("(ERROR)") else warnings).append(
                 f"scope {scope}: check {check} failed"
             )
             say(f"    check not passed: {check}")
+
+    interrupted = not pool.run(scopes, done) or bool(stopped)
+    if interrupted:
+        finished = len(run_ids) - len(failed_scopes) - len(stopped)
+        failures.append(
+            f"interrupted with {finished} of {len(scopes)} scopes done: run the same command again to "
+            "resume; nothing loaded is sent twice"
+        )
+        say(f"    {failures[-1]}")
     described = destination.describe(layout)
     summary: dict[str, Any] = {
         "ok": not failures,
@@ -263,7 +279,8 @@ def _backfill(
         "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
         "destination": args.destination,
     }
-    clean = {s for s in scopes if s in run_ids and s not in failed_scopes and s not in failed_checks}
+    left = {*failed_scopes, *failed_checks, *stopped}
+    clean = {s for s in scopes if s in run_ids and s not in left}
     record_complete(layout, run_fingerprint(settings, destination), summary["scopes"], clean)
     _emit(args, summary)
     return summary["exit_code"]
