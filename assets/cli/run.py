@@ -47,7 +47,7 @@ from assets.cli.uptodate import (
     key_warnings,
     nothing_new,
     record_complete,
-    run_fingerprint,
+    up_to_date,
     up_to_date_summary,
 )
 from assets.cli.validate import run_problems
@@ -180,7 +180,7 @@ def _backfill(
 
     if (settled := nothing_new(settings, destination)) is not None:
         say(f"nothing new in {args.input}: every scope is as its last complete run left it")
-        summary = up_to_date_summary(layout, destination, args.destination, settled[0])
+        summary = up_to_date_summary(layout, destination, args.destination, settled)
         _emit(args, summary)
         return summary["exit_code"]
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
@@ -218,7 +218,11 @@ def _ingest_and_scopes(
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
     stopped: list[str] = []
-    say(f"{len(scopes)} scopes: messages -> patterns -> scores -> Engramia, {pool.workers} at a time")
+    current = up_to_date(settings, destination, scopes)  # scopes the new dumps did not touch
+    say(
+        f"{len(scopes) - len(current)} of {len(scopes)} scopes to run: messages -> patterns -> scores -> "
+        f"Engramia, {pool.workers} at a time"
+    )
 
     def done(outcome: ScopeOutcome) -> None:
         scope = outcome.scope
@@ -243,7 +247,7 @@ def _ingest_and_scopes(
             )
             say(f"    check not passed: {check}")
 
-    interrupted = not pool.run(scopes, done) or bool(stopped)
+    interrupted = not pool.run([s for s in scopes if s not in current], done) or bool(stopped)
     if interrupted:
         finished = len(run_ids) - len(failed_scopes) - len(stopped)
         failures.append(
@@ -268,7 +272,9 @@ def _ingest_and_scopes(
             "files": dump_figures(new_dumps),
         },
         "scopes": {
-            scope: scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
+            scope: current[scope]
+            if scope in current
+            else scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
             if destination.is_rest
             else scope_summary(layout, scope, run_ids.get(scope), described)
             for scope in scopes
@@ -281,7 +287,7 @@ def _ingest_and_scopes(
     }
     left = {*failed_scopes, *failed_checks, *stopped}
     clean = {s for s in scopes if s in run_ids and s not in left}
-    record_complete(layout, run_fingerprint(settings, destination), summary["scopes"], clean)
+    record_complete(settings, destination, summary["scopes"], clean)
     _emit(args, summary)
     return summary["exit_code"]
 

@@ -4,12 +4,14 @@ When the landing folder holds no dump the manifest lacks and every scope's last 
 the same inputs (:mod:`pipelines.settled`), there is nothing to ingest, pair, score or load: the run
 reports each scope as its last complete run left it, with everything that run loaded now counted as
 already loaded. Deciding this reads the manifest, the scope catalog and one small record per scope, never
-the staged tables or the store.
+the staged tables or the store. After an ingest, likewise, only the scopes the new dumps touched run.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import polars as pl
 
 from assets.cli.instance import run_config
 from assets.cli.summary import LOAD_TERMS, quarantine_reasons, unscoped_quarantined
@@ -23,10 +25,12 @@ from pipelines.tables import DataLayout
 _LEFT_OVER = ("failed", "not_stored", "rejected", "skipped")
 
 
-def run_fingerprint(settings: BackfillSettings, destination: EngramiaDestination) -> str:
-    """The inputs of this run's scope runs: its configuration, the staged dumps and the named files."""
+def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestination, scope: str) -> str:
+    """The inputs of a scope run: the run's configuration, the staged dumps holding rows of the scope, and
+    the files the options name."""
     config = {**run_config(settings, destination)["resources"], "code_version": CODE_VERSION}
-    dumps = read_manifest(settings.layout)["dump_id"].to_list()
+    manifest = read_manifest(settings.layout)
+    dumps = manifest.filter(pl.col("scopes").list.contains(scope))["dump_id"].to_list()
     return fingerprint(config, dumps, [settings.feedback, settings.tenant_map])
 
 
@@ -41,12 +45,16 @@ def complete(scope_report: dict[str, Any]) -> bool:
 
 
 def record_complete(
-    layout: DataLayout, print_: str, scopes: dict[str, dict[str, Any]], clean: set[str]
+    settings: BackfillSettings,
+    destination: EngramiaDestination,
+    scopes: dict[str, dict[str, Any]],
+    clean: set[str],
 ) -> None:
     """Record the scopes of ``clean`` (run, every check passed) whose report says they are complete."""
     for scope, report in scopes.items():
         if scope in clean and report.get("run_id") and complete(report):
-            record(layout, scope, print_, report["run_id"], report)
+            print_ = scope_fingerprint(settings, destination, scope)
+            record(settings.layout, scope, print_, report["run_id"], report)
 
 
 def _as_up_to_date(last: dict[str, Any]) -> dict[str, Any]:
@@ -62,24 +70,28 @@ def _as_up_to_date(last: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def up_to_date(
+    settings: BackfillSettings, destination: EngramiaDestination, scopes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The reports of the scopes whose last complete run was made from the inputs they have now."""
+    reports = {}
+    for scope in scopes:
+        last = settled(settings.layout, scope, scope_fingerprint(settings, destination, scope))
+        if last is not None:
+            reports[scope] = _as_up_to_date(last)
+    return reports
+
+
 def nothing_new(
     settings: BackfillSettings, destination: EngramiaDestination
-) -> tuple[dict[str, dict[str, Any]], str] | None:
-    """Every scope's report, if this run has nothing to do; else None. Also the run's fingerprint."""
+) -> dict[str, dict[str, Any]] | None:
+    """Every scope's report if this run has nothing to do (no new dump, every scope up to date), or None."""
     layout = settings.layout
     if not layout.manifest.exists() or pending_dumps(layout, settings.source):
         return None
     scopes = read_scopes(layout)["scope"].to_list()
-    if not scopes:
-        return None
-    print_ = run_fingerprint(settings, destination)
-    reports = {}
-    for scope in scopes:
-        last = settled(layout, scope, print_)
-        if last is None:
-            return None
-        reports[scope] = _as_up_to_date(last)
-    return reports, print_
+    reports = up_to_date(settings, destination, scopes)
+    return reports if scopes and len(reports) == len(scopes) else None
 
 
 def key_warnings(destination: EngramiaDestination, scopes: list[str]) -> list[str]:
