@@ -54,7 +54,8 @@ def measure(name: str, **args: object) -> Measured:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}): {' '.join(cmd)}")
-    inner = json.loads(out.strip().splitlines()[-1])
+    # The worker's report is its last JSON line (a code server it started may still log after it).
+    inner = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
     return Measured(wall=wall, rss_mb=usage.ru_maxrss / 1024, inner=inner)
 
 
