@@ -60,7 +60,9 @@ def _start_worker() -> None:
     import_ahead(GREAT_EXPECTATIONS)
 
 
-def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool) -> ScopeOutcome:
+def run_scope(
+    data_dir: str, config: dict[str, Any], scope: str, progress: bool, store_locked: bool
+) -> ScopeOutcome:
     """One scope run in this worker process, recorded in the data folder's instance."""
     from assets.cli.guard import Interrupts
     from assets.cli.instance import execute, failed_check_names, first_error
@@ -68,7 +70,7 @@ def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool)
     from assets.jobs import scope_job, scope_run_tags
     from pipelines.progress import progress_bars
 
-    _warm(data_dir)
+    _warm(data_dir, store_locked)
     started = time.monotonic()
     if _interrupted:
         return ScopeOutcome(scope=scope, run_id=None, success=False, stopped=True)
@@ -85,7 +87,7 @@ def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool)
     )
 
 
-def _warm(data_dir: str) -> None:
+def _warm(data_dir: str, store_locked: bool) -> None:
     """Imports and the instance of a worker, made while the CLI ingests."""
     global _instance
     if _instance is None:
@@ -93,16 +95,19 @@ def _warm(data_dir: str) -> None:
 
         from assets.cli.instance import open_instance
 
-        _instance = open_instance(Path(data_dir))
+        _instance = open_instance(Path(data_dir), store_locked=store_locked)
 
 
 class ScopePool:
     """Worker processes for a run's scope runs, started before the ingest so that they import what they
     need meanwhile (``with ScopePool(...) as pool: ...; pool.run(scopes, done)``)."""
 
-    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool) -> None:
+    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool, embedded: bool) -> None:
         self.data_dir, self.config, self.progress = data_dir, config, progress
-        self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        # Loads into a REST server run one at a time, as its pool has them (a JSON-backed server takes
+        # no concurrent writers); the embedded store's writes wait for its own lock instead.
+        self.embedded = embedded
+        self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1)) if embedded else 1
         self.interrupted = False
         self.pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
@@ -110,7 +115,7 @@ class ScopePool:
 
     def __enter__(self) -> ScopePool:
         for _ in range(self.workers):
-            self.pool.submit(_warm, self.data_dir)
+            self.pool.submit(_warm, self.data_dir, self.embedded)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,9 +138,8 @@ class ScopePool:
         try:
             while todo or running:
                 while todo and len(running) < self.workers:
-                    running.add(
-                        self.pool.submit(run_scope, self.data_dir, self.config, todo.pop(), self.progress)
-                    )
+                    args = (self.data_dir, self.config, todo.pop(), self.progress, self.embedded)
+                    running.add(self.pool.submit(run_scope, *args))
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     done(future.result())
