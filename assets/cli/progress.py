@@ -18,13 +18,18 @@ LINE_SECONDS = 10.0
 
 
 def _amount(n: float, unit: str) -> str:
+    return f"{n / 1e6:,.0f} MB" if unit == "B" else f"{n:,.0f} {unit}s"
+
+
+def _of(n: float, total: float, unit: str) -> str:
+    """``537/1,251 MB``, ``10/10 patterns``: the count and the total, tqdm's way."""
     if unit == "B":
-        return f"{n / 1e6:,.0f} MB"
-    return f"{n:,.0f} {unit}s"
+        return f"{n / 1e6:,.0f}/{total / 1e6:,.0f} MB"
+    return f"{n:,.0f}/{total:,.0f} {unit}s"
 
 
 class LineProgress:
-    """A progress bar as periodic lines: ``ingest m1M.ndjson: 512 MB of 1,251 MB (41%), 9 s``."""
+    """A progress bar as periodic lines: ``ingest m1M.ndjson: 41% 512/1,251 MB, 9 s``."""
 
     def __init__(
         self, desc: str, total: int | None, unit: str, out: TextIO, every: float = LINE_SECONDS
@@ -35,13 +40,12 @@ class LineProgress:
         self.started = self.shown = time.monotonic()
 
     def _line(self, done: bool = False) -> str:
-        amount = _amount(self.n, self.unit)
-        if self.total and not done:
-            amount += f" of {_amount(self.total, self.unit)} ({self.n / self.total:.0%})"
+        if self.total:
+            amount = f"{self.n / self.total:.0%} {_of(self.n, self.total, self.unit)}"
+        else:
+            amount = ("done, " if done else "") + _amount(self.n, self.unit)
         post = f", {self.postfix}" if self.postfix else ""
-        return (
-            f"{self.desc}: {'done, ' if done else ''}{amount}{post}, {time.monotonic() - self.started:.0f} s"
-        )
+        return f"{self.desc}: {amount}{post}, {time.monotonic() - self.started:.0f} s"
 
     def update(self, n: int = 1) -> None:
         self.n += n
