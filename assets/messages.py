@@ -10,8 +10,10 @@ from assets.partitions import SCOPES, require_scope
 from assets.resources import BackfillSettings
 from checks.expectations import MESSAGES_QUALITY, messages_quality
 from checks.staging import LINES_RECONCILE, lines_reconcile
+from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
 from pipelines.ingest.messages import scan_messages, stage_messages
 from pipelines.quality.reconcile import message_counts
+from pipelines.settled import unsettle
 
 
 @dg.asset(
@@ -29,6 +31,10 @@ from pipelines.quality.reconcile import message_counts
 def messages(context: dg.AssetExecutionContext, settings: BackfillSettings) -> dg.MaterializeResult:
     layout, scope = settings.layout, context.partition_key
     require_scope(layout, scope)
+    # The scope's state changes from here on, whoever started the run and with whatever options.
+    unsettle(layout, scope)
+    # The quality check below needs GX, seconds to import in a fresh run process: beside the staging.
+    import_ahead(GREAT_EXPECTATIONS)
     stats = stage_messages(layout, scope, settings.conflicts)
     total = scan_messages(layout, scope)
     for s in stats:

@@ -18,7 +18,9 @@ from benchmarks.measure import child_env, measure
 from benchmarks.paths import ROOT, TRASH, WORK
 
 
-def synth(out: Path, messages: int, dumps: int = 1, shares: str | None = None) -> Path:
+def synth(
+    out: Path, messages: int, dumps: int = 1, shares: str | None = None, assistants: int | None = None
+) -> Path:
     """Generate a synthetic export once (kept in benchmarks/work/)."""
     done = out.with_name(out.name + ".done")
     if done.exists():
@@ -28,6 +30,8 @@ def synth(out: Path, messages: int, dumps: int = 1, shares: str | None = None) -
         cmd += ["--dumps", str(dumps)]
     if shares:
         cmd += ["--shares", shares]
+    if assistants:
+        cmd += ["--assistants", str(assistants)]
     print(f"generating {out.name} ({messages:,} messages) ...", flush=True)
     subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True, stdout=subprocess.DEVNULL)
     done.touch()

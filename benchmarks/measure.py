@@ -1,17 +1,23 @@
-"""Runs one worker in a fresh process and measures it: wall time, peak RSS, and what the worker reports.
+"""Runs one worker, or a command users run, in a fresh process and measures it: wall time, peak RSS, and
+what the worker reports.
 
 Wall time and peak RSS are the whole process's (interpreter start and imports included); the worker prints
-the time of its measured call alone as the last line of its output (``benchmarks.workers``).
+the time of its measured call alone as the last line of its output (``benchmarks.workers``). A command
+that starts processes of its own (the CLI's scope workers) is measured with the RSS of its whole process
+tree, sampled every 0.2 s and summed over the processes alive at each sample: the memory the command takes
+from the machine, not only its first process's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks.paths import ROOT
@@ -48,8 +54,54 @@ def measure(name: str, **args: object) -> Measured:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}): {' '.join(cmd)}")
-    inner = json.loads(out.strip().splitlines()[-1])
+    # The worker's report is its last JSON line (a code server it started may still log after it).
+    inner = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
     return Measured(wall=wall, rss_mb=usage.ru_maxrss / 1024, inner=inner)
+
+
+def _tree_rss(root: int) -> int:
+    import psutil
+
+    try:
+        parent = psutil.Process(root)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+def measure_command(cmd: list[str], stdout: Path | None = None) -> Measured:
+    """Run a command users run (``.venv/bin/assistants-backfill ...``) from the repository root and
+    measure it: wall time, and the peak of its process tree's summed RSS (``inner["tree_rss_mb"]``; the
+    first process's own peak is ``rss_mb``). Its stdout goes to ``stdout`` (or is dropped); its stderr
+    (progress) to a file beside it, or is dropped."""
+    out = stdout.open("w") if stdout else subprocess.DEVNULL
+    err = stdout.with_suffix(".err").open("w") if stdout else subprocess.DEVNULL
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
+    peak = 0
+    status = usage = None
+    while status is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            status, usage = st, ru
+        else:
+            time.sleep(0.2)
+    wall = time.perf_counter() - started
+    for f in (out, err):
+        if f is not subprocess.DEVNULL:
+            f.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+    return Measured(
+        wall=wall, rss_mb=usage.ru_maxrss / 1024, inner={"tree_rss_mb": peak / 2**20, "exit": proc.returncode}
+    )
 
 
 def worker_command(worker: str, **args: object) -> str:

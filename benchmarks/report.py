@@ -30,6 +30,10 @@ ORDER = [
     "guide_ours",
     "judge",
     "chatgpt_export",
+    "cli_1m",
+    "cli_rerun_1m",
+    "launched_scope",
+    "checks",
 ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.bench_chatgpt import bench_chatgpt
+from benchmarks.bench_doors import bench_checks, bench_cli, bench_launched
 from benchmarks.bench_judge import bench_judge
 from benchmarks.inputs import fresh, prepared, size, synth
 from benchmarks.measure import Measured, measure, worker_command
@@ -31,6 +32,9 @@ class Sizes:
     incremental_small_base: int = 100_000
     guide_pairs: int = 1_000
     judge_patterns: int = 5_000
+    # The doors users use: the CLI on the 1M export, and one scope of a 1M export's scope size (~83k).
+    cli_messages: int = 1_000_000
+    one_scope_messages: int = 85_000
     # Rows that take seconds run this many times and report the median run: the VM's CPU and memory
     # speed drift by a third between minutes (other tenants), so one run says little.
     repeats: int = 3
@@ -48,6 +52,8 @@ QUICK = Sizes(
     incremental_small_base=5_000,
     guide_pairs=150,
     judge_patterns=500,
+    cli_messages=20_000,
+    one_scope_messages=5_000,
     repeats=1,
     suffix="-quick",
 )
@@ -125,7 +131,8 @@ def bench_load(sizes: Sizes) -> Row:
     rate, probe, m = _median_run(runs, key=lambda r: r[0])
     return Row(
         name="load",
-        title="embedded load into Engramia's JSONStorage (all scopes, empty store)",
+        title="embedded load through the project's FastJSONStorage (Engramia's JSONStorage files, byte for "
+        "byte), all scopes, empty store",
         input=f"kept patterns of {sizes.load_messages:,} messages",
         command=worker_command("load", data=str(data)),
         wall_s=m.wall,
@@ -236,4 +243,11 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "guide": lambda: bench_guide(sizes),
         "judge": lambda: [bench_judge(sizes.judge_patterns)],
         "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
+        "cli_1m": lambda: bench_cli(sizes.cli_messages, sizes.repeats),
+        "launched_scope": lambda: [bench_launched(sizes.one_scope_messages, sizes.repeats)],
+        "checks": lambda: [bench_checks(WORK / f"data-cli-{_label(sizes.cli_messages)}")],
     }
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"

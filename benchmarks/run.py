@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             probe = measure("probe").inner
             host = (
                 f"host just before: 1 GiB first touched in {probe['touch_s']:.2f} s, "
-                f"sha256 of 256 MiB in {probe['sha_s']:.2f} s"
+                f"sha256 of 256 MiB in {probe['sha_s']:.2f} s, load average {load_average()}"
             )
             for row in rows_by_name[name]():
                 row.measured_at = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"

@@ -1,7 +1,7 @@
-"""Progress bars for long loads, shown only when a front end asks for them.
+"""Progress of long stages (ingest, loads), shown only when a front end asks for it.
 
-The pipeline never depends on a terminal: a load calls :func:`open_bar` and gets ``None`` unless the
-caller (the CLI, with a tqdm factory) is inside :func:`progress_bars`.
+The pipeline never depends on a terminal: a stage calls :func:`open_bar` and gets ``None`` unless the
+caller (the CLI, with a bar factory) is inside :func:`progress_bars`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ class ProgressBar(Protocol):
     def close(self) -> Any: ...
 
 
-BarFactory = Callable[[str, int | None], ProgressBar]
+# (description, total or None, unit)
+BarFactory = Callable[[str, int | None, str], ProgressBar]
 
 _bar_factory: BarFactory | None = None
 
 
 @contextmanager
 def progress_bars(factory: BarFactory | None) -> Iterator[None]:
-    """Show a progress bar per scope load while inside (the CLI passes a tqdm factory)."""
+    """Show progress of every long stage while inside (the CLI passes its bar factory)."""
     global _bar_factory
     previous, _bar_factory = _bar_factory, factory
     try:
@@ -33,5 +34,5 @@ def progress_bars(factory: BarFactory | None) -> Iterator[None]:
         _bar_factory = previous
 
 
-def open_bar(desc: str, total: int | None) -> ProgressBar | None:
-    return _bar_factory(desc, total) if _bar_factory else None
+def open_bar(desc: str, total: int | None, unit: str = "pattern") -> ProgressBar | None:
+    return _bar_factory(desc, total, unit) if _bar_factory else None

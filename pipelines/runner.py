@@ -8,7 +8,6 @@ Arrow and file I/O, which release the GIL, so two scopes keep two cores busy.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.imports import ENGRAMIA_LOAD, import_ahead
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES
 from pipelines.ingest.messages import MessageStats, stage_messages
@@ -71,13 +71,8 @@ def backfill(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    # engramia takes a good part of a second to import, and transform-only runs never need it: a load
-    # imports it beside ingest (which runs in DuckDB and Polars with the GIL released), not after.
-    importer = threading.Thread(
-        target=importlib.import_module, args=("pipelines.load.embedded",), daemon=True
-    )
-    if load:
-        importer.start()
+    # Transform-only runs never need engramia: a load imports it beside ingest, not after.
+    importer = import_ahead(ENGRAMIA_LOAD) if load else None
     dumps = ingest(layout, source, mapping, chunk_bytes)
     timings["ingest"] = time.perf_counter() - t0
     feedback = read_feedback(scoring) if scoring.feedback else None
@@ -98,7 +93,8 @@ def backfill(
         if load:
             s0 = time.perf_counter()
             tenant_id, project_id = scope_names(layout, scope)
-            importer.join()
+            if importer is not None:
+                importer.join()
             from pipelines.load.embedded import load_embedded
 
             # One scope writes at a time: the file system creates files faster for one writer than for

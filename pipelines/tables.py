@@ -248,6 +248,10 @@ class DataLayout:
     def state(self, scope: str) -> Path:
         return self.staged / "_state" / f"scope={scope}.json"
 
+    def settled(self, scope: str) -> Path:
+        """The scope's last complete run and what it was made from (:mod:`pipelines.settled`)."""
+        return self.staged / "_settled" / f"scope={scope}.json"
+
 
 def parquet_files(directory: Path, pattern: str = "*.parquet") -> list[Path]:
     """Sorted Parquet files of a folder; a missing folder is simply empty."""

@@ -1,9 +1,8 @@
-"""Destination and progress options shared by ``run`` and ``rollback``."""
+"""Destination options shared by ``run`` and ``rollback``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +49,6 @@ def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(args, "no_validate"):
         fields["validate_limits"] = not args.no_validate
     return fields
-
-
-def progress_factory(args: argparse.Namespace):
-    """tqdm bars on stderr, one per scope load (off with --no-progress, or --json without --verbose)."""
-    if args.no_progress or (args.json and not args.verbose):
-        return None
-    from tqdm import tqdm
-
-    def make(desc: str, total: int | None):
-        return tqdm(
-            total=total, desc=desc, unit="pattern", file=sys.stderr, dynamic_ncols=True, mininterval=0.5
-        )
-
-    return make
 
 
 def add_server_options(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:

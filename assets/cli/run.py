@@ -17,22 +17,25 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from dagster import DagsterInstance
 
-from assets.cli.destination import add_rest_options, destination_from_args, progress_factory
+from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
     execute,
-    failed_check_names,
     first_error,
     open_instance,
     optional_step_failures,
     run_config,
 )
+from assets.cli.progress import progress_factory
+from assets.cli.scope_pool import ScopeOutcome, ScopePool
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
     dump_figures,
@@ -41,8 +44,15 @@ from assets.cli.summary import (
     scope_summary,
     unscoped_quarantined,
 )
+from assets.cli.uptodate import (
+    key_warnings,
+    nothing_new,
+    record_complete,
+    up_to_date,
+    up_to_date_summary,
+)
 from assets.cli.validate import run_problems
-from assets.jobs import ingest_job, scope_job, scope_run_tags
+from assets.jobs import ingest_job
 from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
@@ -164,16 +174,37 @@ def _backfill(
     interrupts: Interrupts,
 ) -> int:
     layout = settings.layout
-    config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
-    instance = open_instance(Path(args.data_dir))
 
     def say(msg: str) -> None:
-        if not args.json or args.verbose:
+        if not args.no_progress or args.verbose:
             print(msg, file=sys.stderr, flush=True)
 
+    if (settled := nothing_new(settings, destination)) is not None:
+        say(f"nothing new in {args.input}: every scope is as its last complete run left it")
+        summary = up_to_date_summary(layout, destination, args.destination, settled)
+        _emit(args, summary)
+        return summary["exit_code"]
+    config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
+    instance = open_instance(Path(args.data_dir))
+    with ScopePool(str(args.data_dir), config, not args.no_progress, not destination.is_rest) as pool:
+        return _ingest_and_scopes(args, settings, destination, interrupts, instance, config, pool, say)
+
+
+def _ingest_and_scopes(
+    args: argparse.Namespace,
+    settings: BackfillSettings,
+    destination: EngramiaDestination,
+    interrupts: Interrupts,
+    instance: DagsterInstance,
+    config: dict[str, Any],
+    pool: ScopePool,
+    say: Callable[[str], None],
+) -> int:
+    layout = settings.layout
     known_dumps = read_manifest(layout)["dump_id"].to_list()
     say(f"ingesting {args.input} into {layout.root}")
-    ingest = execute(instance, ingest_job.name, config)
+    with progress_bars(progress_factory(args)):
+        ingest = execute(instance, ingest_job.name, config)
     if interrupts.stopped(ingest):
         return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
     if not ingest.success:
@@ -181,45 +212,52 @@ def _backfill(
     new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
     failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
     scopes = read_scopes(layout)["scope"].to_list()
-    warnings: list[str] = optional_step_failures(ingest)
-    if destination.is_rest and not destination.servers_file and len(scopes) > 1:
-        warnings.append(
-            f"--engramia-url/--api-key-env send all {len(scopes)} scopes to the ONE project of that key; "
-            "give each scope its own key with --servers FILE (or use --scope-by single)"
-        )
-        say(f"warning: {warnings[-1]}")
+    warnings = key_warnings(destination, scopes)
+    for warning in warnings:
+        say(f"warning: {warning}")
+    warnings += optional_step_failures(ingest)
     run_ids: dict[str, str] = {}
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
-    interrupted = False
-    bars = progress_factory(args)
-    for i, scope in enumerate(scopes, start=1):
-        say(f"[{i}/{len(scopes)}] {scope}: messages -> patterns -> scores -> Engramia")
-        with progress_bars(bars):
-            result = execute(
-                instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope)
-            )
-        run_ids[scope] = result.run_id
-        if interrupts.stopped(result):
-            interrupted = True
-            failures.append(
-                f"interrupted in scope {scope} ({i - 1} of {len(scopes)} scopes done): run the same command "
-                "again to resume; nothing loaded is sent twice"
-            )
-            say(f"    {failures[-1]}")
-            break
-        if not result.success:
-            failed_scopes[scope] = first_error(result)
+    stopped: list[str] = []
+    current = up_to_date(settings, destination, scopes)  # scopes the new dumps did not touch
+    say(
+        f"{len(scopes) - len(current)} of {len(scopes)} scopes to run: messages -> patterns -> scores -> "
+        f"Engramia, {pool.workers} at a time"
+    )
+
+    def done(outcome: ScopeOutcome) -> None:
+        scope = outcome.scope
+        if outcome.run_id:
+            run_ids[scope] = outcome.run_id
+        say(
+            f"[{len(run_ids)}/{len(scopes)}] {scope}: {'done' if outcome.success else 'stopped'} in "
+            f"{outcome.seconds:.1f} s"
+        )
+        if outcome.stopped:
+            stopped.append(scope)
+            return
+        if not outcome.success:
+            failed_scopes[scope] = outcome.error or "run failed"
             failures.append(f"scope {scope}: {failed_scopes[scope]}")
             say(f"    FAILED: {failures[-1]}")
-        warnings += optional_step_failures(result)
-        if bad := failed_check_names(result):
-            failed_checks[scope] = bad
-        for check in bad:
+        warnings.extend(outcome.warnings)
+        if outcome.failed_checks:
+            failed_checks[scope] = outcome.failed_checks
+        for check in outcome.failed_checks:
             (failures if check.endswith("(ERROR)") else warnings).append(
                 f"scope {scope}: check {check} failed"
             )
             say(f"    check not passed: {check}")
+
+    interrupted = not pool.run([s for s in scopes if s not in current], done) or bool(stopped)
+    if interrupted:
+        finished = len(run_ids) - len(failed_scopes) - len(stopped)
+        failures.append(
+            f"interrupted with {finished} of {len(scopes)} scopes done: run the same command again to "
+            "resume; nothing loaded is sent twice"
+        )
+        say(f"    {failures[-1]}")
     described = destination.describe(layout)
     summary: dict[str, Any] = {
         "ok": not failures,
@@ -237,7 +275,9 @@ def _backfill(
             "files": dump_figures(new_dumps),
         },
         "scopes": {
-            scope: scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
+            scope: current[scope]
+            if scope in current
+            else scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
             if destination.is_rest
             else scope_summary(layout, scope, run_ids.get(scope), described)
             for scope in scopes
@@ -248,6 +288,9 @@ def _backfill(
         "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
         "destination": args.destination,
     }
+    left = {*failed_scopes, *failed_checks, *stopped}
+    clean = {s for s in scopes if s in run_ids and s not in left}
+    record_complete(settings, destination, summary["scopes"], clean)
     _emit(args, summary)
     return summary["exit_code"]
 
@@ -328,7 +371,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
-    r.add_argument("--verbose", action="store_true", help="progress on stderr even with --json")
+    r.add_argument("--verbose", action="store_true", help="stage lines on stderr even with --no-progress")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r.add_argument(
         "--max-quarantine-pct",

@@ -44,10 +44,11 @@ from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES, Dump, prefetched, split_chunks
 from pipelines.ingest.formats import detect_format, reader
 from pipelines.ingest.formats.guide import NAME as GUIDE
-from pipelines.ingest.formats.stream import inner_name, open_member
+from pipelines.ingest.formats.stream import compression, inner_name, open_member
 from pipelines.ingest.records import HashingReader, record_batches
 from pipelines.ingest.upgrade import upgrade_layout
 from pipelines.ingest.writer import DumpResult, DumpWriter
+from pipelines.progress import open_bar
 from pipelines.scopes import ScopeMapping, load_tenant_map
 from pipelines.tables import (
     RECORDS_SCHEMA,
@@ -83,6 +84,9 @@ def ingest_dump(
     fmt = fmt or detect_format(dump.path, dump.member)
     result = DumpResult(dump_id=dump_id, file=dump.label, format=fmt)
     writer = DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
+    # Bytes of a plain NDJSON file (its size is the total); records of anything read through a reader.
+    plain = dump.size if fmt == GUIDE and dump.member is None and compression(dump.path) is None else None
+    writer.bar = open_bar(f"ingest {dump.label}", plain, "B" if fmt == GUIDE else "record")
     layout.records(dump_id).unlink(missing_ok=True)
     if fmt == GUIDE:
         sha = _stage_lines(con, dump, seq, mapping, chunk_bytes, writer)
@@ -97,6 +101,8 @@ def ingest_dump(
             writer.write_late(late)
         finally:
             writer.close()
+    if writer.bar is not None:
+        writer.bar.close()
     if result.lines != result.staged + result.quarantined:
         raise RuntimeError(
             f"{dump.label}: {result.lines} records but {result.staged} staged "

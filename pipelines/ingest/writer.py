@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from pipelines.ingest.dumps import Dump
 from pipelines.ingest.formats.guide import NAME as GUIDE
+from pipelines.progress import ProgressBar
 from pipelines.scopes import scope_key
 from pipelines.tables import ARROW_INTERMEDIATE_COMPRESSION, QUARANTINE_SCHEMA, RAW_SCHEMA
 
@@ -47,6 +48,7 @@ class DumpWriter:
 
     def __init__(self, raw_dir: Path, qfile: Path, dump: Dump, result: DumpResult) -> None:
         self.raw_dir = raw_dir
+        self.bar: ProgressBar | None = None  # advanced by the bytes (guide NDJSON) or records written
         self.qfile = qfile
         self.file = dump.label
         self.result = result
@@ -99,6 +101,8 @@ class DumpWriter:
         if bad.height:
             self._quarantine(bad)
         self.result.lines += count
+        if self.bar is not None:
+            self.bar.update(len(data) or count)
 
     def write_late(self, rows: pl.DataFrame) -> None:
         """Rows that waited for their assistant: to a second file per scope, or to quarantine."""

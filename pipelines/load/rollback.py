@@ -55,6 +55,7 @@ from pipelines.load.rest.readback import LearnMatcher, sent_texts
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.store import engramia_scope, open_memory
 from pipelines.load.store import pattern_count as embedded_pattern_count
+from pipelines.settled import unsettle
 from pipelines.tables import DataLayout
 
 RollbackAction = Literal[
@@ -132,6 +133,8 @@ def rollback_rest(
     say: Callable[[str], None] | None = None,
 ) -> RollbackReport:
     options = options or RestOptions()
+    if not dry_run:
+        unsettle(layout, scope)
     ledger = Ledger(layout, scope, destination_id(server))
     report = RollbackReport(
         scope, destination_id(server), dry_run, requests_per_minute=options.requests_per_minute
@@ -228,6 +231,8 @@ def rollback_embedded(
     dry_run: bool = False,
 ) -> RollbackReport:
     store = Path(store or layout.engramia)
+    if not dry_run:
+        unsettle(layout, scope)
     ledger = Ledger(layout, scope, embedded_destination_id(store))
     report = RollbackReport(scope, embedded_destination_id(store), dry_run)
     rows = ledger.in_store().sort("pattern_id").to_dicts()

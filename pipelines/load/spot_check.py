@@ -3,31 +3,57 @@
 Engramia's recall rewards every pattern it returns (``reuse_count + 1``, ``success_score + 0.1``), padding
 matches included. A check that changed the scores it was checking would make every re-run drift, so the
 spot check reads through a storage whose writes are dropped: the recall itself is Engramia's own.
+
+Without embeddings Engramia's recall scores every pattern of the scope: it lists the scope and reads each
+file on every call. The read-only storage keeps what it listed and read for its own lifetime (one check),
+so the sample's recalls read each pattern file once, not once per recall; the store is not written
+meanwhile (the check runs after the load), and its writes are dropped anyway.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import engramia
 import polars as pl
-from engramia.providers.json_storage import JSONStorage
+from engramia._context import get_scope
 
 from pipelines.load.ledger import Ledger
 from pipelines.load.records import kept_patterns
-from pipelines.load.store import engramia_scope
+from pipelines.load.store import FastJSONStorage, engramia_scope
 from pipelines.tables import DataLayout
 
 SAMPLE = 3
 
 
-class ReadOnlyJSONStorage(JSONStorage):
-    """JSONStorage that reads normally and ignores writes (counted, for the record)."""
+class ReadOnlyJSONStorage(FastJSONStorage):
+    """Engramia's JSON storage that reads each key and listing once and ignores writes (counted, for the
+    record)."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
         self.dropped_writes = 0
+        self._listed: dict[tuple[str, str, str], list[str]] = {}
+        self._read: dict[tuple[str, str, str], Any] = {}
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        scope = get_scope()
+        where = (scope.tenant_id, scope.project_id, prefix)
+        if where not in self._listed:
+            self._listed[where] = super().list_keys(prefix)
+        return list(self._listed[where])
+
+    def load(self, key: str) -> dict | None:
+        # Keyed by scope and key, not by path: mapping a key to its path costs more than the lookup.
+        scope = get_scope()
+        where = (scope.tenant_id, scope.project_id, key)
+        if where not in self._read:
+            self._read[where] = super().load(key)
+        # Engramia changes some of what it loads before writing it back (a recall's reward, an analytics
+        # event appended): a copy keeps that out of what the next recall reads.
+        return copy.copy(self._read[where])
 
     def save(self, key: str, data: dict[str, Any] | list[Any]) -> None:
         self.dropped_writes += 1

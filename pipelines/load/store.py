@@ -10,6 +10,7 @@ context variable, so every call runs inside :func:`engramia_scope`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -25,6 +26,8 @@ from engramia._context import get_scope, reset_scope, set_scope
 from engramia.providers.json_storage import JSONStorage
 from engramia.types import Scope
 
+# In the store's root; not a key (keys are ".json" files).
+WRITES_LOCK = ".writes.lock"
 # Without embeddings engramia warns on every recall that it falls back to keyword search: expected here.
 logging.getLogger("engramia.core.services.recall").setLevel(logging.ERROR)
 
@@ -221,6 +224,20 @@ def _is_folder(entry: os.DirEntry) -> bool:
         return entry.is_dir(follow_symlinks=False)
     except OSError:
         return False
+
+
+@contextmanager
+def store_writes(store: Path) -> Iterator[None]:
+    """Hold the store's write lock: loads in other processes (scope runs side by side, the CLI's or those
+    a sensor launched) write one at a time, which suits the JSON store (its writes are not meant for
+    concurrent writers, and one writer creates files faster than two)."""
+    store.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store / WRITES_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def open_memory(store: Path) -> engramia.Memory:

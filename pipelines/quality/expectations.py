@@ -13,6 +13,8 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.imports import GREAT_EXPECTATIONS, ready
+
 MESSAGE_COLUMNS = {
     "message_id": pl.String,
     "thread_id": pl.String,
@@ -40,8 +42,13 @@ class QualityReport:
         return [r for r in self.results if not r["success"]]
 
 
-def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
+def _import_gx() -> None:
+    """GX, imported here or by the thread a run started for it (:mod:`pipelines.imports`)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    ready(GREAT_EXPECTATIONS)
+
+
+def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
@@ -80,6 +87,7 @@ def schema_problems(schema: pl.Schema, expected: dict[str, pl.DataType]) -> list
 
 
 def validate_messages(messages: pl.LazyFrame) -> QualityReport:
+    _import_gx()
     import great_expectations.expectations as gxe
 
     problems = schema_problems(messages.collect_schema(), MESSAGE_COLUMNS)
@@ -113,6 +121,7 @@ def validate_messages(messages: pl.LazyFrame) -> QualityReport:
 def validate_scored(kept: pl.LazyFrame) -> QualityReport:
     """Expectations on the patterns that will be loaded (:func:`~pipelines.load.records.kept_patterns`:
     every kept row of the scored table, with the text of its paired pattern)."""
+    _import_gx()
     import great_expectations.expectations as gxe
 
     narrow = kept.select(

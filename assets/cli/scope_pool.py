@@ -1,0 +1,162 @@
+"""The scope runs of a CLI run, side by side: each in a worker process, at most one per core (two at most).
+
+Scopes share nothing after ingest, and the core path (:mod:`pipelines.runner`) carries two at a time on
+threads. Dagster runs cannot share a process that way: a run mirrors the process's stdout and stderr into
+its compute logs at the file-descriptor level, so two runs on threads would write into each other's logs
+and restore each other's streams. A worker process executes its scope runs one after another, recorded in
+the same instance as the CLI's own runs, and keeps what it imported (Dagster, Polars, DuckDB, engramia,
+GX) for every scope it runs. The embedded store is written by one load at a time across processes
+(:func:`pipelines.load.store.store_writes`), as the core path does with a lock.
+
+Ctrl-C reaches the workers (the terminal signals the whole process group; a signal sent to the CLI alone
+is passed on to them): each stops its run as a run in the CLI's own process stops, and reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+# Seconds the workers get to stop their runs after an interrupt before the CLI reports without them.
+STOP_SECONDS = 10.0
+MAX_WORKERS = 2
+
+
+@dataclass
+class ScopeOutcome:
+    scope: str
+    run_id: str | None
+    success: bool
+    stopped: bool = False
+    error: str | None = None
+    failed_checks: list[str] = field(default_factory=list)
+    # Optional steps that failed without failing the run (the warehouse views).
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+_instance: Any = None
+
+
+_interrupted = False
+
+
+def _note_interrupt(signum: int, frame: object) -> None:
+    # Between runs an interrupt is only noted (a worker that died here would take the other worker's
+    # report with it); while a run executes, Dagster's own handler stops the run.
+    global _interrupted
+    _interrupted = True
+
+
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, _note_interrupt)
+    from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
+
+    import_ahead(GREAT_EXPECTATIONS)
+
+
+def run_scope(
+    data_dir: str, config: dict[str, Any], scope: str, progress: bool, store_locked: bool
+) -> ScopeOutcome:
+    """One scope run in this worker process, recorded in the data folder's instance."""
+    from assets.cli.guard import Interrupts
+    from assets.cli.instance import execute, failed_check_names, first_error, optional_step_failures
+    from assets.cli.progress import progress_factory
+    from assets.jobs import scope_job, scope_run_tags
+    from pipelines.progress import progress_bars
+
+    _warm(data_dir, store_locked)
+    started = time.monotonic()
+    if _interrupted:
+        return ScopeOutcome(scope=scope, run_id=None, success=False, stopped=True)
+    with progress_bars(progress_factory(argparse.Namespace(no_progress=not progress))):
+        result = execute(_instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope))
+    return ScopeOutcome(
+        scope=scope,
+        run_id=result.run_id,
+        success=result.success,
+        stopped=Interrupts().stopped(result) or _interrupted,
+        error=None if result.success else first_error(result),
+        failed_checks=failed_check_names(result),
+        warnings=optional_step_failures(result),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _warm(data_dir: str, store_locked: bool) -> None:
+    """Imports and the instance of a worker, made while the CLI ingests."""
+    global _instance
+    if _instance is None:
+        from pathlib import Path
+
+        from assets.cli.instance import open_instance
+
+        _instance = open_instance(Path(data_dir), store_locked=store_locked)
+
+
+class ScopePool:
+    """Worker processes for a run's scope runs, started before the ingest so that they import what they
+    need meanwhile (``with ScopePool(...) as pool: ...; pool.run(scopes, done)``)."""
+
+    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool, embedded: bool) -> None:
+        self.data_dir, self.config, self.progress = data_dir, config, progress
+        # Loads into a REST server run one at a time, as its pool has them (a JSON-backed server takes
+        # no concurrent writers); the embedded store's writes wait for its own lock instead.
+        self.embedded = embedded
+        self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1)) if embedded else 1
+        self.interrupted = False
+        self.pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
+        )
+
+    def __enter__(self) -> ScopePool:
+        for _ in range(self.workers):
+            self.pool.submit(_warm, self.data_dir, self.embedded)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stopping = self.interrupted or exc[0] is not None
+        # A worker still in a run after an interrupt (a long native call) is not waited for.
+        workers = list(getattr(self.pool, "_processes", {}).values())
+        self.pool.shutdown(wait=not stopping, cancel_futures=True)
+        for process in workers if stopping else ():
+            process.join(timeout=1)
+            if process.is_alive():
+                process.terminate()
+
+    def run(self, scopes: list[str], done: Callable[[ScopeOutcome], None]) -> bool:
+        """Run every scope, ``done`` called with each outcome as it arrives; False if interrupted (the
+        scopes not reported then did not run, or did not finish)."""
+        # Handed out one per free worker: the executor queues ahead what it is given, and a queued run
+        # could no longer be held back when the run is interrupted.
+        todo = list(reversed(scopes))
+        running: set[Future] = set()
+        try:
+            while todo or running:
+                while todo and len(running) < self.workers:
+                    args = (self.data_dir, self.config, todo.pop(), self.progress, self.embedded)
+                    running.add(self.pool.submit(run_scope, *args))
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(future.result())
+            return True
+        except KeyboardInterrupt:
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                if process.is_alive() and process.pid is not None:
+                    os.kill(process.pid, signal.SIGINT)
+            finished, _ = wait(running, timeout=STOP_SECONDS)
+            for future in finished:
+                if future.exception() is None:
+                    outcome = future.result()
+                    # A run the interrupt ended reports a failure that may not name the interrupt.
+                    outcome.stopped = outcome.stopped or not outcome.success
+                    done(outcome)
+            self.interrupted = True
+            return False

@@ -1,0 +1,264 @@
+"""Rows for the doors users use: the ``assistants-backfill`` CLI and a scope run launched through a Dagster
+instance with its run launcher (as the UI and the sensor launch them), each beside the core path it wraps
+(``pipelines.runner.backfill``) measured in the same repeat, so that each ratio compares one host state.
+
+The launch worker registers itself in ``benchmarks.workers.WORKERS`` when this module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.inputs import fresh, size, synth
+from benchmarks.measure import Measured, measure, measure_command, worker_command
+from benchmarks.paths import ROOT, WORK
+from benchmarks.report import Row
+from benchmarks.workers import WORKERS
+
+CLI = ".venv/bin/assistants-backfill"
+
+
+def cli_command(source: Path, data: Path) -> list[str]:
+    return [CLI, "run", "--input", str(source), "--data-dir", str(data), "--json"]
+
+
+def _shown(cmd: list[str]) -> str:
+    return " ".join(cmd).replace(f"{ROOT}/", "")
+
+
+def _median[T](runs: list[T], key: Any) -> T:
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
+def _spread(values: list[float], unit: str) -> str:
+    return f"median of {len(values)} runs ({', '.join(f'{v:.2f}' for v in values)} {unit}); in that run: "
+
+
+def bench_cli(messages: int, repeats: int) -> list[Row]:
+    """The CLI end to end with the embedded load against ``backfill()`` on the same input, then the same
+    command again with nothing new."""
+    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    source = synth(WORK / f"m{label}.ndjson", messages)
+    core_data, cli_data = WORK / f"data-core-{label}", WORK / f"data-cli-{label}"
+    runs: list[tuple[Measured, Measured, Measured]] = []
+    for _ in range(repeats):
+        core = measure("backfill", source=str(source), data=str(fresh(core_data)), load=True)
+        out = WORK / f"cli-{label}.json"
+        cli = measure_command(cli_command(source, fresh(cli_data)), out)
+        report = json.loads(out.read_text())
+        if not report["ok"]:
+            raise RuntimeError(f"the CLI run failed: {report['failures']}")
+        again = measure_command(cli_command(source, cli_data), WORK / f"cli-again-{label}.json")
+        runs.append((core, cli, again))
+    core, cli, again = _median(runs, key=lambda r: r[1].wall / r[0].wall)
+    ratios = [c.wall / k.wall for k, c, _ in runs]
+    stored = sum(s["loaded"] for s in json.loads((WORK / f"cli-{label}.json").read_text())["scopes"].values())
+    tree = cli.inner["tree_rss_mb"]
+    ratio = cli.wall / core.wall
+    rerun = _median(runs, key=lambda r: r[2].wall)[2]
+    return [
+        Row(
+            name="cli_1m",
+            title=f"{label} messages end to end through the CLI (assistants-backfill run --json, embedded "
+            "load) vs backfill() in the same run",
+            input=f"{source.name} ({size(source)}, {messages:,} messages)",
+            command=_shown(cli_command(source, cli_data)),
+            wall_s=cli.wall,
+            rss_mb=tree,
+            throughput=f"{ratio:.2f}x the core path",
+            target="<= 180 s, <= 2 GB RSS (all its processes), <= 1.15x the core path",
+            met=cli.wall <= 180 and tree <= 2048 and ratio <= 1.15,
+            details=f"{_spread(ratios, 'x')}CLI {cli.wall:.1f} s, its process tree peaked at {tree:,.0f} MB "
+            f"(first process {cli.rss_mb:,.0f} MB); core backfill() process {core.wall:.1f} s, "
+            f"{core.rss_mb:,.0f} MB, stages {core.inner['stages']} (command: "
+            f"{worker_command('backfill', source=str(source), data=str(core_data), load=True)}); "
+            f"{stored:,} patterns loaded by the CLI",
+        ),
+        Row(
+            name="cli_rerun_1m",
+            title=f"the same CLI command again with nothing new ({label} messages already loaded)",
+            input=f"{source.name}, every dump already in the manifest",
+            command=_shown(cli_command(source, cli_data)) + "  # after the cli_1m row's run",
+            wall_s=rerun.wall,
+            rss_mb=rerun.inner["tree_rss_mb"],
+            throughput="-",
+            target="<= 5 s as a whole process",
+            met=rerun.wall <= 5,
+            details=f"{_spread([r[2].wall for r in runs], 's')}the process reads the manifest, the scope "
+            "catalog and one record per scope; no scope runs and the store is not listed",
+        ),
+    ]
+
+
+def launch_worker(args: dict[str, Any]) -> dict[str, Any]:
+    """One scope launched through the instance's run launcher, as the UI launches it (a GraphQL launch
+    against a code server for workspace.yaml; the launcher starts a run process), after the ingest ran."""
+    import dagster as dg
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from assets.cli.instance import INSTANCE_TEMPLATE, execute, open_instance, run_config
+    from assets.jobs import ingest_job, scope_run_tags
+    from assets.resources import BackfillSettings, EngramiaDestination
+
+    data = Path(args["data"])
+    home = data / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    # No daemon here to dequeue runs, as `dagster dev` has: the launcher starts the run at once.
+    with (home / "dagster.yaml").open("a") as f:
+        f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
+    instance = open_instance(data)
+    settings = BackfillSettings(data_dir=str(data), landing=args["source"], settle_seconds=0)
+    config = run_config(settings, EngramiaDestination())
+    assert execute(instance, ingest_job.name, config).success
+    scope = args["scope"]
+    mutation = """
+    mutation($params: ExecutionParams!) {
+      launchPipelineExecution(executionParams: $params) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+      }
+    }"""
+    selector = {"repositoryLocationName": "assistants_backfill", "repositoryName": "__repository__"}
+    tags = [{"key": k, "value": v} for k, v in {"dagster/partition": scope, **scope_run_tags(scope)}.items()]
+    with define_out_of_process_context(str(ROOT / "workspace.yaml"), None, instance) as context:
+        started = time.perf_counter()
+        result = execute_dagster_graphql(
+            context,
+            mutation,
+            {"params": {"selector": {**selector, "jobName": "scope_job"}, "runConfigData": config,
+                        "executionMetadata": {"tags": tags}}},
+        )  # fmt: skip
+        launched = result.data["launchPipelineExecution"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(str(launched))
+        run_id = launched["run"]["runId"]
+        while not instance.get_run_by_id(run_id).is_finished:
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+    run = instance.get_run_by_id(run_id)
+    stats = instance.get_run_stats(run_id)
+    return {
+        "seconds": seconds,
+        "success": run.status == dg.DagsterRunStatus.SUCCESS,
+        "run_seconds": (stats.end_time or 0) - (stats.start_time or 0),
+    }
+
+
+WORKERS["launch"] = launch_worker
+
+
+def _cli_scope_seconds(data: Path, scope: str) -> float:
+    """The scope run's own duration (start to end, as the instance recorded it) of a CLI run."""
+    import dagster as dg
+
+    from assets.cli.instance import open_instance
+
+    with open_instance(data) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name="scope_job", tags={"dagster/partition": scope}))
+        stats = instance.get_run_stats(run.run_id)
+    return (stats.end_time or 0) - (stats.start_time or 0)
+
+
+def bench_launched(messages: int, repeats: int) -> Row:
+    """One scope of about a 1M export's scope size: launched through the instance vs through the CLI."""
+    source = synth(WORK / f"one-scope-{messages // 1000}k.ndjson", messages, assistants=1)
+    cli_data, launch_data = WORK / "data-one-scope-cli", WORK / "data-one-scope-launched"
+    runs = []
+    for _ in range(repeats):
+        cli = measure_command(cli_command(source, fresh(cli_data)), WORK / "cli-one-scope.json")
+        scopes = json.loads((WORK / "cli-one-scope.json").read_text())["scopes"]
+        scope = max(scopes, key=lambda s: scopes[s]["patterns"])  # (lines without an assistant: a 2nd)
+        cli_scope = _cli_scope_seconds(cli_data, scope)
+        launched = measure("launch", source=str(source), data=str(fresh(launch_data)), scope=scope)
+        if not launched.inner["success"]:
+            raise RuntimeError("the launched scope run failed")
+        runs.append((launched.inner["seconds"] / cli_scope, cli, cli_scope, launched))
+    ratio, cli, cli_scope, launched = _median(runs, key=lambda r: r[0])
+    return Row(
+        name="launched_scope",
+        title="one scope run launched through the Dagster instance's run launcher (as the UI and the sensor "
+        "launch it) vs the same scope's run inside the CLI",
+        input=f"{source.name} ({size(source)}, {messages:,} messages, one assistant)",
+        command=worker_command("launch", source=str(source), data=str(launch_data), scope=scope),
+        wall_s=launched.inner["seconds"],
+        rss_mb=launched.rss_mb,
+        throughput=f"{ratio:.2f}x the CLI's scope run",
+        target="<= 1.5x the same scope through the CLI",
+        met=ratio <= 1.5,
+        details=f"{_spread([r[0] for r in runs], 'x')}launched: {launched.inner['seconds']:.1f} s from "
+        f"the launch request to the finished run (its run process {launched.inner['run_seconds']:.1f} s from "
+        f"start to end); CLI: that scope's run {cli_scope:.1f} s (whole CLI process {cli.wall:.1f} s, with "
+        f"ingest; command {_shown(cli_command(source, cli_data))}); the launch goes straight to the run "
+        "launcher (the instance's default run coordinator): a queued coordinator adds the daemon's dequeue "
+        "interval",
+    )
+
+
+def checks_worker(args: dict[str, Any]) -> dict[str, Any]:
+    """Each scope's two GX checks, as a scope run calls them, timed one by one; GX imported first (once per
+    process: a run process starts that import ahead, beside its first steps)."""
+    from checks.expectations import messages_quality, scored_quality
+    from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
+    from pipelines.ingest.catalog import read_scopes
+    from pipelines.ingest.messages import scan_messages
+    from pipelines.load.records import kept_patterns
+    from pipelines.tables import DataLayout
+
+    started = time.perf_counter()
+    import_ahead(GREAT_EXPECTATIONS).join()
+    gx_import = time.perf_counter() - started
+    layout = DataLayout.at(args["data"])
+    calls = []
+    for scope in read_scopes(layout)["scope"].to_list():
+        for name, check, frame in (
+            ("messages_quality", messages_quality, scan_messages(layout, scope)),
+            ("scored_quality", scored_quality, kept_patterns(layout, scope)),
+        ):
+            t = time.perf_counter()
+            result = check(frame)
+            calls.append({"check": name, "scope": scope, "seconds": time.perf_counter() - t,
+                          "rows": result.metadata["rows"].value, "passed": result.passed})  # fmt: skip
+    return {"gx_import_s": gx_import, "calls": calls}
+
+
+WORKERS["checks"] = checks_worker
+
+
+def bench_checks(big: Path | None) -> Row:
+    """The GX checks per scope at demo size (the bundled sample through the CLI) and on a 1M data folder."""
+    demo = WORK / "data-checks-demo"
+    sample = ROOT / "data" / "sample"
+    measure_command(cli_command(sample, fresh(demo)), WORK / "cli-demo.json")
+    small = measure("checks", data=str(demo))
+    calls = small.inner["calls"]
+    worst = max(c["seconds"] for c in calls)
+    details = (
+        f"demo: {len(calls)} check calls over {len(calls) // 2} scopes, slowest {worst:.3f} s, all passed: "
+        f"{all(c['passed'] for c in calls)}; GX imported once per process beforehand in "
+        f"{small.inner['gx_import_s']:.1f} s (a scope run starts that import ahead, beside its first steps)"
+    )
+    if big is not None and big.exists():
+        large = measure("checks", data=str(big)).inner["calls"]
+        for name in ("messages_quality", "scored_quality"):
+            mine = [c for c in large if c["check"] == name and c["rows"]]
+            per_row = sum(c["seconds"] for c in mine) / max(1, sum(c["rows"] for c in mine)) * 1e6
+            details += (
+                f"; on {big.name} {name}: {max(c['seconds'] for c in mine):.2f} s at most per scope, "
+                f"{per_row:.1f} us per row over {sum(c['rows'] for c in mine):,} rows"
+            )
+    return Row(
+        name="checks",
+        title="data-quality checks (the two GX suites) per scope: demo size, and 1M messages for linearity",
+        input="data/sample through the CLI; the cli_1m row's data folder",
+        command=worker_command("checks", data=str(demo)),
+        wall_s=small.wall,
+        rss_mb=small.rss_mb,
+        throughput=f"slowest check {worst:.3f} s",
+        target="<= 1 s per check per scope at demo size, linear at scale",
+        met=worst <= 1.0,
+        details=details,
+    )
