@@ -2,11 +2,11 @@
 
 It watches the landing folder for every file the ingest accepts (:func:`pipelines.ingest.dumps.is_dump_name`:
 ``.ndjson``, ``.jsonl`` and ``.json``, each also ``.gz`` or ``.zst``, and ``.zip`` archives of them, whatever
-their shape inside), found as the ingest finds them (:func:`pipelines.ingest.dumps.discover_dumps`). New
-dump starts an ingest run of its own (which stages it and registers its
-scopes as partitions); once they are staged, every scope with staged rows that its messages have not
-taken in yet gets a run of the scope job. Run keys are derived from the dumps involved, so a tick that
-sees the same state again requests nothing new.
+their shape inside), found as the ingest finds them (:func:`pipelines.ingest.dumps.discover_dumps`). Each
+new dump starts an ingest run of its own (which stages it and registers its scopes as partitions); once
+no ingest run is under way, every scope with staged rows that its messages have not taken in yet gets a
+run of the scope job. Run keys are derived from the dumps involved, so a tick that sees the same state
+again requests nothing new.
 """
 
 import hashlib
@@ -18,6 +18,20 @@ from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
+
+
+def _ingest_under_way(instance: dg.DagsterInstance, new_dumps: list[str]) -> bool:
+    """An ingest run is queued or running, or one is being asked for a dump no run has taken yet (a dump
+    whose run failed does not hold the scopes back)."""
+    active = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    if instance.get_run_ids(dg.RunsFilter(job_name=ingest_job.name, statuses=active), limit=1):
+        return True
+    return any(not instance.get_run_ids(dg.RunsFilter(tags=dump_run_tags(d)), limit=1) for d in new_dumps)
 
 
 def _digest(parts: list[str]) -> str:
@@ -33,15 +47,19 @@ def _digest(parts: list[str]) -> str:
 def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettings) -> dg.SensorResult:
     layout = settings.layout
     requests: list[dg.RunRequest] = []
-    if settings.source.exists():
-        # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
-        # One run per dump, so dumps are staged side by side (up to the instance's run limit).
-        requests.extend(
-            dg.RunRequest(
-                job_name=ingest_job.name, run_key=f"ingest:{d.dump_id}", tags=dump_run_tags(d.dump_id)
-            )
-            for d in pending_dumps(layout, settings.source, settings.settle_seconds)
-        )
+    # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
+    dumps = (
+        pending_dumps(layout, settings.source, settings.settle_seconds) if settings.source.exists() else []
+    )
+    # One run per dump, so dumps are staged side by side (up to the instance's run limit).
+    requests.extend(
+        dg.RunRequest(job_name=ingest_job.name, run_key=f"ingest:{d.dump_id}", tags=dump_run_tags(d.dump_id))
+        for d in dumps
+    )
+    if _ingest_under_way(context.instance, [d.dump_id for d in dumps]):
+        # A scope's run waits for the dumps being staged: started now, it would pair and load again once
+        # they are in (the result is the same, the work twice).
+        return dg.SensorResult(run_requests=requests)
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
     for scope in read_scopes(layout)["scope"].to_list():
         pending = pending_message_dumps(layout, scope)
