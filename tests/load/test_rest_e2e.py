@@ -133,7 +133,9 @@ def test_cli_rest_learn_with_a_servers_file_and_an_editor_key_reruns_add_nothing
 
     again = run(capsys, data, *rest)
     assert again["failed_checks"] == {} and again["scopes"]["default__default"]["loaded"] == 0
-    assert latest_load_result(layout, "default__default")["sent"] == 0 and server.pattern_count() == 10
+    # Nothing new: the scope did not run again, its last load (all 10 sent) stays the latest.
+    assert again["scopes"]["default__default"]["up_to_date_since"] == s["run_id"]
+    assert latest_load_result(layout, "default__default")["sent"] == 10 and server.pattern_count() == 10
 
     # learn keys are the server's; an editor key cannot export, so rollback finds them by recall
     target = (
