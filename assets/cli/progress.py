@@ -60,15 +60,16 @@ class LineProgress:
         print(self._line(done=True), file=self.out, flush=True)
 
 
-def progress_factory(args: argparse.Namespace) -> BarFactory | None:
-    """Progress on stderr for every long stage (off with ``--no-progress``); ``--json`` keeps it, as
-    stdout holds only the JSON summary."""
+def progress_factory(args: argparse.Namespace, out: TextIO | None = None) -> BarFactory | None:
+    """Progress on stderr (or ``out``: a scope worker's way to the CLI's stderr) for every long stage (off
+    with ``--no-progress``); ``--json`` keeps it, as stdout holds only the JSON summary."""
     if args.no_progress:
         return None
-    if not sys.stderr.isatty():
+    stream = out or sys.stderr
+    if not stream.isatty():
 
         def lines(desc: str, total: int | None, unit: str) -> ProgressBar:
-            return LineProgress(desc, total, unit, sys.stderr)
+            return LineProgress(desc, total, unit, stream)
 
         return lines
     from tqdm import tqdm
@@ -79,7 +80,7 @@ def progress_factory(args: argparse.Namespace) -> BarFactory | None:
             desc=desc,
             unit=unit,
             unit_scale=unit == "B",
-            file=sys.stderr,
+            file=stream,
             dynamic_ncols=True,
             mininterval=0.5,
         )

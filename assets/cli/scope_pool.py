@@ -15,9 +15,12 @@ is passed on to them): each stops its run as a run in the CLI's own process stop
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -55,8 +58,29 @@ def _note_interrupt(signum: int, frame: object) -> None:
     _interrupted = True
 
 
-def _start_worker() -> None:
+class _Forwarded(io.TextIOBase):
+    """A worker's progress, written into a queue the CLI prints from: the CLI's stderr may not be the
+    file descriptor the worker inherited (a caller that captures ``sys.stderr``)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def write(self, text: str) -> int:
+        self.queue.put(text)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return _tty
+
+
+_progress_out: _Forwarded | None = None
+_tty = False
+
+
+def _start_worker(progress: Any, tty: bool) -> None:
+    global _progress_out, _tty
     signal.signal(signal.SIGINT, _note_interrupt)
+    _progress_out, _tty = _Forwarded(progress), tty
     from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
 
     import_ahead(GREAT_EXPECTATIONS)
@@ -76,7 +100,7 @@ def run_scope(
     started = time.monotonic()
     if _interrupted:
         return ScopeOutcome(scope=scope, run_id=None, success=False, stopped=True)
-    with progress_bars(progress_factory(argparse.Namespace(no_progress=not progress))):
+    with progress_bars(progress_factory(argparse.Namespace(no_progress=not progress), _progress_out)):
         result = execute(_instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope))
     return ScopeOutcome(
         scope=scope,
@@ -112,9 +136,21 @@ class ScopePool:
         self.embedded = embedded
         self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1)) if embedded else 1
         self.interrupted = False
+        context = multiprocessing.get_context("spawn")
+        self.progress_queue = context.Queue()
         self.pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
+            self.workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(self.progress_queue, sys.stderr.isatty()),
         )
+        self.printer = threading.Thread(target=self._print_progress, daemon=True, name="worker-progress")
+        self.printer.start()
+
+    def _print_progress(self) -> None:
+        while (text := self.progress_queue.get()) is not None:
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
     def __enter__(self) -> ScopePool:
         for _ in range(self.workers):
@@ -130,6 +166,8 @@ class ScopePool:
             process.join(timeout=1)
             if process.is_alive():
                 process.terminate()
+        self.progress_queue.put(None)
+        self.printer.join(timeout=5)
 
     def run(self, scopes: list[str], done: Callable[[ScopeOutcome], None]) -> bool:
         """Run every scope, ``done`` called with each outcome as it arrives; False if interrupted (the

@@ -55,8 +55,9 @@ def test_cli_rest_import_loads_the_sample_reruns_add_nothing_and_rollback_takes_
     again = run(capsys, data, *rest)
     s2 = again["scopes"]["default__default"]
     assert again["failed_checks"] == {} and s2["loaded"] == 0 and s2["pattern_count_after"] == 10
-    load = latest_load_result(layout, "default__default")
-    assert load["sent"] == 0 and load["already_loaded"] == 10
+    # Nothing new: the scope did not run again, its last load (all 10 sent) stays the latest.
+    assert s2["up_to_date_since"] == s["run_id"] and s2["already_loaded"] == 10
+    assert latest_load_result(layout, "default__default")["sent"] == 10
     assert engramia_server.pattern_count() == 10
 
     target = (
@@ -102,7 +103,9 @@ def test_cli_rest_learn_with_a_servers_file_and_an_editor_key_reruns_add_nothing
 
     again = run(capsys, data, *rest)
     assert again["failed_checks"] == {} and again["scopes"]["default__default"]["loaded"] == 0
-    assert latest_load_result(layout, "default__default")["sent"] == 0 and server.pattern_count() == 10
+    # Nothing new: the scope did not run again, its last load (all 10 sent) stays the latest.
+    assert again["scopes"]["default__default"]["up_to_date_since"] == s["run_id"]
+    assert latest_load_result(layout, "default__default")["sent"] == 10 and server.pattern_count() == 10
 
     # learn keys are the server's; an editor key cannot export, so rollback finds them by recall
     target = (
