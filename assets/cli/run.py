@@ -38,6 +38,7 @@ from assets.cli.progress import progress_factory
 from assets.cli.scope_pool import ScopeOutcome, ScopePool
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
+    dump_failures,
     dump_figures,
     print_table,
     quarantine_reasons,
@@ -56,13 +57,11 @@ from assets.jobs import ingest_job
 from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
-from pipelines.ingest.formats.base import LEFT_OUT_KINDS
 from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.load.rest.options import MODES
 from pipelines.pairing.pairs import Pairing
 from pipelines.progress import progress_bars
 from pipelines.scopes import ScopeBy
-from pipelines.tables import DataLayout, parquet_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
 DEFAULT_MAX_QUARANTINE_PCT = 10.0
@@ -81,41 +80,6 @@ def _emit(args: argparse.Namespace, report: dict[str, Any]) -> None:
 def _refuse(args: argparse.Namespace, failures: list[str], code: int = EXIT_USAGE) -> int:
     _emit(args, {"ok": False, "exit_code": code, "failures": failures})
     return code
-
-
-def _left_out(layout: DataLayout, dump_ids: list[str]) -> int:
-    """Quarantined records of these dumps that their shape leaves out by design (branches, hidden and
-    tool messages): counted, but no sign of a bad input."""
-    files = [f for d in dump_ids for f in parquet_files(layout.quarantine(), f"dump={d}-c*.parquet")]
-    if not files:
-        return 0
-    kinds = pl.scan_parquet(files).select(pl.col("reason").str.replace(":.*", "").alias("kind"))
-    return kinds.filter(pl.col("kind").is_in(list(LEFT_OUT_KINDS))).select(pl.len()).collect().item()
-
-
-def dump_failures(layout: DataLayout, new_dumps: pl.DataFrame, max_pct: float) -> list[str]:
-    """What this run's dumps say about the input: wholly quarantined dumps, and too high a share."""
-    failures = []
-    for row in new_dumps.iter_rows(named=True):
-        if row["lines"] and not row["staged"]:
-            files = parquet_files(layout.quarantine(), f"dump={row['dump_id']}-c*.parquet")
-            reasons = (
-                pl.scan_parquet(files).group_by("reason").len().sort("len", descending=True).collect()
-                if files
-                else pl.DataFrame()
-            )
-            shown = ", ".join(f"{r} ({n:,})" for r, n in reasons.head(3).iter_rows()) if files else "?"
-            failures.append(f"dump {row['file']}: all {row['lines']:,} lines quarantined: {shown}")
-    lines = int(new_dumps["lines"].sum() or 0)
-    quarantined = int(new_dumps["quarantined"].sum() or 0)
-    if lines and quarantined / lines * 100 > max_pct:
-        quarantined -= _left_out(layout, new_dumps["dump_id"].to_list())
-    if lines and quarantined / lines * 100 > max_pct:
-        failures.append(
-            f"{quarantined / lines:.1%} of this run's {lines:,} lines were quarantined, above "
-            f"--max-quarantine-pct {max_pct:g}"
-        )
-    return failures
 
 
 def _settings(args: argparse.Namespace) -> BackfillSettings:

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.ingest.catalog import scope_names
+from pipelines.ingest.formats.base import LEFT_OUT_KINDS
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LOAD_TERMS, plan_load
 from pipelines.pairing.batches import pattern_totals, unpaired_reasons
@@ -182,3 +183,38 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"Engramia store (embedded): {summary['engramia_store']}")
     for failure in summary["failures"]:
         print(f"FAILED: {failure}")
+
+
+def _left_out(layout: DataLayout, dump_ids: list[str]) -> int:
+    """Quarantined records of these dumps that their shape leaves out by design (branches, hidden and
+    tool messages): counted, but no sign of a bad input."""
+    files = [f for d in dump_ids for f in parquet_files(layout.quarantine(), f"dump={d}-c*.parquet")]
+    if not files:
+        return 0
+    kinds = pl.scan_parquet(files).select(pl.col("reason").str.replace(":.*", "").alias("kind"))
+    return kinds.filter(pl.col("kind").is_in(list(LEFT_OUT_KINDS))).select(pl.len()).collect().item()
+
+
+def dump_failures(layout: DataLayout, new_dumps: pl.DataFrame, max_pct: float) -> list[str]:
+    """What this run's dumps say about the input: wholly quarantined dumps, and too high a share."""
+    failures = []
+    for row in new_dumps.iter_rows(named=True):
+        if row["lines"] and not row["staged"]:
+            files = parquet_files(layout.quarantine(), f"dump={row['dump_id']}-c*.parquet")
+            reasons = (
+                pl.scan_parquet(files).group_by("reason").len().sort("len", descending=True).collect()
+                if files
+                else pl.DataFrame()
+            )
+            shown = ", ".join(f"{r} ({n:,})" for r, n in reasons.head(3).iter_rows()) if files else "?"
+            failures.append(f"dump {row['file']}: all {row['lines']:,} lines quarantined: {shown}")
+    lines = int(new_dumps["lines"].sum() or 0)
+    quarantined = int(new_dumps["quarantined"].sum() or 0)
+    if lines and quarantined / lines * 100 > max_pct:
+        quarantined -= _left_out(layout, new_dumps["dump_id"].to_list())
+    if lines and quarantined / lines * 100 > max_pct:
+        failures.append(
+            f"{quarantined / lines:.1%} of this run's {lines:,} lines were quarantined, above "
+            f"--max-quarantine-pct {max_pct:g}"
+        )
+    return failures
