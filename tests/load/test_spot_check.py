@@ -29,7 +29,7 @@ def test_recall_through_the_read_only_storage_matches_engramias_own(tmp_path):
     plain = engramia.Memory(embeddings=None, storage=JSONStorage(path=str(store)))
     cached = engramia.Memory(embeddings=None, storage=ReadOnlyJSONStorage(store))
     with engramia_scope("t", "p"):
-        for task in TASKS[:6] + ["report the fields of a file"]:
+        for task in [*TASKS[:6], "report the fields of a file"]:
             ours = cached.recall(task, limit=5, deduplicate=False)
             # Engramia's own storage writes on recall (it rewards what it returns): compare first.
             theirs = plain.recall(task, limit=5, deduplicate=False)
