@@ -37,7 +37,7 @@ def _add_branch(path: Path) -> bool:
     if "branch" in pq.read_schema(path).names:
         return False
     table = pq.read_table(path)
-    table = table.append_column("branch", pa.array(["current"] * table.num_rows, pa.large_string()))
+    table = table.append_column("branch", pa.repeat(pa.scalar("current", pa.large_string()), table.num_rows))
     table = table.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
     tmp = path.with_name(path.name + ".upgrade")
     pq.write_table(table, tmp, compression=ARROW_INTERMEDIATE_COMPRESSION)

@@ -17,14 +17,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets.jobs import ALL_ASSETS, SCOPE_ASSETS
 from assets.partitions import SCOPES
 from assets.pools import POOL
-from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate
+from tests.support import graph
 from tests.support.postgres_instance import postgres_home
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,21 +48,10 @@ def _landing(root: Path) -> Path:
 def _serial(layout: DataLayout, landing: Path) -> None:
     """The reference: one process, one ingest of every dump, then each scope in turn. It reads the same
     landing folder (a dump's id derives from its path)."""
-    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing))
-    resources = {"settings": settings, "engramia": EngramiaDestination()}
     with dg.instance_for_test() as instance:
-        assert dg.materialize(
-            ALL_ASSETS, selection=["raw_thread_exports"], resources=resources, instance=instance
-        ).success
+        assert graph.ingest(layout, landing, instance).success
         for scope in read_scopes(layout)["scope"].to_list():
-            result = dg.materialize(
-                ALL_ASSETS,
-                selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
-                partition_key=scope,
-                resources=resources,
-                instance=instance,
-            )
-            assert result.success
+            assert graph.scope_run(layout, landing, instance, scope).success
 
 
 def _tables(layout: DataLayout) -> dict[str, pl.DataFrame]:
