@@ -1,18 +1,19 @@
 """``engramia_scopes``: one scope's kept patterns loaded into its Engramia (tenant, project).
 
-Loads of one destination never overlap: the asset runs in the ``engramia_writes`` pool, whose limit
-(one by default, see assets/dagster.yaml) serialises writers of an embedded or JSON-backed store; a
-Postgres-backed server takes a higher limit.
+Loads into one destination are limited by that destination's write slots (assets/pools.py): one writer
+by default, which suits an embedded or JSON-backed store; a Postgres-backed server takes more. Scopes bound
+for different destinations load side by side.
 """
 
 import json
+from contextlib import AbstractContextManager
 
 import dagster as dg
 
 from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
-from assets.pools import POOL
+from assets.pools import destination_pool, destination_slot, ensure_destination_pool
 from assets.resources import BackfillSettings, EngramiaDestination
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
@@ -24,6 +25,7 @@ from checks.loading import (
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
 from pipelines.load.records import kept_ids
+from pipelines.load.rest.servers import ServerConfigError
 from pipelines.load.verify import verify_updates_embedded, verify_updates_rest
 from pipelines.tables import DataLayout
 
@@ -86,6 +88,20 @@ def _rest_metadata(result: LoadResult) -> dict[str, object]:
     }
 
 
+def _write_slot(
+    context: dg.AssetExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
+) -> AbstractContextManager[None] | None:
+    """A slot of the scope's destination's pool, made at ``engramia.writers`` slots when new."""
+    layout, scope = settings.layout, context.partition_key
+    try:
+        pool = destination_pool(engramia.describe(layout, scope))
+    except (ServerConfigError, ValueError):
+        return None  # the load itself reports the destination's configuration error
+    ensure_destination_pool(context.instance, layout, pool, engramia.writers)
+    step = context.get_step_execution_context().step.key
+    return destination_slot(context.instance, pool, context.run_id, step, log=context.log.info)
+
+
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -94,7 +110,6 @@ def _rest_metadata(result: LoadResult) -> dict[str, object]:
     deps=[scored_patterns],
     kinds={"engramia", "python"},
     tags={"stage": "load"},
-    pool=POOL,
     check_specs=[PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK, LOAD_ACCOUNTS_FOR_KEPT],
     description="Kept patterns loaded into Engramia under the scope's (tenant, project); a ledger records "
     "each pattern's outcome so nothing is sent twice.",
@@ -104,7 +119,14 @@ def engramia_scopes(
 ) -> dg.MaterializeResult:
     layout, scope = settings.layout, context.partition_key
     tenant_id, project_id = require_scope(layout, scope)
-    result = engramia.load(layout, scope, tenant_id, project_id, log=context.log.info)
+    result = engramia.load(
+        layout,
+        scope,
+        tenant_id,
+        project_id,
+        log=context.log.info,
+        writes=_write_slot(context, settings, engramia),
+    )
     save_load_result(layout, result, context.run_id)
     views = refresh_views(context, settings)
     rate = result.sent / result.seconds if result.seconds else 0.0

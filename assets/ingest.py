@@ -9,7 +9,6 @@ import dagster as dg
 from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.metadata import table_preview
 from assets.partitions import register_scopes
-from assets.pools import ensure_pool
 from assets.resources import BackfillSettings
 from checks.staging import DUMP_LINES_RECONCILE, dump_lines_reconcile
 from pipelines.ingest.catalog import read_manifest, read_scopes
@@ -42,7 +41,6 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
         fmt=settings.input_format,
         only=[dump_id] if (dump_id := context.run.tags.get(DUMP_TAG)) else None,
     )
-    ensure_pool(context.instance, layout)
     new_scopes = register_scopes(context.instance, read_scopes(layout)["scope"].to_list())
     views = refresh_views(context, settings)
     manifest = read_manifest(layout)

@@ -1,26 +1,97 @@
-"""The pool the loads run in, made to exist before any scope run can claim it.
+"""Write slots per destination: how many scope runs may write into one Engramia destination at once.
 
-Dagster creates a pool's slots when a step first claims it. On the Postgres instance, two scope runs that
-claimed ``engramia_writes`` before it existed both got a slot, and two loads wrote the embedded store at
-once (seen in tests/orchestration/test_parallel_runs.py). So the ingest run, which registers the scopes
-before any scope run can exist, creates the pool at the instance's default limit, one ingest run at a time
-(under the data directory's catalog lock); a limit already set (``dagster instance concurrency set``) is
-left as it is.
+Each destination (an embedded store, a REST server) has a Dagster pool of its own, named
+``engramia_writes/<destination>``, in the instance's concurrency storage: SQLite on one machine, Postgres
+for a deployment whose runs go to many pods, so the limit holds wherever the runs execute. The load step
+claims a slot of its destination's pool around its writes and waits while none is free; the UI's
+*Concurrency* page lists the pools with the runs holding them, and an operator changes a limit with
+``dagster instance concurrency set engramia_writes/<destination> N``. Scopes bound for different
+destinations load side by side.
+
+The pools are claimed from the step rather than declared on the asset (``pool=``) because the destination
+is run configuration, and an asset's pool is fixed when the code is loaded. A slot is claimed under the
+run's id and the step's key, so Dagster frees it with the run's other slots if the run dies.
+
+A pool is made once, at the destination's ``writers`` (one for the embedded store and JSON-backed servers):
+two processes making it at once could each add its slots, so it is made under the data directory's catalog
+lock, and the sensor makes it before it requests a scope run. A limit set by hand is left as it is.
 """
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
 from pipelines.ingest.claims import catalog_lock
 from pipelines.tables import DataLayout
 
-POOL = "engramia_writes"
+POOL_PREFIX = "engramia_writes"
+# How often a waiting load asks for a slot again.
+POLL_SECONDS = 1.0
+# The run's log marks when a load held its slot, so the run history shows who wrote when.
+SLOT_TAKEN = "took a write slot of"
+SLOT_FREED = "freed the write slot of"
 
 
-def ensure_pool(instance: dg.DagsterInstance, layout: DataLayout) -> None:
+def destination_pool(destination: str) -> str:
+    """The pool of a destination id (``embedded:/path/to/store``, ``rest:https://host``): readable, and
+    unique through a digest of the whole id."""
+    kind, _, where = destination.partition(":")
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", where.split("://")[-1]).strip("-")[-40:]
+    digest = hashlib.sha256(destination.encode()).hexdigest()[:8]
+    return f"{POOL_PREFIX}/{kind}-{tail}-{digest}"
+
+
+def ensure_destination_pool(
+    instance: dg.DagsterInstance, layout: DataLayout, pool: str, writers: int
+) -> None:
+    """Make ``pool`` with ``writers`` slots unless it exists (a limit set by hand is kept)."""
     storage = instance.event_log_storage
-    # Without a default limit an unknown pool is unlimited, and creating it would give it no slot at all.
-    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+    if not storage.supports_global_concurrency_limits:
         return
     with catalog_lock(layout):
-        if POOL not in {pool.name for pool in storage.get_pool_limits()}:
-            storage.initialize_concurrency_limit_to_default(POOL)
+        if pool not in storage.get_concurrency_keys():
+            storage.set_concurrency_slots(pool, writers)
+
+
+@contextmanager
+def destination_slot(
+    instance: dg.DagsterInstance,
+    pool: str,
+    run_id: str,
+    step_key: str,
+    log: Callable[[str], None] | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> Iterator[None]:
+    """Hold one slot of ``pool`` for the step ``step_key`` of run ``run_id``, waiting until one is free."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        yield
+        return
+    waited_since: float | None = None
+    claimed = False
+    try:
+        while not storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+            if waited_since is None:
+                waited_since = time.monotonic()
+                _say(log, f"waiting for a write slot of {pool}: every slot is held by another run")
+            time.sleep(poll_seconds)
+        claimed = True
+        waited = f" after {time.monotonic() - waited_since:.1f} s" if waited_since is not None else ""
+        _say(log, f"{SLOT_TAKEN} {pool}{waited}")
+        yield
+    finally:
+        # Also withdraws a claim still waiting in the queue (Ctrl-C while waiting).
+        storage.free_concurrency_slot_for_step(run_id, step_key)
+        if claimed:
+            _say(log, f"{SLOT_FREED} {pool}")
+
+
+def _say(log: Callable[[str], None] | None, line: str) -> None:
+    if log is not None:
+        log(line)

@@ -4,8 +4,10 @@ Secrets never sit in configuration: a REST destination names the environment var
 API key, and the key is read only when a request is made.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -221,6 +223,12 @@ class EngramiaDestination(dg.ConfigurableResource):
     resend_rejected: bool = Field(
         default=False, description="REST: send patterns the server rejected / did not store again."
     )
+    writers: int = Field(
+        default=1,
+        ge=1,
+        description="Scope runs that may write into one destination at once: the limit its Dagster pool "
+        "engramia_writes/<destination> is made with (1 for the embedded store and JSON-backed servers).",
+    )
 
     @property
     def is_rest(self) -> bool:
@@ -282,16 +290,24 @@ class EngramiaDestination(dg.ConfigurableResource):
         project_id: str,
         progress: Callable[[int], None] | None = None,
         log: Callable[[str], None] | None = None,
+        writes: AbstractContextManager[Any] | None = None,
     ) -> LoadResult:
+        """``writes``: held around the load's writes (the destination's write slot): for the embedded
+        store only while files are written, beside its own lock; for a server, the whole load."""
         if self.mode == "embedded":
             bar = None
             if progress is None and (bar := open_bar(scope, None)) is not None:
                 progress = bar.update
             try:
                 store = self.store(layout)
-                writes = store_writes(store)
                 return load_embedded(
-                    layout, scope, tenant_id, project_id, store, progress=progress, writes=writes
+                    layout,
+                    scope,
+                    tenant_id,
+                    project_id,
+                    store,
+                    progress=progress,
+                    writes=_both(writes, store_writes(store)),
                 )
             finally:
                 if bar is not None:
@@ -309,7 +325,10 @@ class EngramiaDestination(dg.ConfigurableResource):
                 project_id=project_id,
                 error=f"scope {scope} ({tenant_id}/{project_id}): {exc}",
             )
-        return load_rest(layout, scope, tenant_id, project_id, server, options, progress=progress, log=log)
+        with writes or nullcontext():
+            return load_rest(
+                layout, scope, tenant_id, project_id, server, options, progress=progress, log=log
+            )
 
     def pattern_count(self, layout: DataLayout, scope: str, tenant_id: str, project_id: str) -> int:
         if self.is_rest:
@@ -330,3 +349,9 @@ class EngramiaDestination(dg.ConfigurableResource):
         return spot_check_embedded(
             layout, scope, self.store(layout), self.describe(layout, scope), tenant_id, project_id
         )
+
+
+@contextmanager
+def _both(outer: AbstractContextManager[Any] | None, inner: AbstractContextManager[Any]) -> Iterator[None]:
+    with outer or nullcontext(), inner:
+        yield

@@ -15,9 +15,11 @@ import dagster as dg
 
 from assets.jobs import dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
-from assets.resources import BackfillSettings
+from assets.pools import destination_pool, ensure_destination_pool
+from assets.resources import BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
+from pipelines.load.rest.servers import ServerConfigError
 
 
 def _ingest_under_way(instance: dg.DagsterInstance, new_dumps: list[str]) -> bool:
@@ -38,13 +40,27 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
+def _make_write_pool(
+    instance: dg.DagsterInstance, settings: BackfillSettings, engramia: EngramiaDestination, scope: str
+) -> None:
+    """The scope's destination's write pool, made here, in the one daemon process, before any scope run of
+    it can start (assets/pools.py)."""
+    try:
+        pool = destination_pool(engramia.describe(settings.layout, scope))
+    except (ServerConfigError, ValueError):
+        return  # the scope's run reports the destination's configuration error
+    ensure_destination_pool(instance, settings.layout, pool, engramia.writers)
+
+
 @dg.sensor(
     jobs=[ingest_job, scope_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="New dumps in the landing folder -> ingest; newly staged scopes -> one scope run each.",
 )
-def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettings) -> dg.SensorResult:
+def landing_sensor(
+    context: dg.SensorEvaluationContext, settings: BackfillSettings, engramia: EngramiaDestination
+) -> dg.SensorResult:
     layout = settings.layout
     requests: list[dg.RunRequest] = []
     # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
@@ -70,6 +86,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: BackfillSettin
             # Dagster instance is taken up by the next ingest run here.
             context.log.warning(f"scope {scope} is staged but not a partition of this instance yet")
             continue
+        _make_write_pool(context.instance, settings, engramia, scope)
         requests.append(
             dg.RunRequest(
                 job_name=scope_job.name,

@@ -18,9 +18,10 @@ import dagster as dg
 import polars as pl
 
 from assets.partitions import SCOPES
-from assets.pools import POOL
+from assets.pools import SLOT_FREED, SLOT_TAKEN, destination_pool
 from pipelines.ingest.catalog import pending_dumps, read_scopes
 from pipelines.ingest.messages import pending_message_dumps
+from pipelines.load.embedded import destination_id
 from pipelines.tables import DataLayout
 from pipelines.tools.synth import SynthSpec, generate
 from tests.support import graph
@@ -120,15 +121,15 @@ def _overlap(spans: list[tuple[float, float]]) -> bool:
     return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
-def _step_spans(instance: dg.DagsterInstance, run_id: str, step: str) -> tuple[float, float]:
-    events = {
-        e.dagster_event_type: e.timestamp
+def _slot_span(instance: dg.DagsterInstance, run_id: str, pool: str) -> tuple[float, float]:
+    """When the run's load held its destination's write slot."""
+    marks = {
+        mark: e.timestamp
         for e in instance.all_logs(run_id)
-        if e.is_dagster_event
-        and e.step_key == step
-        and e.dagster_event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)
+        for mark in (SLOT_TAKEN, SLOT_FREED)
+        if e.user_message.startswith(f"{mark} {pool}")
     }
-    return events[dg.DagsterEventType.STEP_START], events[dg.DagsterEventType.STEP_SUCCESS]
+    return marks[SLOT_TAKEN], marks[SLOT_FREED]
 
 
 def test_concurrent_runs_equal_a_serial_run(tmp_path, postgres_server, monkeypatch):
@@ -176,14 +177,12 @@ def test_concurrent_runs_equal_a_serial_run(tmp_path, postgres_server, monkeypat
             # Runs of different dumps and of different scopes did run at the same time ...
             assert _overlap([(r.start_time, r.end_time) for r in ingests])
             assert _overlap([(r.start_time, r.end_time) for r in scope_runs])
-            # ... but never two writers of the embedded store (the pool engramia_writes allows one).
-            writes = [
-                _step_spans(instance, run_id, "engramia_scopes")
-                for run_id in runs
-                if runs[run_id] in scope_runs
-            ]
+            # ... but never two writers of the embedded store: its pool has one slot, and the slot's
+            # spans, as each run's log records them, never overlap.
+            pool = destination_pool(destination_id(shared.engramia))
+            writes = [_slot_span(instance, run_id, pool) for run_id in runs if runs[run_id] in scope_runs]
             assert not _overlap(writes)
-            assert instance.event_log_storage.get_concurrency_info(POOL).slot_count == 1
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)

@@ -1,22 +1,93 @@
-"""The loads' pool is created by the ingest at the instance's default limit, once, and a limit set by hand
-is kept."""
+"""Write slots per destination: a pool per destination, made once at the destination's ``writers``, held
+around a load's writes, so one destination has at most that many writers while others write beside it."""
 
 from __future__ import annotations
 
-from assets.pools import POOL, ensure_pool
+import threading
+import time
+
+import pytest
+
+from assets.pools import destination_pool, destination_slot, ensure_destination_pool
+from pipelines.load.embedded import destination_id
+from pipelines.load.rest.options import destination_id as rest_destination_id
+from pipelines.load.rest.servers import ServerConfig
 
 
-def test_the_pool_is_created_once_at_the_default_limit(pg_instance, layout):
+def test_each_destination_has_a_pool_of_its_own(tmp_path):
+    one = destination_pool(destination_id(tmp_path / "a" / "engramia"))
+    other = destination_pool(destination_id(tmp_path / "b" / "engramia"))
+    server = destination_pool(rest_destination_id(ServerConfig(url="http://127.0.0.1:8000", api_key_env="K")))
+    assert len({one, other, server}) == 3
+    assert one.startswith("engramia_writes/embedded-") and server.startswith(
+        "engramia_writes/rest-127.0.0.1-8000"
+    )
+    assert destination_pool(destination_id(tmp_path / "a" / "engramia")) == one
+
+
+def test_the_pool_is_made_once_and_a_limit_set_by_hand_is_kept(pg_instance, layout):
     storage = pg_instance.event_log_storage
-    assert POOL not in {p.name for p in storage.get_pool_limits()}
-    ensure_pool(pg_instance, layout)
-    ensure_pool(pg_instance, layout)
-    info = storage.get_concurrency_info(POOL)
-    assert (info.limit, info.slot_count) == (1, 1)
+    ensure_destination_pool(pg_instance, layout, "engramia_writes/x", 1)
+    ensure_destination_pool(pg_instance, layout, "engramia_writes/x", 1)
+    assert storage.get_concurrency_info("engramia_writes/x").slot_count == 1
+    # As `dagster instance concurrency set engramia_writes/y 3` does, for a Postgres-backed server.
+    storage.set_concurrency_slots("engramia_writes/y", 3)
+    ensure_destination_pool(pg_instance, layout, "engramia_writes/y", 1)
+    assert storage.get_concurrency_info("engramia_writes/y").slot_count == 3
 
 
-def test_a_limit_set_by_hand_is_kept(pg_instance, layout):
-    # As `dagster instance concurrency set engramia_writes 3` does, for a Postgres-backed server.
-    pg_instance.event_log_storage.set_concurrency_slots(POOL, 3)
-    ensure_pool(pg_instance, layout)
-    assert pg_instance.event_log_storage.get_concurrency_info(POOL).slot_count == 3
+def _hold(instance, pool: str, run_id: str, spans: list, lines: list) -> None:
+    with destination_slot(instance, pool, run_id, "engramia_scopes", log=lines.append, poll_seconds=0.05):
+        start = time.monotonic()
+        time.sleep(0.4)
+        spans.append((start, time.monotonic()))
+
+
+def _overlaps(spans: list[tuple[float, float]]) -> bool:
+    first, second = sorted(spans)
+    return second[0] < first[1]
+
+
+@pytest.mark.parametrize(("writers", "overlap"), [(1, False), (2, True)])
+def test_a_destination_has_at_most_its_writers(pg_instance, layout, writers, overlap):
+    pool = "engramia_writes/store"
+    ensure_destination_pool(pg_instance, layout, pool, writers)
+    spans: list = []
+    lines: list = []
+    threads = [
+        threading.Thread(target=_hold, args=(pg_instance, pool, f"run-{i}", spans, lines)) for i in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(spans) == 2
+    assert _overlaps(spans) is overlap
+    assert any(line.startswith("waiting for a write slot") for line in lines) is not overlap
+    info = pg_instance.event_log_storage.get_concurrency_info(pool)
+    assert (info.slot_count, info.active_slot_count) == (writers, 0)  # every slot given back
+
+
+def test_two_destinations_write_side_by_side(pg_instance, layout):
+    for pool in ("engramia_writes/a", "engramia_writes/b"):
+        ensure_destination_pool(pg_instance, layout, pool, 1)
+    spans: list = []
+    threads = [
+        threading.Thread(target=_hold, args=(pg_instance, f"engramia_writes/{p}", f"run-{p}", spans, []))
+        for p in ("a", "b")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _overlaps(spans)
+
+
+def test_a_failed_load_gives_its_slot_back(pg_instance, layout):
+    pool = "engramia_writes/store"
+    ensure_destination_pool(pg_instance, layout, pool, 1)
+    with pytest.raises(RuntimeError), destination_slot(pg_instance, pool, "run-1", "engramia_scopes"):
+        raise RuntimeError("the load failed")
+    assert pg_instance.event_log_storage.get_concurrency_info(pool).active_slot_count == 0
+    with destination_slot(pg_instance, pool, "run-2", "engramia_scopes", poll_seconds=0.05):
+        pass

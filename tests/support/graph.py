@@ -57,7 +57,10 @@ def loaded(result: dg.ExecuteInProcessResult) -> bool:
     return bool(result.asset_materializations_for_node("engramia_scopes"))
 
 
-def tick(instance: dg.DagsterInstance, settings: BackfillSettings) -> dg.SensorResult:
+def tick(
+    instance: dg.DagsterInstance, settings: BackfillSettings, engramia: EngramiaDestination | None = None
+) -> dg.SensorResult:
     """One evaluation of the landing sensor (resources are only open inside the context)."""
-    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
+    resources = {"settings": settings, "engramia": engramia or EngramiaDestination()}
+    with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
         return landing_sensor(ctx)
