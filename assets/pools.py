@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from dagster._core.storage.event_log.base import EventLogStorage
 
 from pipelines.ingest.claims import catalog_lock
 from pipelines.tables import DataLayout
@@ -33,6 +34,9 @@ from pipelines.tables import DataLayout
 POOL_PREFIX = "engramia_writes"
 # How often a waiting load asks for a slot again.
 POLL_SECONDS = 1.0
+# How long a claim waits before checking that the slot is still its own (see _claim): far longer than
+# the gap between another claimant's read and write of the same row.
+CLAIM_SETTLE_SECONDS = 0.25
 # The run's log marks when a load held its slot, so the run history shows who wrote when.
 SLOT_TAKEN = "took a write slot of"
 SLOT_FREED = "freed the write slot of"
@@ -76,7 +80,7 @@ def destination_slot(
     waited_since: float | None = None
     claimed = False
     try:
-        while not storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+        while not _claim(storage, pool, run_id, step_key):
             if waited_since is None:
                 waited_since = time.monotonic()
                 _say(log, f"waiting for a write slot of {pool}: every slot is held by another run")
@@ -90,6 +94,19 @@ def destination_slot(
         storage.free_concurrency_slot_for_step(run_id, step_key)
         if claimed:
             _say(log, f"{SLOT_FREED} {pool}")
+
+
+def _claim(storage: EventLogStorage, pool: str, run_id: str, step_key: str) -> bool:
+    """Claim a slot and make sure it is ours. Dagster's claim picks a free slot row and then writes its
+    run into that row without asking again whether the row is still free: two processes claiming at the
+    same moment can both be told they hold the one slot, the later write winning the row (seen on the
+    Postgres instance with two loads claiming at once). So a claim counts only if, a moment later, the row
+    still names this step; the other claimant then waits for the slot like any other."""
+    if not storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+        return False
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    holders = storage.get_concurrency_info(pool).claimed_slots
+    return any(slot.run_id == run_id and slot.step_key == step_key for slot in holders)
 
 
 def _say(log: Callable[[str], None] | None, line: str) -> None:

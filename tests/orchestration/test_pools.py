@@ -9,9 +9,11 @@ import time
 import pytest
 
 from assets.pools import destination_pool, destination_slot, ensure_destination_pool
+from pipelines.ingest.catalog import read_scopes
 from pipelines.load.embedded import destination_id
 from pipelines.load.rest.options import destination_id as rest_destination_id
 from pipelines.load.rest.servers import ServerConfig
+from tests.support import graph
 
 
 def test_each_destination_has_a_pool_of_its_own(tmp_path):
@@ -39,7 +41,7 @@ def test_the_pool_is_made_once_and_a_limit_set_by_hand_is_kept(pg_instance, layo
 def _hold(instance, pool: str, run_id: str, spans: list, lines: list) -> None:
     with destination_slot(instance, pool, run_id, "engramia_scopes", log=lines.append, poll_seconds=0.05):
         start = time.monotonic()
-        time.sleep(0.4)
+        time.sleep(1.0)  # long enough that two holders at once overlap, even on a busy machine
         spans.append((start, time.monotonic()))
 
 
@@ -91,3 +93,31 @@ def test_a_failed_load_gives_its_slot_back(pg_instance, layout):
     assert pg_instance.event_log_storage.get_concurrency_info(pool).active_slot_count == 0
     with destination_slot(pg_instance, pool, "run-2", "engramia_scopes", poll_seconds=0.05):
         pass
+
+
+def test_a_scope_run_waits_while_its_destination_is_written_by_another_run(layout, sample_dir, instance):
+    """Through the graph: the load step claims its store's pool (made by the first scope bound for it) and
+    waits, saying so in its log, until the other writer frees the slot."""
+    assert graph.ingest(layout, sample_dir, instance).success
+    scope = read_scopes(layout)["scope"].to_list()[0]
+    pool = destination_pool(destination_id(layout.engramia))
+    ensure_destination_pool(instance, layout, pool, 1)
+    storage = instance.event_log_storage
+    assert storage.claim_concurrency_slot(pool, "other-run", "engramia_scopes").is_claimed
+
+    def release_once_the_load_waits() -> None:
+        deadline = time.monotonic() + 120
+        while not storage.get_concurrency_info(pool).pending_step_count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        storage.free_concurrency_slot_for_step("other-run", "engramia_scopes")
+
+    releaser = threading.Thread(target=release_once_the_load_waits)
+    releaser.start()
+    result = graph.scope_run(layout, sample_dir, instance, scope)
+    releaser.join()
+    assert result.success
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any(m.startswith(f"waiting for a write slot of {pool}") for m in logs)
+    assert any(m.startswith(f"took a write slot of {pool} after") for m in logs)
+    assert storage.get_concurrency_info(pool).active_slot_count == 0
+    assert graph.loaded(result)
