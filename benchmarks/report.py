@@ -34,6 +34,7 @@ ORDER = [
     "cli_rerun_1m",
     "launched_scope",
     "checks",
+    "scaleout_10m",
 ]
 
 

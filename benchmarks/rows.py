@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from benchmarks.bench_chatgpt import bench_chatgpt
 from benchmarks.bench_doors import bench_checks, bench_cli, bench_launched
 from benchmarks.bench_judge import bench_judge
+from benchmarks.bench_scaleout import bench_scaleout
 from benchmarks.inputs import fresh, prepared, size, synth
 from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
@@ -246,6 +247,7 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "cli_1m": lambda: bench_cli(sizes.cli_messages, sizes.repeats),
         "launched_scope": lambda: [bench_launched(sizes.one_scope_messages, sizes.repeats)],
         "checks": lambda: [bench_checks(WORK / f"data-cli-{_label(sizes.cli_messages)}")],
+        "scaleout_10m": lambda: [bench_scaleout(sizes.big, dumps=10)],
     }
 
 
