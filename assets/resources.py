@@ -349,6 +349,5 @@ class EngramiaDestination(dg.ConfigurableResource):
         if self.is_rest:
             server = self.server_for(layout, scope, tenant_id, project_id)
             return spot_check_rest(layout, scope, server, self.rest_options(), ledger_run_id)
-        return spot_check_embedded(
-            layout, scope, self.store(layout), self.describe(layout, scope), tenant_id, project_id
-        )
+        store, destination = self.store(layout), self.describe(layout, scope)
+        return spot_check_embedded(layout, scope, store, destination, tenant_id, project_id, ledger_run_id)
