@@ -119,7 +119,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "preview": table_preview(first_rows(kept, "pattern_id")),
         },
         check_results=[
-            scored_quality(kept),
+            scored_quality(kept_patterns(layout, scope, ordered=False)),
             duplicates_accounted(
                 outcomes,
                 None if paired is None else paired.select("pattern_id").collect(),
