@@ -6,6 +6,7 @@ for different destinations load side by side.
 """
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import dagster as dg
@@ -14,7 +15,7 @@ from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
 from assets.pools import destination_pool, destination_slot, ensure_destination_pool
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import LOAD_SKIPPED_REASON, BackfillSettings, EngramiaDestination
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
     PATTERN_COUNT_RECONCILES,
@@ -102,31 +103,44 @@ def _write_slot(
     return destination_slot(context.instance, pool, context.run_id, step, log=context.log.info)
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    code_version=CODE_VERSION,
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "engramia_scopes",
+            deps=[scored_patterns],
+            group_name=GROUP,
+            owners=OWNERS,
+            code_version=CODE_VERSION,
+            kinds={"engramia", "python"},
+            tags={"stage": "load"},
+            description="Kept patterns loaded into Engramia under the scope's (tenant, project); a ledger "
+            "records each pattern's outcome so nothing is sent twice.",
+            # Destination none (transform only) leaves it unmaterialized: nothing reached Engramia.
+            skippable=True,
+        )
+    ],
     partitions_def=SCOPES,
-    deps=[scored_patterns],
-    kinds={"engramia", "python"},
-    tags={"stage": "load"},
     check_specs=[PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK, LOAD_ACCOUNTS_FOR_KEPT],
-    description="Kept patterns loaded into Engramia under the scope's (tenant, project); a ledger records "
-    "each pattern's outcome so nothing is sent twice.",
+    # Subsettable so that a run without a load yields neither the asset nor its checks: Dagster then shows
+    # the checks as skipped instead of requiring a result for each.
+    can_subset=True,
 )
 def engramia_scopes(
     context: dg.AssetExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     layout, scope = settings.layout, context.partition_key
     tenant_id, project_id = require_scope(layout, scope)
-    result = engramia.load(
-        layout,
-        scope,
-        tenant_id,
-        project_id,
-        log=context.log.info,
-        writes=_write_slot(context, settings, engramia),
-    )
+    if not engramia.loads:
+        views = refresh_views(context, settings)
+        context.log.info(f"{scope}: {LOAD_SKIPPED_REASON}")
+        yield dg.AssetObservation(
+            asset_key="engramia_scopes",
+            partition=scope,
+            metadata={"loaded": 0, "load_skipped": LOAD_SKIPPED_REASON, "destination": "none", **views},
+        )
+        return
+    writes = _write_slot(context, settings, engramia)
+    result = engramia.load(layout, scope, tenant_id, project_id, log=context.log.info, writes=writes)
     save_load_result(layout, result, context.run_id)
     views = refresh_views(context, settings)
     rate = result.sent / result.seconds if result.seconds else 0.0
@@ -140,7 +154,14 @@ def engramia_scopes(
         context.log.warning(f"{scope}: rejected {rejection['pattern_id']}: {rejection['reason']}")
     if result.error:
         raise dg.Failure(description=result.error, metadata={"scope": scope})
-    return dg.MaterializeResult(
+    # In this order: the count is read back before the spot check reads the store.
+    checks: list[tuple[str, Callable[[], dg.AssetCheckResult]]] = [
+        (PATTERN_COUNT_RECONCILES.name, lambda: count_reconciliation(layout, scope, engramia, result)),
+        (RECALL_SPOT_CHECK.name, lambda: _spot_check(layout, scope, engramia, result)),
+        (LOAD_ACCOUNTS_FOR_KEPT.name, lambda: _accounting(layout, scope, engramia, result)),
+    ]
+    selected = {key.name for key in context.selected_asset_check_keys}
+    yield dg.MaterializeResult(
         metadata={
             "tenant_id": tenant_id,
             "project_id": project_id,
@@ -163,9 +184,5 @@ def engramia_scopes(
                 else {}
             ),
         },
-        check_results=[
-            count_reconciliation(layout, scope, engramia, result),
-            _spot_check(layout, scope, engramia, result),
-            _accounting(layout, scope, engramia, result),
-        ],
+        check_results=[check() for name, check in checks if name in selected],
     )

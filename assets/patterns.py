@@ -6,7 +6,7 @@ import polars as pl
 
 from assets.common import CODE_VERSION, GROUP, OWNERS
 from assets.messages import messages
-from assets.metadata import schema_metadata, table_preview
+from assets.metadata import first_rows, schema_metadata, table_preview
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings
 from checks.expectations import SCORED_QUALITY, scored_quality
@@ -116,10 +116,10 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "llm_cost_usd": float(result.judge.get("cost_usd", 0.0) or 0.0),
             "dagster/row_count": result.kept,
             **schema_metadata(kept),
-            "preview": table_preview(kept),
+            "preview": table_preview(first_rows(kept, "pattern_id")),
         },
         check_results=[
-            scored_quality(kept),
+            scored_quality(kept_patterns(layout, scope, ordered=False)),
             duplicates_accounted(
                 outcomes,
                 None if paired is None else paired.select("pattern_id").collect(),

@@ -34,6 +34,14 @@ from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, Ju
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout
 
+# Transform only: every table and every check that needs no store, nothing loaded (a load needs a store to
+# compare with, so its checks are skipped, not passed).
+NO_DESTINATION = "none"
+LOAD_SKIPPED_REASON = (
+    "destination none (transform only): nothing was loaded, and the load's checks were skipped; "
+    "run again with a destination to load what was scored"
+)
+
 
 class BackfillSettings(dg.ConfigurableResource):
     """Where the data lives and how threads become patterns."""
@@ -176,11 +184,16 @@ class EngramiaDestination(dg.ConfigurableResource):
     ``embedded``: the engramia package in-process, JSON storage under ``store_dir``.
     ``rest-learn`` / ``rest-import``: a running Engramia server over REST (see pipelines/load/rest/),
     configured per scope by ``url`` + ``api_key_env`` (one server and key for every scope of the run) or
-    a ``servers_file`` mapping scopes to servers. Only the NAME of the key's environment variable is
-    configuration; the key is read from the environment when a request is made.
+    a ``servers_file`` mapping scopes to servers. ``none``: transform only; nothing is loaded and the
+    load's checks are skipped (a later run with a destination loads what was scored). Only the NAME of
+    the key's environment variable is configuration; the key is read from the environment when a request
+    is made.
     """
 
-    mode: str = Field(default="embedded", description="embedded | rest-learn | rest-import")
+    mode: str = Field(
+        default="embedded",
+        description="embedded | rest-learn | rest-import | none (transform only: nothing is loaded)",
+    )
     store_dir: str | None = Field(
         default=None, description="Embedded store folder; default <data_dir>/engramia."
     )
@@ -234,6 +247,11 @@ class EngramiaDestination(dg.ConfigurableResource):
     def is_rest(self) -> bool:
         return self.mode in REST_MODES
 
+    @property
+    def loads(self) -> bool:
+        """False for ``none``: the run transforms and checks, and loads nothing."""
+        return self.mode != NO_DESTINATION
+
     def store(self, layout: DataLayout) -> Path:
         return Path(self.store_dir) if self.store_dir else layout.engramia
 
@@ -276,6 +294,8 @@ class EngramiaDestination(dg.ConfigurableResource):
         return self.servers().for_scope(scope, tenant_id, project_id)
 
     def describe(self, layout: DataLayout, scope: str | None = None) -> str:
+        if not self.loads:
+            return NO_DESTINATION
         if not self.is_rest:
             return destination_id(self.store(layout))
         if scope is None:
@@ -313,7 +333,9 @@ class EngramiaDestination(dg.ConfigurableResource):
                 if bar is not None:
                     bar.close()
         if not self.is_rest:
-            raise ValueError(f"unknown destination mode {self.mode!r} (embedded | rest-learn | rest-import)")
+            raise ValueError(
+                f"destination mode {self.mode!r} loads nothing (embedded | rest-learn | rest-import load)"
+            )
         try:
             server = self.server_for(layout, scope, tenant_id, project_id)
             options = self.rest_options()
@@ -346,9 +368,8 @@ class EngramiaDestination(dg.ConfigurableResource):
         if self.is_rest:
             server = self.server_for(layout, scope, tenant_id, project_id)
             return spot_check_rest(layout, scope, server, self.rest_options(), ledger_run_id)
-        return spot_check_embedded(
-            layout, scope, self.store(layout), self.describe(layout, scope), tenant_id, project_id
-        )
+        store, destination = self.store(layout), self.describe(layout, scope)
+        return spot_check_embedded(layout, scope, store, destination, tenant_id, project_id, ledger_run_id)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ ORDER = [
     "chatgpt_export",
     "cli_1m",
     "cli_rerun_1m",
+    "cli_10m",
     "launched_scope",
     "checks",
     "scaleout_10m",

@@ -1,7 +1,7 @@
 """Migration-scale benchmarks of the backfill; writes ``benchmarks/RESULTS.md``.
 
     python -m benchmarks.run                      # every row except 10M (its last result is kept)
-    python -m benchmarks.run --with-10m           # also the 10M rows (~13 GB of input each, generated once)
+    python -m benchmarks.run --with-10m           # also the 10M rows (~13 GB of input, generated once)
     python -m benchmarks.run --only load,guide    # some rows
     python -m benchmarks.run --quick              # small sizes, a smoke test (writes work/RESULTS-quick.md)
 
@@ -37,8 +37,8 @@ from benchmarks.report import ORDER, commit, describe_machine, fmt, load_average
 from benchmarks.rows import FULL, QUICK, benches
 from benchmarks.workers import run_worker
 
-# Rows of 10M messages: minutes each and ~13 GB of input, run with --with-10m (or named in --only).
-TEN_MILLION = {"transform_10m", "scaleout_10m"}
+# Rows of the 10M export: minutes each and tens of GB, run only with --with-10m (or --only).
+BIG_ROWS = {"transform_10m", "cli_10m", "scaleout_10m"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated rows: {', '.join(ORDER)}",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--with-10m", action="store_true", help="include the 10M-message row")
+    parser.add_argument("--with-10m", action="store_true", help="include the 10M-message rows")
     # How the harness runs one measured call in a fresh process (benchmarks.measure); not for people.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown rows {sorted(unknown)}; choose from {sorted(rows_by_name)}")
     else:
-        selected = [n for n in rows_by_name if n not in TEN_MILLION or a.with_10m]
+        selected = [n for n in rows_by_name if n not in BIG_ROWS or a.with_10m]
     report = QUICK_RESULTS if a.quick else RESULTS
     # A run of some rows keeps the others as they were last measured.
     rows = load_previous(report)

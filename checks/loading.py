@@ -20,9 +20,10 @@ RECALL_SPOT_CHECK = dg.AssetCheckSpec(
     "recall_spot_check",
     asset="engramia_scopes",
     description="Patterns this load stored read back as sent, without changing the store: by key through "
-    "/v1/export on a server (recall of one pattern at limit 1 only when the key cannot export), by a "
-    "read-only recall in the embedded store. Patterns not stored by this load (not_stored, rejected, "
-    "skipped, already loaded) are not checked.",
+    "/v1/export on a server (recall of one pattern at limit 1 only when the key cannot export), by key "
+    "through a read-only storage in the embedded store (a sample spread over the load, each a valid "
+    "Engramia pattern holding the sent task, code and score). Patterns not stored by this load "
+    "(not_stored, rejected, skipped, already loaded) are not checked.",
 )
 
 
@@ -68,7 +69,7 @@ def pattern_count_reconciles(
 
 def recall_spot_check(hits: list[dict[str, Any]], method: str = "recall") -> dg.AssetCheckResult:
     """``hits``: one ``{"found": bool, ...}`` per checked pattern (empty when the load stored nothing);
-    ``method``: how they were read (``export``, ``recall``, ``read-only recall``, ``nothing stored``)."""
+    ``method``: how they were read (``export``, ``recall``, ``read back by key``, ``nothing stored``)."""
     return dg.AssetCheckResult(
         check_name=RECALL_SPOT_CHECK.name,
         passed=all(h["found"] for h in hits),

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from assets.resources import EngramiaDestination
+from pipelines.load.rest.options import MODES as REST_MODES
 
 
 def destination_from_args(args: argparse.Namespace) -> EngramiaDestination:
-    """The destination resource from the ``run`` options (REST options are ignored for embedded)."""
-    rest = args.destination != "embedded"
+    """The destination resource from the ``run`` options (REST options are ignored for embedded and
+    none)."""
+    rest = args.destination in REST_MODES
     if rest and not args.servers and not (args.engramia_url and args.api_key_env):
         raise ValueError(
             f"--destination {args.destination} needs --engramia-url URL --api-key-env NAME (one server "

@@ -17,6 +17,7 @@ from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.run import add_run_arguments
 from assets.cli.scoring_args import judge_from_args, judge_plan_lines
 from assets.cli.status import format_table
+from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.quality.capacity import EmbeddedTarget, RestTarget
 from pipelines.quality.run_plan import RunPlan, ScopePlan, plan_run
 from pipelines.scopes import ScopeBy, ScopeMapping
@@ -65,7 +66,7 @@ def _row(s: ScopePlan, rest: bool) -> dict[str, Any]:
 
 
 def print_plan(plan: RunPlan) -> None:
-    rest = plan.destination != "embedded"
+    rest = plan.destination in REST_MODES
     print(f"plan: {plan.input} into {plan.data_dir}, destination {plan.destination} (nothing was done)")
     total = sum(d.size for d in plan.pending_dumps)
     lines = sum(d.lines for d in plan.pending_dumps)
@@ -124,6 +125,12 @@ def plan(args: argparse.Namespace) -> int:
     result = plan_run(
         args.data_dir, Path(args.input), mapping, target, judge=judge_from_args(args), fmt=args.format
     )
+    if not destination.loads:
+        result.destination = args.destination
+        result.notes.append(
+            f"destination none (transform only): a run would load nothing; the to_load and capacity "
+            f"figures are those of the embedded store {destination.store(layout)}, for a later run with it"
+        )
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:

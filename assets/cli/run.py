@@ -3,7 +3,8 @@
 What the operator is told is the truth: every option is checked before any work (one line per problem),
 the figures are this run's own, and the exit code is one a scheduler can trust:
 
-- 0: every scope loaded and every error-severity check passed;
+- 0: every scope loaded (``--destination none``: transformed, nothing loaded by design) and every
+  error-severity check passed;
 - 1: a scope failed, a check failed, a dump was entirely quarantined, nothing was staged from a
   non-empty input, or the run's quarantined share passed ``--max-quarantine-pct``;
 - 2: an option is wrong (nothing was done);
@@ -54,7 +55,7 @@ from assets.cli.uptodate import (
 )
 from assets.cli.validate import run_problems
 from assets.jobs import ingest_job
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import LOAD_SKIPPED_REASON, NO_DESTINATION, BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.messages import CONFLICT_POLICIES
@@ -185,10 +186,12 @@ def _ingest_and_scopes(
     failed_checks: dict[str, list[str]] = {}
     stopped: list[str] = []
     current = up_to_date(settings, destination, scopes)  # scopes the new dumps did not touch
-    say(
-        f"{len(scopes) - len(current)} of {len(scopes)} scopes to run: messages -> patterns -> scores -> "
-        f"Engramia, {pool.workers} at a time"
+    stages = (
+        "messages -> patterns -> scores -> Engramia"
+        if destination.loads
+        else ("messages -> patterns -> scores (destination none: nothing is loaded)")
     )
+    say(f"{len(scopes) - len(current)} of {len(scopes)} scopes to run: {stages}, {pool.workers} at a time")
 
     def done(outcome: ScopeOutcome) -> None:
         scope = outcome.scope
@@ -223,6 +226,7 @@ def _ingest_and_scopes(
         )
         say(f"    {failures[-1]}")
     described = destination.describe(layout)
+    skipped = None if destination.loads else LOAD_SKIPPED_REASON
     summary: dict[str, Any] = {
         "ok": not failures,
         "exit_code": EXIT_INTERRUPTED if interrupted else EXIT_FAILED if failures else EXIT_OK,
@@ -243,14 +247,15 @@ def _ingest_and_scopes(
             if scope in current
             else scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
             if destination.is_rest
-            else scope_summary(layout, scope, run_ids.get(scope), described)
+            else scope_summary(layout, scope, run_ids.get(scope), described, skipped)
             for scope in scopes
         },
         "unscoped_quarantined": unscoped_quarantined(layout),
         "unscoped_quarantine_reasons": quarantine_reasons(layout, None),
         "data_dir": str(layout.root),
-        "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
+        "engramia_store": str(destination.store(layout)) if destination.mode == "embedded" else None,
         "destination": args.destination,
+        "load_skipped": skipped,
     }
     left = {*failed_scopes, *failed_checks, *stopped}
     clean = {s for s in scopes if s in run_ids and s not in left}
@@ -329,9 +334,11 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--destination",
-        choices=["embedded", *MODES],
+        choices=["embedded", *MODES, NO_DESTINATION],
         default="embedded",
-        help="embedded: the engramia package in-process; rest-learn / rest-import: a running Engramia server",
+        help="embedded: the engramia package in-process; rest-learn / rest-import: a running Engramia "
+        "server; none: transform only (every table and every check that needs no store; nothing is loaded, "
+        "the load's checks are skipped, and a later run with a destination loads what was scored)",
     )
     r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
     r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")

@@ -72,7 +72,11 @@ def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str)
     return {"kept": plan.kept, "already_loaded": plan.already, "failed": plan.kept - plan.already}
 
 
-def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destination: str) -> dict[str, Any]:
+def scope_summary(
+    layout: DataLayout, scope: str, run_id: str | None, destination: str, load_skipped: str | None = None
+) -> dict[str, Any]:
+    """The scope's figures; ``load_skipped``: why this run loaded nothing by design (destination none),
+    when it did not: then every kept pattern counts as ``skipped`` and there is no load to reconcile."""
     counts = scope_counts(layout, scope)
     scored = scan_scored(layout, scope)
     totals = pattern_totals(layout, scope)
@@ -82,7 +86,10 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         if scored is None
         else scored.select(pl.col("kept").sum(), pl.col("filtered").is_not_null().sum()).collect().row(0)
     )
-    load = this_run_load(layout, scope, run_id, destination) if run_id else {"failed": kept}
+    if load_skipped is not None:
+        load: dict[str, Any] = {"skipped": kept} if run_id else {"failed": kept}
+    else:
+        load = this_run_load(layout, scope, run_id, destination) if run_id else {"failed": kept}
     tenant_id, project_id = scope_names(layout, scope)
     terms = {t: int(load.get(t) or 0) for t in LOAD_TERMS}
     return {
@@ -110,7 +117,9 @@ def scope_summary(layout: DataLayout, scope: str, run_id: str | None, destinatio
         "lines_reconcile": counts.lines_reconcile,
         "messages_reconcile": counts.messages_reconcile,
         "load_adds_up": kept == sum(terms.values()),
-        "load_reconciles": bool(load.get("reconciles", False)),
+        # None: no load ran by design (``load_skipped`` says why), so there was nothing to reconcile.
+        "load_reconciles": None if load_skipped is not None else bool(load.get("reconciles", False)),
+        "load_skipped": load_skipped,
         "quarantine_reasons": quarantine_reasons(layout, scope),
         "unpaired_reasons": unpaired_reasons(layout, scope),
     }
@@ -149,7 +158,7 @@ def print_table(summary: dict[str, Any]) -> None:
             **{c: v[c] for c in cols},
             "ok": v["lines_reconcile"]
             and v["messages_reconcile"]
-            and v["load_reconciles"]
+            and v["load_reconciles"] is not False
             and v["load_adds_up"],
         }
         for s, v in summary["scopes"].items()
@@ -181,6 +190,8 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"staged Parquet: {summary['data_dir']}/staged   warehouse: {summary['data_dir']}/warehouse.duckdb")
     if summary["engramia_store"]:
         print(f"Engramia store (embedded): {summary['engramia_store']}")
+    if summary.get("load_skipped"):
+        print(f"nothing loaded: {summary['load_skipped']}")
     for failure in summary["failures"]:
         print(f"FAILED: {failure}")
 

@@ -16,7 +16,7 @@ import polars as pl
 from assets.cli.instance import run_config
 from assets.cli.summary import LOAD_TERMS, quarantine_reasons, unscoped_quarantined
 from assets.common import CODE_VERSION
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import LOAD_SKIPPED_REASON, BackfillSettings, EngramiaDestination
 from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
 from pipelines.settled import fingerprint, record, settled
 from pipelines.tables import DataLayout
@@ -35,12 +35,16 @@ def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestinati
 
 
 def complete(scope_report: dict[str, Any]) -> bool:
+    """Nothing left to load or look at; a transform-only run (nothing loaded by design, its fingerprint
+    names destination none) is complete when its staged counts reconcile."""
+    staged = bool(scope_report.get("lines_reconcile")) and bool(scope_report.get("messages_reconcile"))
+    if scope_report.get("load_skipped"):
+        return staged and bool(scope_report.get("load_adds_up"))
     return (
-        all(not scope_report.get(t) for t in _LEFT_OVER)
+        staged
+        and all(not scope_report.get(t) for t in _LEFT_OVER)
         and bool(scope_report.get("load_adds_up"))
         and bool(scope_report.get("load_reconciles"))
-        and bool(scope_report.get("lines_reconcile"))
-        and bool(scope_report.get("messages_reconcile"))
     )
 
 
@@ -62,6 +66,8 @@ def _as_up_to_date(last: dict[str, Any]) -> dict[str, Any]:
     report = dict(last["summary"])
     held = sum(int(report.get(t) or 0) for t in ("loaded", "already_loaded", "present"))
     report.update({t: 0 for t in LOAD_TERMS}, already_loaded=held, retracted=0, updated=0)
+    if report.get("load_skipped"):
+        report["skipped"] = int(report.get("kept") or 0)
     report.update(
         run_id=None,
         up_to_date_since=last["run_id"],
@@ -120,6 +126,7 @@ def up_to_date_summary(
         "unscoped_quarantined": unscoped_quarantined(layout),
         "unscoped_quarantine_reasons": quarantine_reasons(layout, None),
         "data_dir": str(layout.root),
-        "engramia_store": str(destination.store(layout)) if not destination.is_rest else None,
+        "engramia_store": str(destination.store(layout)) if destination.mode == "embedded" else None,
         "destination": named,
+        "load_skipped": None if destination.loads else LOAD_SKIPPED_REASON,
     }

@@ -23,6 +23,7 @@ from pipelines.ingest.catalog import pending_dumps
 from pipelines.ingest.dumps import DUMP_SUFFIXES, discover_dumps
 from pipelines.ingest.formats import UnknownFormat, detect_format
 from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS
+from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.scoring.feedback import read_feedback
@@ -99,7 +100,7 @@ def _limit_problems(args: argparse.Namespace) -> list[str]:
             )
     if not 0 <= args.max_quarantine_pct <= 100:
         problems.append(f"--max-quarantine-pct {args.max_quarantine_pct}: give a percentage from 0 to 100")
-    if args.destination != "embedded":
+    if args.destination in REST_MODES:
         for option, value, low in (
             ("--timeout", args.timeout, 0.001),
             ("--requests-per-minute", args.requests_per_minute, 0),

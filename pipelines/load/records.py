@@ -35,8 +35,10 @@ def pattern_key(pattern_id: str | pl.Expr) -> str | pl.Expr:
     return f"{KEY_PREFIX}{pattern_id}"
 
 
-def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
-    """The scope's kept patterns with text, score and provenance, ready to become records.
+def kept_patterns(layout: DataLayout, scope: str, ordered: bool = True) -> pl.LazyFrame | None:
+    """The scope's kept patterns with text, score and provenance, ready to become records, by id
+    (``ordered``; a check that reads every row in any order saves the sort, which moves every text: 4.1-4.9
+    s against 2.3 s for a scope's kept patterns at 10M messages).
 
     Every kept row of the scored table is here: one whose paired pattern is not current has no text
     (see :func:`without_text`), which the quality check names and the load refuses. Dropping it instead
@@ -46,13 +48,13 @@ def kept_patterns(layout: DataLayout, scope: str) -> pl.LazyFrame | None:
     if scored is None or patterns is None:
         # No paired table at all: the scoring check finds every scored row not current.
         return None
-    return (
+    kept = (
         scored.filter(pl.col("kept"))
         .select("pattern_id", "eval_score", "score_source")
         .join(patterns.drop("batch"), on="pattern_id", how="left")
         .with_columns(key=pattern_key(pl.col("pattern_id")))
-        .sort("pattern_id")
     )
+    return kept.sort("pattern_id") if ordered else kept
 
 
 def without_text(kept: pl.LazyFrame | pl.DataFrame) -> list[str]:

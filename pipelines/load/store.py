@@ -10,6 +10,7 @@ context variable, so every call runs inside :func:`engramia_scope`.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -243,6 +244,49 @@ def store_writes(store: Path) -> Iterator[None]:
 def open_memory(store: Path) -> engramia.Memory:
     # No embeddings: recall falls back to Engramia's keyword search, which needs no model or key.
     return engramia.Memory(embeddings=None, storage=FastJSONStorage(path=str(store)))
+
+
+class ReadOnlyJSONStorage(FastJSONStorage):
+    """Engramia's JSON storage that reads each key and listing once and ignores writes (counted, for the
+    record): Engramia changes some of what it reads before writing it back (a recall rewards every pattern
+    it returns, ``reuse_count + 1``), so reads that must leave the store as they found it go through it."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self.dropped_writes = 0
+        self._listed: dict[tuple[str, str, str], list[str]] = {}
+        self._read: dict[tuple[str, str, str], Any] = {}
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        scope = get_scope()
+        where = (scope.tenant_id, scope.project_id, prefix)
+        if where not in self._listed:
+            self._listed[where] = super().list_keys(prefix)
+        return list(self._listed[where])
+
+    def load(self, key: str) -> dict | None:
+        # Keyed by scope and key, not by path: mapping a key to its path costs more than the lookup.
+        scope = get_scope()
+        where = (scope.tenant_id, scope.project_id, key)
+        if where not in self._read:
+            self._read[where] = super().load(key)
+        # Engramia changes some of what it loads before writing it back (a recall's reward, an analytics
+        # event appended): a copy keeps that out of what the next read returns.
+        return copy.copy(self._read[where])
+
+    def save(self, key: str, data: dict[str, Any] | list[Any]) -> None:
+        self.dropped_writes += 1
+
+    def delete(self, key: str) -> None:
+        self.dropped_writes += 1
+
+    def save_embedding(self, key: str, embedding: list[float]) -> None:
+        self.dropped_writes += 1
+
+
+def read_only_memory(store: Path) -> engramia.Memory:
+    """Engramia's ``Memory`` on the store, reading only (a recall, for a demo or a look)."""
+    return engramia.Memory(embeddings=None, storage=ReadOnlyJSONStorage(path=str(store)))
 
 
 def pattern_count(memory: engramia.Memory) -> int:

@@ -15,18 +15,37 @@ from typing import Any
 import polars as pl
 
 from pipelines.load.content import stored_fingerprint
-from pipelines.load.ledger import Ledger
+from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.rest.client import EngramiaClient
 from pipelines.load.rest.errors import AuthError
 from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
 from pipelines.load.rest.readback import code_matches, sent_texts
 from pipelines.load.rest.servers import ServerConfig
-from pipelines.load.spot_check import read_only_memory
-from pipelines.load.store import engramia_scope
+from pipelines.load.store import engramia_scope, read_only_memory
 from pipelines.tables import DataLayout
 
 # Updated patterns read back per load (the load names up to pipelines.load.plan.UPDATE_SAMPLE).
 VERIFY_SAMPLE = 5
+
+
+def stored_by_load(ledger: Ledger, ledger_run_id: str | None) -> pl.DataFrame:
+    """The ledger's latest rows (pattern_id, key, fingerprint) of patterns ``ledger_run_id`` stored."""
+    if not ledger_run_id:
+        return pl.DataFrame(schema={"pattern_id": pl.String, "key": pl.String, "fingerprint": pl.String})
+    return (
+        ledger.state()
+        .filter((pl.col("run_id") == ledger_run_id) & (pl.col("outcome") == Outcome.STORED))
+        .sort("pattern_id")
+        .select("pattern_id", "key", "fingerprint")
+    )
+
+
+def spread(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """``n`` rows spread over the frame (first, last and between), not just its head."""
+    if frame.height <= n:
+        return frame
+    step = frame.height / n
+    return frame[[int(i * step) for i in range(n)]]
 
 
 def _latest(ledger: Ledger, sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,7 +55,7 @@ def _latest(ledger: Ledger, sample: list[dict[str, Any]]) -> list[dict[str, Any]
     return state.select("pattern_id", "key", "fingerprint").to_dicts()
 
 
-def _verdict(
+def verdict(
     row: dict[str, Any], data: dict[str, Any] | None, sent_code: Callable[[dict], str | None]
 ) -> dict[str, Any]:
     if data is None:
@@ -64,7 +83,7 @@ def verify_updates_embedded(
     memory = read_only_memory(store)
     with engramia_scope(tenant_id, project_id):
         return [
-            _verdict(r, memory.storage.load(r["key"]) if r["key"] else None, lambda _d: None) for r in rows
+            verdict(r, memory.storage.load(r["key"]) if r["key"] else None, lambda _d: None) for r in rows
         ]
 
 
@@ -97,9 +116,7 @@ def read_back(
 
         return code
 
-    return [
-        _verdict(r, records.get(r["key"]) if r["key"] else None, sent_code(r["pattern_id"])) for r in rows
-    ]
+    return [verdict(r, records.get(r["key"]) if r["key"] else None, sent_code(r["pattern_id"])) for r in rows]
 
 
 def verify_updates_rest(

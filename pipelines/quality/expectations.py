@@ -1,8 +1,8 @@
 """Data-quality expectations on the staged tables, run with Great Expectations 1.x.
 
 GX does not read Polars frames, and its pandas path would copy whole texts, so each table is reduced in
-Polars to the columns an expectation needs (ids, roles, scores, and the stripped length of task and
-code) and handed to GX as pandas. GX is imported lazily: importing it costs seconds.
+Polars to the columns an expectation needs (ids, roles, scores, and whether task and code hold more than
+white space) and handed to GX as pandas. GX is imported lazily: importing it costs seconds.
 """
 
 from __future__ import annotations
@@ -124,11 +124,13 @@ def validate_scored(kept: pl.LazyFrame) -> QualityReport:
     _import_gx()
     import great_expectations.expectations as gxe
 
+    # Not blank = holds a character that is not white space: the same test as a stripped length >= 1
+    # without copying every text (1.2-1.3 s against 2.3 s for a scope's kept patterns at 10M messages).
     narrow = kept.select(
         "pattern_id",
         "eval_score",
-        task_chars=pl.col("task").str.strip_chars().str.len_chars(),
-        code_chars=pl.col("code").str.strip_chars().str.len_chars(),
+        task_nonblank=pl.col("task").str.contains(r"\S").cast(pl.Int8),
+        code_nonblank=pl.col("code").str.contains(r"\S").cast(pl.Int8),
         paired=pl.col("thread_id").is_not_null(),
     ).collect()
     missing = narrow.filter(~pl.col("paired"))["pattern_id"].to_list()
@@ -140,10 +142,10 @@ def validate_scored(kept: pl.LazyFrame) -> QualityReport:
             gxe.ExpectColumnValuesToBeUnique(column="pattern_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="eval_score"),
             gxe.ExpectColumnValuesToBeBetween(column="eval_score", min_value=0, max_value=10),
-            gxe.ExpectColumnValuesToNotBeNull(column="task_chars"),
-            gxe.ExpectColumnValuesToBeBetween(column="task_chars", min_value=1),
-            gxe.ExpectColumnValuesToNotBeNull(column="code_chars"),
-            gxe.ExpectColumnValuesToBeBetween(column="code_chars", min_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="task_nonblank"),
+            gxe.ExpectColumnValuesToBeBetween(column="task_nonblank", min_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="code_nonblank"),
+            gxe.ExpectColumnValuesToBeBetween(column="code_nonblank", min_value=1),
         ],
     )
     # Kept in the scored table but no current paired pattern: named, never dropped (a dropped row

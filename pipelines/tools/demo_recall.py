@@ -8,8 +8,7 @@ from pathlib import Path
 
 from pipelines.ingest.catalog import read_scopes
 from pipelines.load.records import kept_patterns
-from pipelines.load.spot_check import read_only_memory
-from pipelines.load.store import engramia_scope
+from pipelines.load.store import engramia_scope, read_only_memory
 from pipelines.tables import DataLayout
 
 

@@ -1,6 +1,6 @@
 """The load's checks fail when exactly what they guard is corrupted in the store behind the pipeline's
-back: a wiped store (the pattern count against the ledger) and a pattern whose task was changed (recall
-of the loaded task)."""
+back: a wiped store (the pattern count against the ledger) and a pattern whose task was changed (read back
+by key against the content the ledger says was sent)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_a_wiped_store_fails_the_count_check_and_the_next_run_refills_it(loaded_
     assert meta["pattern_count_before"] == 0 and meta["stored"] == 5 and meta["pattern_count_now"] == 5
 
 
-def test_a_loaded_pattern_whose_task_changed_in_the_store_fails_recall(loaded_scope, sample_dir, instance):
+def test_a_changed_pattern_in_the_store_fails_the_spot_check(loaded_scope, sample_dir, instance):
     sampled = kept_patterns(loaded_scope, SCOPE).select("key").head(1).collect()["key"][0]
     memory = open_memory(loaded_scope.engramia)
     with engramia_scope("default", "asst_coder"):

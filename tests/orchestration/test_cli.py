@@ -9,8 +9,7 @@ import duckdb
 import pytest
 
 from assets.cli.main import main
-from pipelines.load.spot_check import read_only_memory
-from pipelines.load.store import engramia_scope
+from pipelines.load.store import engramia_scope, read_only_memory
 
 EXPECTED = {
     # scope: (messages, quarantined, repeats, patterns, unpaired, duplicates)

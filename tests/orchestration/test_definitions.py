@@ -12,6 +12,7 @@ from assets.engramia import count_reconciliation
 from assets.jobs import ALL_ASSETS, DUMP_TAG, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
 from assets.resources import BackfillSettings, EngramiaDestination
+from pipelines.load.records import kept_patterns
 from pipelines.tools import shapes
 from tests.support import graph
 
@@ -177,6 +178,10 @@ def test_metadata_renders_as_tables_without_rest_keys_on_an_embedded_load(layout
     assert columns["created_at"] == "timestamp" and columns["line_no"] == "int"
     load = result.asset_materializations_for_node("engramia_scopes")[0].metadata
     assert {"requests", "rate_limited", "redactions", "server_version"}.isdisjoint(load)
+    # The kept patterns' preview (found on their ids first) is the head of the table sorted by id.
+    scored = result.asset_materializations_for_node("scored_patterns")[0].metadata["preview"]
+    kept = kept_patterns(layout, "default__asst_coder").collect()
+    assert [r.data["pattern_id"] for r in scored.records] == kept["pattern_id"].head(5).to_list()
 
 
 def test_no_preview_or_beta_warning_while_loading_and_running(layout, sample_dir, instance):

@@ -156,3 +156,25 @@ def test_the_filtered_table_out_of_step_fails_duplicates_accounted(loaded_scope,
     )
     meta = rerun_blocked(layout, sample_dir, instance, "duplicates_accounted")
     assert meta["filtered_table_matches"] is False and meta["filtered"] == 1
+
+
+def test_a_blank_task_or_code_fails_scored_quality():
+    """Blank = nothing but white space (Unicode's, as ``str.strip`` takes it) or null."""
+    kept = pl.LazyFrame(
+        {
+            "pattern_id": ["a", "b", "c", "d"],
+            "eval_score": [5.0, 5.0, 5.0, 5.0],
+            "task": ["parse a file", " \n\t\u00a0", "sum two numbers", "x"],
+            "code": ["read it", "print(1)", "\u2003", None],
+            "thread_id": ["t1", "t2", "t3", "t4"],
+        }
+    )
+    result = scored_quality(kept)
+    assert result.passed is False
+    failed = {
+        (f["expectation"], f["column"]): f["unexpected_count"]
+        for f in result.metadata["failed_expectations"].value
+    }
+    assert failed[("expect_column_values_to_be_between", "task_nonblank")] == 1
+    assert failed[("expect_column_values_to_be_between", "code_nonblank")] == 1
+    assert failed[("expect_column_values_to_not_be_null", "code_nonblank")] == 1

@@ -13,10 +13,12 @@ from assets.sensors import landing_sensor
 from pipelines.tables import DataLayout
 
 
-def resources(layout: DataLayout, source: Path) -> dict[str, object]:
+def resources(
+    layout: DataLayout, source: Path, destination: EngramiaDestination | None = None
+) -> dict[str, object]:
     return {
         "settings": BackfillSettings(data_dir=str(layout.root), landing=str(source), settle_seconds=0),
-        "engramia": EngramiaDestination(),
+        "engramia": destination or EngramiaDestination(),
     }
 
 
@@ -30,13 +32,19 @@ def ingest(layout: DataLayout, source: Path, instance: dg.DagsterInstance) -> dg
 
 
 def scope_run(
-    layout: DataLayout, source: Path, instance: dg.DagsterInstance, scope: str, **kwargs: object
+    layout: DataLayout,
+    source: Path,
+    instance: dg.DagsterInstance,
+    scope: str,
+    destination: EngramiaDestination | None = None,
+    **kwargs: object,
 ) -> dg.ExecuteInProcessResult:
+    """The scope's run, into ``destination`` (default: the embedded store)."""
     return dg.materialize(
         ALL_ASSETS,
         selection=dg.AssetSelection.assets(*SCOPE_ASSETS),
         partition_key=scope,
-        resources=resources(layout, source),
+        resources=resources(layout, source, destination),
         instance=instance,
         **kwargs,
     )

@@ -14,13 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import polars as pl
 
-from pipelines.load.ledger import Ledger, Outcome
+from pipelines.load.ledger import Ledger
 from pipelines.load.rest.options import RestOptions, destination_id, make_client
 from pipelines.load.rest.readback import DUPLICATE_SIMILARITY, code_matches, sent_texts
 from pipelines.load.rest.servers import ServerConfig
-from pipelines.load.verify import read_back
+from pipelines.load.verify import read_back, spread, stored_by_load
 from pipelines.tables import DataLayout
 
 # Patterns read back through one export (cheap: the export is one request whatever the sample).
@@ -28,26 +27,6 @@ READ_BACK_SAMPLE = 20
 # Recalls when the key cannot export: each one changes the scores of the patterns it fetches.
 RECALL_SAMPLE = 1
 RECALL_LIMIT = 1
-
-
-def stored_by_load(ledger: Ledger, ledger_run_id: str | None) -> pl.DataFrame:
-    """The ledger's latest rows (pattern_id, key, fingerprint) of patterns ``ledger_run_id`` stored."""
-    if not ledger_run_id:
-        return pl.DataFrame(schema={"pattern_id": pl.String, "key": pl.String, "fingerprint": pl.String})
-    return (
-        ledger.state()
-        .filter((pl.col("run_id") == ledger_run_id) & (pl.col("outcome") == Outcome.STORED))
-        .sort("pattern_id")
-        .select("pattern_id", "key", "fingerprint")
-    )
-
-
-def _spread(frame: pl.DataFrame, n: int) -> pl.DataFrame:
-    """``n`` rows spread over the frame (first, last and between), not just its head."""
-    if frame.height <= n:
-        return frame
-    step = frame.height / n
-    return frame[[int(i * step) for i in range(n)]]
 
 
 def spot_check_rest(
@@ -64,7 +43,7 @@ def spot_check_rest(
     if stored.is_empty():
         return "nothing stored", []
     with make_client(server, options, f"{scope} -> {server.url}", transport=transport) as client:
-        rows = _spread(stored, READ_BACK_SAMPLE).to_dicts()
+        rows = spread(stored, READ_BACK_SAMPLE).to_dicts()
         held = read_back(client, layout, scope, options, rows)
         if held is not None:
             return "export", [{**h, "found": h["held"] is True} for h in held]
