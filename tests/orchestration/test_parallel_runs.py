@@ -60,11 +60,9 @@ def _tables(layout: DataLayout) -> dict[str, pl.DataFrame]:
     tables: dict[str, list[pl.DataFrame]] = {}
     for path in sorted(layout.staged.rglob("*.parquet")):
         rel = path.relative_to(layout.staged)
-        # _claims holds lock files. _dedup is the near-duplicate engine's internal cache: its token ranks
-        # come out in an order that differs between runs, serial ones too (three serial runs of these dumps
-        # gave three vocabularies for one scope); what it decides is compared through scored/, filtered/ and
-        # the store.
-        if rel.parts[0] in ("_claims", "_dedup"):
+        # _claims holds lock files. (_dedup, the near-duplicate cache, is compared too: its vocabulary
+        # ranks ties by the token, so it is the same in every run.)
+        if rel.parts[0] == "_claims":
             continue
         # The destination's id names the store's path, which differs between the two data directories.
         folder = re.sub(r"dest=[^/]+", "dest=<store>", str(rel.parent))

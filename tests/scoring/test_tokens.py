@@ -9,6 +9,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.scoring.near_duplicates.sets import rank_tokens
 from pipelines.scoring.near_duplicates.tokens import encode, token_pairs
 
 TEXT = st.lists(
@@ -45,3 +46,25 @@ def test_encoded_rows_hold_their_words_and_empty_pseudo_tokens(tasks: list[str |
         words = [encoded.strings[c] for c in codes]
         assert [w for w in words if w] == (task or "").lower().split()
         assert all(c == encoded.empty for w, c in zip(words, codes, strict=True) if not w)
+
+
+def test_kept_vocabulary_ranks_do_not_depend_on_the_encoding_order() -> None:
+    """The near-duplicate cache keeps the vocabulary: the same tasks, in any order of encoding, give every
+    token the same rank (rarest first, ties by the token), so the cache is the same file in every run."""
+    words = [f"w{i:03d}" for i in range(300)]
+    rng = np.random.default_rng(0)
+    tasks = [" ".join(rng.choice(words, size=6)) for _ in range(2_000)]
+    reference = None
+    for seed in range(4):
+        # Shuffled rows encode their tokens in another order; the ranks of the same set of tasks must not
+        # follow it.
+        order = np.random.default_rng(seed).permutation(len(tasks))
+        _, vocabulary = rank_tokens(pl.Series([tasks[i] for i in order]), with_vocabulary=True)
+        assert vocabulary is not None
+        assert vocabulary["rank"].is_sorted()
+        if reference is None:
+            reference = vocabulary
+        assert vocabulary.equals(reference)
+    counts = Counter(w for t in tasks for w in t.split())
+    expected = sorted(counts, key=lambda w: (counts[w], w))
+    assert reference["token"].to_list() == expected

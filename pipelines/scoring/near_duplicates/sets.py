@@ -44,11 +44,20 @@ def rank_tokens(tasks: pl.Series, with_vocabulary: bool = False) -> tuple[KeyedS
     if empty_code >= 0:
         freq[empty_code] = codes.size + 1  # rank it last, then drop it below
     rank_of_code = np.empty(n_codes, dtype=np.int64)
-    rank_of_code[np.argsort(freq, kind="stable")] = np.arange(n_codes, dtype=np.int64)
+    if token_strings is None:
+        order = np.argsort(freq, kind="stable")
+    else:
+        # The vocabulary is kept (the near-duplicate cache): ties broken by the token itself, so the same
+        # tasks give the same ranks in every run. Codes come from an encoding spread over all cores, whose
+        # order differs from run to run.
+        by_text = np.empty(n_codes, dtype=np.int64)
+        by_text[token_strings.head(n_codes).arg_sort().to_numpy()] = np.arange(n_codes, dtype=np.int64)
+        order = np.lexsort((by_text, freq))
+    rank_of_code[order] = np.arange(n_codes, dtype=np.int64)
     vocabulary = None
     if token_strings is not None:
         table = pl.DataFrame({"token": token_strings.head(n_codes), "rank": rank_of_code})
-        vocabulary = table.filter(pl.col("token") != "")
+        vocabulary = table.filter(pl.col("token") != "").sort("rank")  # stored: in the same order every run
     shift = max(1, int(n_codes).bit_length())
     mask = (1 << shift) - 1
     keys = np.repeat(np.arange(n, dtype=np.int64) << shift, lens)
