@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
 from dagster._core.execution.api import create_execution_plan, execute_run
@@ -30,30 +29,18 @@ from assets.resources import BackfillSettings, EngramiaDestination
 DEFINITIONS_MODULE = "assets.definitions"
 CODE_LOCATION = "assistants_backfill"
 INSTANCE_TEMPLATE = Path(__file__).parents[1] / "dagster.yaml"
-# dagster.yaml with pools enforced per run rather than per step, for the CLI's embedded-load workers.
-WORKERS_CONFIG = "dagster-cli-workers.yaml"
 
 
-def open_instance(data_dir: Path, store_locked: bool = False) -> dg.DagsterInstance:
-    """The data folder's instance. ``store_locked``: for the CLI's scope workers loading into the embedded
-    store, whose writes hold the store's own lock (:func:`pipelines.load.store.store_writes`): their steps
-    do not also queue for the ``engramia_writes`` pool, which would hold a whole load step (its reads,
-    planning and checks too) against the other worker. Same storage, same runs; UI and sensor runs keep
-    the pool as ``dagster.yaml`` sets it."""
+def open_instance(data_dir: Path) -> dg.DagsterInstance:
+    """The data folder's instance (``DAGSTER_HOME`` when set): the UI's and the CLI's are one, with the same
+    run history, run queue and write pools."""
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        # The UI's instance and the CLI's are one: same run queue, same pools, no telemetry.
         shutil.copyfile(INSTANCE_TEMPLATE, config)
-    if not store_locked:
-        # Built from the folder, not from the environment: the caller's DAGSTER_HOME is left as it was.
-        return dg.DagsterInstance.from_config(str(home))
-    settings = yaml.safe_load(config.read_text()) or {}
-    settings.setdefault("concurrency", {}).setdefault("pools", {})["granularity"] = "run"
-    workers = home / WORKERS_CONFIG
-    workers.write_text(yaml.safe_dump(settings))
-    return dg.DagsterInstance.from_config(str(home), config_filename=WORKERS_CONFIG)
+    # Built from the folder, not from the environment: the caller's DAGSTER_HOME is left as it was.
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def _resource_config(resource: dg.ConfigurableResource) -> dict[str, Any]:

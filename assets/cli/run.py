@@ -151,7 +151,7 @@ def _backfill(
         return summary["exit_code"]
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
     instance = open_instance(Path(args.data_dir))
-    with ScopePool(str(args.data_dir), config, not args.no_progress, not destination.is_rest) as pool:
+    with ScopePool(str(args.data_dir), config, not args.no_progress) as pool:
         return _ingest_and_scopes(args, settings, destination, interrupts, instance, config, pool, say)
 
 

@@ -5,8 +5,9 @@ threads. Dagster runs cannot share a process that way: a run mirrors the process
 its compute logs at the file-descriptor level, so two runs on threads would write into each other's logs
 and restore each other's streams. A worker process executes its scope runs one after another, recorded in
 the same instance as the CLI's own runs, and keeps what it imported (Dagster, Polars, DuckDB, engramia,
-GX) for every scope it runs. The embedded store is written by one load at a time across processes
-(:func:`pipelines.load.store.store_writes`), as the core path does with a lock.
+GX) for every scope it runs. One destination is written by one load at a time across processes (its
+write slot, :mod:`assets.pools`; the embedded store also holds :func:`pipelines.load.store.store_writes`),
+as the core path does with a lock.
 
 Ctrl-C reaches the workers (the terminal signals the whole process group; a signal sent to the CLI alone
 is passed on to them): each stops its run as a run in the CLI's own process stops, and reports it.
@@ -86,9 +87,7 @@ def _start_worker(progress: Any, tty: bool) -> None:
     import_ahead(GREAT_EXPECTATIONS)
 
 
-def run_scope(
-    data_dir: str, config: dict[str, Any], scope: str, progress: bool, store_locked: bool
-) -> ScopeOutcome:
+def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool) -> ScopeOutcome:
     """One scope run in this worker process, recorded in the data folder's instance."""
     from assets.cli.guard import Interrupts
     from assets.cli.instance import execute, failed_check_names, first_error, optional_step_failures
@@ -96,7 +95,7 @@ def run_scope(
     from assets.jobs import scope_job, scope_run_tags
     from pipelines.progress import progress_bars
 
-    _warm(data_dir, store_locked)
+    _warm(data_dir)
     started = time.monotonic()
     if _interrupted:
         return ScopeOutcome(scope=scope, run_id=None, success=False, stopped=True)
@@ -114,7 +113,7 @@ def run_scope(
     )
 
 
-def _warm(data_dir: str, store_locked: bool) -> None:
+def _warm(data_dir: str) -> None:
     """Imports and the instance of a worker, made while the CLI ingests."""
     global _instance
     if _instance is None:
@@ -122,19 +121,18 @@ def _warm(data_dir: str, store_locked: bool) -> None:
 
         from assets.cli.instance import open_instance
 
-        _instance = open_instance(Path(data_dir), store_locked=store_locked)
+        _instance = open_instance(Path(data_dir))
 
 
 class ScopePool:
     """Worker processes for a run's scope runs, started before the ingest so that they import what they
     need meanwhile (``with ScopePool(...) as pool: ...; pool.run(scopes, done)``)."""
 
-    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool, embedded: bool) -> None:
+    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool) -> None:
         self.data_dir, self.config, self.progress = data_dir, config, progress
-        # Loads into a REST server run one at a time, as its pool has them (a JSON-backed server takes
-        # no concurrent writers); the embedded store's writes wait for its own lock instead.
-        self.embedded = embedded
-        self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1)) if embedded else 1
+        # Two scopes bound for one destination still write one at a time: each load waits for its
+        # destination's write slot (assets/pools.py), the embedded store's also for the store's own lock.
+        self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
         self.interrupted = False
         context = multiprocessing.get_context("spawn")
         self.progress_queue = context.Queue()
@@ -154,7 +152,7 @@ class ScopePool:
 
     def __enter__(self) -> ScopePool:
         for _ in range(self.workers):
-            self.pool.submit(_warm, self.data_dir, self.embedded)
+            self.pool.submit(_warm, self.data_dir)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +177,7 @@ class ScopePool:
         try:
             while todo or running:
                 while todo and len(running) < self.workers:
-                    args = (self.data_dir, self.config, todo.pop(), self.progress, self.embedded)
+                    args = (self.data_dir, self.config, todo.pop(), self.progress)
                     running.add(self.pool.submit(run_scope, *args))
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
