@@ -127,7 +127,7 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         f"Python {machine['python']}.  ",
         f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{commit()}`{_dirty()}; "
         f"load average at the start: {load_avg}.  ",
-        "Reproduce everything with `make bench` (`python -m benchmarks.run`; `--with-10m` adds the 10M row, "
+        "Reproduce everything with `make bench` (`python -m benchmarks.run`; `--with-10m` adds the 10M rows, "
         "`--only NAME` runs some rows). Each row ran in a fresh process; wall time and peak RSS are the "
         "process's own (os.wait4), including interpreter start and imports.",
         "",

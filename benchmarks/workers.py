@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,24 @@ def probe(args: dict[str, Any]) -> Result:
 
 
 def backfill(args: dict[str, Any]) -> Result:
-    """One ``backfill()`` of ``source`` into ``data``, with the embedded load if ``load``."""
+    """One ``backfill()`` of ``source`` into ``data``, with the embedded load if ``load``; with the curation
+    gates the CLI applies by default if ``gates`` (``backfill()``'s own default has none)."""
     from pipelines.runner import backfill as run_backfill
+    from pipelines.scoring.gates import GateOptions
+    from pipelines.scoring.options import ScoringOptions
     from pipelines.tables import DataLayout
 
     layout = DataLayout.at(args["data"])
+    scoring = ScoringOptions()
+    if args.get("gates"):
+        from assets.cli.scoring_args import DEFAULT_MIN_SCORE
+
+        scoring = ScoringOptions(gates=replace(GateOptions.defaults(), min_score=DEFAULT_MIN_SCORE))
     sampler = RssSampler()
     started = time.perf_counter()
-    run = run_backfill(layout, Path(args["source"]), load=args["load"], store=layout.engramia)
+    run = run_backfill(
+        layout, Path(args["source"]), scoring=scoring, load=args["load"], store=layout.engramia
+    )
     seconds = time.perf_counter() - started
     samples = sampler.stop()
     ingest_end = started + run.seconds["ingest"]
