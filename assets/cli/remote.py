@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from pipelines.objectstore.location import S3Location, is_remote
 from pipelines.objectstore.settings import DEFAULT_KEY_ID_ENV, DEFAULT_SECRET_ENV, S3Settings
 from pipelines.objectstore.store import ObjectStore, ObjectStoreError, check_access
 from pipelines.objectstore.sync import publish, pull
+from pipelines.objectstore.working_copy import default_work_dir
 from pipelines.tables import DataLayout
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 75
@@ -77,13 +77,6 @@ def s3_settings(args: argparse.Namespace) -> S3Settings:
 
 def uses_object_storage(args: argparse.Namespace) -> bool:
     return is_remote(args.input) or is_remote(args.data_dir)
-
-
-def default_work_dir(location: S3Location) -> Path:
-    # The same location gets the same folder on every run, so its working copy is only topped up.
-    return (
-        Path(tempfile.gettempdir()) / "assistants-backfill" / location.bucket / (location.prefix or "_root")
-    )
 
 
 def run_on_object_storage(
