@@ -13,18 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 
-from pipelines.ingest.catalog import read_manifest
-from pipelines.objectstore.landing import complete_dumps, copy_to_scratch, ingested
-from pipelines.objectstore.lease import LeaseHeld, writer_lease
-from pipelines.objectstore.location import S3Location, is_remote
+from pipelines.objectstore.lease import LeaseHeld
+from pipelines.objectstore.location import is_remote
 from pipelines.objectstore.settings import DEFAULT_KEY_ID_ENV, DEFAULT_SECRET_ENV, S3Settings
-from pipelines.objectstore.store import ObjectStore, ObjectStoreError, check_access
-from pipelines.objectstore.sync import publish, pull
-from pipelines.objectstore.working_copy import default_work_dir
-from pipelines.tables import DataLayout
+from pipelines.objectstore.store import ObjectStoreError
+from pipelines.objectstore.working_copy import Locations, WorkingCopy
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 75
 Refuse = Callable[[argparse.Namespace, list[str], int], int]
@@ -82,51 +77,63 @@ def uses_object_storage(args: argparse.Namespace) -> bool:
 def run_on_object_storage(
     args: argparse.Namespace, run_local: Callable[[argparse.Namespace], int], refuse: Refuse
 ) -> int:
-    settings = s3_settings(args)
     data_url, input_url = str(args.data_dir), str(args.input)
+    work_dir = str(args.work_dir) if args.work_dir else None
+    locations = Locations(data_url, input_url, work_dir, s3_settings(args), ("--data-dir", "--input"))
+    copy = WorkingCopy(locations)
     try:
-        data_store = _store(args.data_dir, settings, "--data-dir")
-        input_store = _store(args.input, settings, "--input")
+        copy.open()
     except (ObjectStoreError, ValueError) as exc:
         return refuse(args, [str(exc)], EXIT_USAGE)
-    first = data_store or input_store
-    assert first is not None
-    work = args.work_dir or default_work_dir(first.location)
-    say = _say(args)
-    try:
-        with ExitStack() as stack:
-            if data_store:
-                stack.enter_context(writer_lease(data_store))
-                copy = pull(data_store, work / "data")
-                say(f"{data_url}: working copy {work / 'data'} ({copy.downloaded} objects downloaded)")
-                args.data_dir = work / "data"
-                args.data_dir_url = data_url
-            if input_store:
-                objects = complete_dumps(input_store)
-                if not objects:
-                    return refuse(
-                        args, [f"--input {input_url}: no dump object under this prefix"], EXIT_USAGE
-                    )
-                manifest = read_manifest(DataLayout.at(args.data_dir))
-                pending = [o for o in objects if not ingested(input_store, o, manifest)]
-                say(f"{input_url}: {len(objects)} dump objects, {len(pending)} not ingested yet")
-                args.input = copy_to_scratch(input_store, pending, work / "landing")
-                args.input_url = input_url
-            code = run_local(args)
-            if data_store:
-                sent = publish(data_store, work / "data")
-                say(f"{data_url}: published {sent.uploaded} objects, removed {sent.deleted}")
-            return code
     except LeaseHeld as exc:
         return refuse(
             args, [f"--data-dir {exc}: wait for that run, or remove the lease once it is gone"], EXIT_BUSY
         )
-    except ObjectStoreError as exc:
-        return refuse(args, [str(exc)], EXIT_FAILED)
+    try:
+        code = _run_in_copy(args, locations, copy, run_local, refuse)
+    finally:
+        failure = _close(copy)
+    if failure:
+        return refuse(
+            args, [f"--data-dir {data_url}: publishing the run failed ({failure}): run it again"], 1
+        )
+    if copy.published:
+        _say(args)(
+            f"{data_url}: published {copy.published.uploaded} objects, removed {copy.published.deleted}"
+        )
+    return code
 
 
-def _store(value: Path | str, settings: S3Settings, what: str) -> ObjectStore | None:
-    return check_access(S3Location.parse(value), settings, what) if is_remote(value) else None
+def _run_in_copy(
+    args: argparse.Namespace,
+    locations: Locations,
+    copy: WorkingCopy,
+    run_local: Callable[[argparse.Namespace], int],
+    refuse: Refuse,
+) -> int:
+    say = _say(args)
+    data_url, input_url = str(args.data_dir), str(args.input)
+    if locations.remote_data:
+        downloaded = copy.pulled.downloaded if copy.pulled else 0
+        say(f"{data_url}: working copy {locations.local_data} ({downloaded} objects downloaded)")
+        args.data_dir, args.data_dir_url = locations.local_data, data_url
+    if locations.landing_url:
+        if not copy.landing_objects:
+            return refuse(args, [f"--input {input_url}: no dump object under this prefix"], EXIT_USAGE)
+        say(f"{input_url}: {copy.landing_objects} dump objects, {copy.pending_objects} not ingested yet")
+        args.input, args.input_url = locations.local_landing, input_url
+    return run_local(args)
+
+
+def _close(copy: WorkingCopy) -> str | None:
+    """Publish and release; the first line of what went wrong, if anything did."""
+    try:
+        copy.close()
+    except Exception as exc:
+        # The bucket keeps its previous manifest; the next run pulls that state and redoes this run's
+        # work (a REST destination then answers `present` for what it already holds).
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return None
 
 
 def _say(args: argparse.Namespace) -> Callable[[str], None]:

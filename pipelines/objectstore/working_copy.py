@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.ingest.catalog import read_manifest
-from pipelines.objectstore.landing import copy_to_scratch, pending_objects
+from pipelines.objectstore.landing import complete_dumps, copy_to_scratch, ingested
 from pipelines.objectstore.lease import writer_lease
 from pipelines.objectstore.location import S3Location, is_remote
 from pipelines.objectstore.settings import S3Settings
@@ -38,6 +38,8 @@ class Locations:
     landing: str | None
     work_dir: str | None
     s3: S3Settings
+    # How errors name the two locations: the settings' fields, or the CLI's options.
+    names: tuple[str, str] = ("data_dir", "landing")
 
     @property
     def remote_data(self) -> bool:
@@ -73,10 +75,10 @@ class Locations:
         return Path(self.landing) if self.landing else self.local_data / "landing"
 
     def data_store(self) -> ObjectStore:
-        return check_access(S3Location.parse(self.data_dir), self.s3, "data_dir")
+        return check_access(S3Location.parse(self.data_dir), self.s3, self.names[0])
 
     def landing_store(self) -> ObjectStore:
-        return check_access(S3Location.parse(str(self.landing_url)), self.s3, "landing")
+        return check_access(S3Location.parse(str(self.landing_url)), self.s3, self.names[1])
 
 
 class WorkingCopy:
@@ -84,7 +86,10 @@ class WorkingCopy:
         self.locations = locations
         self._stack = ExitStack()
         self._data: ObjectStore | None = None
+        self.pulled: SyncFigures | None = None
         self.published: SyncFigures | None = None
+        self.landing_objects = 0  # complete dump objects under the landing prefix
+        self.pending_objects = 0  # of those, the ones not ingested yet (copied to scratch)
 
     def open(self) -> WorkingCopy:
         loc = self.locations
@@ -94,10 +99,13 @@ class WorkingCopy:
         try:
             if self._data:
                 self._stack.enter_context(writer_lease(self._data))
-                pull(self._data, loc.local_data)
+                self.pulled = pull(self._data, loc.local_data)
             if landing:
+                objects = complete_dumps(landing)
                 manifest = read_manifest(DataLayout.at(loc.local_data))
-                copy_to_scratch(landing, pending_objects(landing, manifest), loc.local_landing)
+                pending = [o for o in objects if not ingested(landing, o, manifest)]
+                self.landing_objects, self.pending_objects = len(objects), len(pending)
+                copy_to_scratch(landing, pending, loc.local_landing)
         except BaseException:
             self._stack.close()
             raise
