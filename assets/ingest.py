@@ -37,7 +37,7 @@ def raw_thread_exports(context: dg.AssetExecutionContext, settings: BackfillSett
         settings.mapping(),
         settings.chunk_mib * 1024 * 1024,
         context.log.info,
-        settle_seconds=settings.settle_seconds,
+        settle_seconds=settings.settle,
         fmt=settings.input_format,
         only=[dump_id] if (dump_id := context.run.tags.get(DUMP_TAG)) else None,
     )

@@ -20,6 +20,9 @@ ALL_ASSETS = [raw_thread_exports, *SCOPE_ASSETS]
 # it (pipelines/ingest/claims.py).
 INGEST_TAG = "assistants_backfill/ingest"
 SCOPE_TAG = "assistants_backfill/scope"
+# Runs on an s3:// data directory (set by the landing sensor): one at a time per directory, since each
+# run works in a copy it publishes whole (pipelines/objectstore/lease.py).
+DATA_DIR_TAG = "assistants_backfill/data_dir"
 
 ingest_job = dg.define_asset_job(
     "ingest_job",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pipelines.ingest.catalog import scope_names
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES
@@ -26,6 +26,8 @@ from pipelines.load.rest.servers import ServerConfig, ServerConfigError, ServerM
 from pipelines.load.rest.spot_check import spot_check_rest
 from pipelines.load.spot_check import spot_check_embedded
 from pipelines.load.store import engramia_scope, open_memory, pattern_count, store_writes
+from pipelines.objectstore.settings import DEFAULT_KEY_ID_ENV, DEFAULT_SECRET_ENV, S3Settings
+from pipelines.objectstore.working_copy import Locations, WorkingCopy
 from pipelines.pairing.pairs import Pairing, PairingOptions
 from pipelines.progress import open_bar
 from pipelines.scopes import ScopeBy, ScopeMapping
@@ -110,21 +112,61 @@ class BackfillSettings(dg.ConfigurableResource):
         description="A dump must be unchanged this long before it is read (files being copied in).",
     )
 
+    # Object storage (README: Object storage): data_dir and landing may be s3://bucket/prefix.
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint URL; unset = $AWS_ENDPOINT_URL, else AWS."
+    )
+    s3_region: str | None = Field(default=None, description="Region; unset = $AWS_REGION or us-east-1.")
+    s3_allow_http: bool = Field(default=False, description="Allow a plain-HTTP endpoint off 127.0.0.1.")
+    s3_key_id_env: str = Field(default=DEFAULT_KEY_ID_ENV, description="NAME of the key id variable.")
+    s3_secret_env: str = Field(default=DEFAULT_SECRET_ENV, description="NAME of the secret variable.")
+    work_dir: str | None = Field(
+        default=None,
+        description="Local working copy of an s3:// data_dir and scratch for s3:// dumps; unset = "
+        "<system temp>/assistants-backfill/<bucket>/<prefix>.",
+    )
+    _copy: WorkingCopy | None = PrivateAttr(default=None)
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Readers take their options from the process (their read() has no room for them).
         set_reader_options(ReaderOptions(assistant_name=self.assistant_name or None))
+        # A run (not a sensor tick, which has no run) on object storage works in a local copy.
+        if context.dagster_run is not None and self.locations().remote:
+            self._copy = WorkingCopy(self.locations()).open()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         # A process that goes on (tests, a code server) must not keep one run's options.
         set_reader_options(ReaderOptions())
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
+
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            allow_http=self.s3_allow_http,
+            key_id_env=self.s3_key_id_env,
+            secret_env=self.s3_secret_env,
+        )
+
+    @property
+    def settle(self) -> float:
+        """Seconds a dump must be unchanged before it is read: none for objects, which S3 shows only
+        once their upload completed."""
+        return 0.0 if self.locations().landing_url else self.settle_seconds
+
+    def locations(self) -> Locations:
+        return Locations(self.data_dir, self.landing, self.work_dir, self.s3())
 
     @property
     def layout(self) -> DataLayout:
-        return DataLayout.at(self.data_dir)
+        """The data directory the stages read and write (an s3:// one's local working copy)."""
+        return DataLayout.at(self.locations().local_data)
 
     @property
     def source(self) -> Path:
-        return Path(self.landing) if self.landing else self.layout.landing
+        return self.locations().local_landing
 
     def mapping(self) -> ScopeMapping:
         return ScopeMapping(

@@ -10,16 +10,21 @@ again requests nothing new.
 """
 
 import hashlib
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 
-from assets.jobs import dump_run_tags, ingest_job, scope_job, scope_run_tags
+from assets.jobs import DATA_DIR_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
 from assets.pools import destination_pool, ensure_destination_pool
 from assets.resources import BackfillSettings, EngramiaDestination
-from pipelines.ingest.catalog import pending_dumps, read_scopes
+from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
+from pipelines.ingest.dumps import Dump
 from pipelines.ingest.messages import pending_message_dumps
 from pipelines.load.rest.servers import ServerConfigError
+from pipelines.objectstore.landing import object_url, pending_objects
+from pipelines.objectstore.sync import pull
+from pipelines.tables import DataLayout
 
 
 def _ingest_under_way(instance: dg.DagsterInstance, new_dumps: list[str]) -> bool:
@@ -41,15 +46,15 @@ def _digest(parts: list[str]) -> str:
 
 
 def _make_write_pool(
-    instance: dg.DagsterInstance, settings: BackfillSettings, engramia: EngramiaDestination, scope: str
+    instance: dg.DagsterInstance, layout: DataLayout, engramia: EngramiaDestination, scope: str
 ) -> None:
     """The scope's destination's write pool, made here, in the one daemon process, before any scope run of
     it can start (assets/pools.py)."""
     try:
-        pool = destination_pool(engramia.describe(settings.layout, scope))
+        pool = destination_pool(engramia.describe(layout, scope))
     except (ServerConfigError, ValueError):
         return  # the scope's run reports the destination's configuration error
-    ensure_destination_pool(instance, settings.layout, pool, engramia.writers)
+    ensure_destination_pool(instance, layout, pool, engramia.writers)
 
 
 @dg.sensor(
@@ -61,18 +66,24 @@ def _make_write_pool(
 def landing_sensor(
     context: dg.SensorEvaluationContext, settings: BackfillSettings, engramia: EngramiaDestination
 ) -> dg.SensorResult:
-    layout = settings.layout
-    requests: list[dg.RunRequest] = []
-    # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
-    dumps = (
-        pending_dumps(layout, settings.source, settings.settle_seconds) if settings.source.exists() else []
-    )
-    # One run per dump, so dumps are staged side by side (up to the instance's run limit).
-    requests.extend(
-        dg.RunRequest(job_name=ingest_job.name, run_key=f"ingest:{d.dump_id}", tags=dump_run_tags(d.dump_id))
-        for d in dumps
-    )
-    if _ingest_under_way(context.instance, [d.dump_id for d in dumps]):
+    locations = settings.locations()
+    layout = _readable_layout(settings)
+    # Every run on an s3:// data directory carries its URL: the run queue starts one at a time (each
+    # run holds the directory's writer lease while it works).
+    extra = {DATA_DIR_TAG: settings.data_dir} if locations.remote_data else {}
+    if locations.landing_url:
+        requests, dump_ids = _object_requests(settings, layout, extra)
+    else:
+        # The same settle rule as the ingest run applies, so the run reads exactly the dumps seen here.
+        source = settings.source
+        dumps = pending_dumps(layout, source, settings.settle_seconds) if source.exists() else []
+        dump_ids = [d.dump_id for d in dumps]
+        # One run per dump, so dumps are staged side by side (up to the instance's run limit).
+        requests = [
+            dg.RunRequest(job_name=ingest_job.name, run_key=f"ingest:{d}", tags={**dump_run_tags(d), **extra})
+            for d in dump_ids
+        ]
+    if _ingest_under_way(context.instance, dump_ids):
         # A scope's run waits for the dumps being staged: started now, it would pair and load again once
         # they are in (the result is the same, the work twice).
         return dg.SensorResult(run_requests=requests)
@@ -86,16 +97,48 @@ def landing_sensor(
             # Dagster instance is taken up by the next ingest run here.
             context.log.warning(f"scope {scope} is staged but not a partition of this instance yet")
             continue
-        _make_write_pool(context.instance, settings, engramia, scope)
+        _make_write_pool(context.instance, layout, engramia, scope)
         requests.append(
             dg.RunRequest(
                 job_name=scope_job.name,
                 partition_key=scope,
                 run_key=f"{scope}:{_digest(pending)}",
-                tags=scope_run_tags(scope),
+                tags={**scope_run_tags(scope), **extra},
             )
         )
     return dg.SensorResult(
         run_requests=requests,
-        skip_reason=None if requests else f"no new dumps in {settings.source}",
+        skip_reason=None if requests else f"no new dumps in {locations.landing_url or settings.source}",
     )
+
+
+def _readable_layout(settings: BackfillSettings) -> DataLayout:
+    """The data directory as the sensor reads it: an s3:// one through a read-only copy of its own (no
+    lease: the manifest is published last, so at worst the tick sees the state before a run's)."""
+    locations = settings.locations()
+    if not locations.remote_data:
+        return settings.layout
+    view = locations.work / "sensor-view"
+    pull(locations.data_store(), view)
+    return DataLayout.at(view)
+
+
+def _object_requests(
+    settings: BackfillSettings, layout: DataLayout, extra: dict[str, str]
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """One ingest run per complete dump object not ingested yet (a listed object is a complete upload;
+    temporary names are left out). A zip's members are known only once copied, so its run takes every
+    new dump instead of one."""
+    store = settings.locations().landing_store()
+    requests, dump_ids = [], []
+    for obj in pending_objects(store, read_manifest(layout)):
+        url = object_url(store, obj)
+        tags = dict(extra)
+        if PurePosixPath(obj.relative).suffix.lower() != ".zip":
+            dump_id = Dump(Path(obj.relative), obj.size, obj.mtime_ns, None, url, obj.etag).dump_id
+            tags |= dump_run_tags(dump_id)
+            dump_ids.append(dump_id)
+        requests.append(
+            dg.RunRequest(job_name=ingest_job.name, run_key=f"ingest:{url}:{obj.etag}", tags=tags)
+        )
+    return requests, dump_ids

@@ -14,7 +14,6 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -194,8 +193,8 @@ def _empty_sql(name: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def _read_sql(staged: Path, table: _Table, glob: str) -> str:
-    path = _literal(str(staged / glob))
+def _read_sql(staged: str, table: _Table, glob: str) -> str:
+    path = _literal(f"{staged.rstrip('/')}/{glob}")
     # Hive values stay text: a scope or dump key that happens to look like a number or a date must
     # not change the column's type from one data directory to another.
     read = (
@@ -207,10 +206,20 @@ def _read_sql(staged: Path, table: _Table, glob: str) -> str:
     return f"SELECT * REPLACE ({replace}) FROM {read}"
 
 
-def _table_sql(staged: Path, name: str) -> str:
+def _table_sql(staged: str, name: str, has_files: Callable[[str], bool]) -> str:
     table = _TABLES[name]
-    reads = [_read_sql(staged, table, g) for g in table.globs if any(staged.glob(g))]
+    reads = [_read_sql(staged, table, g) for g in table.globs if has_files(g)]
     return " UNION ALL BY NAME ".join(reads) if reads else _empty_sql(name)
+
+
+def create_views(con: duckdb.DuckDBPyConnection, staged: str, has_files: Callable[[str], bool]) -> list[str]:
+    """Every view of :data:`VIEWS` on ``con`` over the tables under ``staged`` (a folder, or an
+    ``s3://`` URL the connection can read); ``has_files(glob)`` says whether a glob under it matches."""
+    for name in _TABLES:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {_table_sql(staged, name, has_files)}")
+    for name, sql in _DERIVED.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    return list(VIEWS)
 
 
 def refresh(layout: DataLayout) -> list[str]:
@@ -218,10 +227,6 @@ def refresh(layout: DataLayout) -> list[str]:
     layout.root.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(layout.warehouse))
     try:
-        for name in _TABLES:
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {_table_sql(layout.staged, name)}")
-        for name, sql in _DERIVED.items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        return create_views(con, str(layout.staged), lambda glob: any(layout.staged.glob(glob)))
     finally:
         con.close()
-    return list(VIEWS)

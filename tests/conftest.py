@@ -13,11 +13,12 @@ import pytest
 from pipelines.tables import DataLayout
 
 # The real Engramia server and the staged data folders it loads, a real PostgreSQL server and a Dagster
-# instance on it, for every test module that asks.
+# instance on it, an S3-compatible server, for every test module that asks.
 pytest_plugins = [
     "tests.support.engramia_server",
     "tests.support.postgres_server",
     "tests.support.postgres_instance",
+    "tests.support.s3_server",
 ]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

@@ -18,6 +18,7 @@ from assets.cli.run import add_run_arguments
 from assets.cli.scoring_args import judge_from_args, judge_plan_lines
 from assets.cli.status import format_table
 from pipelines.load.rest.options import MODES as REST_MODES
+from pipelines.objectstore.location import is_remote
 from pipelines.quality.capacity import EmbeddedTarget, RestTarget
 from pipelines.quality.run_plan import RunPlan, ScopePlan, plan_run
 from pipelines.scopes import ScopeBy, ScopeMapping
@@ -111,6 +112,10 @@ def plan(args: argparse.Namespace) -> int:
             project=args.project,
             tenant_map=Path(args.tenant_map) if args.tenant_map else None,
         )
+        if is_remote(args.input) or is_remote(args.data_dir):
+            raise ValueError(
+                "plan reads local folders only; for s3:// locations use run (or plan against a local copy)"
+            )
         if not Path(args.input).exists():
             raise FileNotFoundError(f"input not found: {args.input}")
     except (ValueError, FileNotFoundError) as exc:

@@ -17,6 +17,10 @@ from pipelines.tables import DataLayout
 
 
 def rollback(args: argparse.Namespace) -> int:
+    if str(args.data_dir).startswith("s3:"):
+        # A rollback on a working copy would change the copy and publish nothing.
+        print("error: --data-dir: rollback works on local data directories only", file=sys.stderr)
+        return 2
     layout = DataLayout.at(args.data_dir)
     known = read_scopes(layout)["scope"].to_list() if layout.staged.exists() else []
     if args.scope not in known:

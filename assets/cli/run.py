@@ -36,6 +36,7 @@ from assets.cli.instance import (
     run_config,
 )
 from assets.cli.progress import progress_factory
+from assets.cli.remote import add_s3_arguments, location_arg, run_on_object_storage, uses_object_storage
 from assets.cli.scope_pool import ScopeOutcome, ScopePool
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
@@ -108,6 +109,12 @@ def _settings(args: argparse.Namespace) -> BackfillSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if uses_object_storage(args):
+        return run_on_object_storage(args, _run_local, _refuse)
+    return _run_local(args)
+
+
+def _run_local(args: argparse.Namespace) -> int:
     problems = run_problems(args)
     destination = None
     try:
@@ -145,7 +152,8 @@ def _backfill(
             print(msg, file=sys.stderr, flush=True)
 
     if (settled := nothing_new(settings, destination)) is not None:
-        say(f"nothing new in {args.input}: every scope is as its last complete run left it")
+        shown = getattr(args, "input_url", args.input)
+        say(f"nothing new in {shown}: every scope is as its last complete run left it")
         summary = up_to_date_summary(layout, destination, args.destination, settled)
         _emit(args, summary)
         return summary["exit_code"]
@@ -167,7 +175,7 @@ def _ingest_and_scopes(
 ) -> int:
     layout = settings.layout
     known_dumps = read_manifest(layout)["dump_id"].to_list()
-    say(f"ingesting {args.input} into {layout.root}")
+    say(f"ingesting {getattr(args, 'input_url', args.input)} into {layout.root}")
     with progress_bars(progress_factory(args)):
         ingest = execute(instance, ingest_job.name, config)
     if interrupts.stopped(ingest):
@@ -252,7 +260,8 @@ def _ingest_and_scopes(
         },
         "unscoped_quarantined": unscoped_quarantined(layout),
         "unscoped_quarantine_reasons": quarantine_reasons(layout, None),
-        "data_dir": str(layout.root),
+        # An s3:// data directory is named as given; the run worked in its local working copy.
+        "data_dir": getattr(args, "data_dir_url", None) or str(layout.root),
         "engramia_store": str(destination.store(layout)) if destination.mode == "embedded" else None,
         "destination": args.destination,
         "load_skipped": skipped,
@@ -277,7 +286,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_run_arguments(r: argparse.ArgumentParser) -> None:
     """The options of ``run``; ``plan`` takes the same command line and tells what it would do."""
-    r.add_argument("--input", type=Path, required=True, help="a dump file or a folder of dumps")
+    r.add_argument(
+        "--input",
+        type=location_arg,
+        required=True,
+        help="a dump file, a folder of dumps, or s3://bucket/prefix",
+    )
     r.add_argument(
         "--format",
         choices=list(FORMATS),
@@ -286,9 +300,10 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--data-dir",
-        type=Path,
+        type=location_arg,
         default=Path("data"),
-        help="root of everything a run writes: staged Parquet, the warehouse, the embedded store, the ledger",
+        help="root of everything a run writes: staged Parquet, the warehouse, the embedded store, the ledger "
+        "(a folder, or s3://bucket/prefix)",
     )
     r.add_argument(
         "--scope-by",
@@ -357,6 +372,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
         "(re-pairs every thread and retracts loaded patterns that change)",
     )
     r.add_argument("--debug", action="store_true", help="show Dagster's log and stack traces of failures")
+    add_s3_arguments(r)
     add_rest_options(r)
     r.add_argument("--no-validate", action="store_true", help="skip the check of the server's input limits")
     r.add_argument("--async-import", action="store_true", help="rest-import: Prefer: respond-async + polling")

@@ -126,6 +126,13 @@ def print_status(status: BackfillStatus) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
+    if str(args.data_dir).startswith("s3:"):
+        print(
+            "error: --data-dir: status reads a local data directory; for an s3:// one give a run's working "
+            "copy, <work-dir>/data (README: Object storage)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result = backfill_status(args.data_dir)
     except NothingStaged as exc:

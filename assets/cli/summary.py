@@ -187,7 +187,14 @@ def print_table(summary: dict[str, Any]) -> None:
     unscoped = summary["unscoped_quarantine_reasons"]
     print(f"lines quarantined without a scope: {summary['unscoped_quarantined']:,}", end="")
     print(f" ({_reasons_line(unscoped)})" if unscoped else "")
-    print(f"staged Parquet: {summary['data_dir']}/staged   warehouse: {summary['data_dir']}/warehouse.duckdb")
+    data_dir = summary["data_dir"]
+    # An s3:// data directory's views are opened over the bucket (README: Object storage), not from a file.
+    views = (
+        f"python -m pipelines.objectstore.warehouse --data-dir {data_dir}"
+        if str(data_dir).startswith("s3://")
+        else f"{data_dir}/warehouse.duckdb"
+    )
+    print(f"staged Parquet: {data_dir}/staged   warehouse: {views}")
     if summary["engramia_store"]:
         print(f"Engramia store (embedded): {summary['engramia_store']}")
     if summary.get("load_skipped"):

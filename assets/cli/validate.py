@@ -33,11 +33,12 @@ from pipelines.tables import DataLayout
 TENANT_MAP_COLUMNS = ("thread_id", "tenant_id")
 
 
-def _input_problems(source: Path) -> list[str]:
+def _input_problems(source: Path, copied: bool = False) -> list[str]:
     if not source.exists():
         return [f"--input {source}: not found; give a dump file or a folder of dumps"]
     dumps = discover_dumps(source)
-    if not dumps:
+    # Scratch copies of an s3:// prefix hold only the objects not ingested yet: none is "nothing new".
+    if not dumps and not copied:
         kinds = ", ".join(f"*{s}" for s in DUMP_SUFFIXES)
         return [f"--input {source}: no dump ({kinds}) in this folder"]
     return [f"--input {d.path}: the file is empty" for d in dumps if d.size == 0]
@@ -174,7 +175,7 @@ def _option_change_problems(args: argparse.Namespace) -> list[str]:
 
 def run_problems(args: argparse.Namespace) -> list[str]:
     """Every problem with the ``run`` options, one line each (empty when the run may start)."""
-    problems = _input_problems(args.input)
+    problems = _input_problems(args.input, copied=bool(getattr(args, "input_url", None)))
     if not problems:
         problems = _format_problems(args)
     problems += [*_data_dir_problems(args), *_limit_problems(args)]

@@ -24,6 +24,7 @@ from queue import Empty, Full, Queue
 import polars as pl
 
 from pipelines.ingest.formats.stream import COMPRESSED_SUFFIXES, compression, open_member, zip_members
+from pipelines.objectstore.origins import read_origins
 
 # Content suffixes, each also accepted compressed (``.ndjson.gz``, ``.json.zst``); a ``.zip`` is read
 # member by member (its members with a content suffix).
@@ -41,21 +42,31 @@ class Dump:
     size: int
     mtime_ns: int
     member: str | None = None  # the file inside a .zip
+    # A local copy of an object (pipelines.objectstore.origins): its URL and ETag name the dump.
+    origin: str | None = None
+    etag: str | None = None
 
     @property
     def label(self) -> str:
-        """How the dump is named in the manifest, quarantine rows and messages: the path, and for a zip
-        member ``archive.zip!member``."""
-        return f"{self.path}!{self.member}" if self.member else str(self.path)
+        """How the dump is named in the manifest, quarantine rows and messages: the path (an object's
+        URL), and for a zip member ``archive.zip!member``."""
+        base = self.origin or str(self.path)
+        return f"{base}!{self.member}" if self.member else base
 
     @property
     def dump_id(self) -> str:
         """Stable for an unchanged file; a rewritten or grown file is a new dump (its old lines then
         come back as exact repeats, which the message stage collapses). The full path takes part, so two
         files of one name, size and time in different folders stay two dumps."""
-        key = f"{self.path}|{self.size}|{self.mtime_ns}" + (f"|{self.member}" if self.member else "")
+        if self.origin:
+            # Key, size and ETag: the same object is one dump wherever it was copied to, and a
+            # replaced object (a new ETag) is a new delivery.
+            key = f"{self.origin}|{self.size}|etag:{self.etag}"
+        else:
+            key = f"{self.path}|{self.size}|{self.mtime_ns}"
+        key += f"|{self.member}" if self.member else ""
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        name = Path(self.member).stem if self.member else self.path.stem
+        name = Path(self.member).stem if self.member else Path(self.origin or self.path).stem
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
         return f"{stem}-{digest}"
 
@@ -74,17 +85,21 @@ def discover_dumps(source: Path) -> list[Dump]:
         )
     else:
         raise FileNotFoundError(f"input not found: {source}")
+    origins = read_origins(source) if source.is_dir() else {}
     dumps: list[Dump] = []
     for p in files:
         st = p.stat()
+        origin, etag = (
+            origins.get(p.relative_to(source).as_posix(), (None, None)) if origins else (None, None)
+        )
         if compression(p) == "zip":
             dumps.extend(
-                Dump(p.resolve(), st.st_size, st.st_mtime_ns, m)
+                Dump(p.resolve(), st.st_size, st.st_mtime_ns, m, origin, etag)
                 for m in zip_members(p)
                 if is_dump_name(m, False)
             )
         else:
-            dumps.append(Dump(p.resolve(), st.st_size, st.st_mtime_ns))
+            dumps.append(Dump(p.resolve(), st.st_size, st.st_mtime_ns, None, origin, etag))
     return dumps
 
 

@@ -28,6 +28,7 @@ from pipelines.load.limits import SCOPE_PATTERN_CAP
 from pipelines.load.plan import UPDATE_SAMPLE, LoadResult, plan_load, settle_updates, texts_to_send
 from pipelines.load.records import KEY_PREFIX, import_record, iter_rows, pattern_key
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
+from pipelines.objectstore.sync import published_path
 from pipelines.tables import DataLayout
 
 DESTINATION = "embedded"
@@ -36,7 +37,9 @@ TRANSFORM = "as-is"
 
 
 def destination_id(store: Path) -> str:
-    return f"{DESTINATION}:{Path(store).resolve()}"
+    store = Path(store).resolve()
+    # A store inside the working copy of an s3:// data directory is named by its published location.
+    return f"{DESTINATION}:{published_path(store) or store}"
 
 
 def load_embedded(

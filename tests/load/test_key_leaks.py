@@ -140,3 +140,41 @@ def test_the_installed_command_prints_no_key(engramia_server, tmp_path, caplog):
     assert "default__default" in printed[1] + printed[3]
     assert engramia_server.pattern_count() == 10
     assert_nowhere([env["LEAK_TEST_GOOD_KEY"], env["LEAK_TEST_BAD_KEY"]], data, printed, caplog)
+
+
+def test_the_object_storage_secret_never_leaks(s3_server, tmp_path, caplog):
+    """The command with s3:// locations, the keys under variable names of its own: a wrong secret (one
+    line, exit 2), then the right one; neither secret is printed, written to the working copy, its
+    Dagster records, or any object of the bucket."""
+    bucket = s3_server.new_bucket()
+    for dump in sorted(SAMPLE.glob("*.ndjson")):
+        s3_server.client().upload_file(str(dump), bucket, f"landing/{dump.name}")
+    work = tmp_path / "work"
+    wrong = "wrongS3secret" + "9" * 27
+    env = {**os.environ, "LEAK_S3_ID": s3_server.key_id, "LEAK_S3_SECRET": wrong}
+    base = [str(COMMAND), "run", "--input", f"s3://{bucket}/landing", "--data-dir", f"s3://{bucket}/data"]
+    s3 = ["--s3-endpoint-url", s3_server.endpoint, "--s3-key-id-env", "LEAK_S3_ID"]
+    s3 += ["--s3-secret-env", "LEAK_S3_SECRET", "--work-dir", str(work), "--verbose", "--debug"]
+    printed = []
+    for secret, code in ((wrong, 2), (s3_server.secret, 0)):
+        done = subprocess.run(
+            [*base, *s3], env={**env, "LEAK_S3_SECRET": secret}, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        printed += [done.stdout, done.stderr]
+    assert "refused the credentials" in printed[1] and "LEAK_S3_SECRET" in printed[1]
+    bucket_copy = tmp_path / "bucket"
+    client = s3_server.client()
+    for obj in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        target = bucket_copy / obj["Key"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, obj["Key"], str(target))
+    assert (bucket_copy / "data" / "staged" / "_manifest" / "dumps.parquet").is_file()
+    with open_instance(work / "data") as instance:
+        events = dagster_records(instance)
+    assert len(events) > 20
+    for secret in (wrong, s3_server.secret):
+        assert not [text for text in printed if secret in text]
+        assert files_containing(work, secret) == [] and files_containing(bucket_copy, secret) == []
+        assert not [text for text in events if secret in text]
+        assert secret not in caplog.text
