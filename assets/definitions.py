@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.destination import EngramiaDestination
 from assets.jobs import ALL_ASSETS, ingest_job, scope_job
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from assets.sensors import landing_sensor
 
 defs = dg.Definitions(

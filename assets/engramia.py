@@ -12,10 +12,11 @@ from contextlib import AbstractContextManager
 import dagster as dg
 
 from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
+from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
 from assets.pools import destination_pool, destination_slot, ensure_destination_pool
-from assets.resources import LOAD_SKIPPED_REASON, BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
     PATTERN_COUNT_RECONCILES,

@@ -14,10 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import dagster as dg
 
+from assets.destination import EngramiaDestination
 from assets.jobs import DATA_DIR_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
 from assets.pools import destination_pool, ensure_destination_pool
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
 from pipelines.ingest.dumps import Dump
 from pipelines.ingest.messages import pending_message_dumps

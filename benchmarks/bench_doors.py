@@ -137,8 +137,9 @@ def launch_worker(args: dict[str, Any]) -> dict[str, Any]:
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
     from assets.cli.instance import INSTANCE_TEMPLATE, execute, open_instance, run_config
+    from assets.destination import EngramiaDestination
     from assets.jobs import ingest_job, scope_run_tags
-    from assets.resources import BackfillSettings, EngramiaDestination
+    from assets.resources import BackfillSettings
 
     data = Path(args["data"])
     home = data / "dagster_home"

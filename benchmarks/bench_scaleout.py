@@ -75,8 +75,9 @@ def scale_worker(args: dict[str, Any]) -> dict[str, Any]:
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
     from assets.cli.instance import run_config
+    from assets.destination import EngramiaDestination
     from assets.jobs import dump_run_tags, ingest_job, scope_job, scope_run_tags
-    from assets.resources import BackfillSettings, EngramiaDestination
+    from assets.resources import BackfillSettings
     from pipelines.ingest.catalog import pending_dumps, read_scopes
     from pipelines.tables import DataLayout
 

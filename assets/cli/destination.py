@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from assets.resources import EngramiaDestination
+from assets.destination import EngramiaDestination
 from pipelines.load.rest.options import MODES as REST_MODES
 
 

@@ -23,7 +23,8 @@ from dagster._core.execution.job_execution_result import JobExecutionResult
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.destination import EngramiaDestination
+from assets.resources import BackfillSettings
 
 # As workspace.yaml and [tool.dagster] in pyproject.toml name them.
 DEFINITIONS_MODULE = "assets.definitions"

@@ -55,8 +55,9 @@ from assets.cli.uptodate import (
     up_to_date_summary,
 )
 from assets.cli.validate import run_problems
+from assets.destination import LOAD_SKIPPED_REASON, NO_DESTINATION, EngramiaDestination
 from assets.jobs import ingest_job
-from assets.resources import LOAD_SKIPPED_REASON, NO_DESTINATION, BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.messages import CONFLICT_POLICIES

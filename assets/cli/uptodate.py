@@ -16,7 +16,8 @@ import polars as pl
 from assets.cli.instance import run_config
 from assets.cli.summary import LOAD_TERMS, quarantine_reasons, unscoped_quarantined
 from assets.common import CODE_VERSION
-from assets.resources import LOAD_SKIPPED_REASON, BackfillSettings, EngramiaDestination
+from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
 from pipelines.settled import fingerprint, record, settled
 from pipelines.tables import DataLayout

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from assets.destination import EngramiaDestination
 from assets.engramia import count_reconciliation
-from assets.resources import EngramiaDestination
 from pipelines.load.records import kept_patterns
 from pipelines.load.store import engramia_scope, open_memory
 from tests.support.graph import check_metadata, checks, ingest, loaded, scope_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from assets.resources import EngramiaDestination
+from assets.destination import EngramiaDestination
 from pipelines.load.ledger import Ledger, Outcome
 from pipelines.load.plan import latest_load_result
 from pipelines.load.rest.options import destination_id

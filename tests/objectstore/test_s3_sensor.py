@@ -12,9 +12,10 @@ import json
 import dagster as dg
 import polars as pl
 
+from assets.destination import EngramiaDestination
 from assets.ingest import DUMP_TAG, raw_thread_exports
 from assets.jobs import ALL_ASSETS, DATA_DIR_TAG, SCOPE_TAG
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.objectstore.settings import S3Settings
 from tests.conftest import SAMPLE, msg
 from tests.objectstore.support import upload

@@ -8,10 +8,11 @@ import shutil
 import dagster as dg
 
 from assets.definitions import defs
+from assets.destination import EngramiaDestination
 from assets.engramia import count_reconciliation
 from assets.jobs import ALL_ASSETS, DUMP_TAG, SCOPE_ASSETS, ingest_job, scope_job
 from assets.partitions import SCOPES
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.load.records import kept_patterns
 from pipelines.tools import shapes
 from tests.support import graph

@@ -89,8 +89,9 @@ def test_a_rollback_or_a_run_started_elsewhere_makes_the_next_run_do_the_work(tm
     assert layout.settled(scope).exists()
     from dagster import materialize
 
+    from assets.destination import EngramiaDestination
     from assets.jobs import SCOPE_ASSETS
-    from assets.resources import BackfillSettings, EngramiaDestination
+    from assets.resources import BackfillSettings
 
     with open_instance(data) as instance:
         materialize(

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from assets.cli.main import main
+from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
 from assets.jobs import SCOPE_ASSETS
-from assets.resources import LOAD_SKIPPED_REASON, EngramiaDestination
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT
 from checks.loading import PATTERN_COUNT_RECONCILES, RECALL_SPOT_CHECK
 from pipelines.load.plan import LOAD_TERMS

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.resources import EngramiaDestination
+from assets.destination import EngramiaDestination
 from checks.expectations import scored_quality
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import plan_load, texts_to_send

@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 
 from assets.cli.main import main
+from assets.destination import EngramiaDestination
 from assets.jobs import ALL_ASSETS as BACKFILL_ASSETS
 from assets.jobs import SCOPE_ASSETS
 from assets.patterns import scored_patterns
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_scopes
 from pipelines.load.store import engramia_scope, open_memory, pattern_count
 from pipelines.runner import backfill

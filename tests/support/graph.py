@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.destination import EngramiaDestination
 from assets.ingest import raw_thread_exports
 from assets.jobs import ALL_ASSETS, SCOPE_ASSETS
-from assets.resources import BackfillSettings, EngramiaDestination
+from assets.resources import BackfillSettings
 from assets.sensors import landing_sensor
 from pipelines.tables import DataLayout
 
