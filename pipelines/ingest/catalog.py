@@ -12,6 +12,7 @@ rewritten under one lock (:mod:`pipelines.ingest.claims`), so concurrent ingest 
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,17 @@ from pipelines.tables import (
 )
 
 
+def _snapshot(path: Path) -> pl.DataFrame:
+    """The file as it is at one moment. Another ingest run may replace it (under the catalog lock, by a
+    rename) while it is read, and Polars opens a path more than once (its footer, then its pages): a
+    replacement in between gave the old footer's offsets into the new file ("Invalid thrift: end of
+    file"). These tables are small, so they are read into memory through one open."""
+    return pl.read_parquet(io.BytesIO(path.read_bytes()))
+
+
 def read_manifest(layout: DataLayout) -> pl.DataFrame:
     if layout.manifest.exists():
-        manifest = pl.read_parquet(layout.manifest)
+        manifest = _snapshot(layout.manifest)
         missing = [
             pl.lit(MANIFEST_DEFAULTS[c]).alias(c) for c in MANIFEST_SCHEMA if c not in manifest.columns
         ]
@@ -66,7 +75,7 @@ def record_dump(layout: DataLayout, entry: dict[str, Any], names: dict[str, tupl
 def read_scopes(layout: DataLayout) -> pl.DataFrame:
     """Every scope seen so far with its Engramia ``(tenant_id, project_id)``."""
     path = layout.scope_catalog
-    return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=SCOPES_SCHEMA)
+    return _snapshot(path) if path.exists() else pl.DataFrame(schema=SCOPES_SCHEMA)
 
 
 def scope_names(layout: DataLayout, scope: str) -> tuple[str, str]:
