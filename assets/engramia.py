@@ -15,7 +15,7 @@ from assets.common import CODE_VERSION, GROUP, OWNERS, refresh_views
 from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
 from assets.partitions import SCOPES, require_scope
 from assets.patterns import scored_patterns
-from assets.pools import destination_pool, destination_slot, ensure_destination_pool
+from assets.pools import destination_slot, make_write_pool
 from assets.resources import BackfillSettings
 from checks.accounting import LOAD_ACCOUNTS_FOR_KEPT, load_accounts_for_kept
 from checks.loading import (
@@ -27,7 +27,6 @@ from checks.loading import (
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LoadResult, latest_load_result, save_load_result
 from pipelines.load.records import kept_ids
-from pipelines.load.rest.servers import ServerConfigError
 from pipelines.load.verify import verify_updates_embedded, verify_updates_rest
 from pipelines.tables import DataLayout
 
@@ -94,12 +93,9 @@ def _write_slot(
     context: dg.AssetExecutionContext, settings: BackfillSettings, engramia: EngramiaDestination
 ) -> AbstractContextManager[None] | None:
     """A slot of the scope's destination's pool, made at ``engramia.writers`` slots when new."""
-    layout, scope = settings.layout, context.partition_key
-    try:
-        pool = destination_pool(engramia.describe(layout, scope))
-    except (ServerConfigError, ValueError):
-        return None  # the load itself reports the destination's configuration error
-    ensure_destination_pool(context.instance, layout, pool, engramia.writers)
+    pool = make_write_pool(context.instance, settings.layout, engramia, context.partition_key)
+    if pool is None:
+        return None
     step = context.get_step_execution_context().step.key
     return destination_slot(context.instance, pool, context.run_id, step, log=context.log.info)
 

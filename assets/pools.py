@@ -28,7 +28,9 @@ from contextlib import contextmanager
 import dagster as dg
 from dagster._core.storage.event_log.base import EventLogStorage
 
+from assets.destination import EngramiaDestination
 from pipelines.ingest.claims import catalog_lock
+from pipelines.load.rest.servers import ServerConfigError
 from pipelines.tables import DataLayout
 
 POOL_PREFIX = "engramia_writes"
@@ -61,6 +63,19 @@ def ensure_destination_pool(
     with catalog_lock(layout):
         if pool not in storage.get_concurrency_keys():
             storage.set_concurrency_slots(pool, writers)
+
+
+def make_write_pool(
+    instance: dg.DagsterInstance, layout: DataLayout, engramia: EngramiaDestination, scope: str
+) -> str | None:
+    """The pool of the scope's destination, made at ``engramia.writers`` slots when new; None when the
+    destination's configuration is wrong (the load itself reports that)."""
+    try:
+        pool = destination_pool(engramia.describe(layout, scope))
+    except (ServerConfigError, ValueError):
+        return None
+    ensure_destination_pool(instance, layout, pool, engramia.writers)
+    return pool
 
 
 @contextmanager

@@ -17,12 +17,11 @@ import dagster as dg
 from assets.destination import EngramiaDestination
 from assets.jobs import DATA_DIR_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
-from assets.pools import destination_pool, ensure_destination_pool
+from assets.pools import make_write_pool
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
 from pipelines.ingest.dumps import Dump
 from pipelines.ingest.messages import pending_message_dumps
-from pipelines.load.rest.servers import ServerConfigError
 from pipelines.objectstore.landing import object_url, pending_objects
 from pipelines.objectstore.sync import pull
 from pipelines.tables import DataLayout
@@ -44,18 +43,6 @@ def _ingest_under_way(instance: dg.DagsterInstance, new_dumps: list[str]) -> boo
 
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
-
-
-def _make_write_pool(
-    instance: dg.DagsterInstance, layout: DataLayout, engramia: EngramiaDestination, scope: str
-) -> None:
-    """The scope's destination's write pool, made here, in the one daemon process, before any scope run of
-    it can start (assets/pools.py)."""
-    try:
-        pool = destination_pool(engramia.describe(layout, scope))
-    except (ServerConfigError, ValueError):
-        return  # the scope's run reports the destination's configuration error
-    ensure_destination_pool(instance, layout, pool, engramia.writers)
 
 
 @dg.sensor(
@@ -98,7 +85,8 @@ def landing_sensor(
             # Dagster instance is taken up by the next ingest run here.
             context.log.warning(f"scope {scope} is staged but not a partition of this instance yet")
             continue
-        _make_write_pool(context.instance, layout, engramia, scope)
+        # Made here, in the one daemon process, before any scope run of it can start (assets/pools.py).
+        make_write_pool(context.instance, layout, engramia, scope)
         requests.append(
             dg.RunRequest(
                 job_name=scope_job.name,
