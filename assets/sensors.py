@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 
 from assets.destination import EngramiaDestination
-from assets.jobs import DATA_DIR_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
+from assets.jobs import DATA_DIR_TAG, SCOPE_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
 from assets.pools import make_write_pool
 from assets.resources import BackfillSettings
@@ -26,19 +26,30 @@ from pipelines.objectstore.landing import object_url, pending_objects
 from pipelines.objectstore.sync import pull
 from pipelines.tables import DataLayout
 
+PARTITION_TAG = "dagster/partition"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
 
 def _ingest_under_way(instance: dg.DagsterInstance, new_dumps: list[str]) -> bool:
     """An ingest run is queued or running, or one is being asked for a dump no run has taken yet (a dump
     whose run failed does not hold the scopes back)."""
-    active = [
-        dg.DagsterRunStatus.QUEUED,
-        dg.DagsterRunStatus.NOT_STARTED,
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-    ]
-    if instance.get_run_ids(dg.RunsFilter(job_name=ingest_job.name, statuses=active), limit=1):
+    if instance.get_run_ids(dg.RunsFilter(job_name=ingest_job.name, statuses=_ACTIVE), limit=1):
         return True
     return any(not instance.get_run_ids(dg.RunsFilter(tags=dump_run_tags(d)), limit=1) for d in new_dumps)
+
+
+def _scopes_under_way(instance: dg.DagsterInstance) -> set[str]:
+    """Scopes with a run queued or running. A tick during such a run sees only the dumps it has not
+    staged yet, a set no run key has named, and would ask for a second run of the scope."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=scope_job.name, statuses=_ACTIVE))
+    # A run launched from the UI has the partition but not the sensor's scope tag.
+    return {scope for r in runs if (scope := r.tags.get(SCOPE_TAG) or r.tags.get(PARTITION_TAG))}
 
 
 def _digest(parts: list[str]) -> str:
@@ -76,9 +87,11 @@ def landing_sensor(
         # they are in (the result is the same, the work twice).
         return dg.SensorResult(run_requests=requests)
     known = set(context.instance.get_dynamic_partitions(SCOPES.name))
+    running = _scopes_under_way(context.instance)
     for scope in read_scopes(layout)["scope"].to_list():
         pending = pending_message_dumps(layout, scope)
-        if not pending:
+        if not pending or scope in running:
+            # A running scope's next tick after it ends asks again for whatever it left.
             continue
         if scope not in known:
             # Only the ingest asset registers scopes: one staged into this folder under another

@@ -96,6 +96,29 @@ def test_sensor_requests_ingest_then_scope_runs(layout, tmp_path, sample_dir, in
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
 
 
+def test_sensor_asks_nothing_of_a_scope_while_a_run_of_it_is_under_way(
+    layout, tmp_path, sample_dir, instance
+):
+    """A tick during a scope run sees the dumps the run has not staged yet, a set no run key named: the
+    scope waits for the run to end rather than get a second one."""
+    landing = tmp_path / "landing"
+    shutil.copytree(sample_dir, landing)
+    settings = BackfillSettings(data_dir=str(layout.root), landing=str(landing), settle_seconds=0)
+    _ingest(layout, landing, instance)
+    everything = {r.partition_key for r in _tick(instance, settings).run_requests}
+    scope = "default__asst_coder"
+    assert scope in everything
+
+    run = dg.DagsterRun(
+        job_name=scope_job.name, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": scope}
+    )
+    instance.add_run(run)
+    assert {r.partition_key for r in _tick(instance, settings).run_requests} == everything - {scope}
+
+    instance.report_run_failed(run)
+    assert {r.partition_key for r in _tick(instance, settings).run_requests} == everything
+
+
 def test_sensor_sees_compressed_dumps_and_api_pages(layout, tmp_path, instance):
     """A gzipped JSON array of API messages and a saved messages.list page: an ingest, then scope runs."""
     landing = tmp_path / "landing"
