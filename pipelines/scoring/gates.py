@@ -87,7 +87,12 @@ def text_gates(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
     words = bare.str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len()
     chars = task.str.strip_chars().str.len_chars()
     code = pl.col("code").fill_null("")
-    code_bare = code.str.replace_all(_PUNCT, "")
+    # Both answer rules read only the answer's start: "empty after cleanup" is "no character outside
+    # white space, punctuation and symbols", which a search stops at the first one of; a refusal counts
+    # only below refusal_max_chars, so its reason's text comes from that prefix. (Cleaning or collapsing
+    # every whole answer took most of the gates' time.)
+    substance = code.str.contains(r"[^\s\p{P}\p{S}]")
+    head = code.str.slice(0, options.refusal_max_chars)
     gate = pl.lit(None, dtype=pl.String)
     reason = pl.lit(None, dtype=pl.String)
     rules: list[tuple[pl.Expr, str, pl.Expr]] = []
@@ -107,11 +112,11 @@ def text_gates(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
         ]
     if "non_answer" in options.enabled:
         rules += [
-            (code_bare.str.len_chars() == 0, "non_answer", pl.lit("answer empty after cleanup")),
+            (~substance, "non_answer", pl.lit("answer empty after cleanup")),
             (
-                code.str.contains(REFUSAL) & (code.str.len_chars() < options.refusal_max_chars),
+                (code.str.len_chars() < options.refusal_max_chars) & head.str.contains(REFUSAL),
                 "non_answer",
-                pl.lit("refusal: ") + code.str.replace_all(r"\s+", " ").str.slice(0, 60),
+                pl.lit("refusal: ") + head.str.replace_all(r"\s+", " ").str.slice(0, 60),
             ),
         ]
     # Built from the last rule to the first, so the first that applies wins.
