@@ -79,12 +79,17 @@ def own_words(task: pl.Expr) -> pl.Expr:
     return task.str.split(FOLLOW_UP_MARKER).list.last()
 
 
-def text_gates(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
-    """``pattern_id, filtered, filter_reason`` for ``frame`` (``pattern_id, task, code``); null where no
-    text gate applies."""
+def text_gates(texts: pl.LazyFrame | pl.DataFrame, options: GateOptions) -> pl.DataFrame:
+    """``pattern_id, filtered, filter_reason`` for ``texts`` (``pattern_id, task, code``), one row per
+    pattern id (the first where an id repeats); null where no text gate applies.
+
+    The texts are streamed, never held whole (a scope's answers are ~1 GB at 10M messages), and a
+    reason is written only for the patterns a rule caught (a few in a hundred): out of the texts come
+    each pattern's rule and the few values its reason is made of."""
     task = own_words(pl.col("task").fill_null(""))
     bare = task.str.to_lowercase().str.replace_all(_PUNCT, " ").str.strip_chars()
-    words = bare.str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len()
+    # Runs of anything but a space: white space and punctuation are single spaces in ``bare`` by now.
+    words = bare.str.count_matches(r"[^ ]+").cast(pl.Int64)
     chars = task.str.strip_chars().str.len_chars()
     code = pl.col("code").fill_null("")
     # Both answer rules read only the answer's start: "empty after cleanup" is "no character outside
@@ -93,37 +98,59 @@ def text_gates(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:
     # every whole answer took most of the gates' time.)
     substance = code.str.contains(r"[^\s\p{P}\p{S}]")
     head = code.str.slice(0, options.refusal_max_chars)
-    gate = pl.lit(None, dtype=pl.String)
-    reason = pl.lit(None, dtype=pl.String)
+    # (condition on the texts, gate, reason from the values carried out: _bare, _words, _chars, _head)
     rules: list[tuple[pl.Expr, str, pl.Expr]] = []
+    carried: dict[str, pl.Expr] = {}
     if "trivial" in options.enabled:
+        carried |= {"_bare": bare, "_words": words, "_chars": chars}
         rules += [
-            (bare.is_in(list(TRIVIAL_PHRASES)), "trivial", pl.lit("greeting, thanks or nudge: ") + bare),
+            (
+                bare.is_in(list(TRIVIAL_PHRASES)),
+                "trivial",
+                pl.lit("greeting, thanks or nudge: ") + pl.col("_bare"),
+            ),
             (
                 words < options.min_words,
                 "trivial",
-                pl.format("task has {} words (< {})", words, pl.lit(options.min_words)),
+                pl.format("task has {} words (< {})", pl.col("_words"), pl.lit(options.min_words)),
             ),
             (
                 chars < options.min_chars,
                 "trivial",
-                pl.format("task has {} characters (< {})", chars, pl.lit(options.min_chars)),
+                pl.format("task has {} characters (< {})", pl.col("_chars"), pl.lit(options.min_chars)),
             ),
         ]
     if "non_answer" in options.enabled:
+        carried |= {"_head": head}
         rules += [
             (~substance, "non_answer", pl.lit("answer empty after cleanup")),
             (
                 (code.str.len_chars() < options.refusal_max_chars) & head.str.contains(REFUSAL),
                 "non_answer",
-                pl.lit("refusal: ") + head.str.replace_all(r"\s+", " ").str.slice(0, 60),
+                pl.lit("refusal: ") + pl.col("_head").str.replace_all(r"\s+", " ").str.slice(0, 60),
             ),
         ]
     # Built from the last rule to the first, so the first that applies wins.
-    for condition, name, why in reversed(rules):
-        gate = pl.when(condition).then(pl.lit(name)).otherwise(gate)
-        reason = pl.when(condition).then(why).otherwise(reason)
-    return frame.select("pattern_id", filtered=gate, filter_reason=reason).cast(FILTERED_SCHEMA)  # type: ignore[arg-type]
+    first = pl.lit(None, dtype=pl.Int8)
+    for i in reversed(range(len(rules))):
+        first = pl.when(rules[i][0]).then(pl.lit(i, dtype=pl.Int8)).otherwise(first)
+    caught = first.is_not_null()
+    narrow = (
+        texts.lazy()
+        .select(
+            "pattern_id",
+            _rule=first,
+            **{name: pl.when(caught).then(value) for name, value in carried.items()},
+        )
+        .collect(engine="streaming")
+        .unique("pattern_id", keep="first", maintain_order=True)
+    )
+    gate = pl.lit(None, dtype=pl.String)
+    reason = pl.lit(None, dtype=pl.String)
+    for i, (_, name, why) in enumerate(rules):
+        gate = pl.when(pl.col("_rule") == i).then(pl.lit(name)).otherwise(gate)
+        reason = pl.when(pl.col("_rule") == i).then(why).otherwise(reason)
+    return narrow.select("pattern_id", filtered=gate, filter_reason=reason).cast(FILTERED_SCHEMA)  # type: ignore[arg-type]
 
 
 def score_gate(frame: pl.DataFrame, options: GateOptions) -> pl.DataFrame:

@@ -50,6 +50,12 @@ def base_reason() -> pl.Expr:
     )
 
 
+def _texts_of(texts: pl.LazyFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """The texts of the patterns in ``rows``, one row per pattern id."""
+    chosen = texts.join(rows.select("pattern_id").lazy(), on="pattern_id", how="semi")
+    return chosen.collect().unique("pattern_id", keep="first", maintain_order=True)
+
+
 def with_sources(
     rows: pl.DataFrame,
     texts: pl.LazyFrame,
@@ -69,12 +75,10 @@ def with_sources(
     )
     if not options.sources_active or rows.is_empty():
         return out, stats
-    ids = rows.select("pattern_id")
-    text = (
-        texts.select("pattern_id", "thread_id", "task", "code", "assistant_message_ids")
-        .join(ids.lazy(), on="pattern_id", how="semi")
-        .unique("pattern_id")
-        .collect()
+    # Read for each use and only for the patterns it needs, never held whole: a scope's texts are most of
+    # its size (~1 GB at 10M messages).
+    text = texts.select("pattern_id", "thread_id", "task", "code", "assistant_message_ids").join(
+        rows.select("pattern_id").lazy(), on="pattern_id", how="semi"
     )
     gated = text_gates(text, options.gates)
     open_rows = (
@@ -84,13 +88,13 @@ def with_sources(
     )
     judged = pl.DataFrame(schema=JUDGED_SCHEMA)
     if options.judge is not None and open_rows.height:
-        candidates = text.join(open_rows.select("pattern_id"), on="pattern_id", how="semi")
+        candidates = _texts_of(text, open_rows)
         judged, stats.judge = judge_patterns(candidates, options.judge, JudgeCache(judge_folder), log=log)
     implicit = pl.DataFrame(schema=IMPLICIT_SCHEMA)
     messages = scope_messages(messages_folder) if options.signals else None
     if messages is not None and open_rows.height:
         rules = SignalRules.load(options.signal_rules)
-        turns = next_turns(messages, text.join(open_rows.select("pattern_id"), on="pattern_id", how="semi"))
+        turns = next_turns(messages, _texts_of(text, open_rows))
         implicit = implicit_scores(turns, rules)
         stats.signals = signal_counts(implicit)
     feedback = pl.col("score_source").is_in(_FEEDBACK)
