@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from benchmarks.inputs import fresh, size, synth
-from benchmarks.measure import _tree_rss, child_env, measure, worker_command
+from benchmarks.measure import child_env, measure, tree_rss, worker_command
 from benchmarks.paths import ROOT, WORK
 from benchmarks.report import Row
 from benchmarks.workers import WORKERS
@@ -59,7 +59,7 @@ def _wait(instance: Any, run_ids: list[str], daemon: subprocess.Popen, peak: lis
     while True:
         if daemon.poll() is not None:
             raise RuntimeError("the daemon exited")
-        peak[0] = max(peak[0], _tree_rss(daemon.pid))
+        peak[0] = max(peak[0], tree_rss(daemon.pid))
         runs = [instance.get_run_by_id(r) for r in run_ids]
         if all(r.is_finished for r in runs):
             failed = [r.run_id for r in runs if r.status.value != "SUCCESS"]

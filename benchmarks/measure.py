@@ -59,7 +59,8 @@ def measure(name: str, **args: object) -> Measured:
     return Measured(wall=wall, rss_mb=usage.ru_maxrss / 1024, inner=inner)
 
 
-def _tree_rss(root: int) -> int:
+def tree_rss(root: int) -> int:
+    """The summed RSS of ``root`` and all its descendants now, in bytes (0 once it is gone)."""
     import psutil
 
     try:
@@ -86,7 +87,7 @@ def measure_command(cmd: list[str], stdout: Path | None = None) -> Measured:
     peak = 0
     status = usage = None
     while status is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        peak = max(peak, tree_rss(proc.pid))
         pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             status, usage = st, ru
