@@ -38,6 +38,7 @@ REFUSAL = (
     r"|as an ai\b)"
 )
 _PUNCT = r"[\s\p{P}\p{S}]+"
+_PHRASE_WORDS = max(len(phrase.split()) for phrase in TRIVIAL_PHRASES)
 
 FILTERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "pattern_id": pl.String,
@@ -87,9 +88,13 @@ def text_gates(texts: pl.LazyFrame | pl.DataFrame, options: GateOptions) -> pl.D
     reason is written only for the patterns a rule caught (a few in a hundred): out of the texts come
     each pattern's rule and the few values its reason is made of."""
     task = own_words(pl.col("task").fill_null(""))
-    bare = task.str.to_lowercase().str.replace_all(_PUNCT, " ").str.strip_chars()
-    # Runs of anything but a space: white space and punctuation are single spaces in ``bare`` by now.
-    words = bare.str.count_matches(r"[^ ]+").cast(pl.Int64)
+    # Words: runs of characters other than white space, punctuation and symbols (lowercasing keeps a
+    # character in or out of those classes, so these are the words of the cleaned task too).
+    words = task.str.count_matches(r"[^\s\p{P}\p{S}]+").cast(pl.Int64)
+    # Only a task with no more words than the longest phrase is lowercased and cleaned to be compared:
+    # cleaning every task took most of the gates' time.
+    short = pl.when(words <= _PHRASE_WORDS).then(task)
+    bare = short.str.to_lowercase().str.replace_all(_PUNCT, " ").str.strip_chars()
     chars = task.str.strip_chars().str.len_chars()
     code = pl.col("code").fill_null("")
     # Both answer rules read only the answer's start: "empty after cleanup" is "no character outside
