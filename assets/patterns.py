@@ -56,7 +56,9 @@ def paired_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "codes_truncated": totals.codes_truncated,
             "unpaired_by_reason": dg.MetadataValue.json(reasons),
             "preview": table_preview(
-                None if patterns is None else patterns.select("pattern_id", "thread_id", "task", "code")
+                None
+                if patterns is None
+                else first_rows(patterns.select("pattern_id", "thread_id", "task", "code"), "pattern_id")
             ),
         },
         check_results=[messages_accounted(pairing_counts(layout, scope))],
