@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,16 @@ def _warm(data_dir: str) -> None:
         _instance = open_instance(Path(data_dir))
 
 
+def _outcome(future: Future, scope: str) -> ScopeOutcome:
+    """The worker's report, or a failed scope naming what went wrong where the worker itself failed (a
+    storage error outside the run, a worker that died): the other scopes go on, and the summary says it."""
+    try:
+        return future.result()
+    except Exception as exc:
+        error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return ScopeOutcome(scope=scope, run_id=None, success=False, error=f"{type(exc).__name__}: {error}")
+
+
 class ScopePool:
     """Worker processes for a run's scope runs, started before the ingest so that they import what they
     need meanwhile (``with ScopePool(...) as pool: ...; pool.run(scopes, done)``)."""
@@ -173,15 +184,20 @@ class ScopePool:
         # Handed out one per free worker: the executor queues ahead what it is given, and a queued run
         # could no longer be held back when the run is interrupted.
         todo = list(reversed(scopes))
-        running: set[Future] = set()
+        running: dict[Future, str] = {}
         try:
             while todo or running:
                 while todo and len(running) < self.workers:
-                    args = (self.data_dir, self.config, todo.pop(), self.progress)
-                    running.add(self.pool.submit(run_scope, *args))
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    scope = todo.pop()
+                    try:
+                        future = self.pool.submit(run_scope, self.data_dir, self.config, scope, self.progress)
+                    except BrokenProcessPool as exc:
+                        done(ScopeOutcome(scope, None, False, error=f"a scope worker process died: {exc}"))
+                        continue
+                    running[future] = scope
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    done(future.result())
+                    done(_outcome(future, running.pop(future)))
             return True
         except KeyboardInterrupt:
             for process in list(getattr(self.pool, "_processes", {}).values()):
