@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.objectstore.lease import LeaseHeld
 from pipelines.objectstore.location import is_remote
-from pipelines.objectstore.settings import DEFAULT_KEY_ID_ENV, DEFAULT_SECRET_ENV, S3Settings
+from pipelines.objectstore.settings import add_s3_options, s3_from_args
 from pipelines.objectstore.store import ObjectStoreError
 from pipelines.objectstore.working_copy import Locations, WorkingCopy
 
@@ -32,41 +32,12 @@ def location_arg(value: str) -> Path | str:
 
 def add_s3_arguments(r: argparse.ArgumentParser) -> None:
     g = r.add_argument_group("object storage (s3:// --input / --data-dir)")
-    g.add_argument(
-        "--s3-endpoint-url",
-        help="an S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default $AWS_ENDPOINT_URL, else AWS)",
-    )
-    g.add_argument("--s3-region", help="the bucket's region (default $AWS_REGION, else us-east-1)")
-    g.add_argument(
-        "--s3-allow-http",
-        action="store_true",
-        help="allow a plain-HTTP endpoint on a host other than 127.0.0.1",
-    )
-    g.add_argument(
-        "--s3-key-id-env",
-        default=DEFAULT_KEY_ID_ENV,
-        help="NAME of the environment variable holding the access key id",
-    )
-    g.add_argument(
-        "--s3-secret-env",
-        default=DEFAULT_SECRET_ENV,
-        help="NAME of the environment variable holding the secret access key",
-    )
+    add_s3_options(g)
     g.add_argument(
         "--work-dir",
         type=Path,
         help="local working copy of an s3:// data directory and scratch for s3:// dumps "
         "(default <system temp>/assistants-backfill/<bucket>/<prefix>)",
-    )
-
-
-def s3_settings(args: argparse.Namespace) -> S3Settings:
-    return S3Settings(
-        endpoint_url=args.s3_endpoint_url,
-        region=args.s3_region,
-        allow_http=args.s3_allow_http,
-        key_id_env=args.s3_key_id_env,
-        secret_env=args.s3_secret_env,
     )
 
 
@@ -79,7 +50,7 @@ def run_on_object_storage(
 ) -> int:
     data_url, input_url = str(args.data_dir), str(args.input)
     work_dir = str(args.work_dir) if args.work_dir else None
-    locations = Locations(data_url, input_url, work_dir, s3_settings(args), ("--data-dir", "--input"))
+    locations = Locations(data_url, input_url, work_dir, s3_from_args(args), ("--data-dir", "--input"))
     copy = WorkingCopy(locations)
     try:
         copy.open()

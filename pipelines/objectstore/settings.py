@@ -10,6 +10,7 @@ test server or a port-forward), where TLS would protect nothing.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -110,3 +111,37 @@ class S3Settings:
             # Listings must be fresh: a dump published a moment ago has to show up in the next query.
             use_listings_cache=False,
         )
+
+
+def add_s3_options(group: argparse._ActionsContainer) -> None:
+    """The ``--s3-*`` options of every command that reaches object storage (:func:`s3_from_args`)."""
+    group.add_argument(
+        "--s3-endpoint-url",
+        help="an S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default $AWS_ENDPOINT_URL, else AWS)",
+    )
+    group.add_argument("--s3-region", help="the bucket's region (default $AWS_REGION, else us-east-1)")
+    group.add_argument(
+        "--s3-allow-http",
+        action="store_true",
+        help="allow a plain-HTTP endpoint on a host other than 127.0.0.1",
+    )
+    group.add_argument(
+        "--s3-key-id-env",
+        default=DEFAULT_KEY_ID_ENV,
+        help="NAME of the environment variable holding the access key id",
+    )
+    group.add_argument(
+        "--s3-secret-env",
+        default=DEFAULT_SECRET_ENV,
+        help="NAME of the environment variable holding the secret access key",
+    )
+
+
+def s3_from_args(args: argparse.Namespace) -> S3Settings:
+    return S3Settings(
+        endpoint_url=args.s3_endpoint_url,
+        region=args.s3_region,
+        allow_http=args.s3_allow_http,
+        key_id_env=args.s3_key_id_env,
+        secret_env=args.s3_secret_env,
+    )

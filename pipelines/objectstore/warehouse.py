@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from pipelines.objectstore.location import S3Location
-from pipelines.objectstore.settings import S3Settings
+from pipelines.objectstore.settings import S3Settings, add_s3_options, s3_from_args
 from pipelines.objectstore.store import ObjectStoreError, check_access
 from pipelines.warehouse import create_views
 
@@ -51,21 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Query the warehouse views of an s3:// data directory.")
     parser.add_argument("--data-dir", required=True, help="s3://bucket/prefix")
     parser.add_argument("sql", help="a query over the views (manifest, messages, patterns, ...)")
-    parser.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint (default $AWS_ENDPOINT_URL)")
-    parser.add_argument("--s3-region", help="the bucket's region (default $AWS_REGION or us-east-1)")
-    parser.add_argument("--s3-allow-http", action="store_true", help="allow a plain-HTTP endpoint")
-    parser.add_argument("--s3-key-id-env", default="AWS_ACCESS_KEY_ID", help="variable holding the key id")
-    parser.add_argument(
-        "--s3-secret-env", default="AWS_SECRET_ACCESS_KEY", help="variable holding the secret"
-    )
+    add_s3_options(parser)
     args = parser.parse_args(argv)
-    settings = S3Settings(
-        endpoint_url=args.s3_endpoint_url,
-        region=args.s3_region,
-        allow_http=args.s3_allow_http,
-        key_id_env=args.s3_key_id_env,
-        secret_env=args.s3_secret_env,
-    )
+    settings = s3_from_args(args)
     try:
         con = connect(args.data_dir, settings)
     except (ObjectStoreError, ValueError) as exc:
