@@ -65,7 +65,11 @@ def test_a_destination_has_at_most_its_writers(pg_instance, layout, writers, ove
         t.join()
     assert len(spans) == 2
     assert _overlaps(spans) is overlap
-    assert any(line.startswith("waiting for a write slot") for line in lines) is not overlap
+    if not overlap:
+        # With two slots a holder may still wait a moment: two claims at once can pick the same free slot
+        # row, and the one that lost it waits for the other slot (assets.pools._claim). The overlap above
+        # is what shows both held at once.
+        assert any(line.startswith("waiting for a write slot") for line in lines)
     info = pg_instance.event_log_storage.get_concurrency_info(pool)
     assert (info.slot_count, info.active_slot_count) == (writers, 0)  # every slot given back
 
