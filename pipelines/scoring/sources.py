@@ -86,15 +86,17 @@ def with_sources(
         .join(gated.filter(pl.col("filtered").is_null()).select("pattern_id"), on="pattern_id", how="semi")
         .filter(~pl.col("score_source").is_in(_FEEDBACK))
     )
+    # The open patterns' texts, read once for the judge and the signals alike.
+    wanted = open_rows.height and (options.judge is not None or options.signals)
+    candidates = _texts_of(text, open_rows) if wanted else None
     judged = pl.DataFrame(schema=JUDGED_SCHEMA)
-    if options.judge is not None and open_rows.height:
-        candidates = _texts_of(text, open_rows)
+    if options.judge is not None and candidates is not None:
         judged, stats.judge = judge_patterns(candidates, options.judge, JudgeCache(judge_folder), log=log)
     implicit = pl.DataFrame(schema=IMPLICIT_SCHEMA)
     messages = scope_messages(messages_folder) if options.signals else None
-    if messages is not None and open_rows.height:
+    if messages is not None and candidates is not None:
         rules = SignalRules.load(options.signal_rules)
-        turns = next_turns(messages, _texts_of(text, open_rows))
+        turns = next_turns(messages, candidates)
         implicit = implicit_scores(turns, rules)
         stats.signals = signal_counts(implicit)
     feedback = pl.col("score_source").is_in(_FEEDBACK)
