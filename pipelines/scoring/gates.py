@@ -130,7 +130,8 @@ def text_gates(texts: pl.LazyFrame | pl.DataFrame, options: GateOptions) -> pl.D
         rules += [
             (~substance, "non_answer", pl.lit("answer empty after cleanup")),
             (
-                (code.str.len_chars() < options.refusal_max_chars) & head.str.contains(REFUSAL),
+                # The prefix is shorter than refusal_max_chars exactly when the whole answer is.
+                (head.str.len_chars() < options.refusal_max_chars) & head.str.contains(REFUSAL),
                 "non_answer",
                 pl.lit("refusal: ") + pl.col("_head").str.replace_all(r"\s+", " ").str.slice(0, 60),
             ),
