@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 
 from assets.destination import EngramiaDestination
-from assets.jobs import DATA_DIR_TAG, SCOPE_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
+from assets.jobs import DATA_DIR_TAG, dump_run_tags, ingest_job, scope_job, scope_run_tags
 from assets.partitions import SCOPES
 from assets.pools import make_write_pool
 from assets.resources import BackfillSettings
@@ -48,8 +48,8 @@ def _scopes_under_way(instance: dg.DagsterInstance) -> set[str]:
     """Scopes with a run queued or running. A tick during such a run sees only the dumps it has not
     staged yet, a set no run key has named, and would ask for a second run of the scope."""
     runs = instance.get_runs(dg.RunsFilter(job_name=scope_job.name, statuses=_ACTIVE))
-    # A run launched from the UI has the partition but not the sensor's scope tag.
-    return {scope for r in runs if (scope := r.tags.get(SCOPE_TAG) or r.tags.get(PARTITION_TAG))}
+    # Every run of the scope job carries its partition, whoever launched it (the UI sets no scope tag).
+    return {r.tags[PARTITION_TAG] for r in runs if PARTITION_TAG in r.tags}
 
 
 def _digest(parts: list[str]) -> str:
