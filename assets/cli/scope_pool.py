@@ -131,8 +131,9 @@ def _outcome(future: Future, scope: str) -> ScopeOutcome:
     try:
         return future.result()
     except Exception as exc:
-        error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return ScopeOutcome(scope=scope, run_id=None, success=False, error=f"{type(exc).__name__}: {error}")
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        error = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        return ScopeOutcome(scope=scope, run_id=None, success=False, error=error)
 
 
 class ScopePool:
