@@ -5,7 +5,9 @@ Wall time and peak RSS are the whole process's (interpreter start and imports in
 the time of its measured call alone as the last line of its output (``benchmarks.workers``). A command
 that starts processes of its own (the CLI's scope workers) is measured with the RSS of its whole process
 tree, sampled every 0.2 s and summed over the processes alive at each sample: the memory the command takes
-from the machine, not only its first process's.
+from the machine, not only its first process's. That sum counts the pages the processes share (the
+libraries' code, mapped by each) once per process; the same samples' PSS (each shared page split between
+the processes that map it) is reported beside it, and the targets are judged on the RSS sum.
 """
 
 from __future__ import annotations
@@ -61,33 +63,43 @@ def measure(name: str, **args: object) -> Measured:
 
 def tree_rss(root: int) -> int:
     """The summed RSS of ``root`` and all its descendants now, in bytes (0 once it is gone)."""
+    return tree_memory(root)[0]
+
+
+def tree_memory(root: int, pss: bool = False) -> tuple[int, int]:
+    """The summed RSS and (with ``pss``) PSS of ``root`` and all its descendants now, in bytes."""
     import psutil
 
     try:
         parent = psutil.Process(root)
         processes = [parent, *parent.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    rss = proportional = 0
     for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if pss:
+                full = process.memory_full_info()
+                rss, proportional = rss + full.rss, proportional + full.pss
+            else:
+                rss += process.memory_info().rss
+    return rss, proportional
 
 
 def measure_command(cmd: list[str], stdout: Path | None = None) -> Measured:
     """Run a command users run (``.venv/bin/assistants-backfill ...``) from the repository root and
-    measure it: wall time, and the peak of its process tree's summed RSS (``inner["tree_rss_mb"]``; the
-    first process's own peak is ``rss_mb``). Its stdout goes to ``stdout`` (or is dropped); its stderr
-    (progress) to a file beside it, or is dropped."""
+    measure it: wall time, and the peak of its process tree's summed RSS (``inner["tree_rss_mb"]``; its
+    summed PSS ``inner["tree_pss_mb"]``; the first process's own peak is ``rss_mb``). Its stdout goes to
+    ``stdout`` (or is dropped); its stderr (progress) to a file beside it, or is dropped."""
     out = stdout.open("w") if stdout else subprocess.DEVNULL
     err = stdout.with_suffix(".err").open("w") if stdout else subprocess.DEVNULL
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
-    peak = 0
+    peak = peak_pss = 0
     status = usage = None
     while status is None:
-        peak = max(peak, tree_rss(proc.pid))
+        rss, pss = tree_memory(proc.pid, pss=True)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             status, usage = st, ru
@@ -101,7 +113,9 @@ def measure_command(cmd: list[str], stdout: Path | None = None) -> Measured:
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}")
     return Measured(
-        wall=wall, rss_mb=usage.ru_maxrss / 1024, inner={"tree_rss_mb": peak / 2**20, "exit": proc.returncode}
+        wall=wall,
+        rss_mb=usage.ru_maxrss / 1024,
+        inner={"tree_rss_mb": peak / 2**20, "tree_pss_mb": peak_pss / 2**20, "exit": proc.returncode},
     )
 
 
