@@ -23,19 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dagster import DagsterInstance
 
 from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
-    execute,
-    first_error,
     open_instance,
-    optional_step_failures,
     run_config,
 )
-from assets.cli.progress import progress_factory
 from assets.cli.remote import add_s3_arguments, location_arg, run_on_object_storage, uses_object_storage
 from assets.cli.scope_pool import ScopeOutcome, ScopePool
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
@@ -56,14 +51,12 @@ from assets.cli.uptodate import (
 )
 from assets.cli.validate import run_problems
 from assets.destination import LOAD_SKIPPED_REASON, NO_DESTINATION, EngramiaDestination
-from assets.jobs import ingest_job
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.load.rest.options import MODES
 from pipelines.pairing.pairs import Pairing
-from pipelines.progress import progress_bars
 from pipelines.scopes import ScopeBy
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
@@ -127,7 +120,7 @@ def _run_local(args: argparse.Namespace) -> int:
     interrupts = Interrupts()
     try:
         with interrupts.installed(), folder_lock(Path(args.data_dir)):
-            return _backfill(args, _settings(args), destination, interrupts)
+            return _backfill(args, _settings(args), destination)
     except FolderBusy as exc:
         return _refuse(args, [f"--data-dir {exc}: wait for that run, or use another --data-dir"], EXIT_BUSY)
     except KeyboardInterrupt:
@@ -144,7 +137,6 @@ def _backfill(
     args: argparse.Namespace,
     settings: BackfillSettings,
     destination: EngramiaDestination,
-    interrupts: Interrupts,
 ) -> int:
     layout = settings.layout
 
@@ -159,17 +151,16 @@ def _backfill(
         _emit(args, summary)
         return summary["exit_code"]
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
-    instance = open_instance(Path(args.data_dir))
+    # Made here, before the workers open it: two processes creating a new instance's tables would race.
+    open_instance(Path(args.data_dir))
     with ScopePool(str(args.data_dir), config, not args.no_progress) as pool:
-        return _ingest_and_scopes(args, settings, destination, interrupts, instance, config, pool, say)
+        return _ingest_and_scopes(args, settings, destination, config, pool, say)
 
 
 def _ingest_and_scopes(
     args: argparse.Namespace,
     settings: BackfillSettings,
     destination: EngramiaDestination,
-    interrupts: Interrupts,
-    instance: DagsterInstance,
     config: dict[str, Any],
     pool: ScopePool,
     say: Callable[[str], None],
@@ -177,19 +168,18 @@ def _ingest_and_scopes(
     layout = settings.layout
     known_dumps = read_manifest(layout)["dump_id"].to_list()
     say(f"ingesting {getattr(args, 'input_url', args.input)} into {layout.root}")
-    with progress_bars(progress_factory(args)):
-        ingest = execute(instance, ingest_job.name, config)
-    if interrupts.stopped(ingest):
+    ingest = pool.ingest()
+    if ingest.stopped:
         return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
     if not ingest.success:
-        return _refuse(args, [f"ingest failed: {first_error(ingest)}"], EXIT_FAILED)
+        return _refuse(args, [f"ingest failed: {ingest.error}"], EXIT_FAILED)
     new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
     failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
     scopes = read_scopes(layout)["scope"].to_list()
     warnings = key_warnings(destination, scopes)
     for warning in warnings:
         say(f"warning: {warning}")
-    warnings += optional_step_failures(ingest)
+    warnings += ingest.warnings
     run_ids: dict[str, str] = {}
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}

@@ -1,4 +1,5 @@
-"""The scope runs of a CLI run, side by side: each in a worker process, at most one per core (two at most).
+"""The runs of a CLI run in worker processes: the ingest, then the scope runs side by side, at most one per
+core (two at most).
 
 Scopes share nothing after ingest, and the core path (:mod:`pipelines.runner`) carries two at a time on
 threads. Dagster runs cannot share a process that way: a run mirrors the process's stdout and stderr into
@@ -104,20 +105,39 @@ def _start_worker(progress: Any, tty: bool) -> None:
 
 def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool) -> ScopeOutcome:
     """One scope run in this worker process, recorded in the data folder's instance."""
+    from assets.jobs import scope_job, scope_run_tags
+
+    return _run_job(data_dir, config, scope_job.name, scope, progress, scope_run_tags(scope))
+
+
+def run_ingest(data_dir: str, config: dict[str, Any], progress: bool) -> ScopeOutcome:
+    """The run's ingest in this worker process (``scope`` is empty in its outcome)."""
+    from assets.jobs import ingest_job
+
+    return _run_job(data_dir, config, ingest_job.name, None, progress, {})
+
+
+def _run_job(
+    data_dir: str,
+    config: dict[str, Any],
+    job_name: str,
+    scope: str | None,
+    progress: bool,
+    tags: dict[str, str],
+) -> ScopeOutcome:
     from assets.cli.guard import Interrupts
     from assets.cli.instance import execute, failed_check_names, first_error, optional_step_failures
     from assets.cli.progress import progress_factory
-    from assets.jobs import scope_job, scope_run_tags
     from pipelines.progress import progress_bars
 
     _warm(data_dir)
     started = time.monotonic()
     if _interrupted:
-        return ScopeOutcome(scope=scope, run_id=None, success=False, stopped=True)
+        return ScopeOutcome(scope=scope or "", run_id=None, success=False, stopped=True)
     with progress_bars(progress_factory(argparse.Namespace(no_progress=not progress), _progress_out)):
-        result = execute(_instance, scope_job.name, config, partition_key=scope, tags=scope_run_tags(scope))
+        result = execute(_instance, job_name, config, partition_key=scope, tags=tags)
     return ScopeOutcome(
-        scope=scope,
+        scope=scope or "",
         run_id=result.run_id,
         success=result.success,
         stopped=Interrupts().stopped(result) or _interrupted,
@@ -193,6 +213,27 @@ class ScopePool:
         self.progress_queue.put(None)
         self.printer.join(timeout=5)
 
+    def ingest(self) -> ScopeOutcome:
+        """The run's ingest, in a worker: the memory it takes (a good part of it kept by the allocators
+        after it ends) is then not held by the CLI's own process through every scope run."""
+        future = self.pool.submit(run_ingest, self.data_dir, self.config, self.progress)
+        try:
+            return _outcome(future, "")
+        except KeyboardInterrupt:
+            self.interrupted = True
+            finished = self._stop_workers([future])
+            outcome = _outcome(future, "") if finished else ScopeOutcome("", None, False)
+            outcome.stopped = True
+            return outcome
+
+    def _stop_workers(self, running: list[Future]) -> set[Future]:
+        """Pass an interrupt on to the workers and wait a while for their runs to stop."""
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGINT)
+        finished, _ = wait(running, timeout=STOP_SECONDS)
+        return finished
+
     def run(self, scopes: list[str], done: Callable[[ScopeOutcome], None]) -> bool:
         """Run every scope, ``done`` called with each outcome as it arrives; False if interrupted (the
         scopes not reported then did not run, or did not finish)."""
@@ -215,11 +256,7 @@ class ScopePool:
                     done(_outcome(future, running.pop(future)))
             return True
         except KeyboardInterrupt:
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                if process.is_alive() and process.pid is not None:
-                    os.kill(process.pid, signal.SIGINT)
-            finished, _ = wait(running, timeout=STOP_SECONDS)
-            for future in finished:
+            for future in self._stop_workers(list(running)):
                 if future.exception() is None:
                     outcome = future.result()
                     # A run the interrupt ended reports a failure that may not name the interrupt.
