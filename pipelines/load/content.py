@@ -31,16 +31,19 @@ def fingerprint(task: str, code: str, score: float) -> str:
     return digest.hexdigest()[:32]
 
 
+FINGERPRINT_ROWS = 5_000
+
+
 def with_fingerprints(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (task, code, eval_score) with a ``fingerprint`` column of its rows as they are."""
     if frame.is_empty():
         return frame.with_columns(fingerprint=pl.lit(None, pl.String))
-    prints = [
-        fingerprint(t, c, s)
-        for t, c, s in zip(
-            frame["task"].to_list(), frame["code"].to_list(), frame["eval_score"].to_list(), strict=True
-        )
-    ]
+    prints: list[str] = []
+    # A slice at a time: the texts of a whole scope as Python strings at once took ~90 MB more per 30k.
+    for start in range(0, frame.height, FINGERPRINT_ROWS):
+        part = frame.slice(start, FINGERPRINT_ROWS)
+        texts = zip(part["task"].to_list(), part["code"].to_list(), part["eval_score"].to_list(), strict=True)
+        prints.extend(fingerprint(t, c, s) for t, c, s in texts)
     return frame.with_columns(fingerprint=pl.Series(prints, dtype=pl.String))
 
 

@@ -69,7 +69,9 @@ def plan_load(
 def texts_to_send(layout: DataLayout, scope: str, plan: LoadPlan) -> pl.DataFrame | None:
     """The kept patterns (text, score, provenance, key) of ``plan.send_ids`` and ``plan.to_update``, in
     pattern_id order, with their ``basis`` and whether each is an ``update``; None when there are none."""
-    kept = kept_patterns(layout, scope)
+    # Sorted once collected: sorting in the scan's plan held every text of the scope twice at its peak
+    # (+240 MB against +175 MB for one scope of a 1M-message export).
+    kept = kept_patterns(layout, scope, ordered=False)
     wanted = pl.concat(
         [
             plan.send_ids.select("pattern_id", "basis", update=pl.lit(False)),
@@ -80,6 +82,7 @@ def texts_to_send(layout: DataLayout, scope: str, plan: LoadPlan) -> pl.DataFram
         return None
     # A filter, not a semi join: it reaches the Parquet scans, which then skip other rows' texts.
     rows = kept.filter(pl.col("pattern_id").is_in(wanted["pattern_id"].implode())).collect()
+    rows = rows.sort("pattern_id")
     if missing := without_text(rows):
         raise ValueError(
             f"scope {scope}: {len(missing)} kept patterns have no current paired pattern (the scored table "
