@@ -5,7 +5,14 @@ from __future__ import annotations
 from pipelines.ingest.catalog import read_scopes
 from pipelines.ingest.messages import stage_messages
 from pipelines.ingest.staging import ingest
-from pipelines.pairing.batches import current, pair_scope
+from pipelines.pairing.batches import (
+    DEFAULT_TEXT_BUDGET,
+    MIN_GROUP_CHARS,
+    SPLIT_GROUPS,
+    current,
+    group_chars,
+    pair_scope,
+)
 from pipelines.pairing.pairs import PairingOptions
 from pipelines.scopes import ScopeMapping
 from pipelines.tables import DataLayout
@@ -27,3 +34,13 @@ def test_pairing_in_groups_matches_pairing_at_once(tmp_path):
         results.append((patterns, unpaired))
     assert results[0][0].height > 300
     assert results[0][0].equals(results[1][0]) and results[0][1].equals(results[1][1])
+
+
+def test_a_scope_under_the_budget_is_split_into_a_few_groups_of_a_floor_size():
+    # Small scopes are paired at once; larger ones in up to SPLIT_GROUPS groups, never below the floor.
+    assert group_chars(MIN_GROUP_CHARS, DEFAULT_TEXT_BUDGET) == MIN_GROUP_CHARS
+    assert group_chars(100 * 2**20, DEFAULT_TEXT_BUDGET) == MIN_GROUP_CHARS
+    assert group_chars(SPLIT_GROUPS * 20 * 2**20, DEFAULT_TEXT_BUDGET) == 20 * 2**20
+    # The budget stays the ceiling, for any scope and for a budget below the floor.
+    assert group_chars(10**12, DEFAULT_TEXT_BUDGET) == DEFAULT_TEXT_BUDGET
+    assert group_chars(10**6, 20_000) == 20_000
