@@ -86,14 +86,40 @@ def _folder(layout: DataLayout, table: BatchedTable, scope: str) -> Path:
 
 
 def current(layout: DataLayout, table: BatchedTable, scope: str) -> pl.LazyFrame | None:
-    """The current rows of a batched table: for each thread, those of the latest batch covering it."""
+    """The current rows of a batched table: for each thread, those of the latest batch covering it.
+
+    The latest batch of each thread is read when this is called (the threads table is small); the rows
+    themselves are read when the frame is collected.
+    """
     files = parquet_files(_folder(layout, table, scope))
     if not files:
         return None
     latest = (
-        pl.scan_parquet(parquet_files(layout.threads(scope))).group_by("thread_id").agg(pl.col("batch").max())
+        pl.scan_parquet(parquet_files(layout.threads(scope)))
+        .group_by("thread_id")
+        .agg(pl.col("batch").max())
+        .collect()
     )
-    return pl.scan_parquet(files).join(latest, on=["thread_id", "batch"], how="semi")
+    return _rows_of_latest(files, latest)
+
+
+def _rows_of_latest(files: list[Path], latest: pl.DataFrame) -> pl.LazyFrame:
+    """The rows of ``files`` whose ``(thread_id, batch)`` is in ``latest``.
+
+    A filter per batch file, not a join: a join carried every text of the table through it and held them
+    all at once, whatever the caller then reduced them to (a scope's quality check at 10M messages
+    peaked at 1.17 GB instead of 0.57 GB), while a filter is applied as each part of a file is read. A
+    batch that is no thread's latest is not read at all.
+    """
+    by_batch: dict[int, list[Path]] = {}
+    for path in files:
+        by_batch.setdefault(_batch_of(path), []).append(path)
+    parts = []
+    for batch, paths in by_batch.items():
+        threads = latest.filter(pl.col("batch") == batch)["thread_id"]
+        if not threads.is_empty():
+            parts.append(pl.scan_parquet(paths).filter(pl.col("thread_id").is_in(threads.implode())))
+    return pl.concat(parts, how="vertical") if parts else pl.scan_parquet(files).clear()
 
 
 @dataclass(frozen=True)
@@ -150,8 +176,7 @@ def repaired_since(layout: DataLayout, table: BatchedTable, scope: str, batch: i
     if not thread_files or not files:
         return None
     threads = pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
-    rows = pl.scan_parquet(files).join(threads.lazy(), on=["thread_id", "batch"], how="semi")
-    return Repaired(threads, rows)
+    return Repaired(threads, _rows_of_latest(files, threads))
 
 
 def _thread_groups(sizes: pl.DataFrame, budget: int) -> list[pl.Series]:
