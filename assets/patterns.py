@@ -19,6 +19,7 @@ from checks.scoring import (
 from checks.staging import MESSAGES_ACCOUNTED, messages_accounted
 from pipelines.load.records import kept_patterns
 from pipelines.pairing.batches import current, pair_scope, pattern_totals, unpaired_reasons
+from pipelines.quality.expectations import TEXT_MEASURES
 from pipelines.quality.reconcile import pairing_counts
 from pipelines.scoring.scored import filtered_file, scan_scored
 from pipelines.scoring.scores import score_scope
@@ -121,7 +122,7 @@ def scored_patterns(context: dg.AssetExecutionContext, settings: BackfillSetting
             "preview": table_preview(first_rows(kept, "pattern_id")),
         },
         check_results=[
-            scored_quality(kept_patterns(layout, scope, ordered=False)),
+            scored_quality(kept_patterns(layout, scope, ordered=False, reduced=TEXT_MEASURES)),
             duplicates_accounted(
                 outcomes,
                 None if paired is None else paired.select("pattern_id").collect(),
