@@ -79,8 +79,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
     data = fresh(WORK / f"data-transform-{label}")
     args = {"source": str(source), "data": str(data), "load": False}
     runs = []
-    # The 10M row takes minutes and many GB: one run.
-    for _ in range(1 if big else sizes.repeats):
+    for _ in range(sizes.repeats):
         runs.append(measure("backfill", **args))
         shutil.rmtree(data)  # tens of GB at 10M, in a few large files: only the measurement is kept
     m = _median_run(runs, key=lambda r: r.wall)
@@ -245,7 +244,7 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "judge": lambda: [bench_judge(sizes.judge_patterns)],
         "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
         "cli_1m": lambda: bench_cli(sizes.cli_messages, sizes.repeats),
-        "cli_10m": lambda: [bench_cli_transform(sizes.big)],
+        "cli_10m": lambda: [bench_cli_transform(sizes.big, sizes.repeats)],
         "launched_scope": lambda: [bench_launched(sizes.one_scope_messages, sizes.repeats)],
         "checks": lambda: [bench_checks(WORK / f"data-cli-{_label(sizes.cli_messages)}")],
         "scaleout_10m": lambda: [bench_scaleout(sizes.big, dumps=10)],
