@@ -75,7 +75,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
             target="<= 180 s, <= 2 GB RSS (all its processes), <= 1.15x the core path",
             met=cli.wall <= 180 and tree <= 2048 and ratio <= 1.15,
             details=f"{_spread(ratios, 'x')}CLI {cli.wall:.1f} s, its process tree peaked at {tree:,.0f} MB "
-            f"RSS summed ({cli.inner['tree_pss_mb']:,.0f} MB PSS summed), first process "
+            f"RSS summed ({cli.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled every 2 s), first process "
             f"{cli.rss_mb:,.0f} MB; core backfill() process {core.wall:.1f} s, "
             f"{core.rss_mb:,.0f} MB, stages {core.inner['stages']} (command: "
             f"{worker_command('backfill', source=str(source), data=str(core_data), load=True, gates=True)}, "
@@ -136,7 +136,8 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         target="<= 180 s, <= 4 GB RSS (all its processes)",
         met=m.wall <= 180 and tree <= 4096,
         details=f"{spread}its process tree peaked at {tree:,.0f} MB RSS summed "
-        f"({m.inner['tree_pss_mb']:,.0f} MB PSS summed), first process {m.rss_mb:,.0f} MB; "
+        f"({m.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled every 2 s), "
+        f"first process {m.rss_mb:,.0f} MB; "
         f"the core path on the same job just before: {core.wall:.1f} s, {core.rss_mb:,.0f} MB, stages "
         f"{core.inner['stages']} (command: {core_command}); "
         f"{len(scopes)} scopes, {sum(s['patterns'] for s in scopes):,} patterns, "
