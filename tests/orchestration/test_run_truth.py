@@ -224,6 +224,43 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
         assert r["loaded"] + r["already_loaded"] + r["present"] == r["kept"] and r["load_adds_up"]
 
 
+def test_ctrl_c_during_the_ingest_stops_it_and_the_next_run_ingests_the_dump_whole(tmp_path):
+    # The ingest runs in a worker process: the interrupt must reach it there, and a dump cut off halfway
+    # must be neither lost nor half counted by the next run.
+    source = tmp_path / "in"
+    synth = ["--out", str(source / "s.ndjson"), "--messages", "400000", "--assistants", "2"]
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.tools.synth", *synth, "--bad-line-rate", "0"],
+        check=True,
+        capture_output=True,
+    )
+    data = tmp_path / "d"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    command = [sys.executable, "-c", "from assets.cli.main import main; main()", "run"]
+    command += ["--input", str(source), "--data-dir", str(data), "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while line and not line.startswith("ingesting "):
+        line = proc.stderr.readline()
+    # The CLI says this line, then waits for the worker's ingest (its imports, then 400k lines: seconds).
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped_at < 20
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["failures"] == ["interrupted while ingesting: run the same command again"]
+    resumed = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    after = json.loads(resumed.stdout)
+    assert (after["this_run"]["lines"], after["this_run"]["staged"]) == (400_000, 400_000)
+    assert sum(s["messages"] for s in after["scopes"].values()) == 400_000
+    assert all(s["lines_reconcile"] and s["messages_reconcile"] for s in after["scopes"].values())
+
+
 def test_turning_on_task_context_on_a_paired_folder_needs_the_flag(tmp_path, capsys, sample_dir):
     data = tmp_path / "d"
     assert _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))[0] == 0
