@@ -174,6 +174,16 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from assets.cli.main import main; main()", "run", *args, "--no-progress"]
 
 
+def _interrupt(proc: subprocess.Popen) -> dict:
+    """Ctrl-C to a running CLI: it stops within 20 s, exits 130 and reports why on stdout."""
+    proc.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped_at < 20
+    assert proc.returncode == 130, err
+    return json.loads(out)
+
+
 def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
     source = tmp_path / "in"
     synth = [
@@ -198,12 +208,7 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
     while not list((data / "dagster_home").glob("**/runs.db")) or not list(data.glob("staged/messages/*")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    stopped_at = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - stopped_at < 20
-    assert proc.returncode == 130, err
-    report = json.loads(out)
+    report = _interrupt(proc)
     assert report["exit_code"] == 130 and "run the same command again" in report["failures"][-1]
     resumed = subprocess.run(
         _cli("--input", str(source), "--data-dir", str(data), "--json"),
@@ -246,12 +251,7 @@ def test_ctrl_c_during_the_ingest_stops_it_and_the_next_run_ingests_the_dump_who
     # The CLI says this line, then waits for the worker's ingest (its imports, then 400k lines: seconds).
     time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    stopped_at = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - stopped_at < 20
-    assert proc.returncode == 130, err
-    report = json.loads(out)
+    report = _interrupt(proc)
     assert report["failures"] == ["interrupted while ingesting: run the same command again"]
     resumed = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
