@@ -94,13 +94,12 @@ def current(layout: DataLayout, table: BatchedTable, scope: str) -> pl.LazyFrame
     files = parquet_files(_folder(layout, table, scope))
     if not files:
         return None
-    latest = (
-        pl.scan_parquet(parquet_files(layout.threads(scope)))
-        .group_by("thread_id")
-        .agg(pl.col("batch").max())
-        .collect()
-    )
-    return _rows_of_latest(files, latest)
+    return _rows_of_latest(files, _latest_batches(parquet_files(layout.threads(scope))))
+
+
+def _latest_batches(thread_files: list[Path]) -> pl.DataFrame:
+    """``thread_id, batch``: the latest batch of each thread in these files of the threads table."""
+    return pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
 
 
 def _rows_of_latest(files: list[Path], latest: pl.DataFrame) -> pl.LazyFrame:
@@ -175,7 +174,7 @@ def repaired_since(layout: DataLayout, table: BatchedTable, scope: str, batch: i
     files = [p for p in parquet_files(_folder(layout, table, scope)) if _batch_of(p) > batch]
     if not thread_files or not files:
         return None
-    threads = pl.scan_parquet(thread_files).group_by("thread_id").agg(pl.col("batch").max()).collect()
+    threads = _latest_batches(thread_files)
     return Repaired(threads, _rows_of_latest(files, threads))
 
 
