@@ -13,6 +13,7 @@ from checks.expectations import scored_quality
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import plan_load, texts_to_send
 from pipelines.load.records import kept_patterns, without_text
+from pipelines.quality.expectations import TEXT_MEASURES
 from pipelines.scoring.scored import scored_file
 from pipelines.tables import parquet_files
 from tests.support.graph import check_metadata, checks, ingest, loaded, scope_run
@@ -109,10 +110,14 @@ def test_a_kept_pattern_whose_paired_pattern_is_gone_is_named_never_dropped(load
     kept = kept_patterns(layout, SCOPE)
     ids = kept.collect()["pattern_id"].to_list()
     assert len(ids) == 5 and without_text(kept) == ids
-    result = scored_quality(kept)
-    assert result.passed is False
-    named = result.metadata["failed_expectations"].value[0]
-    assert named["unexpected_count"] == 5 and ids[0] in named["observed_value"]
+    # As the asset runs it too: the texts measured before the kept rows meet their scores.
+    measured = kept_patterns(layout, SCOPE, ordered=False, reduced=TEXT_MEASURES)
+    assert measured is not None and not {"task", "code"} & set(measured.collect_schema())
+    for frame in (kept, measured):
+        result = scored_quality(frame)
+        assert result.passed is False
+        named = result.metadata["failed_expectations"].value[0]
+        assert named["unexpected_count"] == 5 and ids[0] in named["observed_value"]
     plan = plan_load(layout, SCOPE, Ledger(layout, SCOPE, "nowhere").in_store(), "as-is")
     with pytest.raises(ValueError, match=f"scope {SCOPE}: 5 kept patterns have no current paired pattern"):
         texts_to_send(layout, SCOPE, plan)
@@ -169,12 +174,14 @@ def test_a_blank_task_or_code_fails_scored_quality():
             "thread_id": ["t1", "t2", "t3", "t4"],
         }
     )
-    result = scored_quality(kept)
-    assert result.passed is False
-    failed = {
-        (f["expectation"], f["column"]): f["unexpected_count"]
-        for f in result.metadata["failed_expectations"].value
-    }
-    assert failed[("expect_column_values_to_be_between", "task_nonblank")] == 1
-    assert failed[("expect_column_values_to_be_between", "code_nonblank")] == 1
-    assert failed[("expect_column_values_to_not_be_null", "code_nonblank")] == 1
+    measured = kept.with_columns(**TEXT_MEASURES).drop("task", "code")  # as kept_patterns(reduced=...)
+    for frame in (kept, measured):
+        result = scored_quality(frame)
+        assert result.passed is False
+        failed = {
+            (f["expectation"], f["column"]): f["unexpected_count"]
+            for f in result.metadata["failed_expectations"].value
+        }
+        assert failed[("expect_column_values_to_be_between", "task_nonblank")] == 1
+        assert failed[("expect_column_values_to_be_between", "code_nonblank")] == 1
+        assert failed[("expect_column_values_to_not_be_null", "code_nonblank")] == 1
