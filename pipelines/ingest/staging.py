@@ -137,8 +137,8 @@ def _stage_records(
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-records") as pool,
             open_member(dump.path, dump.member) as raw,
+            HashingReader(raw) as stream,
         ):
-            stream = HashingReader(raw)
             records = reader(fmt).read(stream, inner_name(dump.path, dump.member))  # type: ignore[arg-type]
             for lines, meta in record_batches(records):
                 if pending is not None:
@@ -153,7 +153,7 @@ def _stage_records(
     if metadata:
         table = pl.concat(metadata).with_columns(dump_id=pl.lit(dump.dump_id)).select(list(RECORDS_SCHEMA))
         write_parquet(table, layout.records(dump.dump_id))
-    return stream.sha.hexdigest()
+    return stream.hexdigest()
 
 
 def _stage_lines(
