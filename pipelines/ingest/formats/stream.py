@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".zip")
 _READ = 1024 * 1024
+# Text kept ahead of a value about to be parsed (see ``decode``).
+_AHEAD = 256 * 1024
 _DECODER = json.JSONDecoder()
 # One value larger than this is not held in memory to be parsed: it is reported malformed.
 MAX_VALUE_BYTES = 512 * 1024 * 1024
@@ -132,9 +134,14 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
             if not more():
                 return False
 
-    def decode() -> tuple[Any, str]:
-        """The value at ``pos``, reading more text until it is complete."""
+    def decode(lines: bool = True) -> tuple[Any, str]:
+        """The value at ``pos``, reading more text until it is complete; its raw text when ``lines``
+        are counted (an element of an array needs neither)."""
         nonlocal pos, line
+        # A value cut at the end of the buffer fails to parse and is parsed again with more text: the
+        # buffer is topped up first, so that this happens only for values larger than the top-up.
+        if len(buf) - pos < _AHEAD:
+            more()
         while True:
             try:
                 value, end = _DECODER.raw_decode(buf, pos)
@@ -142,8 +149,10 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
                 if len(buf) - pos < MAX_VALUE_BYTES and more():
                     continue
                 raise
-            raw = buf[pos:end]
-            line += raw.count("\n")
+            raw = ""
+            if lines:
+                raw = buf[pos:end]
+                line += raw.count("\n")
             pos = end
             return value, raw
 
@@ -160,7 +169,7 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
                 continue
             start_pos = f"$[{index}]"
             try:
-                value, _ = decode()
+                value, _ = decode(lines=False)
             except json.JSONDecodeError:
                 # Inside an array nothing after a broken element can be trusted.
                 rest = buf[pos : pos + 2000]
