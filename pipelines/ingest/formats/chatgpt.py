@@ -35,7 +35,6 @@ quarantined record. Memory holds one conversation at a time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import pairwise
 from typing import Any, BinaryIO
 
 from pipelines.ingest.formats._chat import bad_record, has_key, raw_json, starts_json
@@ -168,59 +167,57 @@ class ChatGptExport:
         fixed = reader_options().assistant_name
         path = _path(mapping, conv.get("current_node"))
         current = set(path)
-
-        def message(node_id: str) -> dict[str, Any] | None:
-            node = mapping.get(node_id)
-            msg = node.get("message") if isinstance(node, dict) else None
-            return msg if isinstance(msg, dict) else None
-
-        shown = [m for n in path if (m := message(n)) is not None]
-        # Only messages that are staged need times: hidden system nodes carry none.
-        times = [
-            m.get("create_time")
-            for m in shown
-            if (role := (m.get("author") or {}).get("role")) != "tool"
-            and _skip_reason(m, role, _text(m)[2]) is None
-        ]
-        timed = all(isinstance(t, int | float) for t in times) and all(a <= b for a, b in pairwise(times))
-        # The assistant of each message of the current path: its own, else the one that answered it.
-        answered: dict[int, Any] = {}
-        following = None
-        for m in reversed(shown):
-            if (m.get("author") or {}).get("role") == "assistant":
-                following = fixed or (m.get("metadata") or {}).get("model_slug") or default
-            answered[id(m)] = following
-        last = None
-        for m in shown:
-            if (m.get("author") or {}).get("role") == "assistant":
-                last = answered[id(m)]
-            elif answered[id(m)] is None:
-                answered[id(m)] = last
-
+        # Each message is looked at once: (node id, message, role, text, part counts, skip reason).
+        nodes: list[tuple[str, dict[str, Any], Any, str | None, PartCounts, str | None]] = []
         for node_id in _tree_order(mapping):
-            msg = message(node_id)
-            if msg is None:
-                continue
-            role = (msg.get("author") or {}).get("role")
-            text, counts, kind = _text(msg)
+            node = mapping[node_id]
+            msg = node.get("message") if isinstance(node, dict) else None
+            if isinstance(msg, dict):
+                role = (msg.get("author") or {}).get("role")
+                text, counts, kind = _text(msg)
+                nodes.append((node_id, msg, role, text, counts, _skip_reason(msg, role, kind)))
+        by_id = {n[0]: n for n in nodes}
+        shown = [by_id[n] for n in path if n in by_id]
+        # Only messages that are staged need times: hidden system nodes carry none.
+        timed, previous = True, None
+        for _, m, _, _, _, reason in shown:
+            if reason is None:
+                t = m.get("create_time")
+                if not isinstance(t, int | float) or (previous is not None and t < previous):
+                    timed = False
+                    break
+                previous = t
+        # The assistant of each message of the current path: its own, else the one that answered it.
+        answered: dict[str, Any] = {}
+        following = None
+        for node_id, m, role, *_ in reversed(shown):
+            if role == "assistant":
+                following = fixed or (m.get("metadata") or {}).get("model_slug") or default
+            answered[node_id] = following
+        last = None
+        for node_id, _, role, *_ in shown:
+            if role == "assistant":
+                last = answered[node_id]
+            elif answered[node_id] is None:
+                answered[node_id] = last
+
+        for node_id, msg, role, text, counts, reason in nodes:
             on_path = node_id in current
             if role == "assistant":
                 assistant = fixed or (msg.get("metadata") or {}).get("model_slug") or default
             else:
-                assistant = answered.get(id(msg)) if on_path else None
-                assistant = assistant or fixed or default
-            rec = Record(
-                thread_id=thread_id,
-                assistant_id=assistant,
-                message_id=msg.get("id") or node_id,
-                role=role,
-                text=text,
-                created_at=msg.get("create_time") if timed else None,
-                position=f"{position}.mapping.{node_id}.message",
-                branch="current" if on_path else "abandoned",
-                parts=counts,
-            )
-            reason = _skip_reason(msg, role, kind)
+                assistant = (answered.get(node_id) if on_path else None) or fixed or default
+            rec: Record = {
+                "thread_id": thread_id,
+                "assistant_id": assistant,
+                "message_id": msg.get("id") or node_id,
+                "role": role,
+                "text": text,
+                "created_at": msg.get("create_time") if timed else None,
+                "position": f"{position}.mapping.{node_id}.message",
+                "branch": "current" if on_path else "abandoned",
+                "parts": counts,
+            }
             if reason is not None:
                 rec["quarantine"] = reason
             if reason is not None or not on_path:
