@@ -3,6 +3,8 @@ as typed columns gets the verdict, the typed fields and the scope its JSON text 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 
 import polars as pl
@@ -10,7 +12,7 @@ import polars as pl
 from pipelines.duck import connect
 from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.formats.base import Record
-from pipelines.ingest.records import record_batches
+from pipelines.ingest.records import HashingReader, record_batches
 from pipelines.scopes import ScopeMapping
 
 _CORE = ("thread_id", "assistant_id", "message_id", "role", "text", "created_at")
@@ -115,3 +117,14 @@ def test_records_keep_their_reader_reason_and_source_text():
     out = _classify(lines, records=True)
     assert out["reason"].to_list() == ["hidden message: not shown", None]
     assert out["raw_text"].to_list() == ['{"id": "n1"}', None]
+
+
+def test_hashing_reader_digests_every_byte_in_order_whatever_the_read_sizes():
+    # Large blocks are hashed on a thread and small reads inline: the digest must not depend on which.
+    data = bytes(range(256)) * 4096 + b"line one\nline two\n" * 1000
+    with HashingReader(io.BytesIO(data)) as stream:
+        read = [stream.read(300_000), stream.readline(), stream.read(70_000), stream.read(5)]
+        read += list(stream)
+        read.append(stream.read())
+    assert b"".join(read) == data
+    assert stream.hexdigest() == hashlib.sha256(data).hexdigest()
