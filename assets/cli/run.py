@@ -32,14 +32,13 @@ from assets.cli.instance import (
     run_config,
 )
 from assets.cli.remote import add_s3_arguments, location_arg, run_on_object_storage, uses_object_storage
-from assets.cli.scope_pool import ScopeOutcome, ScopePool
+from assets.cli.scope_pool import ScopeOutcome, ScopePool, SummaryOf
 from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
 from assets.cli.summary import (
     dump_failures,
     dump_figures,
     print_table,
     quarantine_reasons,
-    scope_summary,
     unscoped_quarantined,
 )
 from assets.cli.uptodate import (
@@ -151,9 +150,11 @@ def _backfill(
         _emit(args, summary)
         return summary["exit_code"]
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
-    # Made here, before the workers open it: two processes creating a new instance's tables would race.
-    open_instance(Path(args.data_dir))
-    with ScopePool(str(args.data_dir), config, not args.no_progress) as pool:
+    # Made by the CLI before the workers open it (two processes creating a new instance's tables would
+    # race), while they start.
+    with ScopePool(
+        str(args.data_dir), config, not args.no_progress, prepare=lambda: open_instance(Path(args.data_dir))
+    ) as pool:
         return _ingest_and_scopes(args, settings, destination, config, pool, say)
 
 
@@ -216,7 +217,24 @@ def _ingest_and_scopes(
             )
             say(f"    check not passed: {check}")
 
-    interrupted = not pool.run([s for s in scopes if s not in current], done) or bool(stopped)
+    described = destination.describe(layout)
+    skipped = None if destination.loads else LOAD_SKIPPED_REASON
+    root = str(layout.root)
+    how = {
+        scope: SummaryOf(root, destination.describe(layout, scope), None)
+        if destination.is_rest
+        else SummaryOf(root, described, skipped)
+        for scope in scopes
+        if scope not in current
+    }
+    read_back: dict[str, dict[str, Any]] = {}
+
+    def finished(outcome: ScopeOutcome) -> None:
+        if outcome.summary is not None:
+            read_back[outcome.scope] = outcome.summary
+        done(outcome)
+
+    interrupted = not pool.run([s for s in scopes if s not in current], finished, how) or bool(stopped)
     if interrupted:
         finished = len(run_ids) - len(failed_scopes) - len(stopped)
         failures.append(
@@ -224,8 +242,6 @@ def _ingest_and_scopes(
             "resume; nothing loaded is sent twice"
         )
         say(f"    {failures[-1]}")
-    described = destination.describe(layout)
-    skipped = None if destination.loads else LOAD_SKIPPED_REASON
     summary: dict[str, Any] = {
         "ok": not failures,
         "exit_code": EXIT_INTERRUPTED if interrupted else EXIT_FAILED if failures else EXIT_OK,
@@ -244,9 +260,7 @@ def _ingest_and_scopes(
         "scopes": {
             scope: current[scope]
             if scope in current
-            else scope_summary(layout, scope, run_ids.get(scope), destination.describe(layout, scope))
-            if destination.is_rest
-            else scope_summary(layout, scope, run_ids.get(scope), described, skipped)
+            else read_back.get(scope) or how[scope].read(scope, run_ids.get(scope))
             for scope in scopes
         },
         "unscoped_quarantined": unscoped_quarantined(layout),

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -48,6 +48,9 @@ class ScopeOutcome:
     # Optional steps that failed without failing the run (the warehouse views).
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The scope's figures (assets.cli.summary.scope_summary), read back by the worker after a run that
+    # succeeded: beside the other worker's run, not all at the end of the CLI's.
+    summary: dict[str, Any] | None = None
 
 
 _instance: Any = None
@@ -103,11 +106,32 @@ def _start_worker(progress: Any, tty: bool) -> None:
     # slow again (7.7 -> 12.0 s at 1M messages). A worker's first messages step imports it ahead instead.
 
 
-def run_scope(data_dir: str, config: dict[str, Any], scope: str, progress: bool) -> ScopeOutcome:
-    """One scope run in this worker process, recorded in the data folder's instance."""
+@dataclass(frozen=True)
+class SummaryOf:
+    """What a worker needs to read a scope's figures back after its run (see ``scope_summary``)."""
+
+    data: str  # the layout's root
+    destination: str
+    load_skipped: str | None
+
+    def read(self, scope: str, run_id: str | None) -> dict[str, Any]:
+        from assets.cli.summary import scope_summary
+        from pipelines.tables import DataLayout
+
+        return scope_summary(DataLayout.at(self.data), scope, run_id, self.destination, self.load_skipped)
+
+
+def run_scope(
+    data_dir: str, config: dict[str, Any], scope: str, progress: bool, summary: SummaryOf | None = None
+) -> ScopeOutcome:
+    """One scope run in this worker process, recorded in the data folder's instance; with ``summary``,
+    the scope's figures read back after a run that succeeded."""
     from assets.jobs import scope_job, scope_run_tags
 
-    return _run_job(data_dir, config, scope_job.name, scope, progress, scope_run_tags(scope))
+    outcome = _run_job(data_dir, config, scope_job.name, scope, progress, scope_run_tags(scope))
+    if summary is not None and outcome.success and not outcome.stopped:
+        outcome.summary = summary.read(scope, outcome.run_id)
+    return outcome
 
 
 def run_ingest(data_dir: str, config: dict[str, Any], progress: bool) -> ScopeOutcome:
@@ -148,6 +172,13 @@ def _run_job(
     )
 
 
+def _import_modules() -> None:
+    """What a worker's runs import (Dagster and the definitions), imported while the CLI makes the
+    instance."""
+    import assets.cli.instance
+    import assets.jobs  # noqa: F401
+
+
 def _warm(data_dir: str) -> None:
     """Imports and the instance of a worker, made while the CLI ingests."""
     global _instance
@@ -174,8 +205,16 @@ class ScopePool:
     """Worker processes for a run's scope runs, started before the ingest so that they import what they
     need meanwhile (``with ScopePool(...) as pool: ...; pool.run(scopes, done)``)."""
 
-    def __init__(self, data_dir: str, config: dict[str, Any], progress: bool) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        config: dict[str, Any],
+        progress: bool,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
         self.data_dir, self.config, self.progress = data_dir, config, progress
+        # Work of the CLI's own (making the instance) done while the workers start and import.
+        self.prepare = prepare
         # Two scopes bound for one destination still write one at a time: each load waits for its
         # destination's write slot (assets/pools.py), the embedded store's also for the store's own lock.
         self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
@@ -197,8 +236,17 @@ class ScopePool:
             sys.stderr.flush()
 
     def __enter__(self) -> ScopePool:
-        for _ in range(self.workers):
-            self.pool.submit(_warm, self.data_dir)
+        try:
+            for _ in range(self.workers):
+                self.pool.submit(_import_modules)
+            if self.prepare is not None:
+                self.prepare()
+            # After ``prepare``: the workers open the instance the CLI has made.
+            for _ in range(self.workers):
+                self.pool.submit(_warm, self.data_dir)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -234,9 +282,15 @@ class ScopePool:
         finished, _ = wait(running, timeout=STOP_SECONDS)
         return finished
 
-    def run(self, scopes: list[str], done: Callable[[ScopeOutcome], None]) -> bool:
-        """Run every scope, ``done`` called with each outcome as it arrives; False if interrupted (the
-        scopes not reported then did not run, or did not finish)."""
+    def run(
+        self,
+        scopes: list[str],
+        done: Callable[[ScopeOutcome], None],
+        summaries: Mapping[str, SummaryOf] | None = None,
+    ) -> bool:
+        """Run every scope, ``done`` called with each outcome as it arrives (with the scope's figures
+        when ``summaries`` says how to read them); False if interrupted (the scopes not reported then
+        did not run, or did not finish)."""
         # Handed out one per free worker: the executor queues ahead what it is given, and a queued run
         # could no longer be held back when the run is interrupted.
         todo = list(reversed(scopes))
@@ -246,7 +300,10 @@ class ScopePool:
                 while todo and len(running) < self.workers:
                     scope = todo.pop()
                     try:
-                        future = self.pool.submit(run_scope, self.data_dir, self.config, scope, self.progress)
+                        summary = (summaries or {}).get(scope)
+                        future = self.pool.submit(
+                            run_scope, self.data_dir, self.config, scope, self.progress, summary
+                        )
                     except BrokenProcessPool as exc:
                         done(ScopeOutcome(scope, None, False, error=f"a scope worker process died: {exc}"))
                         continue
