@@ -164,24 +164,25 @@ def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference:
         full = measure("backfill", **args)
         (landing / second.name).symlink_to(second)
         incr = measure("backfill", **args)
-        runs.append((incr.inner["seconds"] / full.inner["seconds"], full, incr))
+        # Whole processes, interpreter start and imports included: what a scheduled run costs.
+        runs.append((incr.wall / full.wall, full, incr))
     ratio, full, incr = _median_run(runs, key=lambda r: r[0])
     what = "transform" if not load else "transform + embedded load"
     return Row(
         name=name,
-        title=f"incremental run after a 1% dump vs full run ({what}, {label} base)",
+        title=f"incremental run after a 1% dump vs full run, as whole processes ({what}, {label} base)",
         input=f"{first.name} ({size(first)}) then {second.name} ({size(second)})",
         command=f"{worker_command('backfill', **args)}  # twice: with {first.name} only, then with both",
         wall_s=incr.wall,
         rss_mb=max(full.rss_mb, incr.rss_mb),
-        throughput=f"{ratio:.1%} of full",
-        target="(reference: a small base)" if reference else "<= 10% of a full run",
+        throughput=f"{ratio:.1%} of full (whole processes)",
+        target="(reference: a small base)" if reference else "<= 10% of a full run, as whole processes",
         met=None if reference else ratio <= 0.10,
         details=f"{_spread([r[0] * 100 for r in runs], '.1f', '%')}"
-        f"full backfill() {full.inner['seconds']:.2f} s (process {full.wall:.1f} s, stages "
-        f"{full.inner['stages']}); incremental backfill() {incr.inner['seconds']:.2f} s "
-        f"(process {incr.wall:.1f} s, stages {incr.inner['stages']}); "
-        f"ratio of whole processes {incr.wall / full.wall:.1%}",
+        f"full run: process {full.wall:.2f} s, backfill() {full.inner['seconds']:.2f} s (stages "
+        f"{full.inner['stages']}); incremental run: process {incr.wall:.2f} s, backfill() "
+        f"{incr.inner['seconds']:.2f} s (stages {incr.inner['stages']}); backfill() calls alone "
+        f"{incr.inner['seconds'] / full.inner['seconds']:.1%}",
     )
 
 
