@@ -182,6 +182,7 @@ def _ingest_and_scopes(
         say(f"warning: {warning}")
     warnings += ingest.warnings
     run_ids: dict[str, str] = {}
+    read_back: dict[str, dict[str, Any]] = {}  # each scope's figures, as its worker read them after its run
     failed_scopes: dict[str, str] = {}
     failed_checks: dict[str, list[str]] = {}
     stopped: list[str] = []
@@ -197,6 +198,8 @@ def _ingest_and_scopes(
         scope = outcome.scope
         if outcome.run_id:
             run_ids[scope] = outcome.run_id
+        if outcome.summary is not None:
+            read_back[scope] = outcome.summary
         say(
             f"[{len(run_ids)}/{len(scopes)}] {scope}: {'done' if outcome.success else 'stopped'} in "
             f"{outcome.seconds:.1f} s"
@@ -227,14 +230,7 @@ def _ingest_and_scopes(
         for scope in scopes
         if scope not in current
     }
-    read_back: dict[str, dict[str, Any]] = {}
-
-    def finished(outcome: ScopeOutcome) -> None:
-        if outcome.summary is not None:
-            read_back[outcome.scope] = outcome.summary
-        done(outcome)
-
-    interrupted = not pool.run([s for s in scopes if s not in current], finished, how) or bool(stopped)
+    interrupted = not pool.run([s for s in scopes if s not in current], done, how) or bool(stopped)
     if interrupted:
         finished = len(run_ids) - len(failed_scopes) - len(stopped)
         failures.append(

@@ -142,12 +142,14 @@ class _Batch:
             and (text is None or type(text) is str)
             and type(created) in (int, float)
         )
+        # In the order of _LINE_SCHEMA.
         if typed:
-            typed_fields = (thread, assistant, message, role, text, float(created))  # type: ignore[arg-type]
-            self.lines.append((order, None, forced, get("raw"), True, branch, *typed_fields))
+            fields = (thread, assistant, message, role, text, float(created))  # type: ignore[arg-type]
+            self.lines.append((order, None, forced, get("raw"), True, branch, *fields))
         else:
-            core = dict(zip(CORE_FIELDS, values, strict=True)) | {"created_at": created}
-            line = json.dumps(core, ensure_ascii=False)
+            line = json.dumps(
+                dict(zip(CORE_FIELDS, values, strict=True)) | {"created_at": created}, ensure_ascii=False
+            )
             self.lines.append((order, line, forced, get("raw"), False, branch, *_UNTYPED))
         parts = get("parts")
         counts = tuple(int(parts.get(key, 0)) for key in _PART_KEYS) if parts else _NO_PARTS
