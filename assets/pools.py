@@ -117,11 +117,25 @@ def _claim(storage: EventLogStorage, pool: str, run_id: str, step_key: str) -> b
     same moment can both be told they hold the one slot, the later write winning the row (seen on the
     Postgres instance with two loads claiming at once). So a claim counts only if, a moment later, the row
     still names this step; the other claimant then waits for the slot like any other."""
-    if not storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+    status = storage.claim_concurrency_slot(pool, run_id, step_key)
+    if not status.is_claimed:
+        if not status.is_assigned:
+            _wake_queue(storage, pool)
         return False
     time.sleep(CLAIM_SETTLE_SECONDS)
     holders = storage.get_concurrency_info(pool).claimed_slots
     return any(slot.run_id == run_id and slot.step_key == step_key for slot in holders)
+
+
+def _wake_queue(storage: EventLogStorage, pool: str) -> None:
+    """Hand a free slot to the queue's first step when no holder is left to do it. Dagster queues a claim
+    unassigned when it counts no free slot, and a holder freeing its slot assigns the next queued step; a
+    holder that frees between a newcomer's count and its insert finds nobody queued, and the newcomer then
+    waits without end (seen with two loads into one store). Dagster's own rule for a free slot (more slots
+    than assigned steps) decides it here; the step assigned is the queue's first, not necessarily this one."""
+    info = storage.get_concurrency_info(pool)
+    if info.assigned_step_count < info.slot_count:
+        storage.assign_pending_steps([pool])
 
 
 def _say(log: Callable[[str], None] | None, line: str) -> None:

@@ -74,6 +74,31 @@ def test_a_destination_has_at_most_its_writers(pg_instance, layout, writers, ove
     assert (info.slot_count, info.active_slot_count) == (writers, 0)  # every slot given back
 
 
+@pytest.mark.parametrize("storage_of", ["instance", "pg_instance"])
+def test_a_load_queued_after_the_last_holder_left_still_gets_the_slot(request, layout, storage_of):
+    """The lost wake-up: a newcomer counts no free slot while another run holds it, that run frees the slot
+    (finding nobody queued to hand it to), and only then is the newcomer's claim queued, unassigned."""
+    instance = request.getfixturevalue(storage_of)
+    storage = instance.event_log_storage
+    pool = "engramia_writes/store"
+    ensure_destination_pool(instance, layout, pool, 1)
+    with destination_slot(instance, pool, "run-1", "engramia_scopes"):
+        assert not storage.has_unassigned_slots(pool)
+    storage.add_pending_step(pool, "run-2", "engramia_scopes", should_assign=False)
+    held: list[str] = []
+
+    def load() -> None:
+        with destination_slot(instance, pool, "run-2", "engramia_scopes", log=held.append, poll_seconds=0.05):
+            held.append("wrote")
+
+    waiting = threading.Thread(target=load, daemon=True)
+    waiting.start()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive(), "the queued load never got the free slot"
+    assert "wrote" in held
+    assert storage.get_concurrency_info(pool).active_slot_count == 0
+
+
 def test_two_destinations_write_side_by_side(pg_instance, layout):
     for pool in ("engramia_writes/a", "engramia_writes/b"):
         ensure_destination_pool(pg_instance, layout, pool, 1)
