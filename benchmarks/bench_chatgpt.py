@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks.inputs import fresh, size, synth
-from benchmarks.measure import Measured, measure, worker_command
-from benchmarks.paths import WORK
+from benchmarks.measure import Measured, child_env, measure, worker_command
+from benchmarks.paths import ROOT, WORK
 from benchmarks.report import Row
 
 TARGET_RATIO = 2.0
@@ -70,13 +72,27 @@ def _conversation(thread_id: str, rows: list[tuple]) -> dict:
 
 
 def chatgpt_export(source: Path, out: Path) -> Path:
-    """``source``'s threads as a ChatGPT export, written once, conversation by conversation."""
+    """``source``'s threads as a ChatGPT export, written once, conversation by conversation.
+
+    Written by a child process: on Linux a process's peak RSS starts at its parent's RSS when forked, so
+    a harness that had grown by converting the export would pass its size on to every worker it measures.
+    """
     done = out.with_name(out.name + ".done")
-    if done.exists():
-        return out
+    if not done.exists():
+        print(f"converting {source.name} into {out.name} ...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_chatgpt", str(source), str(out)],
+            cwd=ROOT,
+            env=child_env(),
+            check=True,
+        )
+    return out
+
+
+def _convert(source: Path, out: Path) -> None:
+    done = out.with_name(out.name + ".done")
     import duckdb
 
-    print(f"converting {source.name} into {out.name} ...", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     query = con.execute(f"""
@@ -106,7 +122,6 @@ def chatgpt_export(source: Path, out: Path) -> Path:
         f.write("]\n")
     con.close()
     done.touch()
-    return out
 
 
 def bench_chatgpt(messages: int, repeats: int) -> Row:
@@ -140,3 +155,7 @@ def bench_chatgpt(messages: int, repeats: int) -> Row:
         f"{ndjson.rss_mb:,.0f} MB RSS; ratio "
         f"{ratio:.2f}x; {chatgpt.inner['patterns']:,} vs {ndjson.inner['patterns']:,} patterns",
     )
+
+
+if __name__ == "__main__":
+    _convert(Path(sys.argv[1]), Path(sys.argv[2]))
