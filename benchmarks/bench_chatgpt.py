@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.inputs import fresh, size, synth
-from benchmarks.measure import Measured, child_env, measure, worker_command
-from benchmarks.paths import ROOT, WORK
+from benchmarks.inputs import fresh, made_once, size, synth
+from benchmarks.measure import Measured, measure, worker_command
+from benchmarks.paths import WORK
 from benchmarks.report import Row
 
 TARGET_RATIO = 2.0
@@ -72,25 +71,13 @@ def _conversation(thread_id: str, rows: list[tuple]) -> dict:
 
 
 def chatgpt_export(source: Path, out: Path) -> Path:
-    """``source``'s threads as a ChatGPT export, written once, conversation by conversation.
-
-    Written by a child process: on Linux a process's peak RSS starts at its parent's RSS when forked, so
-    a harness that had grown by converting the export would pass its size on to every worker it measures.
-    """
-    done = out.with_name(out.name + ".done")
-    if not done.exists():
-        print(f"converting {source.name} into {out.name} ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_chatgpt", str(source), str(out)],
-            cwd=ROOT,
-            env=child_env(),
-            check=True,
-        )
-    return out
+    """``source``'s threads as a ChatGPT export, written once, conversation by conversation."""
+    return made_once(
+        out, ["benchmarks.bench_chatgpt", str(source), str(out)], f"converting {source.name} into {out.name}"
+    )
 
 
 def _convert(source: Path, out: Path) -> None:
-    done = out.with_name(out.name + ".done")
     import duckdb
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +108,6 @@ def _convert(source: Path, out: Path) -> None:
             f.write(("" if first else ",\n") + json.dumps(_conversation(thread, rows)))
         f.write("]\n")
     con.close()
-    done.touch()
 
 
 def bench_chatgpt(messages: int, repeats: int) -> Row:

@@ -1,8 +1,8 @@
 """The inputs of the rows: synthetic exports and prepared data folders, made once in ``benchmarks/work/``.
 
-Exports come from ``pipelines.tools.synth`` and are reused while their ``.done`` marker exists; folders a
-row writes into are cleared by moving them aside (``fresh``) and deleted after the last row
-(``empty_trash``).
+Exports (from ``pipelines.tools.synth``, or converted from one) are made in a child process and reused
+while their ``.done`` marker exists; folders a row writes into are cleared by moving them aside
+(``fresh``) and deleted after the last row (``empty_trash``).
 """
 
 from __future__ import annotations
@@ -22,18 +22,29 @@ def synth(
     out: Path, messages: int, dumps: int = 1, shares: str | None = None, assistants: int | None = None
 ) -> Path:
     """Generate a synthetic export once (kept in benchmarks/work/)."""
-    done = out.with_name(out.name + ".done")
-    if done.exists():
-        return out
-    cmd = [sys.executable, "-m", "pipelines.tools.synth", "--out", str(out), "--messages", str(messages)]
+    cmd = ["pipelines.tools.synth", "--out", str(out), "--messages", str(messages)]
     if dumps > 1:
         cmd += ["--dumps", str(dumps)]
     if shares:
         cmd += ["--shares", shares]
     if assistants:
         cmd += ["--assistants", str(assistants)]
-    print(f"generating {out.name} ({messages:,} messages) ...", flush=True)
-    subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True, stdout=subprocess.DEVNULL)
+    return made_once(out, cmd, f"generating {out.name} ({messages:,} messages)")
+
+
+def made_once(out: Path, module_args: list[str], what: str) -> Path:
+    """``out``, made by ``python -m <module_args>`` unless its ``.done`` marker exists.
+
+    Made in a child process: on Linux a process's peak RSS starts at its parent's peak when forked, so a
+    harness that had grown by making an input would pass its size on to every worker it measures.
+    """
+    done = out.with_name(out.name + ".done")
+    if done.exists():
+        return out
+    print(f"{what} ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", *module_args], cwd=ROOT, env=child_env(), check=True, stdout=subprocess.DEVNULL
+    )
     done.touch()
     return out
 
