@@ -176,7 +176,7 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
         strings_sql = f"CASE WHEN typed THEN [{typed_strings}] ELSE {strings_sql} END"
         valid_sql = "typed OR json_valid(line)"
         as_json = ", ".join(f"'{name}', c_{name}" for name, _ in FIELDS)
-        raw_out = f"coalesce(raw, line, json_object({as_json}))"
+        raw_out = f"coalesce(raw, line, json_object({as_json})::VARCHAR)"
     created = len(FIELDS)
     dump_lit = "'" + dump_id.replace("'", "''") + "'"
     return f"""
