@@ -167,9 +167,11 @@ class _Batch:
         )
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        lines = pl.DataFrame(_columns(_LINE_SCHEMA, self.lines), schema=_LINE_SCHEMA)
+        # Every value already has its column's type (checked in add): Polars' own check per value is
+        # skipped.
+        lines = pl.DataFrame(_columns(_LINE_SCHEMA, self.lines), schema=_LINE_SCHEMA, strict=False)
         return lines.with_columns(bad_utf8=pl.lit(False)), pl.DataFrame(
-            _columns(_META_SCHEMA, self.meta), schema=_META_SCHEMA
+            _columns(_META_SCHEMA, self.meta), schema=_META_SCHEMA, strict=False
         )
 
 
