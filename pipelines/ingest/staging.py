@@ -37,6 +37,7 @@ import duckdb
 import polars as pl
 
 from pipelines.duck import connect
+from pipelines.ingest.array_chunks import NotSplittable, array_batches, splittable
 from pipelines.ingest.assistants import resolve_pending
 from pipelines.ingest.catalog import pending_dumps, read_manifest, record_dump
 from pipelines.ingest.claims import catalog_lock, claim, dump_seqs
@@ -68,10 +69,12 @@ def ingest_dump(
     mapping: ScopeMapping,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     fmt: str | None = None,
+    in_chunks: bool = True,
 ) -> tuple[DumpResult, str]:
     """Stage one dump: typed rows to ``staged/raw/dump=<id>/scope=<key>/`` and bad lines to
     ``staged/quarantine/``. Partial output of an earlier crashed attempt is removed first. ``fmt``
-    forces the input shape; by default it is detected from the content."""
+    forces the input shape; by default it is detected from the content. ``in_chunks``: a large array
+    may be read on worker processes (:mod:`pipelines.ingest.array_chunks`)."""
     started = time.perf_counter()
     dump_id = dump.dump_id
     raw_dir = layout.raw(dump_id)
@@ -91,7 +94,13 @@ def ingest_dump(
     if fmt == GUIDE:
         sha = _stage_lines(con, dump, seq, mapping, chunk_bytes, writer)
     else:
-        sha = _stage_records(con, layout, dump, seq, mapping, fmt, writer)
+        try:
+            sha = _stage_records(con, layout, dump, seq, mapping, fmt, writer, in_chunks)
+        except NotSplittable:
+            if writer.bar is not None:
+                writer.bar.close()
+            # Read again from the start, by the reader alone: it quarantines what does not parse.
+            return ingest_dump(con, layout, dump, seq, mapping, chunk_bytes, fmt, in_chunks=False)
     if writer.pending:
         files = sorted(raw_dir.glob("scope=*/*.parquet"))
         complete = set(read_manifest(layout)["dump_id"].to_list())
@@ -121,6 +130,7 @@ def _stage_records(
     mapping: ScopeMapping,
     fmt: str,
     writer: DumpWriter,
+    in_chunks: bool,
 ) -> str:
     """A dump of any shape but the guide's, through its reader, in batches of records."""
     sql = classify_sql(mapping, dump.dump_id, seq, records=True)
@@ -139,8 +149,13 @@ def _stage_records(
             open_member(dump.path, dump.member) as raw,
             HashingReader(raw) as stream,
         ):
-            records = reader(fmt).read(stream, inner_name(dump.path, dump.member))  # type: ignore[arg-type]
-            for lines, meta in record_batches(records):
+            plain = dump.member is None and compression(dump.path) is None
+            if in_chunks and plain and splittable(fmt, _head(dump.path), dump.size):
+                batches = array_batches(stream, fmt, dump.path)  # type: ignore[arg-type]
+            else:
+                name = inner_name(dump.path, dump.member)
+                batches = record_batches(reader(fmt).read(stream, name))  # type: ignore[arg-type]
+            for lines, meta in batches:
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(stage, lines)
@@ -154,6 +169,11 @@ def _stage_records(
         table = pl.concat(metadata).with_columns(dump_id=pl.lit(dump.dump_id)).select(list(RECORDS_SCHEMA))
         write_parquet(table, layout.records(dump.dump_id))
     return stream.hexdigest()
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4096)
 
 
 def _stage_lines(

@@ -34,7 +34,7 @@ quarantined record. Memory holds one conversation at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from pipelines.ingest.formats._chat import bad_record, has_key, raw_json, starts_json
@@ -145,8 +145,14 @@ class ChatGptExport:
         return bool(starts_json(head)) and has_key(head, "mapping", b"{") and has_key(head, "children", b"[")
 
     def read(self, stream: BinaryIO, name: str) -> Iterator[Record]:
+        return self.values_records(json_values(stream))
+
+    def values_records(self, values: Iterable[tuple[str, Any]]) -> Iterator[Record]:
+        """Records of ``(position, value)`` pairs, the top-level values of a file, each record's
+        ``order`` its place among them (:mod:`pipelines.ingest.array_chunks` reads a large array's
+        values on worker processes through this)."""
         index = 0
-        for position, value in json_values(stream):
+        for position, value in values:
             if isinstance(value, BadValue) or not isinstance(value, dict):
                 index += 1
                 yield bad_record(position, value, "not a JSON object")

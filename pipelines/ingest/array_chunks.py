@@ -1,0 +1,267 @@
+"""A large top-level JSON array (a ChatGPT export's ``conversations.json``) read on worker processes.
+
+Parsing JSON and walking each conversation hold the GIL: on a 1.5 GB export they were most of the
+ingest's time, on one core. Here the main process cuts the array's bytes into chunks where two elements
+seem to meet (``}``, a comma, ``{"key":``), and worker processes parse each chunk's elements, run the
+reader over them (its ``values_records``) and send back the batches' frames, which the main process
+classifies and writes as it does a reader's own batches.
+
+A cut can look like a boundary and lie inside an element (a nested list of objects, text inside a
+string). A chunk's result is used only once the chunk before it parsed to its very end as whole
+elements: parsing from the array's first element, that proves each next chunk starts on a boundary. A
+chunk that does not parse to its end is parsed again joined to the next one. What this cannot read (a
+malformed element, an element larger than :data:`MAX_JOINED_BYTES`, a chunk that never parses) raises
+:class:`NotSplittable` before the end, and the dump is read again by its reader alone, one value at a
+time, which quarantines what does not parse.
+
+Invariant: the records, their ``order`` (``line_no``) and positions (``$[i]...``) are those the reader
+gives reading the file itself: each chunk numbers its own from zero and the main process adds the counts
+of the chunks before.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import signal
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import polars as pl
+
+from pipelines.ingest.formats import reader
+from pipelines.ingest.formats.base import ReaderOptions, reader_options, using_reader_options
+from pipelines.ingest.records import BATCH_RECORDS, record_batches
+
+# Worth the worker processes' start (~0.5 s of imports each) only for a file of this size or more.
+MIN_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
+# A chunk joined to the next ones beyond this is not an element boundary problem but a file this cannot
+# read (or one element of that size): the reader reads it instead.
+MAX_JOINED_BYTES = 64 * 1024 * 1024
+_READ_BYTES = 8 * 1024 * 1024
+_WS = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+# Where a chunk may end: after an object's "}", its comma and the next object's first key. Inside a
+# string a quote is escaped, so a cut lands there only around a string that ends in "}, {".
+_CUT = re.compile(rb'\}[ \t\r\n]*,[ \t\r\n]*(?=\{[ \t\r\n]*"[^"\\]{1,64}"[ \t\r\n]*:)')
+_DECODER = json.JSONDecoder()
+
+
+class NotSplittable(Exception):
+    """The array cannot be read in chunks; its reader reads it one value at a time instead."""
+
+
+def splittable(fmt: str, head: bytes, size: int) -> bool:
+    """Whether a plain file of this shape, beginning with ``head``, is read in chunks."""
+    start = head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)[:1]
+    return size >= MIN_BYTES and start == b"[" and hasattr(reader(fmt), "values_records")
+
+
+@dataclass
+class _Chunk:
+    """What a worker made of one chunk: frames numbered from zero within the chunk."""
+
+    frames: list[tuple[pl.DataFrame, pl.DataFrame]] = field(default_factory=list)
+    values: int = 0
+    records: int = 0
+    whole: bool = True  # every byte up to the chunk's end is whole elements (or the array's end)
+    closed: bool = False  # the array's "]" is in this chunk
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A chunk's place in the file, and its bytes when the workers cannot read the file themselves."""
+
+    start: int
+    size: int
+    data: bytes | None
+
+    def __add__(self, later: _Span) -> _Span:
+        data = None if self.data is None or later.data is None else self.data + later.data
+        return _Span(self.start, self.size + later.size, data)
+
+
+def _read_chunk(fmt: str, options: ReaderOptions, path: str | None, span: _Span) -> _Chunk:
+    """Runs on a worker: the chunk's elements, as the reader's batches."""
+    data = span.data
+    if data is None:
+        # Read again from the page cache: cheaper than sending the bytes through a pipe.
+        with open(str(path), "rb") as f:
+            f.seek(span.start)
+            data = f.read(span.size)
+    chunk = _Chunk()
+    with using_reader_options(options):
+        values = _values(data.decode("utf-8", errors="replace"), chunk)
+        del data
+        for lines, meta in record_batches(reader(fmt).values_records(values)):  # type: ignore[attr-defined]
+            chunk.records += lines.height
+            chunk.frames.append((lines, meta))
+    if not chunk.whole:
+        chunk.frames = []
+    return chunk
+
+
+def _values(text: str, chunk: _Chunk) -> Iterator[tuple[str, Any]]:
+    """The elements of ``text`` one at a time (each is walked while it is fresh in the cache: parsing a
+    chunk's elements first and walking them after cost a third more), counted in ``chunk``. The loop is
+    the one the reader runs over an array (:func:`pipelines.ingest.formats.stream.json_values`):
+    whitespace and stray commas skipped, ``]`` ends the array."""
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos] in " \t\r\n\ufeff,":
+            pos += 1
+        if pos >= end:
+            return
+        if text[pos] == "]":
+            chunk.closed = True
+            return
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            chunk.whole = False
+            return
+        yield f"$[{chunk.values}]", value
+        chunk.values += 1
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the workers after their chunk.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _cuts(stream: BinaryIO, first: bytes, offset: int, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """The array's bytes after its ``[`` (``first`` is what was read of it already, from ``offset`` on)
+    in chunks of about ``chunk_bytes`` with their offsets, each ending where two elements seem to meet;
+    the last runs to the end of the file."""
+    buf = first
+    searched = 0
+    while True:
+        while len(buf) < chunk_bytes and (block := stream.read(_READ_BYTES)):
+            buf += block
+        match = _CUT.search(buf, max(searched, min(chunk_bytes, len(buf)) - 1))
+        if match is not None:
+            yield offset, buf[: match.end()]
+            offset += match.end()
+            buf, searched = buf[match.end() :], 0
+            continue
+        block = stream.read(_READ_BYTES)
+        if not block:
+            if buf:
+                yield offset, buf
+            return
+        if len(buf) > MAX_JOINED_BYTES:
+            raise NotSplittable(f"no element boundary within {MAX_JOINED_BYTES} bytes")
+        # A cut may straddle the blocks: look again from a little before the new bytes.
+        searched = max(0, len(buf) - 256)
+        buf += block
+
+
+def array_batches(
+    stream: BinaryIO,
+    fmt: str,
+    path: Path | None = None,
+    chunk_bytes: int | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """``(lines, metadata)`` frames of the records of the array ``stream`` holds, as
+    :func:`pipelines.ingest.records.record_batches` gives them for the reader's records (a few more
+    rows per batch). With ``path``, the plain file ``stream`` reads, the workers read their chunks from
+    it. Raises :class:`NotSplittable` when the reader must read the stream itself."""
+    head = b""
+    while not (start := head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)):
+        block = stream.read(_READ_BYTES)
+        if not block:
+            return
+        head += block
+    if start[:1] != b"[":
+        raise NotSplittable("not a top-level array")
+    offset = len(head) - len(start) + 1
+    chunks = (
+        _Span(at, len(data), None if path else data)
+        for at, data in _cuts(stream, start[1:], offset, chunk_bytes or CHUNK_BYTES)
+    )
+    where = str(path) if path else None
+    options = reader_options()
+    count = workers or min(2, os.cpu_count() or 1)
+    pool = ProcessPoolExecutor(
+        count, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+    )
+    ahead: deque[tuple[Future[_Chunk], _Span]] = deque()
+    values = records = 0
+    out: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    held = 0
+
+    def submit(span: _Span) -> tuple[Future[_Chunk], _Span]:
+        return pool.submit(_read_chunk, fmt, options, where, span), span
+
+    def top_up() -> None:
+        while len(ahead) < 2 * count + 1 and (span := next(chunks, None)) is not None:
+            ahead.append(submit(span))
+
+    try:
+        top_up()
+        while ahead:
+            future, span = ahead.popleft()
+            chunk = future.result()
+            if not chunk.whole:
+                if not ahead and (nxt := next(chunks, None)) is not None:
+                    ahead.append(submit(nxt))
+                if not ahead:
+                    raise NotSplittable("an element does not parse")
+                later, more = ahead.popleft()
+                later.cancel()
+                joined = span + more
+                if joined.size > MAX_JOINED_BYTES:
+                    raise NotSplittable(f"no element boundary within {MAX_JOINED_BYTES} bytes")
+                ahead.appendleft(submit(joined))
+                continue
+            for lines, meta in chunk.frames:
+                out.append(_numbered(lines, meta, values, records))
+                held += lines.height
+            values += chunk.values
+            records += chunk.records
+            if chunk.closed:
+                break
+            if held >= BATCH_RECORDS:
+                yield _joined(out)
+                out, held = [], 0
+            top_up()
+        if out:
+            yield _joined(out)
+        # What follows the array's "]" is not read by the reader either; the rest of the file still
+        # goes through the stream, for its checksum.
+        for _ in chunks:
+            pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _numbered(
+    lines: pl.DataFrame, meta: pl.DataFrame, values: int, records: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A chunk's frames with the element and record counts of the chunks before it added."""
+    if not values and not records:
+        return lines, meta
+    index = pl.col("position").str.extract(r"^\$\[(\d+)\]", 1).cast(pl.Int64) + values
+    return lines.with_columns(pl.col("line_no") + records), meta.with_columns(
+        pl.col("line_no") + records,
+        position=pl.concat_str(
+            pl.lit("$["),
+            index.cast(pl.String),
+            pl.lit("]"),
+            pl.col("position").str.replace(r"^\$\[\d+\]", ""),
+        ),
+    )
+
+
+def _joined(frames: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat([f[0] for f in frames], rechunk=False), pl.concat([f[1] for f in frames], rechunk=False)

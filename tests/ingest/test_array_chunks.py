@@ -1,0 +1,142 @@
+"""A large ChatGPT export read in chunks on worker processes gives exactly what its reader gives reading the
+file itself: the same records, ``order`` and positions, the same staged rows, records table and quarantine,
+whether the file is one line or pretty-printed, and when cuts fall inside elements (nested lists of objects,
+text that looks like a boundary). A file the chunks cannot read is read by the reader alone."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.ingest import array_chunks
+from pipelines.ingest.array_chunks import NotSplittable, array_batches
+from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
+from pipelines.ingest.formats.chatgpt import ChatGptExport
+from pipelines.ingest.records import record_batches
+from pipelines.ingest.staging import ingest
+from pipelines.scopes import ScopeMapping
+from pipelines.tables import DataLayout
+from pipelines.tools import shapes
+from pipelines.tools.shapes_chat import chatgpt_conversation
+
+FMT = "chatgpt-export"
+
+
+def _export() -> list[Any]:
+    """Conversations with what makes a cut land inside an element: nested lists of objects with a first
+    key (citations), texts holding ``}, {"title":`` (escaped) and a string that ends in ``}, {`` followed
+    by a key starting with a colon (a cut the pattern cannot tell from a boundary); and values that are
+    not conversations."""
+    base = shapes.conversations()
+    out: list[Any] = []
+    for i in range(60):
+        conv = chatgpt_conversation(shapes.Conversation(f"c{i}", base[i % len(base)].messages), i % 3)
+        message = next(
+            n["message"]
+            for n in conv["mapping"].values()
+            if n.get("message") and n["message"]["content"].get("parts")
+        )
+        message["metadata"]["citations"] = [{"title": f"t{j}", "url": "u"} for j in range(3)]
+        message["metadata"]["trap"] = {"x }, {": 1, ":k": "}, {"}
+        message["content"]["parts"] = [f'see }}, {{"title": "{i}"}} here', *message["content"]["parts"][1:]]
+        out.append(conv)
+    out[7:7] = [5, {"title": "no mapping"}, "text"]
+    return out
+
+
+def _frames(batches: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    parts = list(batches)
+    return pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+@pytest.mark.parametrize("chunk_bytes", [300, 5_000])
+@pytest.mark.parametrize("from_file", [False, True], ids=["bytes-sent", "file-read-by-workers"])
+def test_chunks_give_the_records_the_reader_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, indent: int | None, chunk_bytes: int, from_file: bool
+) -> None:
+    joins: list[int] = []
+    join = array_chunks._Span.__add__
+    monkeypatch.setattr(array_chunks._Span, "__add__", lambda a, b: joins.append(a.size) or join(a, b))
+    data = b" \n" + json.dumps(_export(), indent=indent).encode()
+    path = tmp_path / "conversations.json"
+    path.write_bytes(data)
+    with using_reader_options(ReaderOptions(assistant_name=None)):
+        expected = _frames(record_batches(ChatGptExport().read(io.BytesIO(data), "conversations.json")))
+        stream = io.BytesIO(data)
+        got = _frames(array_batches(stream, FMT, path if from_file else None, chunk_bytes=chunk_bytes))
+    assert stream.tell() == len(data)  # read to the end, for the dump's checksum
+    assert got[0].height == expected[0].height > 400
+    assert_frame_equal(got[0], expected[0])
+    assert_frame_equal(got[1], expected[1])
+    # Small chunks end inside elements (the citations, the text that looks like a boundary).
+    assert len(joins) > 10 or chunk_bytes > 1_000
+
+
+def test_the_assistant_name_reaches_the_workers() -> None:
+    data = json.dumps(_export()).encode()
+    with using_reader_options(ReaderOptions(assistant_name="support-bot")):
+        lines, _ = _frames(array_batches(io.BytesIO(data), FMT, chunk_bytes=2_000))
+    assert set(lines["c_assistant_id"].drop_nulls()) == {"support-bot"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'[{"mapping": {}}, {"mapping": {}, "x": tru}, {"mapping": {}}]',  # a malformed element
+        b'[{"mapping": {}}, {"mapping": {}, "x": "unterminated',  # cut short
+        b'{"mapping": {}}',  # not an array
+    ],
+)
+def test_what_chunks_cannot_read_is_left_to_the_reader(data: bytes) -> None:
+    with pytest.raises(NotSplittable):
+        list(array_batches(io.BytesIO(data), FMT, chunk_bytes=10))
+
+
+def test_an_element_larger_than_the_join_limit_is_left_to_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(array_chunks, "MAX_JOINED_BYTES", 4_000)
+    big = {"mapping": {}, "list": [{"k": "v" * 50} for _ in range(200)]}
+    with pytest.raises(NotSplittable):
+        list(array_batches(io.BytesIO(json.dumps([big, big]).encode()), FMT, chunk_bytes=100))
+
+
+# Where each copy was landed: the dump's id (made from its file's time as well) and its path.
+_HERE = ("dump_id", "file")
+
+
+def _staged(tmp: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, chunks: bool) -> dict[str, pl.DataFrame]:
+    landing = tmp / "landing"
+    landing.mkdir(parents=True)
+    (landing / "conversations.json").write_bytes(data)
+    layout = DataLayout.at(tmp / "data")
+    monkeypatch.setattr(array_chunks, "MIN_BYTES", 0 if chunks else 1 << 60)
+    monkeypatch.setattr(array_chunks, "CHUNK_BYTES", 3_000)
+    (result,) = ingest(layout, landing, ScopeMapping())
+    raw = pl.read_parquet(sorted(layout.staged.glob("raw/**/*.parquet")), include_file_paths="file")
+    return {
+        "raw": raw.with_columns(scope=pl.col("file").str.extract(r"scope=([^/]+)")).sort("scope", "line_no"),
+        "records": pl.read_parquet(layout.records(result.dump_id)).sort("line_no"),
+        "quarantine": pl.read_parquet(list(layout.quarantine().glob("*.parquet"))).sort("line_no"),
+    }
+
+
+@pytest.mark.parametrize(
+    "tail", [b"]\n", b'{"mapping": {}, "x": tru}]\n'], ids=["well-formed", "malformed-last-element"]
+)
+def test_a_dump_staged_in_chunks_is_the_dump_staged_by_its_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: bytes
+) -> None:
+    data = json.dumps(_export()).encode()[:-1] + (b", " + tail if tail != b"]\n" else tail)
+    chunked = _staged(tmp_path / "chunks", data, monkeypatch, chunks=True)
+    alone = _staged(tmp_path / "reader", data, monkeypatch, chunks=False)
+    for name, frame in alone.items():
+        assert frame.height > 0
+        assert_frame_equal(chunked[name].drop(_HERE, strict=False), frame.drop(_HERE, strict=False))
+    if tail != b"]\n":
+        assert "malformed JSON" in alone["quarantine"]["reason"].to_list()
