@@ -22,7 +22,7 @@ of the chunks before.
 from __future__ import annotations
 
 import json
-import multiprocessing
+import multiprocessing.context
 import os
 import re
 import signal
@@ -131,6 +131,19 @@ def _values(text: str, chunk: _Chunk) -> Iterator[tuple[str, Any]]:
         chunk.values += 1
 
 
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A daemon: if its pool is never shut down (the process that owns it interrupted on another
+    thread), the owner's exit terminates it instead of waiting for it forever."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _WorkerProcess
+
+
 def _ignore_interrupts() -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers after their chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,9 +203,7 @@ def array_batches(
     where = str(path) if path else None
     options = reader_options()
     count = workers or min(2, os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(
-        count, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
-    )
+    pool = ProcessPoolExecutor(count, mp_context=_WorkerContext(), initializer=_ignore_interrupts)
     ahead: deque[tuple[Future[_Chunk], _Span]] = deque()
     values = records = 0
     out: list[tuple[pl.DataFrame, pl.DataFrame]] = []

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,11 +156,13 @@ def _stage_records(
             else:
                 name = inner_name(dump.path, dump.member)
                 batches = record_batches(reader(fmt).read(stream, name))  # type: ignore[arg-type]
-            for lines, meta in batches:
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(stage, lines)
-                metadata.append(meta)
+            # Closed whatever ends the loop (Ctrl-C included): worker processes stop with it.
+            with closing(batches):
+                for lines, meta in batches:
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(stage, lines)
+                    metadata.append(meta)
             if pending is not None:
                 pending.result()
     finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,32 @@ def test_a_dump_staged_in_chunks_is_the_dump_staged_by_its_reader(
         assert_frame_equal(chunked[name].drop(_HERE, strict=False), frame.drop(_HERE, strict=False))
     if tail != b"]\n":
         assert "malformed JSON" in alone["quarantine"]["reason"].to_list()
+
+
+def test_a_process_that_leaves_its_chunks_unfinished_still_exits(tmp_path: Path) -> None:
+    """The workers are daemons: a worker process of the caller's own (the CLI runs ingest in one) that
+    ends without closing the batches, interrupted on another thread, ends them instead of waiting for
+    them forever (such a process exits without shutting its pools down)."""
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps(_export() * 20))
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import multiprocessing\n"
+        "from pathlib import Path\n"
+        "from pipelines.ingest.array_chunks import array_batches\n"
+        "LEFT = []\n"
+        "def leave(where: str) -> None:\n"
+        "    path = Path(where)\n"
+        "    batches = array_batches(path.open('rb'), 'chatgpt-export', path, chunk_bytes=2_000)\n"
+        "    LEFT.append((batches, next(batches)))\n"
+        "if __name__ == '__main__':\n"
+        f"    child = multiprocessing.get_context('spawn').Process(target=leave, args=({str(path)!r},))\n"
+        "    child.start()\n"
+        "    child.join(60)\n"
+        "    print(child.exitcode)\n"
+        "    child.kill()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=Path.cwd(), capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "0", done.stderr
