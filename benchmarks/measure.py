@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,20 +46,40 @@ def child_env() -> dict[str, str]:
 
 
 def measure(name: str, **args: object) -> Measured:
-    """Run a worker in a fresh process and measure it."""
+    """Run a worker in a fresh process and measure it. ``rss_mb`` is the worker's own peak RSS;
+    ``inner["tree_rss_mb"]`` the peak of the RSS summed with the processes it starts (a large ChatGPT
+    export is parsed on worker processes), sampled every 0.2 s."""
     cmd = [sys.executable, "-m", "benchmarks.run", "--worker", name, "--args", json.dumps(args)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all children).
-    _, status, usage = os.wait4(proc.pid, 0)
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=out, text=True)
+        status, usage, peak, _ = _watch(proc, pss=False)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        text = out.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}): {' '.join(cmd)}")
     # The worker's report is its last JSON line (a code server it started may still log after it).
-    inner = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
-    return Measured(wall=wall, rss_mb=usage.ru_maxrss / 1024, inner=inner)
+    inner = json.loads(next(line for line in reversed(text.splitlines()) if line.startswith("{")))
+    own = usage.ru_maxrss / 1024
+    inner["tree_rss_mb"] = max(own, peak / 2**20)
+    return Measured(wall=wall, rss_mb=own, inner=inner)
+
+
+def _watch(proc: subprocess.Popen, pss: bool) -> tuple[int, Any, int, int]:
+    """Wait for ``proc`` (wait4: its own rusage; RUSAGE_CHILDREN would be the maximum over all
+    children), sampling its process tree's summed RSS (and PSS) meanwhile: ``(status, rusage, peak RSS,
+    peak PSS)`` in bytes."""
+    peak = peak_pss = samples = 0
+    while True:
+        rss, proportional = tree_memory(proc.pid, pss=pss and samples % PSS_EVERY == 0)
+        samples += 1
+        peak, peak_pss = max(peak, rss), max(peak_pss, proportional)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return status, usage, peak, peak_pss
+        time.sleep(0.2)
 
 
 def tree_rss(root: int) -> int:
@@ -102,17 +123,7 @@ def measure_command(cmd: list[str], stdout: Path | None = None) -> Measured:
     err = stdout.with_suffix(".err").open("w") if stdout else subprocess.DEVNULL
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
-    peak = peak_pss = samples = 0
-    status = usage = None
-    while status is None:
-        rss, pss = tree_memory(proc.pid, pss=samples % PSS_EVERY == 0)
-        samples += 1
-        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
-        pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            status, usage = st, ru
-        else:
-            time.sleep(0.2)
+    status, usage, peak, peak_pss = _watch(proc, pss=True)
     wall = time.perf_counter() - started
     for f in (out, err):
         if f is not subprocess.DEVNULL:
