@@ -22,16 +22,18 @@ of the chunks before.
 from __future__ import annotations
 
 import json
+import mmap
 import multiprocessing.context
 import os
 import re
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 
@@ -45,7 +47,8 @@ CHUNK_BYTES = 8 * 1024 * 1024
 # A chunk joined to the next ones beyond this is not an element boundary problem but a file this cannot
 # read (or one element of that size): the reader reads it instead.
 MAX_JOINED_BYTES = 64 * 1024 * 1024
-_READ_BYTES = 8 * 1024 * 1024
+_READ_BYTES = 64 * 1024
+_HASH_BYTES = 16 * 1024 * 1024
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 # Where a chunk may end: after an object's "}", its comma and the next object's first key. Inside a
@@ -77,29 +80,26 @@ class _Chunk:
 
 @dataclass(frozen=True)
 class _Span:
-    """A chunk's place in the file, and its bytes when the workers cannot read the file themselves."""
+    """A chunk's place in the file."""
 
     start: int
     size: int
-    data: bytes | None
 
     def __add__(self, later: _Span) -> _Span:
-        data = None if self.data is None or later.data is None else self.data + later.data
-        return _Span(self.start, self.size + later.size, data)
+        return _Span(self.start, self.size + later.size)
 
 
-def _read_chunk(fmt: str, options: ReaderOptions, path: str | None, span: _Span) -> _Chunk:
+def _read_chunk(fmt: str, options: ReaderOptions, path: str, span: _Span) -> _Chunk:
     """Runs on a worker: the chunk's elements, as the reader's batches."""
-    data = span.data
-    if data is None:
-        # Read again from the page cache: cheaper than sending the bytes through a pipe.
-        with open(str(path), "rb") as f:
-            f.seek(span.start)
-            data = f.read(span.size)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        # Decoded from the page cache where it is: no copy of the bytes first.
+        text = str(view[span.start : span.start + span.size], "utf-8", "replace")
+        view.release()
     chunk = _Chunk()
     with using_reader_options(options):
-        values = _values(data.decode("utf-8", errors="replace"), chunk)
-        del data
+        values = _values(text, chunk)
+        del text
         for lines, meta in record_batches(reader(fmt).values_records(values)):  # type: ignore[attr-defined]
             chunk.records += lines.height
             chunk.frames.append((lines, meta))
@@ -149,58 +149,71 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _cuts(stream: BinaryIO, first: bytes, offset: int, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """The array's bytes after its ``[`` (``first`` is what was read of it already, from ``offset`` on)
-    in chunks of about ``chunk_bytes`` with their offsets, each ending where two elements seem to meet;
-    the last runs to the end of the file."""
-    buf = first
-    searched = 0
-    while True:
-        while len(buf) < chunk_bytes and (block := stream.read(_READ_BYTES)):
-            buf += block
-        match = _CUT.search(buf, max(searched, min(chunk_bytes, len(buf)) - 1))
-        if match is not None:
-            yield offset, buf[: match.end()]
-            offset += match.end()
-            buf, searched = buf[match.end() :], 0
-            continue
-        block = stream.read(_READ_BYTES)
-        if not block:
-            if buf:
-                yield offset, buf
-            return
-        if len(buf) > MAX_JOINED_BYTES:
-            raise NotSplittable(f"no element boundary within {MAX_JOINED_BYTES} bytes")
-        # A cut may straddle the blocks: look again from a little before the new bytes.
-        searched = max(0, len(buf) - 256)
-        buf += block
+def _cuts(data: mmap.mmap, start: int, chunk_bytes: int) -> Iterator[_Span]:
+    """The array's bytes from ``start`` (after its ``[``) in spans of about ``chunk_bytes``, each ending
+    where two elements seem to meet; the last runs to the end of the file."""
+    size = len(data)
+    at = start
+    while size - at > chunk_bytes:
+        limit = min(size, at + MAX_JOINED_BYTES)
+        match = _CUT.search(data, at + chunk_bytes - 1, limit)
+        if match is None:
+            if limit < size:
+                raise NotSplittable(f"no element boundary within {MAX_JOINED_BYTES} bytes")
+            break
+        yield _Span(at, match.end() - at)
+        at = match.end()
+    if at < size:
+        yield _Span(at, size - at)
+
+
+def _hash(data: mmap.mmap, sha: Any, stop: threading.Event) -> None:
+    view = memoryview(data)
+    try:
+        for at in range(0, len(data), _HASH_BYTES):
+            if stop.is_set():
+                return
+            sha.update(view[at : at + _HASH_BYTES])  # without the GIL
+    finally:
+        view.release()
 
 
 def array_batches(
-    stream: BinaryIO,
+    path: Path,
     fmt: str,
-    path: Path | None = None,
+    sha: Any = None,
     chunk_bytes: int | None = None,
     workers: int | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """``(lines, metadata)`` frames of the records of the array ``stream`` holds, as
-    :func:`pipelines.ingest.records.record_batches` gives them for the reader's records (a few more
-    rows per batch). With ``path``, the plain file ``stream`` reads, the workers read their chunks from
-    it. Raises :class:`NotSplittable` when the reader must read the stream itself."""
-    head = b""
-    while not (start := head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)):
-        block = stream.read(_READ_BYTES)
-        if not block:
+    """``(lines, metadata)`` frames of the records of the array in the plain file ``path``, as
+    :func:`pipelines.ingest.records.record_batches` gives them for its reader's records (a few more
+    rows per batch); ``sha`` (a hashlib object) is given every byte of the file meanwhile. Raises
+    :class:`NotSplittable` when the reader must read the file itself."""
+    with path.open("rb") as f:
+        if not os.fstat(f.fileno()).st_size:
             return
-        head += block
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    stop = threading.Event()
+    hasher = threading.Thread(target=_hash, args=(data, sha, stop), name="ingest-sha256", daemon=True)
+    if sha is not None:
+        hasher.start()
+    try:
+        yield from _batches(data, str(path), fmt, chunk_bytes or CHUNK_BYTES, workers)
+    finally:
+        stop.set()
+        if sha is not None:
+            hasher.join()
+        data.close()
+
+
+def _batches(
+    data: mmap.mmap, path: str, fmt: str, chunk_bytes: int, workers: int | None
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    head = data[:_READ_BYTES]
+    start = head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)
     if start[:1] != b"[":
         raise NotSplittable("not a top-level array")
-    offset = len(head) - len(start) + 1
-    chunks = (
-        _Span(at, len(data), None if path else data)
-        for at, data in _cuts(stream, start[1:], offset, chunk_bytes or CHUNK_BYTES)
-    )
-    where = str(path) if path else None
+    chunks = _cuts(data, len(head) - len(start) + 1, chunk_bytes)
     options = reader_options()
     count = workers or min(2, os.cpu_count() or 1)
     pool = ProcessPoolExecutor(count, mp_context=_WorkerContext(), initializer=_ignore_interrupts)
@@ -210,7 +223,7 @@ def array_batches(
     held = 0
 
     def submit(span: _Span) -> tuple[Future[_Chunk], _Span]:
-        return pool.submit(_read_chunk, fmt, options, where, span), span
+        return pool.submit(_read_chunk, fmt, options, path, span), span
 
     def top_up() -> None:
         while len(ahead) < 2 * count + 1 and (span := next(chunks, None)) is not None:
@@ -246,10 +259,6 @@ def array_batches(
             top_up()
         if out:
             yield _joined(out)
-        # What follows the array's "]" is not read by the reader either; the rest of the file still
-        # goes through the stream, for its checksum.
-        for _ in chunks:
-            pass
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -24,15 +24,17 @@ and never needs it).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import polars as pl
@@ -144,25 +146,17 @@ def _stage_records(
     # The reader runs in Python (holding the GIL); DuckDB classifies and Parquet is written without it,
     # so one batch is staged on a second thread while the reader makes the next.
     pending: Future | None = None
+    plain = dump.member is None and compression(dump.path) is None
     try:
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-records") as pool,
-            open_member(dump.path, dump.member) as raw,
-            HashingReader(raw) as stream,
+            _batches(dump, fmt, in_chunks and plain) as (batches, sha),
         ):
-            plain = dump.member is None and compression(dump.path) is None
-            if in_chunks and plain and splittable(fmt, _head(dump.path), dump.size):
-                batches = array_batches(stream, fmt, dump.path)  # type: ignore[arg-type]
-            else:
-                name = inner_name(dump.path, dump.member)
-                batches = record_batches(reader(fmt).read(stream, name))  # type: ignore[arg-type]
-            # Closed whatever ends the loop (Ctrl-C included): worker processes stop with it.
-            with closing(batches):
-                for lines, meta in batches:
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(stage, lines)
-                    metadata.append(meta)
+            for lines, meta in batches:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(stage, lines)
+                metadata.append(meta)
             if pending is not None:
                 pending.result()
     finally:
@@ -171,12 +165,32 @@ def _stage_records(
     if metadata:
         table = pl.concat(metadata).with_columns(dump_id=pl.lit(dump.dump_id)).select(list(RECORDS_SCHEMA))
         write_parquet(table, layout.records(dump.dump_id))
-    return stream.hexdigest()
+    return sha.hexdigest()
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.read(4096)
+type Batch = tuple[pl.DataFrame, pl.DataFrame]
+
+
+class Hash(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+@contextmanager
+def _batches(dump: Dump, fmt: str, in_chunks: bool) -> Iterator[tuple[Iterator[Batch], Hash]]:
+    """The dump's batches of records and the hash of its bytes, complete once they are read. The
+    batches are closed however the block ends (Ctrl-C included): worker processes stop with them."""
+    if in_chunks:
+        with dump.path.open("rb") as f:
+            head = f.read(4096)
+        if splittable(fmt, head, dump.size):
+            sha = hashlib.sha256()
+            with closing(array_batches(dump.path, fmt, sha)) as batches:
+                yield batches, sha
+            return
+    with open_member(dump.path, dump.member) as raw, HashingReader(raw) as stream:
+        name = inner_name(dump.path, dump.member)
+        with closing(record_batches(reader(fmt).read(stream, name))) as batches:  # type: ignore[arg-type]
+            yield batches, stream
 
 
 def _stage_lines(

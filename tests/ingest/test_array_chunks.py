@@ -5,6 +5,7 @@ text that looks like a boundary). A file the chunks cannot read is read by the r
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -59,21 +60,19 @@ def _frames(batches: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @pytest.mark.parametrize("indent", [None, 1])
 @pytest.mark.parametrize("chunk_bytes", [300, 5_000])
-@pytest.mark.parametrize("from_file", [False, True], ids=["bytes-sent", "file-read-by-workers"])
 def test_chunks_give_the_records_the_reader_gives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, indent: int | None, chunk_bytes: int, from_file: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, indent: int | None, chunk_bytes: int
 ) -> None:
     joins: list[int] = []
     join = array_chunks._Span.__add__
     monkeypatch.setattr(array_chunks._Span, "__add__", lambda a, b: joins.append(a.size) or join(a, b))
     data = b" \n" + json.dumps(_export(), indent=indent).encode()
-    path = tmp_path / "conversations.json"
-    path.write_bytes(data)
+    path = _file(tmp_path, data)
     with using_reader_options(ReaderOptions(assistant_name=None)):
         expected = _frames(record_batches(ChatGptExport().read(io.BytesIO(data), "conversations.json")))
-        stream = io.BytesIO(data)
-        got = _frames(array_batches(stream, FMT, path if from_file else None, chunk_bytes=chunk_bytes))
-    assert stream.tell() == len(data)  # read to the end, for the dump's checksum
+        sha = hashlib.sha256()
+        got = _frames(array_batches(path, FMT, sha, chunk_bytes=chunk_bytes))
+    assert sha.hexdigest() == hashlib.sha256(data).hexdigest()  # the whole file, for the dump's checksum
     assert got[0].height == expected[0].height > 400
     assert_frame_equal(got[0], expected[0])
     assert_frame_equal(got[1], expected[1])
@@ -81,10 +80,16 @@ def test_chunks_give_the_records_the_reader_gives(
     assert len(joins) > 10 or chunk_bytes > 1_000
 
 
-def test_the_assistant_name_reaches_the_workers() -> None:
-    data = json.dumps(_export()).encode()
+def _file(tmp: Path, data: bytes) -> Path:
+    path = tmp / "conversations.json"
+    path.write_bytes(data)
+    return path
+
+
+def test_the_assistant_name_reaches_the_workers(tmp_path: Path) -> None:
+    path = _file(tmp_path, json.dumps(_export()).encode())
     with using_reader_options(ReaderOptions(assistant_name="support-bot")):
-        lines, _ = _frames(array_batches(io.BytesIO(data), FMT, chunk_bytes=2_000))
+        lines, _ = _frames(array_batches(path, FMT, chunk_bytes=2_000))
     assert set(lines["c_assistant_id"].drop_nulls()) == {"support-bot"}
 
 
@@ -96,16 +101,22 @@ def test_the_assistant_name_reaches_the_workers() -> None:
         b'{"mapping": {}}',  # not an array
     ],
 )
-def test_what_chunks_cannot_read_is_left_to_the_reader(data: bytes) -> None:
+def test_what_chunks_cannot_read_is_left_to_the_reader(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(NotSplittable):
-        list(array_batches(io.BytesIO(data), FMT, chunk_bytes=10))
+        list(array_batches(_file(tmp_path, data), FMT, chunk_bytes=10))
 
 
-def test_an_element_larger_than_the_join_limit_is_left_to_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "big",
+    [{"mapping": {}, "list": [{"k": "v" * 50} for _ in range(200)]}, {"mapping": {}, "text": "v" * 10_000}],
+    ids=["cuts-inside-the-element", "no-cut-within-the-limit"],
+)
+def test_an_element_larger_than_the_join_limit_is_left_to_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big: dict[str, Any]
+) -> None:
     monkeypatch.setattr(array_chunks, "MAX_JOINED_BYTES", 4_000)
-    big = {"mapping": {}, "list": [{"k": "v" * 50} for _ in range(200)]}
     with pytest.raises(NotSplittable):
-        list(array_batches(io.BytesIO(json.dumps([big, big]).encode()), FMT, chunk_bytes=100))
+        list(array_batches(_file(tmp_path, json.dumps([big, big]).encode()), FMT, chunk_bytes=1_000))
 
 
 # Where each copy was landed: the dump's id (made from its file's time as well) and its path.
@@ -158,7 +169,7 @@ def test_a_process_that_leaves_its_chunks_unfinished_still_exits(tmp_path: Path)
         "LEFT = []\n"
         "def leave(where: str) -> None:\n"
         "    path = Path(where)\n"
-        "    batches = array_batches(path.open('rb'), 'chatgpt-export', path, chunk_bytes=2_000)\n"
+        "    batches = array_batches(path, 'chatgpt-export', chunk_bytes=2_000)\n"
         "    LEFT.append((batches, next(batches)))\n"
         "if __name__ == '__main__':\n"
         f"    child = multiprocessing.get_context('spawn').Process(target=leave, args=({str(path)!r},))\n"
