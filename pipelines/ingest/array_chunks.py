@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.ingest.formats import reader
 from pipelines.ingest.formats.base import ReaderOptions, reader_options, using_reader_options
@@ -56,6 +58,9 @@ _BOM = b"\xef\xbb\xbf"
 _CUT = re.compile(rb'\}[ \t\r\n]*,[ \t\r\n]*(?=\{[ \t\r\n]*"[^"\\]{1,64}"[ \t\r\n]*:)')
 _DECODER = json.JSONDecoder()
 
+# A batch's lines to classify (Arrow, as classification takes them) and its rows of the record table.
+type Batch = tuple[pa.Table, pl.DataFrame]
+
 
 class NotSplittable(Exception):
     """The array cannot be read in chunks; its reader reads it one value at a time instead."""
@@ -71,7 +76,7 @@ def splittable(fmt: str, head: bytes, size: int) -> bool:
 class _Chunk:
     """What a worker made of one chunk: frames numbered from zero within the chunk."""
 
-    frames: list[tuple[pl.DataFrame, pl.DataFrame]] = field(default_factory=list)
+    frames: list[Batch] = field(default_factory=list)
     values: int = 0
     records: int = 0
     whole: bool = True  # every byte up to the chunk's end is whole elements (or the array's end)
@@ -102,7 +107,8 @@ def _read_chunk(fmt: str, options: ReaderOptions, path: str, span: _Span) -> _Ch
         del text
         for lines, meta in record_batches(reader(fmt).values_records(values)):  # type: ignore[attr-defined]
             chunk.records += lines.height
-            chunk.frames.append((lines, meta))
+            # Arrow, the form classification takes: it pickles with a plain copy of its buffers.
+            chunk.frames.append((lines.to_arrow(), meta))
     if not chunk.whole:
         chunk.frames = []
     return chunk
@@ -184,7 +190,7 @@ def array_batches(
     sha: Any = None,
     chunk_bytes: int | None = None,
     workers: int | None = None,
-) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+) -> Iterator[Batch]:
     """``(lines, metadata)`` frames of the records of the array in the plain file ``path``, as
     :func:`pipelines.ingest.records.record_batches` gives them for its reader's records (a few more
     rows per batch); ``sha`` (a hashlib object) is given every byte of the file meanwhile. Raises
@@ -206,9 +212,7 @@ def array_batches(
         data.close()
 
 
-def _batches(
-    data: mmap.mmap, path: str, fmt: str, chunk_bytes: int, workers: int | None
-) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+def _batches(data: mmap.mmap, path: str, fmt: str, chunk_bytes: int, workers: int | None) -> Iterator[Batch]:
     head = data[:_READ_BYTES]
     start = head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)
     if start[:1] != b"[":
@@ -219,7 +223,7 @@ def _batches(
     pool = ProcessPoolExecutor(count, mp_context=_WorkerContext(), initializer=_ignore_interrupts)
     ahead: deque[tuple[Future[_Chunk], _Span]] = deque()
     values = records = 0
-    out: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    out: list[Batch] = []
     held = 0
 
     def submit(span: _Span) -> tuple[Future[_Chunk], _Span]:
@@ -248,7 +252,7 @@ def _batches(
                 continue
             for lines, meta in chunk.frames:
                 out.append(_numbered(lines, meta, values, records))
-                held += lines.height
+                held += lines.num_rows
             values += chunk.values
             records += chunk.records
             if chunk.closed:
@@ -263,14 +267,14 @@ def _batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _numbered(
-    lines: pl.DataFrame, meta: pl.DataFrame, values: int, records: int
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _numbered(lines: pa.Table, meta: pl.DataFrame, values: int, records: int) -> Batch:
     """A chunk's frames with the element and record counts of the chunks before it added."""
     if not values and not records:
         return lines, meta
+    at = lines.schema.get_field_index("line_no")
+    lines = lines.set_column(at, "line_no", pc.add(lines.column(at), records))
     index = pl.col("position").str.extract(r"^\$\[(\d+)\]", 1).cast(pl.Int64) + values
-    return lines.with_columns(pl.col("line_no") + records), meta.with_columns(
+    return lines, meta.with_columns(
         pl.col("line_no") + records,
         position=pl.concat_str(
             pl.lit("$["),
@@ -281,7 +285,7 @@ def _numbered(
     )
 
 
-def _joined(frames: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _joined(frames: list[Batch]) -> Batch:
     if len(frames) == 1:
         return frames[0]
-    return pl.concat([f[0] for f in frames], rechunk=False), pl.concat([f[1] for f in frames], rechunk=False)
+    return pa.concat_tables([f[0] for f in frames]), pl.concat([f[1] for f in frames], rechunk=False)

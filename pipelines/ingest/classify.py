@@ -244,9 +244,9 @@ def classifier(con: duckdb.DuckDBPyConnection, mapping: ScopeMapping) -> duckdb.
     return cursor
 
 
-def classify_chunk(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -> pa.Table:
+def classify_chunk(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame | pa.Table, sql: str) -> pa.Table:
     """Run the classification over one chunk's lines; the result keeps the line order."""
-    con.register("lines", lines.to_arrow())
+    con.register("lines", lines if isinstance(lines, pa.Table) else lines.to_arrow())
     try:
         return con.sql(sql).to_arrow_table()
     finally:

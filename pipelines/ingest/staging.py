@@ -38,6 +38,7 @@ from typing import Protocol
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from pipelines.duck import connect
 from pipelines.ingest.array_chunks import NotSplittable, array_batches, splittable
@@ -140,8 +141,8 @@ def _stage_records(
     cursor = classifier(con, mapping)
     metadata: list[pl.DataFrame] = []
 
-    def stage(lines: pl.DataFrame) -> None:
-        writer.write(b"", classify_chunk(cursor, lines, sql), lines.height)
+    def stage(lines: pl.DataFrame | pa.Table) -> None:
+        writer.write(b"", classify_chunk(cursor, lines, sql), len(lines))
 
     # The reader runs in Python (holding the GIL); DuckDB classifies and Parquet is written without it,
     # so one batch is staged on a second thread while the reader makes the next.
@@ -168,7 +169,7 @@ def _stage_records(
     return sha.hexdigest()
 
 
-type Batch = tuple[pl.DataFrame, pl.DataFrame]
+type Batch = tuple[pl.DataFrame | pa.Table, pl.DataFrame]
 
 
 class Hash(Protocol):

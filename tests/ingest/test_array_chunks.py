@@ -55,7 +55,8 @@ def _export() -> list[Any]:
 
 def _frames(batches: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     parts = list(batches)
-    return pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
+    lines = [p[0] if isinstance(p[0], pl.DataFrame) else pl.from_arrow(p[0]) for p in parts]
+    return pl.concat(lines), pl.concat([p[1] for p in parts])
 
 
 @pytest.mark.parametrize("indent", [None, 1])
