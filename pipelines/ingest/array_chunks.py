@@ -180,6 +180,9 @@ def _hash(data: mmap.mmap, sha: Any, stop: threading.Event) -> None:
             if stop.is_set():
                 return
             sha.update(view[at : at + _HASH_BYTES])  # without the GIL
+            # Hashed pages leave this process (they stay in the page cache for the workers): mapped
+            # and read, the whole file would count in its RSS.
+            data.madvise(mmap.MADV_DONTNEED, at, min(_HASH_BYTES, len(data) - at))
     finally:
         view.release()
 
