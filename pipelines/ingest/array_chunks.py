@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.ingest.formats import reader
+from pipelines.ingest.formats._chat import starts_json
 from pipelines.ingest.formats.base import ReaderOptions, reader_options, using_reader_options
 from pipelines.ingest.records import BATCH_RECORDS, record_batches
 
@@ -68,8 +69,7 @@ class NotSplittable(Exception):
 
 def splittable(fmt: str, head: bytes, size: int) -> bool:
     """Whether a plain file of this shape, beginning with ``head``, is read in chunks."""
-    start = head.lstrip(_WS).removeprefix(_BOM).lstrip(_WS)[:1]
-    return size >= MIN_BYTES and start == b"[" and hasattr(reader(fmt), "values_records")
+    return size >= MIN_BYTES and starts_json(head) == b"[" and hasattr(reader(fmt), "values_records")
 
 
 @dataclass
@@ -203,14 +203,17 @@ def array_batches(
             return
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     stop = threading.Event()
-    hasher = threading.Thread(target=_hash, args=(data, sha, stop), name="ingest-sha256", daemon=True)
+    hasher = None
     if sha is not None:
+        hasher = threading.Thread(target=_hash, args=(data, sha, stop), name="ingest-sha256", daemon=True)
         hasher.start()
     try:
         yield from _batches(data, str(path), fmt, chunk_bytes or CHUNK_BYTES, workers)
+    except BaseException:
+        stop.set()  # no checksum is wanted of a read that failed
+        raise
     finally:
-        stop.set()
-        if sha is not None:
+        if hasher is not None:
             hasher.join()
         data.close()
 

@@ -169,15 +169,16 @@ def _stage_records(
     return sha.hexdigest()
 
 
-type Batch = tuple[pl.DataFrame | pa.Table, pl.DataFrame]
+# A batch's lines to classify and its rows of the record table.
+type RecordBatch = tuple[pl.DataFrame | pa.Table, pl.DataFrame]
 
 
-class Hash(Protocol):
+class Digest(Protocol):
     def hexdigest(self) -> str: ...
 
 
 @contextmanager
-def _batches(dump: Dump, fmt: str, in_chunks: bool) -> Iterator[tuple[Iterator[Batch], Hash]]:
+def _batches(dump: Dump, fmt: str, in_chunks: bool) -> Iterator[tuple[Iterator[RecordBatch], Digest]]:
     """The dump's batches of records and the hash of its bytes, complete once they are read. The
     batches are closed however the block ends (Ctrl-C included): worker processes stop with them."""
     if in_chunks:
