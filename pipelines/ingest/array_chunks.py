@@ -37,7 +37,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.ingest.formats import reader
 from pipelines.ingest.formats._chat import starts_json
@@ -278,7 +277,8 @@ def _numbered(lines: pa.Table, meta: pl.DataFrame, values: int, records: int) ->
     if not values and not records:
         return lines, meta
     at = lines.schema.get_field_index("line_no")
-    lines = lines.set_column(at, "line_no", pc.add(lines.column(at), records))
+    # NumPy rather than pyarrow.compute, which costs a tenth of a second to import.
+    lines = lines.set_column(at, "line_no", pa.array(lines.column(at).to_numpy() + records))
     index = pl.col("position").str.extract(r"^\$\[(\d+)\]", 1).cast(pl.Int64) + values
     return lines, meta.with_columns(
         pl.col("line_no") + records,
