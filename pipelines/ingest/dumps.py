@@ -47,6 +47,11 @@ class Dump:
     etag: str | None = None
 
     @property
+    def plain(self) -> bool:
+        """A file read as it is: neither compressed nor a member of a zip."""
+        return self.member is None and compression(self.path) is None
+
+    @property
     def label(self) -> str:
         """How the dump is named in the manifest, quarantine rows and messages: the path (an object's
         URL), and for a zip member ``archive.zip!member``."""

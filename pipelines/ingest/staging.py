@@ -49,7 +49,7 @@ from pipelines.ingest.classify import classifier, classify_chunk, classify_sql
 from pipelines.ingest.dumps import DEFAULT_CHUNK_BYTES, Dump, prefetched, split_chunks
 from pipelines.ingest.formats import detect_format, reader
 from pipelines.ingest.formats.guide import NAME as GUIDE
-from pipelines.ingest.formats.stream import compression, inner_name, open_member
+from pipelines.ingest.formats.stream import inner_name, open_member
 from pipelines.ingest.records import HashingReader, record_batches
 from pipelines.ingest.upgrade import upgrade_layout
 from pipelines.ingest.writer import DumpResult, DumpWriter
@@ -92,7 +92,7 @@ def ingest_dump(
     result = DumpResult(dump_id=dump_id, file=dump.label, format=fmt)
     writer = DumpWriter(raw_dir, qdir / f"dump={dump_id}-c00000.parquet", dump, result)
     # Bytes of a plain NDJSON file (its size is the total); records of anything read through a reader.
-    plain = dump.size if fmt == GUIDE and dump.member is None and compression(dump.path) is None else None
+    plain = dump.size if fmt == GUIDE and dump.plain else None
     writer.bar = open_bar(f"ingest {dump.label}", plain, "B" if fmt == GUIDE else "record")
     layout.records(dump_id).unlink(missing_ok=True)
     if fmt == GUIDE:
@@ -147,11 +147,10 @@ def _stage_records(
     # The reader runs in Python (holding the GIL); DuckDB classifies and Parquet is written without it,
     # so one batch is staged on a second thread while the reader makes the next.
     pending: Future | None = None
-    plain = dump.member is None and compression(dump.path) is None
     try:
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-records") as pool,
-            _batches(dump, fmt, in_chunks and plain) as (batches, sha),
+            _batches(dump, fmt, in_chunks and dump.plain) as (batches, sha),
         ):
             for lines, meta in batches:
                 if pending is not None:

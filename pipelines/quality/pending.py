@@ -22,7 +22,7 @@ from pipelines.duck import file_list
 from pipelines.ingest.dumps import Dump
 from pipelines.ingest.formats import detect_format, reader
 from pipelines.ingest.formats.guide import NAME as GUIDE
-from pipelines.ingest.formats.stream import compression, inner_name, open_member
+from pipelines.ingest.formats.stream import inner_name, open_member
 from pipelines.quality.status import parquet_rows
 from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.tables import DataLayout, parquet_files
@@ -51,7 +51,7 @@ def dump_format(dump: Dump, forced: str | None) -> tuple[str | None, str | None]
 
 def scanned_as_json(dump: Dump, fmt: str) -> bool:
     """Whether DuckDB reads the dump as it is (a plain guide NDJSON file), not through its reader."""
-    return fmt == GUIDE and dump.member is None and compression(dump.path) is None
+    return fmt == GUIDE and dump.plain
 
 
 _RECORD_SCHEMA = {
