@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.ingest import array_chunks
+from pipelines.ingest import array_chunks, staging
 from pipelines.ingest.array_chunks import NotSplittable, array_batches
 from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
 from pipelines.ingest.formats.chatgpt import ChatGptExport
@@ -127,6 +127,13 @@ _HERE = ("dump_id", "file")
 
 
 def _staged(tmp: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, chunks: bool) -> dict[str, pl.DataFrame]:
+    read_in_chunks: list[Path] = []
+
+    def spied(path: Path, *args: Any, **kwargs: Any) -> Any:
+        read_in_chunks.append(path)
+        return array_batches(path, *args, **kwargs)
+
+    monkeypatch.setattr(staging, "array_batches", spied)
     landing = tmp / "landing"
     landing.mkdir(parents=True)
     (landing / "conversations.json").write_bytes(data)
@@ -134,6 +141,7 @@ def _staged(tmp: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, chunks: boo
     monkeypatch.setattr(array_chunks, "MIN_BYTES", 0 if chunks else 1 << 60)
     monkeypatch.setattr(array_chunks, "CHUNK_BYTES", 3_000)
     (result,) = ingest(layout, landing, ScopeMapping())
+    assert len(read_in_chunks) == int(chunks)  # the staging took the chunks only where they were due
     raw = pl.read_parquet(sorted(layout.staged.glob("raw/**/*.parquet")), include_file_paths="file")
     return {
         "raw": raw.with_columns(scope=pl.col("file").str.extract(r"scope=([^/]+)")).sort("scope", "line_no"),
