@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from pipelines.quality.reconcile import MessageCounts, PairingCounts, dump_line_counts
+from pipelines.quality.reconcile import MessageCounts, PairingCounts, ScopeCounts, dump_line_counts
 from pipelines.tables import DataLayout
 
 DUMP_LINES_RECONCILE = dg.AssetCheckSpec(
@@ -76,4 +76,32 @@ def messages_accounted(counts: PairingCounts) -> dg.AssetCheckResult:
             "unaccounted_message_ids": dg.MetadataValue.json(counts.unaccounted_ids),
             "in_both_message_ids": dg.MetadataValue.json(counts.in_both_ids),
         },
+    )
+
+
+def counts_of(evaluations: list[dg.AssetCheckEvaluation], scope: str) -> ScopeCounts | None:
+    """A scope's counts as its run's own :data:`LINES_RECONCILE` and :data:`MESSAGES_ACCOUNTED` checks
+    found them (None unless the run evaluated both): a run's summary need not count the files again."""
+    found = {e.check_name: {k: v.value for k, v in e.metadata.items()} for e in evaluations}
+    lines, pairing = found.get(LINES_RECONCILE.name), found.get(MESSAGES_ACCOUNTED.name)
+    if lines is None or pairing is None:
+        return None
+    return ScopeCounts(
+        MessageCounts(
+            scope=scope,
+            lines_in=int(lines["lines_in"]),
+            messages=int(lines["messages"]),
+            quarantined=int(lines["quarantined"]),
+            repeats=int(lines["repeats"]),
+            dumps_mismatched=list(lines["dumps_mismatched"]),
+        ),
+        PairingCounts(
+            scope=scope,
+            messages=int(pairing["messages"]),
+            in_patterns=int(pairing["in_patterns"]),
+            unpaired=int(pairing["unpaired"]),
+            in_both=int(pairing["in_both"]),
+            unaccounted_ids=list(pairing["unaccounted_message_ids"]),
+            in_both_ids=list(pairing["in_both_message_ids"]),
+        ),
     )

@@ -30,7 +30,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster import JobExecutionResult
+
+    from pipelines.quality.reconcile import ScopeCounts
 
 # Seconds the workers get to stop their runs after an interrupt before the CLI reports without them.
 STOP_SECONDS = 10.0
@@ -114,11 +119,13 @@ class SummaryOf:
     destination: str
     load_skipped: str | None
 
-    def read(self, scope: str, run_id: str | None) -> dict[str, Any]:
+    def read(self, scope: str, run_id: str | None, counts: ScopeCounts | None = None) -> dict[str, Any]:
         from assets.cli.summary import scope_summary
         from pipelines.tables import DataLayout
 
-        return scope_summary(DataLayout.at(self.data), scope, run_id, self.destination, self.load_skipped)
+        return scope_summary(
+            DataLayout.at(self.data), scope, run_id, self.destination, self.load_skipped, counts
+        )
 
 
 def run_scope(
@@ -128,9 +135,13 @@ def run_scope(
     the scope's figures read back after a run that succeeded."""
     from assets.jobs import scope_job, scope_run_tags
 
-    outcome = _run_job(data_dir, config, scope_job.name, scope, progress, scope_run_tags(scope))
-    if summary is not None and outcome.success and not outcome.stopped:
-        outcome.summary = summary.read(scope, outcome.run_id)
+    outcome, result = _run_job(data_dir, config, scope_job.name, scope, progress, scope_run_tags(scope))
+    if summary is not None and result is not None and outcome.success and not outcome.stopped:
+        from checks.staging import counts_of
+
+        # The run's own reconciliation checks counted the scope's lines and messages a moment ago.
+        counts = counts_of(result.get_asset_check_evaluations(), scope)
+        outcome.summary = summary.read(scope, outcome.run_id, counts)
     return outcome
 
 
@@ -138,7 +149,7 @@ def run_ingest(data_dir: str, config: dict[str, Any], progress: bool) -> ScopeOu
     """The run's ingest in this worker process (``scope`` is empty in its outcome)."""
     from assets.jobs import ingest_job
 
-    return _run_job(data_dir, config, ingest_job.name, None, progress, {})
+    return _run_job(data_dir, config, ingest_job.name, None, progress, {})[0]
 
 
 def _run_job(
@@ -148,7 +159,7 @@ def _run_job(
     scope: str | None,
     progress: bool,
     tags: dict[str, str],
-) -> ScopeOutcome:
+) -> tuple[ScopeOutcome, JobExecutionResult | None]:
     from assets.cli.guard import Interrupts
     from assets.cli.instance import execute, failed_check_names, first_error, optional_step_failures
     from assets.cli.progress import progress_factory
@@ -157,10 +168,10 @@ def _run_job(
     _warm(data_dir)
     started = time.monotonic()
     if _interrupted:
-        return ScopeOutcome(scope=scope or "", run_id=None, success=False, stopped=True)
+        return ScopeOutcome(scope=scope or "", run_id=None, success=False, stopped=True), None
     with progress_bars(progress_factory(argparse.Namespace(no_progress=not progress), _progress_out)):
         result = execute(_instance, job_name, config, partition_key=scope, tags=tags)
-    return ScopeOutcome(
+    outcome = ScopeOutcome(
         scope=scope or "",
         run_id=result.run_id,
         success=result.success,
@@ -170,6 +181,7 @@ def _run_job(
         warnings=optional_step_failures(result),
         seconds=time.monotonic() - started,
     )
+    return outcome, result
 
 
 def _import_modules() -> None:

@@ -17,7 +17,7 @@ from pipelines.ingest.formats.base import LEFT_OUT_KINDS
 from pipelines.load.ledger import Ledger
 from pipelines.load.plan import LOAD_TERMS, plan_load
 from pipelines.pairing.batches import pattern_totals, unpaired_reasons
-from pipelines.quality.reconcile import scope_counts
+from pipelines.quality.reconcile import ScopeCounts, scope_counts
 from pipelines.scoring.scored import scan_scored
 from pipelines.tables import DataLayout, parquet_files
 
@@ -73,11 +73,17 @@ def this_run_load(layout: DataLayout, scope: str, run_id: str, destination: str)
 
 
 def scope_summary(
-    layout: DataLayout, scope: str, run_id: str | None, destination: str, load_skipped: str | None = None
+    layout: DataLayout,
+    scope: str,
+    run_id: str | None,
+    destination: str,
+    load_skipped: str | None = None,
+    counts: ScopeCounts | None = None,
 ) -> dict[str, Any]:
     """The scope's figures; ``load_skipped``: why this run loaded nothing by design (destination none),
-    when it did not: then every kept pattern counts as ``skipped`` and there is no load to reconcile."""
-    counts = scope_counts(layout, scope)
+    when it did not: then every kept pattern counts as ``skipped`` and there is no load to reconcile.
+    ``counts``: the scope's line and message counts as this run's checks found them, else counted here."""
+    counts = counts or scope_counts(layout, scope)
     scored = scan_scored(layout, scope)
     totals = pattern_totals(layout, scope)
     n_patterns = totals.patterns

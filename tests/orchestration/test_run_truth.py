@@ -16,6 +16,7 @@ import pytest
 from assets.cli.guard import folder_lock
 from assets.cli.main import main
 from pipelines.ingest.catalog import read_manifest
+from pipelines.quality.reconcile import scope_counts
 from pipelines.tables import DataLayout
 from tests.conftest import msg, write_ndjson
 
@@ -160,6 +161,28 @@ def test_the_summary_holds_this_runs_figures_only(tmp_path, capsys, sample_dir):
         assert (s["loaded"], s["already_loaded"]) == (0, before["loaded"]) and s["load_adds_up"]
         assert before["loaded"] == before["kept"] and before["load_adds_up"]
     assert second["this_run"] == {"dumps": 0, "lines": 0, "staged": 0, "quarantined": 0, "files": []}
+
+
+def test_the_summary_taken_from_the_runs_checks_is_what_the_files_hold(tmp_path, capsys, sample_dir):
+    data = tmp_path / "d"
+    code, report = _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    assert code == 0 and report["scopes"]
+    layout = DataLayout.at(data)
+    assert all(s["unpaired"] for s in report["scopes"].values()) and any(
+        s["repeats"] for s in report["scopes"].values()
+    )
+    for scope, s in report["scopes"].items():
+        counts = scope_counts(layout, scope)
+        from_files = {
+            "lines_in": counts.lines.lines_in,
+            "messages": counts.lines.messages,
+            "quarantined": counts.lines.quarantined,
+            "repeats": counts.lines.repeats,
+            "unpaired": counts.pairing.unpaired,
+            "lines_reconcile": counts.lines_reconcile,
+            "messages_reconcile": counts.messages_reconcile,
+        }
+        assert {k: s[k] for k in from_files} == from_files, scope
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys, sample_dir):

@@ -8,7 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from checks.staging import counts_of
 from pipelines.pairing.batches import current
+from pipelines.quality.reconcile import scope_counts
 from pipelines.tables import parquet_files
 from tests.support.graph import check_metadata, checks, ingest, loaded, scope_run
 
@@ -111,3 +113,6 @@ def test_a_message_paired_and_unpaired_at_once_fails_messages_accounted(layout, 
     assert meta["messages"] == meta["in_patterns"] + meta["unpaired"]  # the sum alone cannot tell
     assert meta["unaccounted_message_ids"] == [lost] and meta["in_both_message_ids"] == [paired]
     assert not loaded(result)
+    # What a run's summary takes from these checks is what the files hold, named ids included.
+    reported = counts_of(result.get_asset_check_evaluations(), scope)
+    assert reported == scope_counts(layout, scope) and not reported.messages_reconcile
