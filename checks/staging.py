@@ -4,6 +4,9 @@ load; a scope's own line check includes the dumps that fed it, which blocks its 
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 import dagster as dg
 import polars as pl
 
@@ -50,58 +53,47 @@ def dump_lines_reconcile(layout: DataLayout) -> dg.AssetCheckResult:
     )
 
 
+# Metadata keys that name a count differently from its field (the UI's names are kept).
+_KEYS = {"unaccounted_ids": "unaccounted_message_ids", "in_both_ids": "in_both_message_ids"}
+
+
+def _metadata(counts: MessageCounts | PairingCounts) -> dict[str, Any]:
+    """The counts as a check's metadata, one entry per field: :func:`counts_of` reads them back."""
+    return {
+        _KEYS.get(f.name, f.name): dg.MetadataValue.json(v)
+        if isinstance(v := getattr(counts, f.name), list)
+        else v
+        for f in fields(counts)
+        if f.name != "scope"
+    }
+
+
+def _from_metadata[T: (MessageCounts, PairingCounts)](
+    kind: type[T], metadata: dict[str, Any], scope: str
+) -> T:
+    values = {f.name: metadata[_KEYS.get(f.name, f.name)].value for f in fields(kind) if f.name != "scope"}
+    return kind(scope=scope, **values)
+
+
 def lines_reconcile(counts: MessageCounts) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name=LINES_RECONCILE.name,
-        passed=counts.lines_reconcile,
-        metadata={
-            "lines_in": counts.lines_in,
-            "messages": counts.messages,
-            "quarantined": counts.quarantined,
-            "repeats": counts.repeats,
-            "dumps_mismatched": dg.MetadataValue.json(counts.dumps_mismatched),
-        },
+        check_name=LINES_RECONCILE.name, passed=counts.lines_reconcile, metadata=_metadata(counts)
     )
 
 
 def messages_accounted(counts: PairingCounts) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name=MESSAGES_ACCOUNTED.name,
-        passed=counts.messages_reconcile,
-        metadata={
-            "messages": counts.messages,
-            "in_patterns": counts.in_patterns,
-            "unpaired": counts.unpaired,
-            "in_both": counts.in_both,
-            "unaccounted_message_ids": dg.MetadataValue.json(counts.unaccounted_ids),
-            "in_both_message_ids": dg.MetadataValue.json(counts.in_both_ids),
-        },
+        check_name=MESSAGES_ACCOUNTED.name, passed=counts.messages_reconcile, metadata=_metadata(counts)
     )
 
 
 def counts_of(evaluations: list[dg.AssetCheckEvaluation], scope: str) -> ScopeCounts | None:
     """A scope's counts as its run's own :data:`LINES_RECONCILE` and :data:`MESSAGES_ACCOUNTED` checks
     found them (None unless the run evaluated both): a run's summary need not count the files again."""
-    found = {e.check_name: {k: v.value for k, v in e.metadata.items()} for e in evaluations}
+    found = {e.check_name: e.metadata for e in evaluations}
     lines, pairing = found.get(LINES_RECONCILE.name), found.get(MESSAGES_ACCOUNTED.name)
     if lines is None or pairing is None:
         return None
     return ScopeCounts(
-        MessageCounts(
-            scope=scope,
-            lines_in=int(lines["lines_in"]),
-            messages=int(lines["messages"]),
-            quarantined=int(lines["quarantined"]),
-            repeats=int(lines["repeats"]),
-            dumps_mismatched=list(lines["dumps_mismatched"]),
-        ),
-        PairingCounts(
-            scope=scope,
-            messages=int(pairing["messages"]),
-            in_patterns=int(pairing["in_patterns"]),
-            unpaired=int(pairing["unpaired"]),
-            in_both=int(pairing["in_both"]),
-            unaccounted_ids=list(pairing["unaccounted_message_ids"]),
-            in_both_ids=list(pairing["in_both_message_ids"]),
-        ),
+        _from_metadata(MessageCounts, lines, scope), _from_metadata(PairingCounts, pairing, scope)
     )
