@@ -83,7 +83,7 @@ def scope_summary(
     """The scope's figures; ``load_skipped``: why this run loaded nothing by design (destination none),
     when it did not: then every kept pattern counts as ``skipped`` and there is no load to reconcile.
     ``counts``: the scope's line and message counts as this run's checks found them, else counted here."""
-    counts = counts or scope_counts(layout, scope)
+    counts = counts if counts is not None else scope_counts(layout, scope)
     scored = scan_scored(layout, scope)
     totals = pattern_totals(layout, scope)
     n_patterns = totals.patterns

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from assets.cli import summary
 from checks.staging import counts_of
 from pipelines.pairing.batches import current
 from pipelines.quality.reconcile import scope_counts
@@ -92,7 +93,9 @@ def test_a_lost_unpaired_message_fails_messages_accounted_naming_it(layout, samp
     assert not loaded(result)
 
 
-def test_a_message_paired_and_unpaired_at_once_fails_messages_accounted(layout, sample_dir, instance):
+def test_a_message_paired_and_unpaired_at_once_fails_messages_accounted(
+    layout, sample_dir, instance, monkeypatch
+):
     """Counts alone would balance: one message lost from the unpaired table, one paired message added."""
     scope = "default__asst_support"
     ingest(layout, sample_dir, instance)
@@ -116,3 +119,7 @@ def test_a_message_paired_and_unpaired_at_once_fails_messages_accounted(layout, 
     # What a run's summary takes from these checks is what the files hold, named ids included.
     reported = counts_of(result.get_asset_check_evaluations(), scope)
     assert reported == scope_counts(layout, scope) and not reported.messages_reconcile
+    # Given them, the summary counts nothing itself.
+    monkeypatch.setattr(summary, "scope_counts", lambda *_: pytest.fail("the files were counted again"))
+    figures = summary.scope_summary(layout, scope, None, "embedded", counts=reported)
+    assert (figures["unpaired"], figures["messages_reconcile"]) == (reported.pairing.unpaired, False)
