@@ -10,6 +10,7 @@ endpoint into one line naming the location and what to set.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -125,11 +126,20 @@ def check_access(location: S3Location, settings: S3Settings, what: str) -> Objec
     return store
 
 
+# The error text holds the request's URL, request id and host id as well, so a bare "404" or "403" can
+# be part of a port or an id: only S3's own error code, or the status the client reports, is read.
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>")
+_HTTP_STATUS = re.compile(r"\bstatus(?: code)?:? (\d{3})\b")
+_REFUSED_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
+
+
 def _explain(error: str, settings: S3Settings) -> str:
     endpoint = settings.endpoint or "AWS S3"
-    if "NoSuchBucket" in error or "404" in error:
+    code = match.group(1) if (match := _S3_CODE.search(error)) else None
+    status = int(match.group(1)) if (match := _HTTP_STATUS.search(error)) else None
+    if code == "NoSuchBucket" or (code is None and status == 404):
         return f"the bucket does not exist at {endpoint}: create it, or fix the bucket name"
-    if any(code in error for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")):
+    if code in _REFUSED_CODES or status == 403:
         return (
             f"{endpoint} refused the credentials: check {settings.key_id_env} and {settings.secret_env} "
             "(or the variables --s3-key-id-env / --s3-secret-env name) and the bucket's permissions"
