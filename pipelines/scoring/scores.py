@@ -178,7 +178,10 @@ def _score_scope(
     context = state.pairing
     cache = DedupCache(layout.dedup_cache(scope))
     cached = cache.holds(options.threshold, context)
-    since = _made_at(record, inputs) if cached else None
+    # Patterns the judge left unanswered are asked again only on the whole-table path: bringing the
+    # table up to date scores just the new batches' rows.
+    unfinished = record is not None and _judge_unfinished(record)
+    since = _made_at(record, inputs) if cached and not unfinished else None
     repaired = repaired_since(layout, "patterns", scope, since) if since is not None else None
     folders = (layout.judge_cache(scope), layout.messages(scope))
     if repaired is not None:

@@ -130,6 +130,28 @@ def test_failures_fall_back_are_recorded_and_asked_again(layout, staged, openai_
     assert _scored(layout, staged)["score_source"].unique().to_list() == ["llm_judge"]
 
 
+def test_failures_are_asked_again_when_a_new_dump_brings_up_the_table(
+    layout, staged, openai_server, dump, landing
+):
+    # The scored table is then brought up to date from the new batch, which alone would judge only
+    # the new thread: the earlier failure must still be asked again.
+    openai_server.script = lambda body, n: (
+        Reply(503, {"error": {"message": "down"}}) if task_of(body).startswith("Reverse") else None
+    )
+    first = score_scope(layout, staged, judge(openai_server, max_retries=0))
+    assert first.judge["errors"] == 1
+
+    openai_server.script = None
+    dump(
+        "e.ndjson",
+        [msg("t9", "t9_q", "user", "What is a CRDT?", 100), msg("t9", "t9_a", "assistant", "A type.", 101)],
+    )
+    backfill(layout, landing, scoring=judge(openai_server, max_retries=0), load=False)
+    scored = _scored(layout, staged)
+    assert scored.height == 5
+    assert scored["score_source"].unique().to_list() == ["llm_judge"]
+
+
 def test_tolerant_parse_when_the_server_has_no_structured_outputs(layout, staged, openai_server):
     openai_server.structured = False
     openai_server.script = lambda body, n: Reply(
