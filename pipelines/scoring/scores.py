@@ -173,8 +173,9 @@ def _score_scope(
             kept_as_is.judge = {**judge, **zero, "cached": cached}
         return kept_as_is
     marker(target).unlink(missing_ok=True)
-    # Tasks are fixed by the pattern id and the pairing options in force (see DedupCache). With a cache
-    # in force only the patterns it has to decide need theirs, read on demand; without, all are needed.
+    # A task changes only when the pairing options change or its thread is paired again (see DedupCache).
+    # With a cache in force only the patterns it has to decide need theirs, read on demand; without, all
+    # are needed.
     context = state.pairing
     cache = DedupCache(layout.dedup_cache(scope))
     cached = cache.holds(options.threshold, context)
@@ -202,7 +203,10 @@ def _score_scope(
         )
     # Gated patterns take no part in near-duplicate removal: a greeting never wins over a real task.
     open_rows = narrow.filter(pl.col("filtered").is_null())
-    decided = cache.near_duplicates(open_rows, options.threshold, context, tasks=tasks)
+    refresh = _repaired_ids(layout, scope, cache.batch(options.threshold, context), since, repaired)
+    decided = cache.near_duplicates(
+        open_rows, options.threshold, context, tasks=tasks, batch=state.batches, refresh=refresh
+    )
     scored = _with_outcomes(narrow.drop("task", strict=False), decided)
     write_parquet(scored, target, compression=INTERMEDIATE_COMPRESSION)
     write_parquet(
@@ -252,6 +256,20 @@ def _made_at(record: dict[str, Any] | None, inputs: dict[str, Any]) -> int | Non
     }
     batches = before.get("batches")
     return batches if same and isinstance(batches, int) and batches < inputs["batches"] else None
+
+
+def _repaired_ids(
+    layout: DataLayout, scope: str, cached_at: int | None, since: int | None, repaired: Repaired | None
+) -> pl.Series | None:
+    """Ids of the patterns paired again after the near-duplicate cache was written at batch ``cached_at``:
+    a corrected message or an earlier exchange arriving as context changes a task under the same id."""
+    if cached_at is None:
+        return None
+    if cached_at != since:
+        repaired = repaired_since(layout, "patterns", scope, cached_at)
+    if repaired is None:
+        return None
+    return repaired.rows.select("pattern_id").collect()["pattern_id"]
 
 
 def _brought_up_to_date(

@@ -20,7 +20,7 @@ from pipelines.scoring.near_duplicates.incremental import state_rows, task_looku
 from pipelines.scoring.near_duplicates.stored import StoredSets
 from pipelines.tables import INTERMEDIATE_COMPRESSION, write_parquet
 
-_CACHE_VERSION = 6
+_CACHE_VERSION = 7
 
 
 class DedupCache:
@@ -32,9 +32,11 @@ class DedupCache:
     pattern is still ``live`` (a pattern that is gone keeps its row and its set until more than a
     quarter of the rows are gone, when both files are written afresh without them). ``vocab.parquet``
     maps tokens to ranks; ``meta.json`` names the threshold and the ``context`` the state belongs to,
-    and how many rows and ranks it has. A pattern id names a fixed list of immutable messages, so its
-    task is fixed as long as the pairing options are: callers pass those options as ``context``, and
-    any change of context or threshold starts the cache afresh.
+    how many rows and ranks it has, and the pairing ``batch`` its tasks were read at. A pattern's task
+    changes only when its thread is paired again (a corrected message, an earlier exchange arriving as
+    context): callers pass the options in force as ``context`` (any change of context or threshold
+    starts the cache afresh), and as ``refresh`` the ids of patterns paired after the cache's
+    ``batch``, whose cached sets are then not trusted.
 
     A run after a small dump therefore writes the new sets and the small state table, never the sets
     already stored.
@@ -49,12 +51,16 @@ class DedupCache:
         threshold: float,
         context: str = "",
         tasks: pl.LazyFrame | None = None,
+        batch: int = 0,
+        refresh: pl.Series | None = None,
     ) -> pl.DataFrame:
         """``near_duplicates(patterns, threshold)``, reusing the cached outcomes.
 
         ``patterns`` may leave out ``task`` when ``tasks`` (``pattern_id, task``, e.g. a Parquet scan)
         is given: tasks are then read only for the patterns that need deciding, which after a small
-        dump are a small share of the scope.
+        dump are a small share of the scope. ``refresh`` names patterns whose task may have changed
+        since the cache was written (at :meth:`batch`); they are tokenised again like new ones.
+        ``batch`` is recorded as the batch the cache now reflects.
         """
         task_of = task_lookup(patterns, tasks)
         if not 0.0 < threshold <= 1.0:
@@ -65,8 +71,8 @@ class DedupCache:
             pl.col("eval_score").cast(pl.Float64),
             pl.col("created_at"),
         )
-        key = self._key(threshold, context)
-        cached = self._load(key)
+        key = {**self._key(threshold, context), "batch": batch}
+        cached = self._load(self._key(threshold, context))
         if cached is None:
             decided, tokens = near_duplicates_with_tokens(with_tasks(frame, task_of), threshold)
             sets = StoredSets(tokens.offsets, tokens.ranks)
@@ -77,7 +83,7 @@ class DedupCache:
             )
             return decided
         state, stored, vocab = cached
-        decided, change = update(frame, task_of, state, stored, vocab, threshold)
+        decided, change = update(frame, task_of, state, stored, vocab, threshold, refresh)
         if change is not None:
             new_state, values, new_vocab = change
             vocab_changed = new_vocab is not vocab
@@ -97,6 +103,11 @@ class DedupCache:
     def holds(self, threshold: float, context: str = "") -> bool:
         """Whether a cache for this threshold and context is in place (else the next call starts afresh)."""
         return self._meta(self._key(threshold, context)) is not None
+
+    def batch(self, threshold: float, context: str = "") -> int | None:
+        """The pairing batch the cache's tasks were read at (None when no cache is in place)."""
+        meta = self._meta(self._key(threshold, context))
+        return None if meta is None else int(meta["batch"])
 
     @staticmethod
     def _key(threshold: float, context: str) -> dict[str, Any]:

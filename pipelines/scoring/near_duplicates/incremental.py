@@ -97,10 +97,12 @@ def update(
     stored: StoredSets,
     vocab: pl.DataFrame,
     threshold: float,
+    refresh: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, tuple[pl.DataFrame, np.ndarray, pl.DataFrame] | None]:
     """Outcomes for ``frame`` (no tasks: ``task_of`` reads them for given rows) from the cached ``state``
     (whose token sets are ``stored``): only groups that changed are decided again, on token sets, so only
-    the tasks of new patterns are read.
+    the tasks of new patterns are read. A pattern in ``refresh`` (its task may have changed) is taken
+    as new: its task is read, and its cached row counts as gone.
 
     Returns the outcomes (in ``frame`` order) and, when anything differs from the state, what to save:
     the new state (every old row in its place, then the new patterns' rows), the new rows' token sets
@@ -117,6 +119,8 @@ def update(
         maintain_order="left",
     )
     known = (rows["srow"].is_not_null() & rows["created_at"].eq_missing(rows["cached_at"])).fill_null(False)
+    if refresh is not None and refresh.len():
+        known = known & ~rows["pattern_id"].is_in(refresh.cast(pl.String).implode())
     same_score = rows["eval_score"].eq(rows["cached_score"]) | (
         rows["eval_score"].is_nan() & rows["cached_score"].is_nan()
     )
