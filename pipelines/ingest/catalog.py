@@ -97,14 +97,16 @@ def _register_scopes(layout: DataLayout, names: dict[str, tuple[str, str]]) -> N
 
 
 def scope_dump_rows(layout: DataLayout, scope: str) -> dict[str, list[Path]]:
-    """Staged raw files of one scope, per dump id, for dumps the manifest lists as complete (the files
-    of a dump whose ingest crashed are ignored until it is ingested again)."""
-    complete = set(read_manifest(layout)["dump_id"].to_list())
+    """Staged raw files of one scope, per dump id in ingest order (the manifest's ``seq``), for dumps the
+    manifest lists as complete (the files of a dump whose ingest crashed are ignored until it is
+    ingested again). Messages are staged in this order, so it decides which copy of a message is first.
+    """
     out: dict[str, list[Path]] = {}
-    for dump_dir in sorted(layout.raw().glob("dump=*")):
-        if dump_dir.name.removeprefix("dump=") not in complete:
-            continue
-        files = parquet_files(dump_dir / f"scope={scope}")
-        if files:
-            out[dump_dir.name.removeprefix("dump=")] = files
+    # Not the folders' name order: a dump id ends in a hash, so two dumps of one file name would be
+    # ordered by their hashes.
+    for dump_id in read_manifest(layout).sort("seq", maintain_order=True)["dump_id"].to_list():
+        if dump_id not in out and (
+            files := parquet_files(layout.raw() / f"dump={dump_id}" / f"scope={scope}")
+        ):
+            out[dump_id] = files
     return out
