@@ -47,6 +47,13 @@ FIELDS: tuple[tuple[str, JsonKind], ...] = (
 )
 # Unix seconds beyond this are certainly not a message time (year 2100); they would overflow timestamps.
 _MAX_EPOCH = 4_102_444_800
+# Text made only of these is blank (an "empty text" message, never paired). RE2's \s is ASCII only, so
+# the rest of Unicode's White_Space is listed, as the quality checks' \S (Rust, Unicode) counts it, and
+# zero-width space beside it: a task or answer of white space alone never reaches a pattern.
+_BLANK = (
+    r"[\s\x{000B}\x{001C}-\x{001F}\x{0085}\x{00A0}\x{1680}\x{2000}-\x{200B}"
+    r"\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]*"
+)
 
 
 def _reason_sql(records: bool = False) -> str:
@@ -218,9 +225,7 @@ def classify_sql(mapping: ScopeMapping, dump_id: str, seq: int, records: bool = 
                    AS created_at,
                CASE WHEN reason IS NULL THEN CAST(floor(created_epoch) AS BIGINT) END AS created_epoch,
                CASE WHEN reason IS NULL THEN length(text) END AS text_chars,
-               CASE WHEN reason IS NULL
-                    THEN regexp_full_match(text, '[\\s\\x{{00A0}}\\x{{2000}}-\\x{{200B}}\\x{{3000}}]*')
-               END AS is_blank,
+               CASE WHEN reason IS NULL THEN regexp_full_match(text, '{_BLANK}') END AS is_blank,
                tenant_id, project_id, {dump_lit} AS dump_id, CAST({seq} AS BIGINT) AS dump_seq, line_no,
                {branch} AS branch, reason,
                CASE WHEN reason IS NOT NULL THEN regexp_replace(reason, ':.*', '') END AS reason_kind,
