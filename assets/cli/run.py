@@ -200,10 +200,8 @@ def _ingest_and_scopes(
             run_ids[scope] = outcome.run_id
         if outcome.summary is not None:
             read_back[scope] = outcome.summary
-        say(
-            f"[{len(run_ids)}/{len(scopes)}] {scope}: {'done' if outcome.success else 'stopped'} in "
-            f"{outcome.seconds:.1f} s"
-        )
+        ended = "done" if outcome.success else "stopped" if outcome.stopped else "failed"
+        say(f"[{len(run_ids)}/{len(scopes)}] {scope}: {ended} in {outcome.seconds:.1f} s")
         if outcome.stopped:
             stopped.append(scope)
             return

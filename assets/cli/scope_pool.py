@@ -175,7 +175,8 @@ def _run_job(
         scope=scope or "",
         run_id=result.run_id,
         success=result.success,
-        stopped=Interrupts().stopped(result) or _interrupted,
+        # A run that finished before the interrupt reached it is done, not stopped.
+        stopped=not result.success and (Interrupts().stopped(result) or _interrupted),
         error=None if result.success else first_error(result),
         failed_checks=failed_check_names(result),
         warnings=optional_step_failures(result),

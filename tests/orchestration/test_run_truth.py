@@ -235,6 +235,12 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
         time.sleep(0.1)
     report = _interrupt(proc)
     assert report["exit_code"] == 130 and "run the same command again" in report["failures"][-1]
+    # A scope whose run finished before the interrupt reached it is done: counted so, and recorded as
+    # complete, so the next run does not carry it through again.
+    settled = {p.stem.removeprefix("scope=") for p in (data / "staged" / "_settled").glob("*.json")}
+    finished = {s for s, r in report["scopes"].items() if r["kept"] and r["loaded"] == r["kept"]}
+    assert finished <= settled
+    assert f"interrupted with {len(settled)} of " in report["failures"][-1]
     resumed = subprocess.run(
         _cli("--input", str(source), "--data-dir", str(data), "--json"),
         capture_output=True,
