@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipelines.objectstore.lease import LeaseHeld
 from pipelines.objectstore.location import is_remote
@@ -23,6 +24,7 @@ from pipelines.objectstore.working_copy import Locations, WorkingCopy
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 75
 Refuse = Callable[[argparse.Namespace, list[str], int], int]
+Emit = Callable[[argparse.Namespace, dict[str, Any]], None]
 
 
 def location_arg(value: str) -> Path | str:
@@ -46,7 +48,7 @@ def uses_object_storage(args: argparse.Namespace) -> bool:
 
 
 def run_on_object_storage(
-    args: argparse.Namespace, run_local: Callable[[argparse.Namespace], int], refuse: Refuse
+    args: argparse.Namespace, run_local: Callable[[argparse.Namespace], int], refuse: Refuse, emit: Emit
 ) -> int:
     data_url, input_url = str(args.data_dir), str(args.input)
     work_dir = str(args.work_dir) if args.work_dir else None
@@ -60,18 +62,27 @@ def run_on_object_storage(
         return refuse(
             args, [f"--data-dir {exc}: wait for that run, or remove the lease once it is gone"], EXIT_BUSY
         )
+    held: list[dict[str, Any]] = []
+    args.held_report = held
     try:
         code = _run_in_copy(args, locations, copy, run_local, refuse)
     finally:
         failure = _close(copy)
+        del args.held_report
+    report = held[-1] if held else {"ok": code == 0, "exit_code": code, "failures": []}
     if failure:
-        return refuse(
-            args, [f"--data-dir {data_url}: publishing the run failed ({failure}): run it again"], 1
-        )
-    if copy.published:
+        # One report: the run's own, failed by its publishing.
+        report["failures"] = [
+            *report.get("failures", []),
+            f"--data-dir {data_url}: publishing the run failed ({failure}): run it again",
+        ]
+        report["ok"] = False
+        code = report["exit_code"] = code or EXIT_FAILED
+    elif copy.published:
         _say(args)(
             f"{data_url}: published {copy.published.uploaded} objects, removed {copy.published.deleted}"
         )
+    emit(args, report)
     return code
 
 

@@ -134,3 +134,26 @@ def test_a_second_writer_is_refused_while_the_lease_is_held(s3_env, capfd, tmp_p
     assert "host pod-7" in out["failures"][0]
     keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=bucket, Prefix="data/")["Contents"]]
     assert keys == [f"data/{LEASE_KEY}"]
+
+
+def test_a_run_whose_publishing_fails_reports_once_and_fails(s3_env, capfd, tmp_path, monkeypatch):
+    import assets.cli.remote as remote
+
+    bucket = s3_env.new_bucket()
+    source, data = _landing(s3_env, bucket), f"s3://{bucket}/data"
+    run_in_copy = remote._run_in_copy
+
+    def and_then_the_bucket_goes(*args, **kwargs):
+        code = run_in_copy(*args, **kwargs)
+        client = s3_env.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+        return code
+
+    monkeypatch.setattr(remote, "_run_in_copy", and_then_the_bucket_goes)
+    out = _run(capfd, source, data, tmp_path / "work", code=1)  # stdout is one JSON object
+    assert out["ok"] is False and out["exit_code"] == 1
+    assert out["scopes"], "the run's own report, not a second one"
+    assert out["failures"][-1].startswith(f"--data-dir {data}: publishing the run failed (")
