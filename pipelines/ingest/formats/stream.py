@@ -3,7 +3,9 @@
 Invariants: nothing here reads a whole file; :func:`json_values` yields every top-level value of a
 stream exactly once, in order, each with its position (``line N`` for a value that starts on line N of a
 line-oriented file, ``$[i]`` for the i-th element of a top-level array), and a value that does not parse
-is yielded as a :class:`BadValue` carrying its raw text, so a reader can quarantine it instead of losing it.
+is yielded as a :class:`BadValue` carrying its raw text, so a reader can quarantine it instead of losing
+it. After a broken element of an array, reading goes on at the next element; what cannot be read is one
+:class:`BadValue` that says from where.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,8 +39,14 @@ def compression(path: Path) -> str | None:
 def inner_name(path: Path, member: str | None = None) -> str:
     """The name the content goes by: ``export.ndjson`` for ``export.ndjson.gz``, the member of a zip."""
     if member:
-        return member
+        # A member is decompressed by its own suffix (see ``open_member``), so it goes by the rest.
+        return member[: -len(Path(member).suffix)] if _packed(member) else member
     return path.name[: -len(path.suffix)] if compression(path) else path.name
+
+
+def _packed(member: str) -> bool:
+    """Whether a zip member is itself compressed (``a.ndjson.gz``): read through its decompressor."""
+    return compression(Path(member)) in ("gz", "zst")
 
 
 def zip_members(path: Path) -> list[str]:
@@ -55,22 +65,75 @@ def zip_members(path: Path) -> list[str]:
 def open_member(path: Path, member: str | None = None) -> Iterator[BinaryIO]:
     """The decompressed content of a file (``.gz``, ``.zst``, or one member of a ``.zip``), streamed."""
     kind = compression(path)
+    if kind in ("gz", "zst"):
+        with open(path, "rb") as raw, _decompressed(raw, kind) as f:
+            yield f
+    elif kind == "zip":
+        if member is None:
+            raise ValueError(f"{path}: a zip is read member by member")
+        # Discovery takes ``a.ndjson.gz`` members: they are decompressed as the same file outside a zip.
+        inner = compression(Path(member)) if _packed(member) else None
+        with (
+            zipfile.ZipFile(path) as archive,
+            archive.open(member) as raw,
+            _decompressed(raw, inner) as f,  # type: ignore[arg-type]
+        ):
+            yield f
+    else:
+        with open(path, "rb") as f:
+            yield f
+
+
+@contextmanager
+def _decompressed(raw: BinaryIO, kind: str | None) -> Iterator[BinaryIO]:
     if kind == "gz":
-        with gzip.open(path, "rb") as f:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as f:
             yield f  # type: ignore[misc]
     elif kind == "zst":
         import zstandard
 
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as f:
+        with zstandard.ZstdDecompressor().stream_reader(raw) as f:
             yield io.BufferedReader(f)  # type: ignore[arg-type]
-    elif kind == "zip":
-        if member is None:
-            raise ValueError(f"{path}: a zip is read member by member")
-        with zipfile.ZipFile(path) as archive, archive.open(member) as f:
-            yield f  # type: ignore[misc]
     else:
-        with open(path, "rb") as f:
-            yield f
+        yield raw
+
+
+def _failure(text: str, start: int) -> int:
+    """Where the value at ``start`` stops parsing."""
+    try:
+        _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        return exc.pos
+    return start
+
+
+@cache
+def _boundary() -> re.Pattern[str]:
+    # Imported here: array_chunks imports the formats package, which imports this module.
+    from pipelines.ingest.array_chunks import _CUT
+
+    return re.compile(_CUT.pattern.decode())
+
+
+def _resume_at(text: str, start: int, failed_at: int) -> tuple[int, int] | None:
+    """``(end of the broken part, start of the next element)`` for an array element at ``start`` that
+    fails to parse at ``failed_at``, or None when no element after it parses.
+
+    Elements seem to meet where array_chunks cuts an array. Such a place before the failure can be
+    inside the broken element (an object in a list of it, which parsed) or swallowed by it (a string
+    left open): an element read from there that ends past the failure is the latter, a true next one.
+    """
+    # From ``start`` itself: a stray "}" there (the end of an element read past) is a broken part alone.
+    at = start
+    while match := _boundary().search(text, at):
+        at = match.end()
+        try:
+            _, end = _DECODER.raw_decode(text, at)
+        except json.JSONDecodeError:
+            continue
+        if end > failed_at:
+            return match.start() + 1, at
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,26 +163,40 @@ def _text_chunks(stream: BinaryIO) -> Iterator[str]:
 def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
     """``(position, value)`` for each top-level JSON value of the stream, or the elements of a top-level
     array (``$[i]``); a part that does not parse is a :class:`BadValue` (in line-oriented text, the rest
-    of its line is skipped and reading goes on at the next line)."""
+    of its line is skipped and reading goes on at the next line; in an array, reading goes on at the next
+    element boundary, see :func:`_resume_at`)."""
     chunks = _text_chunks(stream)
     buf = ""
     pos = 0
     line = 1
     eof = False
+    # Characters and lines of the text dropped from ``buf`` so far: where a broken part starts is told
+    # in the file's terms.
+    offset = 0
+    dropped_lines = 0
 
-    def more() -> bool:
-        nonlocal buf, pos, eof
+    def more(want: int = 1) -> bool:
+        """Drop the text before ``pos`` and read at least ``want`` more characters (fewer at the end of
+        the stream); False when there was nothing more. The buffer is joined once per call: a value
+        that needs more text asks for as much again as it has, so a large one is copied and parsed a
+        few times, not once per block."""
+        nonlocal buf, pos, eof, offset, dropped_lines
         if eof:
             return False
-        try:
-            buf = buf[pos:] + next(chunks)
-        except StopIteration:
+        offset += pos
+        dropped_lines += buf.count("\n", 0, pos)
+        parts = [buf[pos:]]
+        got = 0
+        for chunk in chunks:
+            parts.append(chunk)
+            got += len(chunk)
+            if got >= want:
+                break
+        else:
             eof = True
-            buf = buf[pos:]
-            pos = 0
-            return False
+        buf = "".join(parts)
         pos = 0
-        return True
+        return got > 0
 
     def skip_ws() -> bool:
         """Skip whitespace (counting lines); False at the end of the stream."""
@@ -146,7 +223,8 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
             try:
                 value, end = _DECODER.raw_decode(buf, pos)
             except json.JSONDecodeError:
-                if len(buf) - pos < MAX_VALUE_BYTES and more():
+                held = len(buf) - pos
+                if held < MAX_VALUE_BYTES and more(min(held, MAX_VALUE_BYTES - held)):
                     continue
                 raise
             raw = ""
@@ -156,27 +234,63 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
             pos = end
             return value, raw
 
+    def broken(reason: str, where: str) -> BadValue:
+        """The broken part of an array at ``pos``, whole, as one value; reading goes on at the next
+        element that parses past the point of failure, or, with none, this takes the rest of the text."""
+        nonlocal buf, pos, eof
+        # As much text as a value may take is searched (a broken value has read that much already).
+        if len(buf) - pos < MAX_VALUE_BYTES:
+            more(MAX_VALUE_BYTES - (len(buf) - pos))
+        resume = _resume_at(buf, pos, _failure(buf, pos))
+        if resume is not None:
+            end, pos_next = resume
+            raw = buf[pos:end]
+            pos = pos_next
+            return BadValue(raw, reason)
+        line_no = dropped_lines + buf.count("\n", 0, pos) + 1
+        at = f"{where} (line {line_no}, character {offset + pos + 1})"
+        raw = buf[pos:]
+        cut = ""
+        if not eof:
+            # More than a value's limit is held: the record keeps that much, and the rest is read
+            # through unkept (the dump's checksum covers the whole file).
+            cut = f", cut at {len(raw)} characters"
+            for _ in chunks:
+                pass
+            eof = True
+        buf, pos = "", 0
+        return BadValue(
+            raw, f"{reason}: nothing from {at} on could be read (this record holds the rest{cut})"
+        )
+
     if not skip_ws():
         return
     if buf[pos] == "[":
         pos += 1
         index = 0
+        resynced = False
         while skip_ws():
-            if buf[pos] == "]":
-                return
             if buf[pos] == ",":
                 pos += 1
                 continue
             start_pos = f"$[{index}]"
+            index += 1
+            if buf[pos] == "]":
+                pos += 1
+                # What follows a well-formed array is left unread (as array_chunks does). After a
+                # resynchronisation the "]" may have closed a list inside a broken element: what follows
+                # it is then more of the array, not to be dropped.
+                if not resynced or not skip_ws():
+                    return
+                yield start_pos, broken("text after the array's end", start_pos)
+                continue
             try:
                 value, _ = decode(lines=False)
             except json.JSONDecodeError:
-                # Inside an array nothing after a broken element can be trusted.
-                rest = buf[pos : pos + 2000]
-                yield start_pos, BadValue(rest, "malformed JSON")
-                return
+                resynced = True
+                yield start_pos, broken("malformed JSON", start_pos)
+                continue
             yield start_pos, value
-            index += 1
         return
     while skip_ws():
         start_line = line
