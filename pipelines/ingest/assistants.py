@@ -54,24 +54,31 @@ def resolve_pending(
     cur = con.cursor()
     try:
         cur.register("pending_rows", pending.select("thread_id", "created_at", "line_no").to_arrow())
-        same = ", ".join(f"'{p}'" for p in dump_files) if dump_files else None
+        # File lists are bound, not spliced into the SQL: a data folder may be named with any character.
+        # DuckDB refuses a parameter the query does not use, so each list is bound only where it is read.
+        params: dict[str, list[str]] = {}
+        if dump_files:
+            params["same"] = [str(p) for p in dump_files]
         answers = (
             "SELECT thread_id, created_at, line_no, assistant_id, false AS is_pending "
-            f"FROM read_parquet([{same}]) "
+            "FROM read_parquet($same) "
             "WHERE role = 'assistant' AND thread_id IN (SELECT thread_id FROM pending_rows)"
-            if same
+            if dump_files
             else "SELECT NULL::VARCHAR, NULL::TIMESTAMPTZ, NULL::BIGINT, NULL::VARCHAR, false WHERE false"
         )
         earlier = _earlier_files(layout, complete, dump_id)
+        if earlier:
+            params["earlier"] = earlier
         before = (
             "SELECT thread_id, arg_max(assistant_id, (created_at, dump_seq, line_no)) AS before_a "
-            f"FROM read_parquet([{', '.join(repr(f) for f in earlier)}]) "
+            "FROM read_parquet($earlier) "
             "WHERE role = 'assistant' AND thread_id IN (SELECT thread_id FROM pending_rows) "
             "GROUP BY thread_id"
             if earlier
             else "SELECT NULL::VARCHAR AS thread_id, NULL::VARCHAR AS before_a WHERE false"
         )
-        resolved = cur.sql(f"""
+        resolved = cur.sql(
+            f"""
             WITH u AS (
                 SELECT thread_id, created_at, line_no, NULL::VARCHAR AS assistant_id, true AS is_pending
                 FROM pending_rows
@@ -88,7 +95,9 @@ def resolve_pending(
             )
             SELECT w.line_no, coalesce(next_a, prev_a, b.before_a) AS resolved
             FROM w LEFT JOIN ({before}) b USING (thread_id) WHERE is_pending
-            """).pl()
+            """,
+            params=params or None,
+        ).pl()
     finally:
         cur.close()
     out = (
