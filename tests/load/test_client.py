@@ -162,6 +162,33 @@ def test_429_quota_exceeded_is_not_retried(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # what Engramia's error handler sends (api/app.py _build_error_body)
+        {
+            "error_code": "QUOTA_EXCEEDED",
+            "detail": "quota reached",
+            "error_context": {"current": 8000, "limit": 8000},
+        },
+        # a route's detail dict as FastAPI sends it without that handler
+        {
+            "detail": {
+                "error_code": "QUOTA_EXCEEDED",
+                "current": 8000,
+                "limit": 8000,
+                "detail": "quota reached",
+            }
+        },
+    ],
+)
+def test_429_quota_exceeded_keeps_the_servers_figures(monkeypatch, body):
+    client, _ = make_client(lambda request: httpx.Response(429, json=body), monkeypatch)
+    with pytest.raises(QuotaExceeded) as info:
+        client.request("POST", "/v1/learn", json={})
+    assert (info.value.current, info.value.limit) == (8000, 8000)
+
+
 def test_5xx_and_dropped_connections_are_retried_for_idempotent_calls(monkeypatch):
     answers = iter(
         ["drop", httpx.Response(503, json={"detail": "storage"}), httpx.Response(200, json={"imported": 2})]

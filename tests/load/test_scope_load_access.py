@@ -68,6 +68,8 @@ def test_capacity_preflight_refuses_before_sending_and_quota_exceeded_stops_with
     # a client that does not know the server's setting learns until the server says QUOTA_EXCEEDED
     result = load(layout, server, env, opts(RestMode.LEARN))
     assert result.error and "QUOTA_EXCEEDED" in result.error and "ENGRAMIA_PROJECT_QUOTA_PCT" in result.error
+    # the server's own figures, which it sends under error_context
+    assert "the project holds 5 of the 5 patterns the server allows it" in result.error
     # one refused, four never sent: all failed (not stored), so the kept patterns still add up
     assert result.stored == 5 and result.failed == 5 and result.unaccounted == 0 and result.reconciles
     assert server.pattern_count() == 5 == result.ledger_in_store

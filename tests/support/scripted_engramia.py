@@ -11,7 +11,7 @@ What it does as a real 0.7.x server does (measured against one built from the pu
   (``reuse_count + 1``, ``success_score + 0.1``), then returns the best ``limit``.
 - roles: reader (recall, metrics), editor (+ learn, delete own), admin/owner (+ import, export, delete).
 - 429 ``RATE_LIMITED`` with ``Retry-After: 60`` past ``per_key_limit`` requests in a clock minute.
-- 429 ``QUOTA_EXCEEDED`` with ``current`` and ``limit`` when ``patterns_limit`` is set.
+- 429 ``QUOTA_EXCEEDED``, ``current`` and ``limit`` under ``error_context``, once ``patterns_limit`` is hit.
 """
 
 from __future__ import annotations
@@ -135,8 +135,13 @@ class Scripted07:
         cap = int(self.patterns_limit * self.quota_pct)
         current = len(self.store) + adding
         if current >= cap:
-            detail = {"error_code": "QUOTA_EXCEEDED", "current": current, "limit": cap, "detail": "full"}
-            return httpx.Response(429, json={"detail": detail})
+            # the body Engramia's error handler (api/app.py _build_error_body) makes of the route's detail
+            body = {
+                "error_code": "QUOTA_EXCEEDED",
+                "detail": "full",
+                "error_context": {"current": current, "limit": cap},
+            }
+            return httpx.Response(429, json=body)
         return None
 
     def learn(self, body: dict[str, Any]) -> httpx.Response:

@@ -39,11 +39,13 @@ from pipelines.load.rest.errors import (
     RateLimitExhausted,
     RestError,
     ServerUnavailable,
+    Stopped,
     error_body,
     error_reason,
     http_error,
     parse_retry_after,
 )
+from pipelines.load.rest.servers import check_env_name
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class EnvBearerAuth(httpx.Auth):
     """Adds ``Authorization: Bearer <$NAME>`` to each request, reading the variable at that moment."""
 
     def __init__(self, env_name: str) -> None:
-        self.env_name = env_name
+        # Checked here too, not only in ServerConfig: the name goes into every MissingApiKey message, and
+        # a client can be built without a ServerConfig.
+        self.env_name = check_env_name(env_name)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         value = os.environ.get(self.env_name, "").strip()
@@ -158,10 +162,12 @@ class EngramiaClient:
         max_retry_after: float = 120.0,
         rate_limit_budget: float = 900.0,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``sleep``: how the client waits (tests pass a fake clock's); by default a wait on
+        :attr:`stopped`, so that :meth:`stop` ends it at once."""
         self.url = url.rstrip("/")
         self.api_key_env = api_key_env
         self.label = label or self.url
@@ -169,8 +175,11 @@ class EngramiaClient:
         self.max_retry_after = max_retry_after
         self.rate_limit_budget = rate_limit_budget
         self.stats = ClientStats()
-        self.limiter = RateLimiter(requests_per_minute, clock=clock, sleep=sleep)
-        self.sleep = sleep  # every wait of this client (retries, 429s, job polls) goes through it
+        # Set on Ctrl-C while requests are in flight on other threads: their waits (Retry-After, backoff)
+        # would otherwise hold the interrupted load until they run out.
+        self.stopped = threading.Event()
+        self._pause = sleep
+        self.limiter = RateLimiter(requests_per_minute, clock=clock, sleep=self.sleep)
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._http = httpx.Client(
@@ -193,6 +202,23 @@ class EngramiaClient:
     def close(self) -> None:
         self._http.close()
 
+    def stop(self) -> None:
+        """End every wait of this client now and send nothing more (for good: the load is over)."""
+        self.stopped.set()
+
+    def sleep(self, seconds: float) -> None:
+        """Every wait of this client (limiter, retries, 429s, job polls) goes through here; raises
+        :class:`Stopped` once the client is stopped."""
+        if self._pause is None:
+            self.stopped.wait(seconds)
+        elif not self.stopped.is_set():
+            self._pause(seconds)
+        self._check_stopped()
+
+    def _check_stopped(self) -> None:
+        if self.stopped.is_set():
+            raise Stopped(f"{self.label}: load interrupted; nothing more is sent")
+
     # -- the one request loop -------------------------------------------------------------------
 
     def request(
@@ -213,6 +239,7 @@ class EngramiaClient:
         if content is not None:
             send_headers.setdefault("Content-Type", "application/json")
         while True:
+            self._check_stopped()
             self.limiter.acquire()
             self._count("requests")
             try:

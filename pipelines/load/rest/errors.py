@@ -82,6 +82,11 @@ class CapacityError(RestError):
     """The load cannot fit the scope's quota or cap; raised before anything is sent."""
 
 
+class Stopped(RestError):
+    """The load was interrupted while this request waited to be sent (again): a request that may have
+    been applied keeps its ``sending`` row for the next run to resolve."""
+
+
 # Errors after which the pattern in flight was certainly not stored.
 DEFINITE = (AuthError, QuotaExceeded, RateLimitExhausted, MissingApiKey)
 
@@ -92,7 +97,9 @@ def http_error(status: int, where: str, code: str, reason: str, body: Any = None
     if status == 429:
         exc = QuotaExceeded(f"{where} {code} {reason}".strip(), **kwargs)
         if isinstance(body, dict):
-            exc.current, exc.limit = _int_or_none(body.get("current")), _int_or_none(body.get("limit"))
+            # Engramia's error handler moves them under error_context; a bare detail dict has them on top.
+            figures = body.get("error_context") if isinstance(body.get("error_context"), dict) else body
+            exc.current, exc.limit = _int_or_none(figures.get("current")), _int_or_none(figures.get("limit"))
         return exc
     if status in (401, 403):
         return AuthError(f"{where} {code} {reason}".strip(), **kwargs)

@@ -225,7 +225,7 @@ class ImportStrategy(SendStrategy):
                 self.books.say(
                     f"{self.scope}: {exc}; resubmitting ({attempt + 1}/{self.options.max_retries})"
                 )
-                time.sleep(self.client.backoff.delay(attempt + 1))
+                self.client.sleep(self.client.backoff.delay(attempt + 1))
         raise ServerUnavailable(f"{self.client.label}: import job kept failing")
 
 

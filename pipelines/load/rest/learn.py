@@ -18,7 +18,6 @@ one is gone all the same, so it counts as retracted and ``pattern_count`` still 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -167,7 +166,7 @@ class LearnStrategy(SendStrategy):
                 self.books.say(f"{self.scope}: {pid}: {exc}; checking the server before sending it again")
                 if exc.reason == "timeout":
                     # a slow server may still store it: give the request time to finish before looking
-                    time.sleep(self.options.timeout)
+                    self.client.sleep(self.options.timeout)
                 key = matcher.find(row, self.books.claimed_keys())
                 if key:
                     return Entry(
@@ -176,7 +175,7 @@ class LearnStrategy(SendStrategy):
                 attempts += 1
                 if attempts > self.options.max_retries:
                     raise ServerUnavailable(f"{exc}; not stored after {attempts} attempts") from None
-                time.sleep(self.client.backoff.delay(attempts))
+                self.client.sleep(self.client.backoff.delay(attempts))
                 continue
             except Rejected as exc:
                 return Entry(pid, None, Outcome.REJECTED, f"server: {exc.reason or exc}")

@@ -7,7 +7,6 @@ the Dagster config and the load results carry); both modes share one ledger per 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -79,7 +78,7 @@ def make_client(
     options: RestOptions,
     label: str,
     transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> EngramiaClient:
     return EngramiaClient(
         server.url,

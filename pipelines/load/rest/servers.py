@@ -33,7 +33,13 @@ import yaml
 
 from pipelines.scopes import scope_key
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_ENV_NAME = 64
+# The shapes Engramia generates: ``engramia_sk_`` + token_urlsafe(32) (api/keys.py, the CLI) and the cloud
+# sign-up's ``engramia-`` + 32 hex (api/cloud_auth.py). Half of the first shape is letters, digits and
+# underscores only, so the character set alone cannot tell it from a name.
+_KEY_PREFIXES = ("engramia_sk_", "engramia-")
+_RUN = re.compile(r"[A-Za-z0-9]{16,}")
 _ENTRY_FIELDS = {"scope", "tenant", "project", "url", "api_key_env"}
 
 
@@ -63,13 +69,49 @@ def normalize_url(url: str) -> str:
 
 
 def check_env_name(name: str) -> str:
-    if not isinstance(name, str) or not _ENV_NAME.match(name):
-        # Never echo the value: a common mistake is passing the key itself here.
+    """``name`` if it can be the NAME of the environment variable holding a key; else ServerConfigError.
+
+    A name is letters, digits and underscores, not starting with a digit (lower case too, as POSIX
+    allows). Refused as looking like an API key rather than a name:
+
+    - anything starting with ``engramia_sk_`` or ``engramia-`` (any case for the latter): every key
+      Engramia generates (the prefix check is case-sensitive for ``engramia_sk_`` so that a variable
+      such as ``ENGRAMIA_SK_PROD`` stays usable; a generated key is always lower-case there);
+    - anything longer than 64 characters;
+    - random-looking text, for keys an operator made up (``ENGRAMIA_API_KEYS``): a run of 16 or more
+      letters and digits mixing lowercase letters with digits (hex, base64), or a value of 20 or more
+      characters mixing lowercase, uppercase and digits. Names built of words, such as
+      ``ENGRAMIA_API_KEY``, ``engramia_key`` or ``ENGRAMIA_KEY_CODER_2``, never match.
+
+    No message repeats the value: a common mistake is passing the key itself here.
+    """
+    if not isinstance(name, str) or not name:
+        raise ServerConfigError("api_key_env must be the NAME of an environment variable")
+    if _looks_like_key(name):
         raise ServerConfigError(
-            "api_key_env must be the NAME of an environment variable (letters, digits and underscores), "
-            "not the key itself"
+            "api_key_env holds what looks like an API key, not the name of an environment variable: put "
+            "the key in an environment variable and name that variable here"
+        )
+    if not _ENV_NAME.match(name):
+        raise ServerConfigError(
+            "api_key_env must be the NAME of an environment variable (letters, digits and underscores, not "
+            "starting with a digit), not the key itself"
         )
     return name
+
+
+def _looks_like_key(value: str) -> bool:
+    if value.startswith(_KEY_PREFIXES[0]) or value.lower().startswith(_KEY_PREFIXES[1]):
+        return True
+    if len(value) > _MAX_ENV_NAME:
+        return True
+    if any(_has(run, "a-z") and _has(run, "0-9") for run in _RUN.findall(value)):
+        return True
+    return len(value) >= 20 and all(_has(value, chars) for chars in ("a-z", "A-Z", "0-9"))
+
+
+def _has(text: str, chars: str) -> bool:
+    return re.search(f"[{chars}]", text) is not None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from pipelines.load.rest.errors import DEFINITE
 from pipelines.load.rest.options import RestMode, RestOptions
 from pipelines.tables import DataLayout
 
+_POLL_SECONDS = 0.2
+
 
 @dataclass
 class SendStrategy(ABC):
@@ -90,7 +92,8 @@ class SendStrategy(ABC):
             return
         pending = iter(items)
         error: BaseException | None = None
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="engramia-load") as pool:
+        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="engramia-load")
+        try:
             inflight: dict[Future, Any] = {}
 
             def submit() -> None:
@@ -102,7 +105,9 @@ class SendStrategy(ABC):
             for _ in range(self.options.concurrency):
                 submit()
             while inflight:
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                # A timeout, so that a Ctrl-C the kernel handed to another thread (any thread may take a
+                # process's SIGINT) is raised here within a moment rather than when a request finishes.
+                finished, _ = wait(inflight, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     item = inflight.pop(fut)
                     try:
@@ -112,6 +117,13 @@ class SendStrategy(ABC):
                         error = error or exc
                     if error is None:
                         submit()
+        except BaseException:
+            # Ctrl-C: shutting the pool down the usual way would wait for workers sleeping out a
+            # Retry-After or a backoff. Their requests keep their ``sending`` rows for the next run.
+            self.client.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         if error is not None:
             raise error
 
