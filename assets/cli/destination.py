@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from assets.destination import EngramiaDestination
 from pipelines.load.rest.options import MODES as REST_MODES
+from pipelines.load.rest.servers import ServerMap
+
+# RestOptions refuses a body limit under this; checked here too so that the refusal names the option.
+MIN_BODY_BYTES = 4_096
 
 
 def destination_from_args(args: argparse.Namespace) -> EngramiaDestination:
@@ -27,8 +32,62 @@ def destination_from_args(args: argparse.Namespace) -> EngramiaDestination:
         **(_rest_fields(args) if rest else {}),
     )
     if rest:
-        destination.servers()  # a bad URL, variable name or mapping file fails here, before any work
+        # A bad URL, variable name or mapping file fails here, before any work; so does a key variable
+        # that is not set, which would otherwise fail every scope only after ingest, pairing and scoring.
+        _check_keys_set(args, destination.servers())
+        if not rest_option_problems(args):
+            # Values rest_option_problems knows are refused by run_problems, naming the option (one line
+            # per problem, not a second one here); anything else RestOptions refuses is caught here.
+            try:
+                destination.rest_options()
+            except ValueError as exc:
+                raise ValueError(f"--destination {args.destination}: {exc}") from None
     return destination
+
+
+def _check_keys_set(args: argparse.Namespace, servers: ServerMap) -> None:
+    """ValueError naming the variables that hold no key, never their values. Every server of a mapping
+    file is checked: the scopes of a run are known only once its dumps are ingested."""
+    configured = (
+        [servers.single] if servers.single else [*servers.by_scope.values(), *servers.by_pair.values()]
+    )
+    # Blank counts as unset, as when the client builds its Authorization header.
+    unset = sorted({s.api_key_env for s in configured if not os.environ.get(s.api_key_env, "").strip()})
+    if not unset:
+        return
+    if servers.single is not None:
+        raise ValueError(
+            f"--api-key-env {unset[0]}: the environment variable is not set (it must hold the Engramia "
+            "API key)"
+        )
+    raise ValueError(
+        f"--servers {args.servers}: environment variable(s) not set: {', '.join(unset)} (each must hold the "
+        "Engramia API key of the scopes that name it)"
+    )
+
+
+def rest_option_problems(args: argparse.Namespace) -> list[str]:
+    """One line per REST option RestOptions (or a sane load) would refuse, naming the option. Options a
+    command does not take (rollback has no load options) keep the destination's valid defaults."""
+    problems = []
+    for option, name, low in (
+        ("--timeout", "timeout", 0.001),
+        ("--requests-per-minute", "requests_per_minute", 0),
+        ("--concurrency", "concurrency", 1),
+        ("--max-retries", "max_retries", 0),
+        ("--max-retry-after", "max_retry_after", 0),
+        ("--max-body-bytes", "max_body_bytes", MIN_BODY_BYTES),
+    ):
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            problems.append(f"{option} {value}: must be at least {low}")
+    quota = getattr(args, "quota_pct", None)
+    if quota is not None and not 0 < quota <= 1:
+        problems.append(
+            f"--quota-pct {quota}: give the server's ENGRAMIA_PROJECT_QUOTA_PCT, a share above 0 and at most "
+            "1 (Engramia's default is 0.8)"
+        )
+    return problems
 
 
 def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from assets.cli.destination import destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
-from assets.cli.run import add_run_arguments
+from assets.cli.run import _refuse, add_run_arguments
 from assets.cli.scoring_args import judge_from_args, judge_plan_lines
 from assets.cli.status import format_table
+from assets.cli.validate import run_problems
 from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.objectstore.location import is_remote
 from pipelines.quality.capacity import EmbeddedTarget, RestTarget
@@ -104,23 +104,29 @@ def print_plan(plan: RunPlan) -> None:
 
 
 def plan(args: argparse.Namespace) -> int:
+    # Refused as run refuses, in the same words and shape (--json too): plan takes run's options, and a
+    # plan for options run would refuse would promise a run that never happens.
+    if is_remote(args.input) or is_remote(args.data_dir):
+        return _refuse(
+            args,
+            ["plan reads local folders only; for s3:// locations use run (or plan against a local copy)"],
+        )
+    if not Path(args.input).exists():
+        return _refuse(args, [f"input not found: {args.input}"])
+    problems = run_problems(args)  # reads only, as plan must
+    destination = None
     try:
         destination = destination_from_args(args)
-        mapping = ScopeMapping(
-            scope_by=ScopeBy(args.scope_by),
-            tenant=args.tenant,
-            project=args.project,
-            tenant_map=Path(args.tenant_map) if args.tenant_map else None,
-        )
-        if is_remote(args.input) or is_remote(args.data_dir):
-            raise ValueError(
-                "plan reads local folders only; for s3:// locations use run (or plan against a local copy)"
-            )
-        if not Path(args.input).exists():
-            raise FileNotFoundError(f"input not found: {args.input}")
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems or destination is None:
+        return _refuse(args, problems)
+    mapping = ScopeMapping(
+        scope_by=ScopeBy(args.scope_by),
+        tenant=args.tenant,
+        project=args.project,
+        tenant_map=Path(args.tenant_map) if args.tenant_map else None,
+    )
     layout = DataLayout.at(args.data_dir)
     target: EmbeddedTarget | RestTarget = (
         RestTarget(destination.servers(), destination.rest_options())

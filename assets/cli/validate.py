@@ -15,8 +15,10 @@ import argparse
 import os
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
+from assets.cli.destination import rest_option_problems
 from assets.cli.scoring_args import scoring_problems
 from pipelines.folder_options import option_changes
 from pipelines.ingest.catalog import pending_dumps
@@ -25,7 +27,7 @@ from pipelines.ingest.formats import UnknownFormat, detect_format
 from pipelines.load.limits import CODE_MAX_CHARS, TASK_MAX_CHARS
 from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.pairing.pairs import Pairing, PairingOptions
-from pipelines.scopes import ScopeBy, ScopeMapping
+from pipelines.scopes import ScopeBy, ScopeMapping, load_tenant_map
 from pipelines.scoring.feedback import read_feedback
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
 from pipelines.tables import DataLayout
@@ -86,6 +88,22 @@ def _tenant_map_problems(args: argparse.Namespace) -> list[str]:
         return [
             f"--tenant-map {tenant_map}: needs the columns thread_id,tenant_id (found: {', '.join(columns)})"
         ]
+    return _tenant_map_content_problems(tenant_map)
+
+
+def _tenant_map_content_problems(tenant_map: Path) -> list[str]:
+    """What ingest's own reader refuses (a thread mapped to two tenants), found before any work. The
+    connection is in memory and thrown away: no file is written."""
+    con = duckdb.connect(":memory:")
+    try:
+        load_tenant_map(con, tenant_map)
+    except (ValueError, duckdb.Error) as exc:
+        # The reader's messages start with the file's path already.
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        prefix = f"{tenant_map}: "
+        return [f"--tenant-map {tenant_map}: {text.removeprefix(prefix)}"]
+    finally:
+        con.close()
     return []
 
 
@@ -102,16 +120,7 @@ def _limit_problems(args: argparse.Namespace) -> list[str]:
     if not 0 <= args.max_quarantine_pct <= 100:
         problems.append(f"--max-quarantine-pct {args.max_quarantine_pct}: give a percentage from 0 to 100")
     if args.destination in REST_MODES:
-        for option, value, low in (
-            ("--timeout", args.timeout, 0.001),
-            ("--requests-per-minute", args.requests_per_minute, 0),
-            ("--concurrency", args.concurrency, 1),
-            ("--max-retries", args.max_retries, 0),
-            ("--max-retry-after", args.max_retry_after, 0),
-            ("--max-body-bytes", args.max_body_bytes, 1024),
-        ):
-            if value < low:
-                problems.append(f"{option} {value}: must be at least {low}")
+        problems += rest_option_problems(args)
     return problems
 
 
