@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from assets.cli.destination import destination_from_args
+from assets.cli.validate import option_problems
 from pipelines.objectstore.lease import LeaseHeld
 from pipelines.objectstore.location import is_remote
 from pipelines.objectstore.settings import add_s3_options, s3_from_args
@@ -53,6 +55,15 @@ def run_on_object_storage(
     data_url, input_url = str(args.data_dir), str(args.input)
     work_dir = str(args.work_dir) if args.work_dir else None
     locations = Locations(data_url, input_url, work_dir, s3_from_args(args), ("--data-dir", "--input"))
+    # Options are checked before the lease is taken and the data folder pulled: a typo must not cost a
+    # download. What needs the folder itself is checked again on the working copy.
+    problems = option_problems(args)
+    try:
+        destination_from_args(args)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        return refuse(args, problems, EXIT_USAGE)
     copy = WorkingCopy(locations)
     try:
         copy.open()

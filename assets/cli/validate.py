@@ -187,11 +187,19 @@ def run_problems(args: argparse.Namespace) -> list[str]:
     problems = _input_problems(args.input, copied=bool(getattr(args, "input_url", None)))
     if not problems:
         problems = _format_problems(args)
-    problems += [*_data_dir_problems(args), *_limit_problems(args)]
-    problems += _tenant_map_problems(args)
-    problems += _feedback_problems(args)
-    problems += scoring_problems(args)
+    problems += [*_data_dir_problems(args), *option_problems(args)]
     if not problems:
         # Only meaningful once the options themselves are sound.
         problems += _option_change_problems(args)
     return problems
+
+
+def option_problems(args: argparse.Namespace) -> list[str]:
+    """The problems of options that need neither the input nor the data folder: an s3:// run checks
+    them before it takes the data folder's lease and pulls its working copy."""
+    return [
+        *_limit_problems(args),
+        *_tenant_map_problems(args),
+        *_feedback_problems(args),
+        *scoring_problems(args),
+    ]

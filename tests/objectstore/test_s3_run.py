@@ -157,3 +157,17 @@ def test_a_run_whose_publishing_fails_reports_once_and_fails(s3_env, capfd, tmp_
     assert out["ok"] is False and out["exit_code"] == 1
     assert out["scopes"], "the run's own report, not a second one"
     assert out["failures"][-1].startswith(f"--data-dir {data}: publishing the run failed (")
+
+
+def test_a_refused_option_costs_no_lease_and_no_download(s3_env, capfd, tmp_path):
+    bucket = s3_env.new_bucket()
+    source, data = _landing(s3_env, bucket), f"s3://{bucket}/data"
+    assert _run(capfd, source, data, tmp_path / "work")["ok"]
+    work = tmp_path / "second-machine"
+    extra = ["--work-dir", str(work), "--task-max-chars", "0"]
+    out = cli(capfd, "run", "--input", source, "--data-dir", data, *extra, code=2)
+    assert len(out["failures"]) == 1 and out["failures"][0].startswith("--task-max-chars 0")
+    assert "working copy" not in out["_stderr"] and "published" not in out["_stderr"]
+    assert not work.exists()
+    keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert f"data/{LEASE_KEY}" not in keys
