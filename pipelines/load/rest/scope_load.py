@@ -89,9 +89,7 @@ class ScopeLoad:
             last_count=before,
         )
         self.probe_permission()
-        # The basis names the redaction: turning it on or off changes what is sent.
-        transform = "redacted" if self.options.redact else "as-is"
-        plan = plan_load(self.layout, self.scope, self.books.ledger.in_store(), transform)
+        plan = plan_load(self.layout, self.scope, self.books.ledger.in_store(), _basis(self.options))
         self.result.kept, self.result.already_loaded = plan.kept, plan.already
         to_send = texts_to_send(self.layout, self.scope, plan)
         frame = self.prepare(to_send if to_send is not None else pl.DataFrame())
@@ -279,6 +277,11 @@ def compact_ledger(ledger: Ledger) -> None:
         p.unlink(missing_ok=True)
 
 
+def _basis(options: RestOptions) -> str:
+    """The plan's basis names the redaction: turning it on or off changes what is sent."""
+    return "redacted" if options.redact else "as-is"
+
+
 def load_rest(
     layout: DataLayout,
     scope: str,
@@ -318,6 +321,11 @@ def load_rest(
             if books.bar is not None:
                 books.bar.close()
             client.close()
+    if result.error is not None and not result.kept:
+        # Stopped before its plan (a server that does not answer, a refused key): what it would have
+        # sent is counted, so its figures still add up to what the scope kept.
+        plan = plan_load(layout, scope, ledger.in_store(), _basis(options))
+        result.kept, result.already_loaded = plan.kept, plan.already
     result.settle_unsent()
     result.ledger_in_store = ledger.in_store().height
     result.requests = client.stats.requests
