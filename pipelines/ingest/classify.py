@@ -14,8 +14,9 @@ keeps its line in ``raw_text`` and gets its assistant (and so its scope) after t
 
 Tolerances of real exports, each only evaluated on the lines that need it (the guide's own lines pay for
 none of them): ``created_at`` as an ISO-8601 string (a zone-less time is UTC) or with fractional seconds;
-``content`` (a string or a list of parts, whose ``text`` or ``text.value`` are joined by a blank line)
-where ``text`` is missing; roles ``developer`` (staged as ``system``) and ``tool``.
+``content`` (a string or a list of parts, whose ``text``, ``text.value`` less its annotation markers, or
+``refusal`` are joined by a blank line, as the ``assistants-api`` reader does) where ``text`` is missing;
+roles ``developer`` (staged as ``system``) and ``tool``.
 
 Records of other shapes (:mod:`pipelines.ingest.records`) come through the same query as guide-shaped
 lines with two more columns: ``forced`` (a reason set by their reader) and ``raw`` (their source text).
@@ -115,13 +116,26 @@ def _reason_sql(records: bool = False) -> str:
     return "CASE " + " ".join(checks) + " END"
 
 
-# The text of a line without ``text``: its ``content``, a string or parts (``{"type": "text", "text": "..."}``
-# or the Assistants API's ``{"text": {"value": "..."}}``) joined by a blank line.
+# The text of a line without ``text``: its ``content``, a string or parts (``{"type": "text", "text":
+# "..."}``, the Assistants API's ``{"text": {"value": "...", "annotations": [...]}}`` or ``{"type": "refusal",
+# "refusal": "..."}``) joined by a blank line. It must give exactly what the ``assistants-api`` reader's
+# ``message_text`` gives, or one message saved in both shapes would stage as a conflict: so each
+# annotation's marker (a non-empty string ``text``) is removed from its part's value in annotation order,
+# and only string values count. Lines with a plain ``text`` never evaluate this.
 _CONTENT_TEXT = """CASE json_type(line, '$.content')
     WHEN 'VARCHAR' THEN json_extract_string(line, '$.content')
     WHEN 'ARRAY' THEN array_to_string(list_filter(list_transform(json_extract(line, '$.content[*]'),
-        lambda p: CASE json_type(p, '$.text') WHEN 'VARCHAR' THEN json_extract_string(p, '$.text')
-                  WHEN 'OBJECT' THEN json_extract_string(p, '$.text.value') END),
+        lambda p: CASE
+            WHEN json_extract_string(p, '$.type') = 'refusal' THEN
+                CASE WHEN json_type(p, '$.refusal') = 'VARCHAR' THEN json_extract_string(p, '$.refusal') END
+            WHEN json_type(p, '$.text') = 'VARCHAR' THEN json_extract_string(p, '$.text')
+            WHEN json_type(p, '$.text.value') = 'VARCHAR' THEN list_reduce(
+                list_filter(list_transform(json_extract(p, '$.text.annotations[*]'),
+                    lambda a: CASE WHEN json_type(a, '$.text') = 'VARCHAR'
+                                   THEN json_extract_string(a, '$.text') END),
+                    lambda m: m <> ''),
+                lambda v, m: replace(v, m, ''), json_extract_string(p, '$.text.value'))
+            END),
         lambda x: x IS NOT NULL), chr(10) || chr(10))
     END"""
 
