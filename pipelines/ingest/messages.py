@@ -10,6 +10,16 @@ different content is a conflict, settled by the policy in force:
   copy it replaces is quarantined as superseded (removed from its dump's messages file, recorded in
   ``scope=<key>-dump=<id>-superseded.parquet`` of the dump that superseded it).
 
+A copy that differs only in ``branch`` is neither a repeat nor a conflict but a branch move: the
+conversation tree changed between exports (an answer regenerated, a question edited, or the user went
+back to an older version), and the later export in ingest order saw it as the user last left it. So the
+latest copy's branch wins whatever the policy, in both directions (``current`` -> ``abandoned`` and back):
+a message is content, and the policy only settles content; where it sits in the tree is a fact of the
+export, and only the latest export knows the tree as it is now. The earlier copy is superseded exactly as
+under ``latest`` (quarantined as ``moved to the <branch> branch by a later copy``), so its thread is
+paired again and an answer moved off the current branch is never paired. When the content differs too,
+the policy picks the winning content, and the latest copy with that content gives the branch.
+
 Repeats and conflicts are found on the narrow ``message_id`` column first. A dump whose ids are unique
 and new to the scope (the usual case) needs no comparison at all: its staged file, already in message
 column order and line order, becomes the messages file through a hard link, so a large dump is never
@@ -57,10 +67,11 @@ type ConflictPolicy = Literal["first", "latest"]
 CONFLICT_POLICIES: tuple[str, ...] = get_args(ConflictPolicy.__value__)
 
 
-def _same_content(a: str, b: str) -> str:
+def _same_content(a: str, b: str, branch: bool = False) -> str:
+    """SQL: the two copies say the same (and, with ``branch``, sit on the same branch too)."""
     return " AND ".join(
         f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}"
-        for c in ("thread_id", "assistant_id", "role", "text", "created_at")
+        for c in ("thread_id", "assistant_id", "role", "text", "created_at") + (("branch",) if branch else ())
     )
 
 
@@ -254,25 +265,35 @@ class _Judge:
         order = "incoming, dump_seq, line_no"
         c_order = "c.incoming, c.dump_seq, c.line_no"
         latest = "incoming DESC, dump_seq DESC, line_no DESC"
-        # The winning content is the first copy's or the latest's; the copy kept is the first one that
-        # has it, so an earlier message that already says the same stays where it is.
+        c_latest = "c.incoming DESC, c.dump_seq DESC, c.line_no DESC"
+        # The winning content is the first copy's or the latest's, on the branch of the latest copy that
+        # has it (a branch move, see the module docstring); the copy kept is the first one that has both,
+        # so an earlier message that already says the same stays where it is. A copy of this dump that
+        # only sits on another branch is a repeat: a later line of the same dump has the final say.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE judged AS
             WITH winners AS (
                 SELECT * FROM candidates QUALIFY row_number() OVER
                     (PARTITION BY message_id ORDER BY {latest if self.policy == "latest" else order}) = 1
+            ), branches AS (
+                SELECT c.message_id, c.branch FROM candidates c JOIN winners w
+                    ON c.message_id = w.message_id AND {_same_content("c", "w")}
+                QUALIFY row_number() OVER (PARTITION BY c.message_id ORDER BY {c_latest}) = 1
             ), keepers AS (
                 SELECT c.* FROM candidates c JOIN winners w
                     ON c.message_id = w.message_id AND {_same_content("c", "w")}
+                JOIN branches b ON c.message_id = b.message_id AND c.branch IS NOT DISTINCT FROM b.branch
                 QUALIFY row_number() OVER (PARTITION BY c.message_id ORDER BY {c_order}) = 1
             )
             SELECT a.*,
                    CASE WHEN a.dump_id = k.dump_id AND a.line_no = k.line_no
                             THEN CASE WHEN a.incoming THEN 'new' ELSE 'kept' END
-                        WHEN {_same_content("a", "k")} THEN 'repeat'
+                        WHEN {_same_content("a", "k", branch=True)} THEN 'repeat'
+                        WHEN a.incoming AND {_same_content("a", "k")} THEN 'repeat'
                         WHEN a.incoming THEN 'conflict'
                         ELSE 'superseded' END AS verdict,
+                   {_same_content("a", "k")} AS moved, k.branch AS kept_branch,
                    k.dump_id AS kept_dump, k.line_no AS kept_line
             FROM candidates a JOIN keepers k ON a.message_id = k.message_id
             """
@@ -337,8 +358,10 @@ class _Judge:
             f"""
             SELECT dump_id, coalesce(f.file, '') AS file, line_no,
                    {_RAW_TEXT} AS raw_text,
-                   'message_id ' || message_id || ' {_REASONS[self.policy]} (kept: dump '
-                       || kept_dump || ' line ' || kept_line || ')' AS reason,
+                   'message_id ' || message_id
+                       || CASE WHEN moved THEN ' moved to the ' || kept_branch || ' branch by a later copy'
+                               ELSE ' {_REASONS[self.policy]}' END
+                       || ' (kept: dump ' || kept_dump || ' line ' || kept_line || ')' AS reason,
                    'messages' AS stage, ? AS scope, thread_id, message_id
             FROM judged LEFT JOIN dump_files f USING (dump_id) WHERE {where} ORDER BY dump_seq, line_no
             """,
