@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from assets.cli.destination import add_server_options, destination_from_args
+from assets.cli.destination import add_server_options, destination_from_args, rest_option_problems
 from assets.cli.formatting import DefaultsHelpFormatter
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rest.pacing import SERVER_PER_KEY_LIMIT, rollback_pace
@@ -40,6 +40,10 @@ def rollback(args: argparse.Namespace) -> int:
     if rest:
         if args.requests_per_minute is None:
             args.requests_per_minute = rollback_pace(args.server_key_limit)
+        if problems := rest_option_problems(args):
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
         try:
             args.destination = "rest-import"  # the mode does not matter for deleting by key
             destination = destination_from_args(args)

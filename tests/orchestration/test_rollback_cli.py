@@ -60,3 +60,21 @@ def test_rollback_over_rest_builds_its_destination_from_its_own_options(tmp_path
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["scope"] == scope and report["items"] == []
+
+
+@pytest.mark.parametrize(("option", "value"), [("--timeout", "0.0"), ("--max-retries", "-1")])
+def test_rollback_refuses_an_option_out_of_range_in_one_line(tmp_path, monkeypatch, capsys, option, value):
+    data = tmp_path / "data"
+    layout = DataLayout.at(data)
+    ingest(layout, SAMPLE, ScopeMapping())
+    scope = read_scopes(layout)["scope"][0]
+    monkeypatch.setenv("ROLLBACK_KEY", "not-used")
+    server = ["--engramia-url", "http://127.0.0.1:9", "--api-key-env", "ROLLBACK_KEY"]
+    args = build_parser().parse_args(
+        ["rollback", "--data-dir", str(data), "--scope", scope, *server, option, value, "--dry-run"]
+    )
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"error: {option} {value}: must be at least {0.001 if option == '--timeout' else 0}"
+    ]
