@@ -41,6 +41,7 @@ import pyarrow as pa
 from pipelines.ingest.formats import reader
 from pipelines.ingest.formats._chat import starts_json
 from pipelines.ingest.formats.base import ReaderOptions, reader_options, using_reader_options
+from pipelines.ingest.formats.stream import decode_utf8
 from pipelines.ingest.records import BATCH_RECORDS, record_batches
 
 # Worth the worker processes' start (~0.5 s of imports each) only for a file of this size or more.
@@ -98,7 +99,7 @@ def _read_chunk(fmt: str, options: ReaderOptions, path: str, span: _Span) -> _Ch
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         view = memoryview(data)
         # Decoded from the page cache where it is: no copy of the bytes first.
-        text = str(view[span.start : span.start + span.size], "utf-8", "replace")
+        text = decode_utf8(view[span.start : span.start + span.size])
         view.release()
     chunk = _Chunk()
     with using_reader_options(options):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -167,12 +168,71 @@ class _Batch:
         )
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        try:
+            return self._frames()
+        except UnicodeEncodeError:
+            # Found where Polars refuses the text rather than by a scan of every value: a batch
+            # without a lone surrogate (nearly all) costs nothing more.
+            self._quarantine_surrogates()
+            return self._frames()
+
+    def _frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         # Every value already has its column's type (checked in add): Polars' own check per value is
         # skipped.
         lines = pl.DataFrame(_columns(_LINE_SCHEMA, self.lines), schema=_LINE_SCHEMA, strict=False)
         return lines.with_columns(bad_utf8=pl.lit(False)), pl.DataFrame(
             _columns(_META_SCHEMA, self.meta), schema=_META_SCHEMA, strict=False
         )
+
+    def _quarantine_surrogates(self) -> None:
+        """Quarantines each record holding a lone surrogate, its text escaped so that it can be kept.
+
+        Such a character cannot be written as UTF-8: it is half of an emoji cut in two in the JSON
+        (``"\\ud83d"``, which Python's json accepts) or a byte that is not UTF-8 (the readers decode
+        those as U+DC80-U+DCFF, see :mod:`pipelines.ingest.formats.stream`). One such record must not
+        stop the dump, nor be staged with its text changed.
+        """
+        for i, (row, meta) in enumerate(zip(self.lines, self.meta, strict=True)):
+            order, line, _forced, raw, typed, branch, *fields = row
+            found = [v for v in (*row, *meta) if type(v) is str and _SURROGATE.search(v)]
+            if not found:
+                continue
+            bad_bytes = any(_BAD_BYTE.search(v) for v in found)
+            reason = REASON_BAD_BYTES if bad_bytes else REASON_LONE_SURROGATE
+            if raw is None:
+                # The record as JSON, which classification would make of it, while it can still be made.
+                raw = line
+                if line is None:
+                    record = dict(zip((*CORE_FIELDS, "created_at"), fields, strict=True))
+                    raw = json.dumps(record, ensure_ascii=False)
+            if line is not None:
+                # A backslash before the escape keeps the line valid JSON (it is judged as JSON).
+                line = _SURROGATE.sub(lambda m: "\\" + _escape(m), line)
+            escaped = (_escaped(raw), typed, _escaped(branch), *map(_escaped, fields))
+            self.lines[i] = (order, line, reason, *escaped)
+            self.meta[i] = tuple(map(_escaped, meta))
+
+
+# A lone surrogate: half of a UTF-16 pair, or a byte that is not UTF-8 (U+DC80-U+DCFF, as Python's
+# surrogateescape decodes one). A JSON escape in that range reads as a byte too: quarantined all the same.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+# The guide's reason for a line that is not UTF-8 (pipelines.ingest.classify), and one of its kind.
+REASON_BAD_BYTES = "invalid UTF-8"
+REASON_LONE_SURROGATE = "invalid UTF-8: lone surrogate"
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # A byte as backslashreplace writes it; half a pair as the JSON escape it was.
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def _escaped[T](value: T) -> T:
+    """A string with its lone surrogates escaped (see :func:`_escape`); any other value as it is."""
+    if type(value) is str:
+        return _SURROGATE.sub(_escape, value)  # type: ignore[return-value]
+    return value
 
 
 _UNTYPED = (None,) * (len(CORE_FIELDS) + 1)

@@ -155,9 +155,23 @@ def _text_chunks(stream: BinaryIO) -> Iterator[str]:
                 cut = len(data) - back if data[-back] >= 0xC0 else len(data)
                 break
         pending = data[cut:]
-        yield data[:cut].decode("utf-8", errors="replace")
+        yield decode_utf8(data[:cut])
     if pending:
-        yield pending.decode("utf-8", errors="replace")
+        yield decode_utf8(pending)
+
+
+# A byte that is not UTF-8, as ``decode_utf8`` keeps it.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def decode_utf8(data: bytes | memoryview) -> str:
+    """``data`` as text; a byte that is not UTF-8 becomes U+DC80-U+DCFF (surrogateescape), not U+FFFD,
+    so that the record holding it can be found and quarantined (see pipelines.ingest.records) rather
+    than staged with its text changed. Valid text is decoded once, strictly: it costs no more."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return str(data, "utf-8", "surrogateescape")
 
 
 def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
@@ -303,7 +317,7 @@ def json_values(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
             end = len(buf) if end < 0 else end
             raw = buf[pos:end]
             pos = end
-            reason = "invalid UTF-8" if "\ufffd" in raw else "malformed JSON"
+            reason = "invalid UTF-8" if _BAD_BYTE.search(raw) else "malformed JSON"
             yield f"line {start_line}", BadValue(raw, reason)
             continue
         yield f"line {start_line}", value
