@@ -25,7 +25,6 @@ import json
 import mmap
 import multiprocessing.context
 import os
-import re
 import signal
 import threading
 from collections import deque
@@ -41,7 +40,7 @@ import pyarrow as pa
 from pipelines.ingest.formats import reader
 from pipelines.ingest.formats._chat import starts_json
 from pipelines.ingest.formats.base import ReaderOptions, reader_options, using_reader_options
-from pipelines.ingest.formats.stream import decode_utf8
+from pipelines.ingest.formats.stream import ELEMENT_BOUNDARY, decode_utf8
 from pipelines.ingest.records import BATCH_RECORDS, record_batches
 
 # Worth the worker processes' start (~0.5 s of imports each) only for a file of this size or more.
@@ -54,9 +53,8 @@ _READ_BYTES = 64 * 1024
 _HASH_BYTES = 16 * 1024 * 1024
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
-# Where a chunk may end: after an object's "}", its comma and the next object's first key. Inside a
-# string a quote is escaped, so a cut lands there only around a string that ends in "}, {".
-_CUT = re.compile(rb'\}[ \t\r\n]*,[ \t\r\n]*(?=\{[ \t\r\n]*"[^"\\]{1,64}"[ \t\r\n]*:)')
+# Where a chunk may end: where two elements of an array of objects seem to meet.
+_CUT = ELEMENT_BOUNDARY
 _DECODER = json.JSONDecoder()
 
 # A batch's lines to classify (Arrow, as classification takes them) and its rows of the record table.

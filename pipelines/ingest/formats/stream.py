@@ -107,12 +107,15 @@ def _failure(text: str, start: int) -> int:
     return start
 
 
+# Where two elements of an array of objects seem to meet: after an object's "}", its comma and the next
+# object's first key. Inside a string a quote is escaped, so this matches there only around a string that
+# ends in "}, {". Chunked reading cuts an array here (pipelines.ingest.array_chunks).
+ELEMENT_BOUNDARY = re.compile(rb'\}[ \t\r\n]*,[ \t\r\n]*(?=\{[ \t\r\n]*"[^"\\]{1,64}"[ \t\r\n]*:)')
+
+
 @cache
 def _boundary() -> re.Pattern[str]:
-    # Imported here: array_chunks imports the formats package, which imports this module.
-    from pipelines.ingest.array_chunks import _CUT
-
-    return re.compile(_CUT.pattern.decode())
+    return re.compile(ELEMENT_BOUNDARY.pattern.decode())
 
 
 def _resume_at(text: str, start: int, failed_at: int) -> tuple[int, int] | None:
