@@ -203,7 +203,8 @@ def _score_scope(
         )
     # Gated patterns take no part in near-duplicate removal: a greeting never wins over a real task.
     open_rows = narrow.filter(pl.col("filtered").is_null())
-    refresh = _repaired_ids(layout, scope, cache.batch(options.threshold, context), since, repaired)
+    brought = tasks if repaired is not None else None
+    refresh = _repaired_ids(layout, scope, cache.batch(options.threshold, context), since, brought)
     decided = cache.near_duplicates(
         open_rows, options.threshold, context, tasks=tasks, batch=state.batches, refresh=refresh
     )
@@ -259,14 +260,17 @@ def _made_at(record: dict[str, Any] | None, inputs: dict[str, Any]) -> int | Non
 
 
 def _repaired_ids(
-    layout: DataLayout, scope: str, cached_at: int | None, since: int | None, repaired: Repaired | None
+    layout: DataLayout, scope: str, cached_at: int | None, since: int | None, brought: pl.LazyFrame | None
 ) -> pl.Series | None:
     """Ids of the patterns paired again after the near-duplicate cache was written at batch ``cached_at``:
-    a corrected message or an earlier exchange arriving as context changes a task under the same id."""
+    a corrected message or an earlier exchange arriving as context changes a task under the same id.
+    ``brought`` holds the rows the table was just brought up to date with since ``since``: when the cache
+    was written at that batch too, they are those patterns, already read."""
     if cached_at is None:
         return None
-    if cached_at != since:
-        repaired = repaired_since(layout, "patterns", scope, cached_at)
+    if brought is not None and cached_at == since:
+        return brought.select("pattern_id").collect()["pattern_id"]
+    repaired = repaired_since(layout, "patterns", scope, cached_at)
     if repaired is None:
         return None
     return repaired.rows.select("pattern_id").collect()["pattern_id"]
