@@ -168,6 +168,5 @@ def test_a_refused_option_costs_no_lease_and_no_download(s3_env, capfd, tmp_path
     out = cli(capfd, "run", "--input", source, "--data-dir", data, *extra, code=2)
     assert len(out["failures"]) == 1 and out["failures"][0].startswith("--task-max-chars 0")
     assert "working copy" not in out["_stderr"] and "published" not in out["_stderr"]
+    # The lease would be released again at the end either way: no working copy is what shows none was taken.
     assert not work.exists()
-    keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert f"data/{LEASE_KEY}" not in keys
