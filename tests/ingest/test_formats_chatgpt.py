@@ -4,14 +4,17 @@ like the guide's NDJSON (same ids: node ids are message ids) from one file, spli
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+import zstandard
 
-from pipelines.ingest.formats import FORMATS, detect_head
+from pipelines.ingest.formats import FORMATS, detect_format, detect_head
 from pipelines.ingest.formats.base import ReaderOptions, using_reader_options
 from pipelines.ingest.formats.chatgpt import REASON_HIDDEN, REASON_TOOL, ChatGptExport
 from pipelines.pairing import pairs
@@ -91,6 +94,17 @@ def test_the_zip_reads_conversations_and_counts_the_other_files(tmp_path: Path) 
         "shared_conversations.json": ("chatgpt-export-files", 0),
         "user.json": ("chatgpt-export-files", 0),
     }
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_the_other_export_files_are_known_compressed_too(tmp_path: Path, suffix: str) -> None:
+    body = json.dumps({"id": "user-1", "email": "a@example.com"}).encode()
+    packed = {"": body, ".gz": gzip.compress(body), ".zst": zstandard.compress(body)}[suffix]
+    (tmp_path / f"user.json{suffix}").write_bytes(packed)
+    assert detect_format(tmp_path / f"user.json{suffix}") == "chatgpt-export-files"
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as z:
+        z.writestr(f"user.json{suffix}", packed)
+    assert detect_format(tmp_path / "export.zip", f"user.json{suffix}") == "chatgpt-export-files"
 
 
 def test_assistant_name_replaces_the_model() -> None:

@@ -13,7 +13,7 @@ import pkgutil
 from pathlib import Path
 
 from pipelines.ingest.formats.base import HEAD_BYTES, Reader, Record, UnknownFormat
-from pipelines.ingest.formats.stream import open_member
+from pipelines.ingest.formats.stream import inner_name, open_member
 
 __all__ = ["FORMATS", "Reader", "Record", "UnknownFormat", "detect_format", "detect_head", "reader"]
 
@@ -58,7 +58,8 @@ def detect_format(path: str | Path, member: str | None = None) -> str:
     with open_member(Path(path), member) as stream:
         head = stream.read(HEAD_BYTES)
     label = f"{path}!{member}" if member else str(path)
-    fmt = detect_head(head, member or Path(path).name)
+    # Readers that go by the file's name see the name of what they read: user.json for user.json.gz.
+    fmt = detect_head(head, inner_name(Path(path), member))
     if fmt is None:
         raise UnknownFormat(label, list(FORMATS))
     return fmt
