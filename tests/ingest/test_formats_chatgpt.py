@@ -141,6 +141,18 @@ def test_bad_values_are_quarantined_records() -> None:
     assert recs[0]["position"] == "$[1]"
 
 
+@pytest.mark.parametrize("fmt", ["chatgpt-export", "assistants-api", "openai-conversations"])
+def test_a_long_quarantined_value_says_its_raw_text_was_cut(fmt: str) -> None:
+    big = {"object": "thread.run", "title": "x" * 250_000}
+    small = {"object": "thread.run", "title": "y"}
+    recs = records(fmt, [big, small])
+    raws = [r["raw"] for r in recs if r.get("quarantine")]
+    assert len(raws) == 2
+    whole = json.dumps(big, ensure_ascii=False)
+    assert raws[0] == f"{whole[:100_000]} [cut: the first 100,000 of {len(whole):,} characters]"
+    assert raws[1] == json.dumps(small, ensure_ascii=False)
+
+
 def test_a_large_export_is_read_one_conversation_at_a_time() -> None:
     convs = [
         chatgpt_conversation(shapes.Conversation(f"c{i}", shapes.conversations()[0].messages), 0)

@@ -13,11 +13,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats.base import PartCounts, Record, quarantined
+from pipelines.ingest.formats.base import PartCounts, Record, cut_raw, quarantined
 from pipelines.ingest.formats.stream import BadValue, json_values
 
-# Raw text kept in a quarantine row (a whole conversation can be megabytes).
-RAW_LIMIT = 100_000
 _IMAGE_PARTS = ("image_url", "input_image", "image_file", "image_asset_pointer")
 _FILE_PARTS = ("file", "input_file")
 
@@ -36,16 +34,14 @@ def starts_json(head: bytes) -> bytes:
 
 
 def raw_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)[:RAW_LIMIT]
+    return cut_raw(json.dumps(value, ensure_ascii=False))
 
 
 def bad_record(position: str, value: Any, reason: str) -> Record:
     """One quarantined record for a value that holds no message we can use."""
     if isinstance(value, BadValue):
-        raw, reason = value.raw, value.reason
-    else:
-        raw = raw_json(value)
-    return quarantined(position, raw[:RAW_LIMIT], reason)
+        return quarantined(position, cut_raw(value.raw), value.reason)
+    return quarantined(position, raw_json(value), reason)
 
 
 def derived_id(prefix: str, name: str, position: str, content: Any) -> str:

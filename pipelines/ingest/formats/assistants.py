@@ -32,7 +32,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from pipelines.ingest.formats.base import PartCounts, Record, quarantined
+from pipelines.ingest.formats.base import PartCounts, Record, cut_raw, quarantined
 from pipelines.ingest.formats.stream import BadValue, json_values
 
 NAME = "assistants-api"
@@ -146,7 +146,7 @@ class AssistantsApi:
         for position, value in itertools.chain(ahead, values):
             if isinstance(value, BadValue):
                 index += 1
-                yield quarantined(position, value.raw, value.reason)
+                yield quarantined(position, cut_raw(value.raw), value.reason)
             elif _is_page(value):
                 page_desc = _direction(value["data"], page_desc)
                 for j, item in enumerate(value["data"]):
@@ -159,9 +159,8 @@ class AssistantsApi:
     @staticmethod
     def _one(value: Any, position: str, order: int) -> Record:
         if not isinstance(value, dict) or value.get("object", "thread.message") != "thread.message":
-            rec = quarantined(
-                position, json.dumps(value, ensure_ascii=False)[:100_000], "not a thread.message object"
-            )
+            raw = cut_raw(json.dumps(value, ensure_ascii=False))
+            rec = quarantined(position, raw, "not a thread.message object")
         else:
             rec = to_record(value, position)
         rec["order"] = order

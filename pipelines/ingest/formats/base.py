@@ -94,6 +94,18 @@ class Record(TypedDict):
     raw: NotRequired[str]
 
 
+# Raw text kept in a quarantine row (a whole conversation can be megabytes).
+RAW_LIMIT = 100_000
+
+
+def cut_raw(raw: str) -> str:
+    """``raw`` as it is, or its first :data:`RAW_LIMIT` characters and a note that says the rest was cut:
+    a reader of the quarantine must not take a cut text for the whole record."""
+    if len(raw) <= RAW_LIMIT:
+        return raw
+    return f"{raw[:RAW_LIMIT]} [cut: the first {RAW_LIMIT:,} of {len(raw):,} characters]"
+
+
 def quarantined(position: str, raw: str, reason: str) -> Record:
     """A record that holds no usable message: it is counted, and quarantined with ``reason``."""
     return Record(
