@@ -120,7 +120,7 @@ def scoring_problems(args: argparse.Namespace) -> list[str]:
     try:
         judge_from_args(args)
     except JudgeConfigError as exc:
-        return [*problems, str(exc)]
+        problems += exc.problems
     if not args.llm_base_url.startswith(("http://", "https://")):
         problems.append(f"--llm-base-url {args.llm_base_url}: give an http(s) URL")
     if not os.environ.get(args.llm_api_key_env):

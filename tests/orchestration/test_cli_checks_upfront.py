@@ -115,3 +115,15 @@ def test_plan_refuses_what_run_refuses_in_the_same_words(tmp_path):
     code, out, err = cli("plan", "--input", str(SAMPLE), "--data-dir", str(tmp_path / "p"), *bad)
     assert code == 2 and out == ""
     assert err.splitlines() == [f"error: {f}" for f in plan_failures]
+
+
+def test_every_problem_of_the_judge_options_is_refused_at_once(tmp_path):
+    bad = ("--llm-judge", "gpt-x", "--llm-concurrency", "0", "--llm-max-cost", "-1")
+    bad += ("--llm-base-url", "ftp://judge", "--llm-api-key-env", "JUDGE_KEY_NOT_SET")
+    failures = refused("run", tmp_path / "d", *bad)
+    assert [f.split(" ", 1)[0] for f in failures] == [
+        "--llm-concurrency",
+        "--llm-max-cost",
+        "--llm-base-url",
+        "--llm-api-key-env",
+    ]

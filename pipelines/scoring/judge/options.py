@@ -11,7 +11,11 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 class JudgeConfigError(ValueError):
-    """The judge cannot be used as configured; the message is one line naming what to fix."""
+    """The judge cannot be used as configured: one line per problem, each naming what to fix."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,19 @@ class JudgeOptions:
     batch_timeout: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
+        problems = []
         if not self.model.strip():
-            raise JudgeConfigError("--llm-judge: give a model name")
+            problems.append("--llm-judge: give a model name")
         if self.concurrency < 1:
-            raise JudgeConfigError(f"--llm-concurrency {self.concurrency}: must be at least 1")
+            problems.append(f"--llm-concurrency {self.concurrency}: must be at least 1")
         if self.max_patterns is not None and self.max_patterns < 0:
-            raise JudgeConfigError(f"--llm-max-patterns {self.max_patterns}: must be 0 or more")
+            problems.append(f"--llm-max-patterns {self.max_patterns}: must be 0 or more")
         if self.max_cost is not None and self.max_cost < 0:
-            raise JudgeConfigError(f"--llm-max-cost {self.max_cost}: must be 0 or more")
+            problems.append(f"--llm-max-cost {self.max_cost}: must be 0 or more")
         if self.price_in < 0 or self.price_out < 0:
-            raise JudgeConfigError("--llm-price-per-mtok-in/out: prices cannot be negative")
+            problems.append("--llm-price-per-mtok-in/out: prices cannot be negative")
+        if problems:
+            raise JudgeConfigError(*problems)
 
     def api_key(self) -> str:
         """The key, read only when a request is about to be made."""
