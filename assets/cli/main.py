@@ -8,13 +8,11 @@ run history next to the sensor's runs, with their configuration, and can be re-e
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from assets.cli import status
+from assets.cli.formatting import parse_args
 from pipelines.tools import synth
 
 
@@ -51,16 +49,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(synth.main(argv[1:], prog="assistants-backfill synth") or 0)
     if argv[:1] == ["status"]:
         sys.exit(status.main(argv[1:]))
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        sys.stderr.write(captured.getvalue())
-        # With --json, stdout still gets one JSON object, naming argparse's complaint.
-        if exc.code not in (0, None) and "--json" in argv:
-            complaint = captured.getvalue().strip().splitlines()[-1:] or ["invalid command line"]
-            print(json.dumps({"ok": False, "exit_code": exc.code, "failures": complaint}))
-        raise
-    sys.stderr.write(captured.getvalue())
+    args = parse_args(build_parser(), argv)
     sys.exit(args.func(args))

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from assets.cli.formatting import DefaultsHelpFormatter
+from assets.cli.formatting import DefaultsHelpFormatter, parse_args
 from pipelines.quality.status import BackfillStatus, NothingStaged, ScopeStatus, backfill_status
 
 COLUMNS = (
@@ -125,22 +125,26 @@ def print_status(status: BackfillStatus) -> None:
             print(f"  {d.file} ({d.size:,} bytes)")
 
 
+def _refuse(args: argparse.Namespace, failure: str) -> int:
+    if args.json:
+        print(json.dumps({"ok": False, "exit_code": 2, "failures": [failure]}, indent=2))
+    else:
+        print(f"error: {failure}", file=sys.stderr)
+    return 2
+
+
 def status(args: argparse.Namespace) -> int:
     if str(args.data_dir).startswith("s3:"):
-        print(
-            "error: --data-dir: status reads a local data directory; for an s3:// one give a run's working "
-            "copy, <work-dir>/data (README: Object storage)",
-            file=sys.stderr,
+        return _refuse(
+            args,
+            "--data-dir: status reads a local data directory; for an s3:// one give a run's working copy, "
+            "<work-dir>/data (README: Object storage)",
         )
-        return 2
     try:
         result = backfill_status(args.data_dir)
     except NothingStaged as exc:
-        print(
-            f"{exc}; run `assistants-backfill run --input DUMPS --data-dir {args.data_dir}` first",
-            file=sys.stderr,
-        )
-        return 2
+        first = f"assistants-backfill run --input DUMPS --data-dir {args.data_dir}"
+        return _refuse(args, f"{exc}; run `{first}` first")
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -168,5 +172,5 @@ def main(argv: list[str]) -> int:
     """``status`` on its own parser: the full command line would import every subcommand (and Dagster)."""
     parser = argparse.ArgumentParser(prog="assistants-backfill")
     add_status_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["status", *argv])
+    args = parse_args(parser, ["status", *argv])
     return args.func(args)

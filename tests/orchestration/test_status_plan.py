@@ -111,7 +111,23 @@ def test_status_of_an_empty_folder(tmp_path):
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "nothing staged" in err and "Traceback" not in err
     missing = tmp_path / "missing"
-    assert cli("status", "--data-dir", str(missing), "--json")[0] == 2
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ((), "nothing staged"),
+        (("--data-dir", "s3://bucket/data"), "status reads a local data directory"),
+        (("--no-such-option",), "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_status_json_answers_a_refusal_in_json(tmp_path, extra, says):
+    missing = tmp_path / "missing"
+    code, out, _ = cli("status", "--data-dir", str(missing), *extra, "--json")
+    report = json.loads(out)
+    assert code == 2 and report["ok"] is False and report["exit_code"] == 2
+    assert len(report["failures"]) == 1 and says in report["failures"][0]
     assert not missing.exists()
 
 
