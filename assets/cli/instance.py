@@ -124,6 +124,24 @@ def optional_step_failures(result: JobExecutionResult) -> list[str]:
     return out
 
 
+def judge_warnings(result: JobExecutionResult) -> list[str]:
+    """What the LLM judge left unanswered in the run, from the scored patterns' ``llm_judge`` metadata:
+    those patterns were scored by the next source, which the operator must hear of."""
+    out = []
+    for event in result.get_asset_materialization_events():
+        record = event.step_materialization_data.materialization
+        judge = record.metadata.get("llm_judge")
+        data = judge.value if judge is not None else None
+        if not isinstance(data, dict) or not (data.get("errors") or data.get("stopped")):
+            continue
+        line = f"{record.partition}: the judge left {data.get('errors', 0) + data.get('skipped', 0)} patterns"
+        line += " unanswered (scored by the next source)"
+        if data.get("stopped"):
+            line += f"; judge stopped: {data['stopped']}"
+        out.append(line)
+    return out
+
+
 def first_error(result: JobExecutionResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:

@@ -161,7 +161,13 @@ def _run_job(
     tags: dict[str, str],
 ) -> tuple[ScopeOutcome, JobExecutionResult | None]:
     from assets.cli.guard import Interrupts
-    from assets.cli.instance import execute, failed_check_names, first_error, optional_step_failures
+    from assets.cli.instance import (
+        execute,
+        failed_check_names,
+        first_error,
+        judge_warnings,
+        optional_step_failures,
+    )
     from assets.cli.progress import progress_factory
     from pipelines.progress import progress_bars
 
@@ -179,7 +185,7 @@ def _run_job(
         stopped=not result.success and (Interrupts().stopped(result) or _interrupted),
         error=None if result.success else first_error(result),
         failed_checks=failed_check_names(result),
-        warnings=optional_step_failures(result),
+        warnings=[*optional_step_failures(result), *judge_warnings(result)],
         seconds=time.monotonic() - started,
     )
     return outcome, result

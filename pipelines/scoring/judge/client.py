@@ -1,11 +1,13 @@
 """One judge request per pattern through the official ``openai`` client, many at once, with retries.
 
-Invariants: every pattern handed in comes back with an :class:`Answer`, a score or an error (never an
+Invariants: every pattern sent comes back with an :class:`Answer`, a score or an error (never an
 exception, never a hang: each request has a timeout and a bounded number of retries); 429 answers wait
 for their ``Retry-After`` (capped), 5xx answers, timeouts and connection errors back off exponentially
-with jitter. Structured outputs are asked for first; a server that refuses ``response_format`` (400) is
-asked without it from then on, and the reply is parsed tolerantly. The API key is read from the
-environment when the client is made and never logged.
+with jitter. A refused key (401, 403), a model the server does not have (404) or a server that cannot
+be reached stops the sending (:attr:`Judge.halted` says why): the patterns not sent are not answered.
+Structured outputs are asked for first; a server that refuses ``response_format`` (400) is asked
+without it from then on, and the reply is parsed tolerantly. The API key is read from the environment
+when the client is made and never logged.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class Judge:
         self.sleep = sleep
         self.structured = True
         self._lock = threading.Lock()
+        # Why no more requests are sent (a refused key, no such model, a server that cannot be reached):
+        # asking each of thousands of patterns the same question would only repeat the answer.
+        self.halted: str | None = None
+        self._answered = 0
+        self._unreachable_in_a_row = 0
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.options.max_backoff_seconds, self.options.backoff_seconds * 2**attempt)
@@ -93,6 +100,9 @@ class Judge:
         attempts = rate_limited = 0
         last = "no attempt made"
         while attempts <= self.options.max_retries:
+            if self.halted is not None:
+                last = f"not asked: {self.halted}"
+                break
             attempts += 1
             structured = self.structured
             try:
@@ -117,6 +127,7 @@ class Judge:
                     attempts -= 1  # not the pattern's fault: ask again without structured outputs
                     continue
                 last = f"HTTP {exc.status_code}"
+                self._halt_on_status(exc.status_code)
                 if exc.status_code >= 500 or exc.status_code == 408:
                     self.sleep(self._backoff(attempts - 1))
                     continue
@@ -149,9 +160,14 @@ class Judge:
                     attempts,
                     rate_limited,
                 )
+            with self._lock:
+                self._answered += 1
+                self._unreachable_in_a_row = 0
             return Answer(
                 request.pattern_id, score, reason, None, tokens_in, tokens_out, attempts, rate_limited
             )
+        if last in ("connection error", "timeout"):
+            self._halt_if_unreachable(last, attempts)
         return Answer(
             request.pattern_id,
             None,
@@ -162,6 +178,30 @@ class Judge:
             attempts,
             rate_limited,
         )
+
+    def _halt_on_status(self, status: int) -> None:
+        url, options = self.options.base_url, self.options
+        if status in (401, 403):
+            self._halt(
+                f"HTTP {status} from {url}: the judge refuses the key in {options.api_key_env}; "
+                "put a valid key there"
+            )
+        elif status == 404:
+            self._halt(
+                f"HTTP 404 from {url}: no model {options.model!r} there; check --llm-judge and --llm-base-url"
+            )
+
+    def _halt_if_unreachable(self, last: str, attempts: int) -> None:
+        with self._lock:
+            self._unreachable_in_a_row += 1
+            # Before any answer, one pattern's retries decide; after, a failure of every request in flight.
+            if self._answered and self._unreachable_in_a_row < self.options.concurrency:
+                return
+        self._halt(f"{self.options.base_url} unreachable: {last} after {attempts} attempts")
+
+    def _halt(self, reason: str) -> None:
+        with self._lock:
+            self.halted = self.halted or reason
 
     def ask_all(
         self, requests: Iterable[Request], keep_going: Callable[[Request], bool] | None = None
@@ -175,6 +215,9 @@ class Judge:
         with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
             while True:
                 while not stopped and len(pending) < self.options.concurrency:
+                    if self.halted is not None:
+                        stopped = True
+                        break
                     request = next(source, None)
                     if request is None or (keep_going is not None and not keep_going(request)):
                         stopped = True

@@ -4,8 +4,9 @@ the limits allow, every answer (or error) recorded in the cache as it comes.
 Invariants: a pattern with a cached answer for (model, prompt version) is never asked again; the limits
 (``max_patterns``, ``max_cost``) are never passed: patterns are admitted in id order while the estimate
 of what is spent so far plus the next request stays within them, and admission stops for good at the
-first that would not fit (:attr:`JudgeStats.stopped` says why). Patterns not answered (an error, a
-limit, a batch still running) get no judge score and fall back to the next source.
+first that would not fit (:attr:`JudgeStats.stopped` says why, also when the judge halted: see
+:class:`~pipelines.scoring.judge.client.Judge`). Patterns not answered (an error, a limit, a halt, a batch
+still running) get no judge score and fall back to the next source.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def judge_patterns(
                 budget.settle(estimates[answer.pattern_id], answer)
                 record(answer, "chat")
             stats.asked = len(new)
+            stats.stopped = stats.stopped or asker.halted or ""
     finally:
         cache.append(buffer)
     stats.skipped = len(todo) - stats.answered - stats.errors
