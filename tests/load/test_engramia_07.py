@@ -19,6 +19,7 @@ from pipelines.load.records import kept_ids
 from pipelines.load.rest.client import EngramiaClient
 from pipelines.load.rest.options import RestMode, destination_id
 from pipelines.load.rest.pacing import SERVER_PER_KEY_LIMIT, Progress, duration, rollback_pace
+from pipelines.load.rest.readback import NearDuplicates
 from pipelines.load.rest.scope_load import load_rest
 from pipelines.load.rest.server_version import parse_server_version
 from pipelines.load.rest.servers import ServerConfig
@@ -65,6 +66,11 @@ def test_a_learn_whose_tasks_partly_exist_accounts_for_every_pattern(staged):
     ledger = Ledger(layout, SCOPE, destination_id(SERVER))
     replaced = ledger.state().filter(pl.col("replaced").fill_null(False))
     assert replaced["key"].to_list() == [seeded["lower"]]
+    [lost] = ledger.state().filter(pl.col("outcome") == "not_stored").iter_rows(named=True)
+    assert lost["key"] is None
+    assert lost["reason"].endswith(
+        f"; kept instead: {seeded['higher']} (not loaded from here; word Jaccard 1.00)"
+    )
     previous = json.loads(replaced["previous"][0])
     assert previous["data"]["design"]["code"] == "someone else's weaker answer"
 
@@ -93,6 +99,37 @@ def test_a_learn_whose_tasks_partly_exist_accounts_for_every_pattern(staged):
         [],
     )
     assert fake.snapshot() == before
+
+
+def test_without_export_a_not_stored_learn_says_the_kept_pattern_is_unknown(staged):
+    layout, fake = staged("single"), Scripted07(role="editor")
+    partly_on_the_server(layout, fake)
+    result = learn(layout, fake)
+    # Without export, the pattern identical to one on the server is not found first: sent, not stored too.
+    assert result.error is None and result.not_stored == 2
+    unknown = "2 not stored: the near-duplicates kept instead are unknown (the key cannot export)"
+    assert unknown in result.notes
+
+
+def test_the_near_duplicate_named_is_the_one_the_server_rule_matches():
+    def record(task: str, score: float) -> dict:
+        return {"data": {"task": task, "success_score": score}}
+
+    long = " ".join(f"w{i}" for i in range(30))
+    records = {
+        "k-thanks": record("Thanks!", 5.0),
+        "k-long-close": record(long + " extra", 6.0),  # 30 of 31 words: Jaccard 0.968
+        "k-long-far": record(" ".join(f"w{i}" for i in range(27)), 9.0),  # 27 of 30: 0.9
+        "k-tie-low": record("Sort a list in Python", 4.0),
+        "k-tie-high": record("sort a LIST in python", 7.0),
+    }
+    server = NearDuplicates(records)
+    assert server.kept_for("thanks!") == ("k-thanks", 1.0)
+    assert server.kept_for("thanks") is None  # punctuation stays attached to the word
+    key, similarity = server.kept_for(long)
+    assert key == "k-long-close" and round(similarity, 3) == 0.968
+    assert server.kept_for("SORT a list in Python") == ("k-tie-high", 1.0)
+    assert server.kept_for("something else entirely") is None
 
 
 def test_without_export_the_spot_check_recalls_one_pattern_at_limit_one(staged):

@@ -93,7 +93,8 @@ class LoadBooks:
             self.tick(sent)
 
     def rekey(self, entries: list[Entry]) -> None:
-        """Record keys found later for patterns already counted (their outcome unchanged)."""
+        """Record what was found later of patterns already counted, their outcome unchanged: a learned
+        pattern's key, or the near-duplicate a pattern not stored lost to."""
         with self._lock:
             for e in entries:
                 self._record(e)

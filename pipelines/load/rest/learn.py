@@ -18,7 +18,7 @@ one is gone all the same, so it counts as retracted and ``pattern_count`` still 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import polars as pl
@@ -35,7 +35,7 @@ from pipelines.load.rest.errors import (
     ServerUnavailable,
 )
 from pipelines.load.rest.options import RestMode
-from pipelines.load.rest.readback import LearnMatcher, sent_texts, task_hash8
+from pipelines.load.rest.readback import LearnMatcher, NearDuplicates, sent_texts, task_hash8
 from pipelines.load.rest.strategy import SendStrategy
 
 LearnItem = tuple[dict[str, Any], bytes]
@@ -44,6 +44,7 @@ LearnItem = tuple[dict[str, Any], bytes]
 # found on the server (same task and code) that this pipeline did not send.
 REPLACED_REASON = "replaced a near-duplicate"
 FOUND_REASON = "same task and code on the server"
+NOT_STORED_REASON = "server: an existing near-duplicate has an equal or higher score (0.7.x)"
 
 
 @dataclass
@@ -53,6 +54,8 @@ class LearnStrategy(SendStrategy):
     updates_in_place: ClassVar[bool] = False
     # key -> record the server held before this load sent anything (None: the key cannot export)
     before: dict[str, dict[str, Any]] | None = None
+    # (pattern id, task as sent) of the learns answered ``stored: false`` in this load
+    not_stored: list[tuple[str, str]] = field(default_factory=list)
 
     def key_for(self, row: dict[str, Any]) -> str | None:
         return None
@@ -183,7 +186,10 @@ class LearnStrategy(SendStrategy):
                 return Entry(
                     pid, None, Outcome.REJECTED, f"server: body over the limit ({exc.reason or exc})"
                 )
-            return self.answered(pid, reply.body, stored_reason)
+            entry = self.answered(pid, reply.body, stored_reason)
+            if entry.outcome == Outcome.NOT_STORED:
+                self.not_stored.append((pid, row["task"]))
+            return entry
 
     def answered(self, pid: str, body: Any, stored_reason: str) -> Entry:
         answer = body if isinstance(body, dict) else {}
@@ -192,7 +198,7 @@ class LearnStrategy(SendStrategy):
                 pid,
                 None,
                 Outcome.NOT_STORED,
-                "server: an existing near-duplicate has an equal or higher score (0.7.x)",
+                NOT_STORED_REASON,
             )
         count = answer.get("pattern_count")
         # Whatever the version string: a stored learn that did not grow the count overwrote a weaker
@@ -217,12 +223,17 @@ class LearnStrategy(SendStrategy):
         return Entry(pid, None, Outcome.STORED, stored_reason)
 
     def finish(self) -> None:
+        matcher = LearnMatcher(self.client)
+        self._learned_keys(matcher)
+        if self.not_stored:
+            self._name_the_kept(matcher)
+
+    def _learned_keys(self, matcher: LearnMatcher) -> None:
         """Learn does not return the key: read the keys of every learned pattern the ledger holds without
         one (this run's and earlier runs') from /v1/export, when the key may export (admin)."""
         missing = self.books.ledger.in_store().filter(pl.col("key").is_null())
         if missing.is_empty():
             return
-        matcher = LearnMatcher(self.client)
         index = matcher.export_index()
         if index is None:
             self.books.result.notes += (
@@ -255,3 +266,32 @@ class LearnStrategy(SendStrategy):
                 )
         if found:
             self.books.rekey(found)
+
+    def _name_the_kept(self, matcher: LearnMatcher) -> None:
+        """Each ``stored: false`` learn's ledger row names the near-duplicate the server kept instead,
+        and whose it is: a pattern of this project, or one stored by someone else."""
+        if matcher.export_index() is None:
+            self.books.result.notes += (
+                f"{len(self.not_stored)} not stored: the near-duplicates kept instead are unknown "
+                "(the key cannot export); "
+            )
+            return
+        ours = dict(
+            self.books.ledger.in_store()
+            .filter(pl.col("key").is_not_null())
+            .select("key", "pattern_id")
+            .iter_rows()
+        )
+        server = NearDuplicates(matcher.records)
+        named = []
+        for pid, task in self.not_stored:
+            kept = server.kept_for(task)
+            if kept is None:
+                why = "no near-duplicate of its task in the export read after the load"
+            else:
+                owner = "not loaded from here"
+                if kept[0] in ours:
+                    owner = f"pattern {ours[kept[0]]} of this project"
+                why = f"kept instead: {kept[0]} ({owner}; word Jaccard {kept[1]:.2f})"
+            named.append(Entry(pid, None, Outcome.NOT_STORED, f"{NOT_STORED_REASON}; {why}"))
+        self.books.rekey(named)

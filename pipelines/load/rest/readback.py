@@ -14,6 +14,7 @@ patterns the newest is taken (an identical pattern stored earlier by someone els
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +185,41 @@ class LearnMatcher:
                 ):
                     return key
         return None
+
+
+def task_words(task: str) -> frozenset[str]:
+    """The words Engramia 0.7.x compares tasks by: ``set(task.lower().split())``, punctuation attached."""
+    return frozenset(task.lower().split())
+
+
+class NearDuplicates:
+    """The patterns of an export by their tasks' words, to name the one a learn answered ``stored:
+    false`` lost to (0.7.x stores nothing when a task of word Jaccard >= 0.92 has an equal or higher
+    score, and does not say which)."""
+
+    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
+        # Jaccard >= t needs the smaller set at least t times the larger: only those sizes are compared.
+        self.by_size: dict[int, list[tuple[frozenset[str], str, float]]] = {}
+        for key, rec in records.items():
+            data = rec.get("data") or {}
+            words = task_words(str(data.get("task") or ""))
+            score = float(data.get("success_score") or 0)
+            self.by_size.setdefault(len(words), []).append((words, key, score))
+
+    def kept_for(self, task: str) -> tuple[str, float] | None:
+        """The key and similarity of the most similar near-duplicate of ``task`` (the higher score on a
+        tie), or None."""
+        words = task_words(task)
+        low = math.ceil(len(words) * DUPLICATE_SIMILARITY - 1e-9)
+        high = math.floor(len(words) / DUPLICATE_SIMILARITY + 1e-9)
+        best: tuple[float, float, str] | None = None
+        for size in range(low, high + 1):
+            for other, key, score in self.by_size.get(size, ()):
+                union = len(words | other)
+                similarity = len(words & other) / union if union else 0.0
+                if similarity >= DUPLICATE_SIMILARITY and (best is None or (similarity, score) > best[:2]):
+                    best = (similarity, score, key)
+        return (best[2], best[0]) if best is not None else None
 
 
 def pattern_count_rest(server: ServerConfig, options: RestOptions, label: str = "") -> int:
