@@ -44,6 +44,7 @@ from pipelines.load.rest.errors import (
 from pipelines.load.rest.imports import ImportStrategy
 from pipelines.load.rest.learn import LearnStrategy
 from pipelines.load.rest.options import RestMode, RestOptions, destination_id, make_client
+from pipelines.load.rest.readback import LearnMatcher
 from pipelines.load.rest.server_version import parse_server_version
 from pipelines.load.rest.servers import ServerConfig
 from pipelines.load.rest.strategy import SendStrategy
@@ -89,6 +90,7 @@ class ScopeLoad:
             last_count=before,
         )
         self.probe_permission()
+        self.send_gone_again(before)
         plan = plan_load(self.layout, self.scope, self.books.ledger.in_store(), _basis(self.options))
         self.result.kept, self.result.already_loaded = plan.kept, plan.already
         to_send = texts_to_send(self.layout, self.scope, plan)
@@ -130,6 +132,28 @@ class ScopeLoad:
                 f"loading with concurrency 1 instead of {self.options.concurrency}"
             )
             self.options = replace(self.options, concurrency=1)
+
+    def send_gone_again(self, before: int) -> None:
+        """When the server counts fewer patterns than the ledger says it holds, someone deleted some
+        there: the keys the export no longer has are recorded gone (uncounted: this load did not remove
+        them), so the plan sends those patterns again like new ones. A key that cannot export cannot
+        tell which; the result's notes say so."""
+        in_store = self.books.ledger.in_store()
+        if before >= in_store.height:
+            return
+        matcher = LearnMatcher(self.client)
+        if matcher.export_index() is None:
+            return
+        gone = in_store.filter(pl.col("key").is_not_null() & ~pl.col("key").is_in(list(matcher.records)))
+        why = "key gone from the server (deleted there): sent again"
+        self.books.commit(
+            [
+                Entry(pid, key, Outcome.RETRACTED, why, tally="uncounted")
+                for pid, key in gone.select("pattern_id", "key").iter_rows()
+            ]
+        )
+        if gone.height:
+            self.books.say(f"{self.scope}: {gone.height} patterns gone from the server: sending them again")
 
     def probe_permission(self) -> None:
         """An empty body to the write endpoint: the role check runs before body validation, so 403
@@ -334,7 +358,8 @@ def load_rest(
     if result.pattern_count_after is not None and result.ledger_in_store > result.pattern_count_after:
         result.notes += (
             f"ledger says {result.ledger_in_store} patterns are in the store but the server counts "
-            f"{result.pattern_count_after} (deleted on the server?); "
+            f"{result.pattern_count_after} (deleted on the server? a key that may export finds them and "
+            "the next load sends them again); "
         )
     counts = f"pattern_count {result.pattern_count_before} -> {result.pattern_count_after}"
     say(f"{scope}: {books.status()}; {counts}")
