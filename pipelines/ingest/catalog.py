@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,36 @@ from pipelines.tables import (
     write_parquet,
 )
 
+# path -> (the file's bytes, the frame read from them): every scope's stages read these tables again,
+# ~3 ms each to decode, while their bytes are a few KB to compare.
+_READ: dict[Path, tuple[bytes, pl.DataFrame]] = {}
 
-def _snapshot(path: Path) -> pl.DataFrame:
+
+def _snapshot(path: Path, finish: Callable[[pl.DataFrame], pl.DataFrame] = lambda f: f) -> pl.DataFrame:
     """The file as it is at one moment. Another ingest run may replace it (under the catalog lock, by a
     rename) while it is read, and Polars opens a path more than once (its footer, then its pages): a
     replacement in between gave the old footer's offsets into the new file ("Invalid thrift: end of
-    file"). These tables are small, so they are read into memory through one open."""
-    return pl.read_parquet(io.BytesIO(path.read_bytes()))
+    file"). These tables are small, so they are read into memory through one open; the frame made of
+    the same bytes last time is reused (decided on the bytes themselves, so it is never stale)."""
+    data = path.read_bytes()
+    cached = _READ.get(path)
+    if cached is not None and cached[0] == data:
+        return cached[1]
+    frame = finish(pl.read_parquet(io.BytesIO(data)))
+    if len(_READ) >= 64:  # a process that opens many data folders (the tests) keeps the last few
+        _READ.clear()
+    _READ[path] = (data, frame)
+    return frame
+
+
+def _as_manifest(manifest: pl.DataFrame) -> pl.DataFrame:
+    missing = [pl.lit(MANIFEST_DEFAULTS[c]).alias(c) for c in MANIFEST_SCHEMA if c not in manifest.columns]
+    return manifest.with_columns(missing).select(list(MANIFEST_SCHEMA)).cast(MANIFEST_SCHEMA)
 
 
 def read_manifest(layout: DataLayout) -> pl.DataFrame:
     if layout.manifest.exists():
-        manifest = _snapshot(layout.manifest)
-        missing = [
-            pl.lit(MANIFEST_DEFAULTS[c]).alias(c) for c in MANIFEST_SCHEMA if c not in manifest.columns
-        ]
-        return manifest.with_columns(missing).select(list(MANIFEST_SCHEMA)).cast(MANIFEST_SCHEMA)
+        return _snapshot(layout.manifest, _as_manifest)
     return pl.DataFrame(schema=MANIFEST_SCHEMA)
 
 

@@ -91,3 +91,20 @@ def test_the_manifest_reads_whole_while_other_runs_replace_it(layout):
     assert [e for errors in results for e in errors] == []
     manifest = read_manifest(layout)
     assert manifest["dump_id"].n_unique() == manifest.height > 0
+
+
+def test_a_manifest_read_again_is_decoded_once_and_never_stale(layout, dump, landing):
+    dump("a.ndjson", [msg("t", "m1", "user", "q", 0)])
+    ingest(layout, landing, ScopeMapping())
+    first = read_manifest(layout)
+    assert read_manifest(layout) is first  # the same bytes: the frame already made of them
+    dump("b.ndjson", [msg("t", "m2", "assistant", "a", 1)])
+    ingest(layout, landing, ScopeMapping())
+    assert read_manifest(layout)["seq"].sort().to_list() == [1, 2]
+    # Written back as it was (another run's rename): the older content is read, not the newest frame.
+    path = layout.manifest
+    newer = path.read_bytes()
+    first.write_parquet(path)
+    assert read_manifest(layout)["seq"].to_list() == [1]
+    path.write_bytes(newer)
+    assert read_manifest(layout)["seq"].sort().to_list() == [1, 2]

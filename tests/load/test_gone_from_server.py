@@ -45,7 +45,9 @@ def test_patterns_deleted_on_the_server_are_sent_again(engramia_server, staged, 
     assert again.retracted == 0
     history = Ledger(layout, SCOPE, destination_id(ServerConfig(engramia_server.url, "UNUSED"))).history()
     for pid in deleted["pattern_id"]:
-        reasons = history.filter(pl.col("pattern_id") == pid).sort("at", maintain_order=True)["reason"].to_list()
+        reasons = (
+            history.filter(pl.col("pattern_id") == pid).sort("at", maintain_order=True)["reason"].to_list()
+        )
         assert GONE_REASON in reasons and reasons.index(GONE_REASON) < len(reasons) - 1
 
 
