@@ -5,6 +5,8 @@ pattern of a scope waiting out its own retries against the same answer."""
 from __future__ import annotations
 
 import socket
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +15,7 @@ from pipelines.scoring.judge.options import JudgeOptions
 from pipelines.scoring.scores import score_scope
 from tests.scoring.test_judge import KEY_ENV, _scored, judge, staged
 from tests.support.cli import cli
-from tests.support.openai_server import OpenAIServer, Reply, openai_server
+from tests.support.openai_server import OpenAIServer, Reply, openai_server, task_of
 
 FIXTURES = (openai_server, staged)
 REQUESTS = [Request(f"p{i:03}", f"task {i}", f"answer {i}", 20) for i in range(40)]
@@ -52,6 +54,22 @@ def test_a_server_that_cannot_be_reached_is_tried_once_not_per_pattern(monkeypat
     answers = list(asker.ask_all(REQUESTS))
     assert asker.halted == f"http://127.0.0.1:{port}/v1 unreachable: connection error after 3 attempts"
     assert len(answers) <= 2
+
+
+def test_one_pattern_that_times_out_does_not_stop_the_others(openai_server: OpenAIServer):
+    def script(body, n):
+        if task_of(body).startswith("task 0 "):
+            time.sleep(0.6)  # longer than the client's timeout
+        return None
+
+    openai_server.script = script
+    requests = [Request("p000", "task 0 is slow", "answer", 20), *REQUESTS[1:11]]
+    # One at a time: the slow pattern runs out of retries before any other is answered.
+    asker = Judge(replace(_options(openai_server.url, timeout=0.2), concurrency=1))
+    answers = {a.pattern_id: a for a in asker.ask_all(requests)}
+    assert asker.halted is None and len(answers) == 11
+    assert answers["p000"].error == "no answer after 3 attempts: timeout"
+    assert all(a.error is None for p, a in answers.items() if p != "p000")
 
 
 def test_the_scope_reports_the_stop_and_keeps_every_pattern(layout, staged, openai_server):

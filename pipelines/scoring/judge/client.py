@@ -194,8 +194,10 @@ class Judge:
     def _halt_if_unreachable(self, last: str, attempts: int) -> None:
         with self._lock:
             self._unreachable_in_a_row += 1
-            # Before any answer, one pattern's retries decide; after, a failure of every request in flight.
-            if self._answered and self._unreachable_in_a_row < self.options.concurrency:
+            # A refused connection before any answer is the server's, not the pattern's; a timeout may be
+            # one long pattern's, so it takes as many in a row as there are requests in flight (3 at least).
+            first = last == "connection error" and not self._answered
+            if not first and self._unreachable_in_a_row < max(3, self.options.concurrency):
                 return
         self._halt(f"{self.options.base_url} unreachable: {last} after {attempts} attempts")
 
