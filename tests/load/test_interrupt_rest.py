@@ -68,8 +68,16 @@ def load_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("engramia-load")]
 
 
-def test_ctrl_c_stops_a_concurrent_load_waiting_out_a_rate_limit(staged, monkeypatch):
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt during the test, even when the tests were started in the background
+    (a shell starts a background job with SIGINT ignored, and Python keeps an ignored SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_a_concurrent_load_waiting_out_a_rate_limit(staged, monkeypatch, ctrl_c_raises):
     monkeypatch.setenv(SERVER.api_key_env, "interrupt-test-key-value")
     layout, server = staged("single"), RateLimitingServer(workers=2)
     options = opts(
