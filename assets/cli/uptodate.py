@@ -9,6 +9,7 @@ the staged tables or the store. After an ingest, likewise, only the scopes the n
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import polars as pl
@@ -26,13 +27,43 @@ from pipelines.tables import DataLayout
 _LEFT_OVER = ("failed", "not_stored", "rejected", "skipped")
 
 
+# Where the data folder, the landing folder and the scratch space are says nothing of what a scope run makes
+# from them: the staged dumps (in the fingerprint) are its input, whichever folder they were read from and
+# wherever the data folder has moved since.
+_LOCATIONS = {"settings": ("data_dir", "landing", "work_dir"), "engramia": ()}
+# Paths compared as the files they name, not as typed; of them, the files a scope run reads also by their
+# content (size and modification time), so a file edited in place makes the scopes run again. The store
+# is a folder its own loads change: only its name counts.
+_PATHS = {"settings": ("tenant_map", "feedback", "signal_rules"), "engramia": ("store_dir", "servers_file")}
+_READ = {"tenant_map", "feedback", "signal_rules", "servers_file"}
+
+
 def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestination, scope: str) -> str:
     """The inputs of a scope run: the run's configuration, the staged dumps holding rows of the scope, and
-    the files the options name."""
-    config = {**run_config(settings, destination)["resources"], "code_version": CODE_VERSION}
+    the files the options name.
+
+    Paths are compared as the files they name, not as typed: the same command run from another folder,
+    with absolute paths, or through a symlink has the same inputs.
+    """
+    resources = run_config(settings, destination)["resources"]
+    config: dict[str, Any] = {"code_version": CODE_VERSION}
+    files: list[str | None] = []
+    for name, resource in resources.items():
+        options = {k: v for k, v in resource["config"].items() if k not in _LOCATIONS.get(name, ())}
+        for key in _PATHS.get(name, ()):
+            if options.get(key) is not None:
+                options[key] = _canonical(options[key])
+                if key in _READ:
+                    files.append(options[key])
+        config[name] = {"config": options}
     manifest = read_manifest(settings.layout)
     dumps = manifest.filter(pl.col("scopes").list.contains(scope))["dump_id"].to_list()
-    return fingerprint(config, dumps, [settings.feedback, settings.tenant_map])
+    return fingerprint(config, dumps, files)
+
+
+def _canonical(path: str) -> str:
+    """An absolute path with symlinks resolved; an object-storage URI stays as it is."""
+    return path if "://" in path else os.path.realpath(path)
 
 
 def complete(scope_report: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from assets.cli.instance import open_instance
 from assets.cli.main import main
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rollback import rollback_embedded
+from pipelines.scoring.signals import DEFAULT_RULES
 from pipelines.tables import DataLayout
 from tests.conftest import msg, write_ndjson
 
@@ -74,6 +75,40 @@ def test_a_run_with_nothing_new_runs_no_scope_and_reports_the_last_runs_figures(
     other, _ = _run(capsys, "--input", str(landing), "--data-dir", str(data), "--min-score", "2.5")
     assert _scope_runs(data) == runs + len(other["scopes"])
     assert all(s["run_id"] for s in other["scopes"].values())
+
+
+def test_paths_count_as_the_files_they_name(tmp_path, capsys, sample_dir, monkeypatch):
+    """The same inputs spelled otherwise (relative paths from another folder, a symlinked landing folder, a
+    data folder moved elsewhere) have nothing new; a rules file edited in place makes the scopes run again."""
+    landing, data = tmp_path / "in", tmp_path / "d"
+    shutil.copytree(sample_dir, landing)
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(DEFAULT_RULES, rules)
+    options = ("--signals", "--signal-rules")
+    first, _ = _run(capsys, "--input", str(landing), "--data-dir", str(data), *options, str(rules))
+    runs = _scope_runs(data)
+
+    monkeypatch.chdir(tmp_path)
+    relative, _ = _run(capsys, "--input", "in", "--data-dir", "d", *options, "rules.yaml")
+    (tmp_path / "link").symlink_to(landing)
+    linked, _ = _run(capsys, "--input", "link", "--data-dir", "./d/../d", *options, str(rules))
+    assert _scope_runs(data) == runs
+    for report in (relative, linked):
+        assert report["ingest_run_id"] is None
+        assert {k: s["up_to_date_since"] for k, s in report["scopes"].items()} == {
+            k: s["run_id"] for k, s in first["scopes"].items()
+        }
+
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)
+    again, _ = _run(capsys, "--input", str(landing), "--data-dir", str(moved), *options, str(rules))
+    assert _scope_runs(moved) == runs and all(s["up_to_date_since"] for s in again["scopes"].values())
+
+    # The rules edited in place: what the scopes are scored by has changed, so they run again.
+    rules.write_text(rules.read_text() + "\n# tuned\n")
+    edited, _ = _run(capsys, "--input", str(landing), "--data-dir", str(moved), *options, str(rules))
+    assert _scope_runs(moved) == runs + len(edited["scopes"])
+    assert all(s["run_id"] for s in edited["scopes"].values())
 
 
 def test_a_rollback_or_a_run_started_elsewhere_makes_the_next_run_do_the_work(tmp_path, capsys, sample_dir):
