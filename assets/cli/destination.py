@@ -10,6 +10,7 @@ from typing import Any
 from assets.destination import EngramiaDestination
 from pipelines.load.rest.options import MODES as REST_MODES
 from pipelines.load.rest.servers import ServerMap
+from pipelines.objectstore.location import absolute
 
 # RestOptions refuses a body limit under this; checked here too so that the refusal names the option.
 MIN_BODY_BYTES = 4_096
@@ -28,7 +29,7 @@ def destination_from_args(args: argparse.Namespace) -> EngramiaDestination:
         raise ValueError("give either --servers FILE or --engramia-url/--api-key-env, not both")
     destination = EngramiaDestination(
         mode=args.destination,
-        store_dir=str(args.store) if args.store else None,
+        store_dir=absolute(args.store) if args.store else None,
         **(_rest_fields(args) if rest else {}),
     )
     if rest:
@@ -94,7 +95,7 @@ def _rest_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "url": args.engramia_url,
         "api_key_env": args.api_key_env,
-        "servers_file": str(args.servers) if args.servers else None,
+        "servers_file": absolute(args.servers) if args.servers else None,
         "timeout": args.timeout,
         "requests_per_minute": args.requests_per_minute,
         "max_retries": args.max_retries,

@@ -55,6 +55,7 @@ from pipelines.ingest.catalog import read_manifest, read_scopes
 from pipelines.ingest.formats import FORMATS
 from pipelines.ingest.messages import CONFLICT_POLICIES
 from pipelines.load.rest.options import MODES
+from pipelines.objectstore.location import absolute
 from pipelines.pairing.pairs import Pairing
 from pipelines.scopes import ScopeBy
 
@@ -83,19 +84,19 @@ def _refuse(args: argparse.Namespace, failures: list[str], code: int = EXIT_USAG
 
 def _settings(args: argparse.Namespace) -> BackfillSettings:
     return BackfillSettings(
-        data_dir=str(args.data_dir),
-        landing=str(args.input),
+        data_dir=absolute(args.data_dir),
+        landing=absolute(args.input),
         scope_by=args.scope_by,
         tenant=args.tenant,
         project=args.project,
-        tenant_map=str(args.tenant_map) if args.tenant_map else None,
+        tenant_map=absolute(args.tenant_map) if args.tenant_map else None,
         conflicts=args.conflicts,
         assistant_name=args.assistant_name,
         pairing=args.pairing,
         task_max_chars=args.task_max_chars,
         code_max_chars=args.code_max_chars,
         score_strategy="feedback" if args.feedback else "neutral",
-        feedback=str(args.feedback) if args.feedback else None,
+        feedback=absolute(args.feedback) if args.feedback else None,
         rating_min=args.rating_min,
         rating_max=args.rating_max,
         **scoring_settings(args),

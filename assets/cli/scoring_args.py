@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipelines.objectstore.location import absolute
 from pipelines.pairing.context import CONTEXT_MODES
 from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, JudgeConfigError, JudgeOptions
 from pipelines.scoring.signals import SignalRules, SignalRulesError
@@ -74,7 +75,7 @@ def scoring_settings(args: argparse.Namespace) -> dict[str, Any]:
         "llm_price_per_mtok_out": args.llm_price_per_mtok_out,
         "llm_batch": args.llm_batch,
         "signals": args.signals,
-        "signal_rules": str(args.signal_rules) if args.signal_rules else None,
+        "signal_rules": absolute(args.signal_rules) if args.signal_rules else None,
         "gate_trivial": not args.no_gate_trivial,
         "gate_non_answer": not args.no_gate_non_answer,
         "min_score": args.min_score,

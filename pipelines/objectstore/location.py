@@ -6,6 +6,7 @@ relative path with exactly one ``/``, so every module builds object keys the sam
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,14 @@ S3_SCHEME = "s3://"
 def is_remote(location: str | Path | None) -> bool:
     """Whether a ``--data-dir`` / ``--input`` / ``landing`` value names object storage."""
     return isinstance(location, str) and location.startswith(S3_SCHEME)
+
+
+def absolute(location: str | Path) -> str:
+    """A local path made absolute against the current folder; an ``s3://`` location as it is. A run's
+    configuration holds these, so a run re-executed from the UI (another process, another current
+    folder) reads and writes the same folders as the command that started it."""
+    text = str(location)
+    return text if is_remote(text) else os.path.abspath(text)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -114,7 +116,8 @@ def test_cli_runs_are_the_named_jobs_with_their_configuration(tmp_path, sample_d
 
 def test_a_cli_run_re_executes_from_the_ui(tmp_path, sample_dir, capsys, monkeypatch):
     """The UI's *Re-execute* (its GraphQL mutation) on a CLI scope run launches it again through the
-    code location of workspace.yaml, with the CLI's run config, and it succeeds."""
+    code location of workspace.yaml, with the CLI's run config, and it succeeds, on the same folders: the
+    command was run from a folder of its own with relative paths, the UI's run process runs elsewhere."""
     import shutil
 
     import dagster as dg
@@ -130,7 +133,11 @@ def test_a_cli_run_re_executes_from_the_ui(tmp_path, sample_dir, capsys, monkeyp
     # No daemon here to dequeue runs, as `dagster dev` has: launch them at once.
     with (home / "dagster.yaml").open("a") as f:
         f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
-    _run(capsys, "--input", str(sample_dir), "--data-dir", str(data))
+    root = Path.cwd()
+    monkeypatch.chdir(tmp_path)
+    _run(capsys, "--input", os.path.relpath(sample_dir), "--data-dir", "data")
+    monkeypatch.chdir(root)
+    assert (data / "staged" / "_settled" / "scope=default__asst_coder.json").exists()
     mutation = """
     mutation($params: ReexecutionParams!) {
       launchPipelineReexecution(reexecutionParams: $params) {
@@ -157,3 +164,7 @@ def test_a_cli_run_re_executes_from_the_ui(tmp_path, sample_dir, capsys, monkeyp
     assert child.status == dg.DagsterRunStatus.SUCCESS
     assert child.job_name == "scope_job" and child.tags["dagster/partition"] == "default__asst_coder"
     assert child.run_config == parent.run_config
+    settings = child.run_config["resources"]["settings"]["config"]
+    assert (settings["data_dir"], settings["landing"]) == (str(data), str(sample_dir))
+    # The re-executed run started in the command's data folder: it cleared the scope's record there.
+    assert not (data / "staged" / "_settled" / "scope=default__asst_coder.json").exists()
