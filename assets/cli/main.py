@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from assets.cli import status
+from assets.cli.exit import run_and_exit
 from assets.cli.formatting import parse_args
 from pipelines.tools import synth
 
@@ -51,3 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(status.main(argv[1:]))
     args = parse_args(build_parser(), argv)
     sys.exit(args.func(args))
+
+
+def entry() -> NoReturn:
+    """The ``assistants-backfill`` command: :func:`main`, then the process ends (:mod:`assets.cli.exit`)."""
+    run_and_exit(main)

@@ -196,7 +196,7 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys, sample_dir
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from assets.cli.main import main; main()", "run", *args, "--no-progress"]
+    return [sys.executable, "-c", "from assets.cli.main import entry; entry()", "run", *args, "--no-progress"]
 
 
 def _interrupt(proc: subprocess.Popen) -> dict:
@@ -272,7 +272,7 @@ def test_ctrl_c_during_the_ingest_stops_it_and_the_next_run_ingests_the_dump_who
     )
     data = tmp_path / "d"
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    command = [sys.executable, "-c", "from assets.cli.main import main; main()", "run"]
+    command = [sys.executable, "-c", "from assets.cli.main import entry; entry()", "run"]
     command += ["--input", str(source), "--data-dir", str(data), "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stderr is not None
