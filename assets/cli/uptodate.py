@@ -20,6 +20,7 @@ from assets.common import CODE_VERSION
 from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import pending_dumps, read_manifest, read_scopes
+from pipelines.objectstore.location import is_remote
 from pipelines.settled import fingerprint, record, settled
 from pipelines.tables import DataLayout
 
@@ -31,11 +32,11 @@ _LEFT_OVER = ("failed", "not_stored", "rejected", "skipped")
 # from them: the staged dumps (in the fingerprint) are its input, whichever folder they were read from and
 # wherever the data folder has moved since.
 _LOCATIONS = {"settings": ("data_dir", "landing", "work_dir"), "engramia": ()}
-# Paths compared as the files they name, not as typed; of them, the files a scope run reads also by their
-# content (size and modification time), so a file edited in place makes the scopes run again. The store
-# is a folder its own loads change: only its name counts.
+# Paths compared as the files they name, not as typed; the files a scope run reads also by their content
+# (size and modification time), so a file edited in place makes the scopes run again. The store is a folder
+# its own loads change: only its name counts.
 _PATHS = {"settings": ("tenant_map", "feedback", "signal_rules"), "engramia": ("store_dir", "servers_file")}
-_READ = {"tenant_map", "feedback", "signal_rules", "servers_file"}
+_NAME_ONLY = {"store_dir"}
 
 
 def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestination, scope: str) -> str:
@@ -53,7 +54,7 @@ def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestinati
         for key in _PATHS.get(name, ()):
             if options.get(key) is not None:
                 options[key] = _canonical(options[key])
-                if key in _READ:
+                if key not in _NAME_ONLY:
                     files.append(options[key])
         config[name] = {"config": options}
     manifest = read_manifest(settings.layout)
@@ -63,7 +64,7 @@ def scope_fingerprint(settings: BackfillSettings, destination: EngramiaDestinati
 
 def _canonical(path: str) -> str:
     """An absolute path with symlinks resolved; an object-storage URI stays as it is."""
-    return path if "://" in path else os.path.realpath(path)
+    return path if is_remote(path) else os.path.realpath(path)
 
 
 def complete(scope_report: dict[str, Any]) -> bool:
