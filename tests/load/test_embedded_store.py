@@ -58,6 +58,13 @@ def test_fast_storage_maps_keys_and_writes_files_like_jsonstorage(tmp_path):
                     except ValueError as exc:
                         outcomes.append(("error", str(exc)))
                 assert outcomes[0] == outcomes[1], key
+                # The string mapping of a write, plain keys joined as strings, is the same file.
+                try:
+                    written = ("ok", fast._key_to_file(key))
+                except ValueError as exc:
+                    written = ("error", str(exc))
+                expected = outcomes[1] if outcomes[1][0] == "error" else ("ok", str(fast._key_to_path(key)))
+                assert written == expected, key
             plain.save("patterns/oai_1", record)
             fast.save("patterns/oai_1", record)
             fast.save("patterns/oai_1", record)  # an overwrite goes through the .bak step too
