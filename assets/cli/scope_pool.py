@@ -108,7 +108,16 @@ def _start_worker(progress: Any, tty: bool) -> None:
     signal.signal(signal.SIGINT, _note_interrupt)
     _progress_out, _tty = _Forwarded(progress), tty
     # GX is not imported here: two workers importing it beside the CLI's ingest made the ingest half as
-    # slow again (7.7 -> 12.0 s at 1M messages). A worker's first messages step imports it ahead instead.
+    # slow again (7.7 -> 12.0 s at 1M messages). The worker left idle by the ingest imports it
+    # (_import_checks); the other's first messages step imports it ahead.
+
+
+def _import_checks() -> None:
+    """GX, imported by the worker that waits while the other ingests: a worker's first messages step
+    otherwise waits seconds for it, before the first scope can load."""
+    from pipelines.imports import GREAT_EXPECTATIONS, import_ahead
+
+    import_ahead(GREAT_EXPECTATIONS).join()
 
 
 @dataclass(frozen=True)
@@ -284,6 +293,9 @@ class ScopePool:
         """The run's ingest, in a worker: the memory it takes (a good part of it kept by the allocators
         after it ends) is then not held by the CLI's own process through every scope run."""
         future = self.pool.submit(run_ingest, self.data_dir, self.config, self.progress)
+        if self.workers > 1:
+            # Taken by the next idle worker: one core's worth of import beside the ingest's two.
+            self.pool.submit(_import_checks)
         try:
             return _outcome(future, "")
         except KeyboardInterrupt:
