@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     at_commit = commit()
     try:
         for name in selected:
+            if name in BIG_ROWS:
+                # The earlier rows' folders waiting in the trash (~14 GB after cli_1m) beside a 10M row's
+                # export and folders filled the disk; deleted here, before the row's clock starts.
+                empty_trash()
             print(f"== {name}", flush=True)
             probe = measure("probe").inner
             host = (
