@@ -286,6 +286,11 @@ class ScopePool:
             process.join(timeout=1)
             if process.is_alive():
                 process.terminate()
+                process.join(timeout=1)
+            # A worker that has run a Dagster run keeps Dagster's SIGTERM handler: idle, it outlives
+            # terminate(), and the executor, broken by the other worker's end, waits for it for ever.
+            if process.is_alive():
+                process.kill()
         self.progress_queue.put(None)
         self.printer.join(timeout=5)
 
