@@ -4,6 +4,7 @@ scope with one line; the other scopes are still run and reported."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -69,3 +70,38 @@ def test_the_worker_left_idle_by_the_ingest_imports_gx_meanwhile(tmp_path):
             barrier = manager.Barrier(2)
             calls = [pool.pool.submit(_holds_gx, barrier) for _ in range(2)]
             assert sorted(call.result(timeout=180) for call in calls) == [False, True]
+
+
+def _surroundings(marker: str) -> tuple[str | None, str]:
+    os.write(1, f"{marker} on stdout\n".encode())
+    os.write(2, f"{marker} on stderr\n".encode())
+    return os.environ.get("SCOPE_POOL_TEST_KEY"), os.getcwd()
+
+
+def test_a_worker_has_the_clis_environment_folder_and_output_of_the_moment_it_starts(tmp_path, monkeypatch):
+    """Workers are forked from a server started by the first pool: a second pool's workers must still
+    see what the CLI has when they start (a key set since, another folder, its output sent elsewhere
+    since), as spawned workers did."""
+    first = tmp_path / "first"
+    with ScopePool(str(first), {}, progress=False, prepare=lambda: open_instance(first)) as pool:
+        assert pool.pool.submit(_surroundings, "first").result(timeout=120)[0] is None
+
+    monkeypatch.setenv("SCOPE_POOL_TEST_KEY", "set after the first pool")
+    monkeypatch.chdir(tmp_path)
+    second = tmp_path / "second"
+    outputs = {fd: tmp_path / f"fd{fd}.txt" for fd in (1, 2)}
+    saved = {fd: os.dup(fd) for fd in outputs}
+    try:
+        for fd, path in outputs.items():
+            with path.open("w") as file:
+                os.dup2(file.fileno(), fd)
+        with ScopePool(str(second), {}, progress=False, prepare=lambda: open_instance(second)) as pool:
+            calls = [pool.pool.submit(_surroundings, f"call {n}") for n in range(4)]
+            seen = {call.result(timeout=120) for call in calls}
+    finally:
+        for fd, original in saved.items():
+            os.dup2(original, fd)
+            os.close(original)
+    assert seen == {("set after the first pool", str(tmp_path))}
+    out, err = (outputs[fd].read_text() for fd in (1, 2))
+    assert all(f"call {n} on stdout" in out and f"call {n} on stderr" in err for n in range(4))
