@@ -7,9 +7,9 @@ its compute logs at the file-descriptor level, so two runs on threads would writ
 and restore each other's streams. A worker process executes its scope runs one after another, recorded in
 the same instance as the CLI's own runs, and keeps what it imported (Dagster, Polars, DuckDB, engramia,
 GX) for every scope it runs. The workers are forked from a fork server that has imported Dagster once
-for both (``FORKSERVER_PRELOAD``), started while the CLI makes the instance. One destination is written
-by one load at a time across processes (its write slot, :mod:`assets.pools`; the embedded store also
-holds :func:`pipelines.load.store.store_writes`), as the core path does with a lock.
+for both (:mod:`assets.cli.worker_start`), started while the CLI makes the instance. One destination is
+written by one load at a time across processes (its write slot, :mod:`assets.pools`; the embedded store
+also holds :func:`pipelines.load.store.store_writes`), as the core path does with a lock.
 
 Ctrl-C reaches the workers (the terminal signals the whole process group; a signal sent to the CLI alone
 is passed on to them): each stops its run as a run in the CLI's own process stops, and reports it.
@@ -21,8 +21,6 @@ import argparse
 import atexit
 import io
 import logging
-import multiprocessing
-import multiprocessing.context
 import os
 import signal
 import sys
@@ -32,8 +30,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import forkserver, reduction
 from typing import TYPE_CHECKING, Any
+
+from assets.cli.worker_start import Surroundings, worker_context
 
 if TYPE_CHECKING:
     from dagster import JobExecutionResult
@@ -43,17 +42,6 @@ if TYPE_CHECKING:
 # Seconds the workers get to stop their runs after an interrupt before the CLI reports without them.
 STOP_SECONDS = 10.0
 MAX_WORKERS = 2
-# Imported once by the fork server the workers are forked from: Dagster and its storage (2.7 s on the
-# benchmark machine), which every worker would otherwise import for itself. Nothing that starts a
-# thread (Polars and Arrow start theirs at import): a process with threads is not safe to fork.
-FORKSERVER_PRELOAD = [
-    "dagster",
-    "dagster._core.storage.event_log",
-    "dagster._core.storage.runs",
-    "dagster._core.storage.sqlite_storage",
-    "alembic",
-    "sqlalchemy",
-]
 
 
 @dataclass
@@ -116,35 +104,7 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-class _Surroundings:
-    """The CLI's standard output and error and its environment, as they are when a worker starts.
-
-    A worker forked from the fork server would otherwise have the server's, those of the moment the
-    server started: a key set since, or output captured elsewhere since (a caller that swaps the file
-    descriptors), would be missed. Spawned workers had the CLI's; these are the same. (multiprocessing
-    itself hands a worker the CLI's working folder.)
-    """
-
-    def __init__(self, streams: tuple[Any, Any] | None = None, environ: dict[str, str] | None = None) -> None:
-        # Empty in the CLI: what it holds is taken when it is pickled for a starting worker.
-        self.streams, self.environ = streams, environ
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as the worker starts: each descriptor is passed to it then, the way multiprocessing
-        # passes its own pipes.
-        return (_Surroundings, ((reduction.DupFd(1), reduction.DupFd(2)), dict(os.environ)))
-
-    def adopt(self) -> None:
-        assert self.streams is not None and self.environ is not None, "adopted before it was passed"
-        for target, passed in zip((1, 2), self.streams, strict=True):
-            fd = passed.detach()
-            os.dup2(fd, target)
-            os.close(fd)
-        os.environ.clear()
-        os.environ.update(self.environ)
-
-
-def _start_worker(progress: Any, tty: bool, surroundings: _Surroundings) -> None:
+def _start_worker(progress: Any, tty: bool, surroundings: Surroundings) -> None:
     global _progress_out, _tty
     surroundings.adopt()
     atexit.register(_exit_now)
@@ -261,24 +221,6 @@ def _warm(data_dir: str) -> None:
         _instance = open_instance(Path(data_dir))
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a fork server that has imported Dagster (``FORKSERVER_PRELOAD``); spawned
-    where there is no fork server."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(FORKSERVER_PRELOAD)
-    if threading.current_thread() is threading.main_thread():
-        # The server ignores Ctrl-C only once its imports are done; started with SIGINT ignored, it
-        # ignores it from the start instead of printing a traceback from the middle of an import.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            forkserver.ensure_running()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    return context
-
-
 def _outcome(future: Future, scope: str) -> ScopeOutcome:
     """The worker's report, or a failed scope naming what went wrong where the worker itself failed (a
     storage error outside the run, a worker that died): the other scopes go on, and the summary says it."""
@@ -308,13 +250,13 @@ class ScopePool:
         # destination's write slot (assets/pools.py), the embedded store's also for the store's own lock.
         self.workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
         self.interrupted = False
-        context = _worker_context()
+        context = worker_context()
         self.progress_queue = context.Queue()
         self.pool = ProcessPoolExecutor(
             self.workers,
             mp_context=context,
             initializer=_start_worker,
-            initargs=(self.progress_queue, sys.stderr.isatty(), _Surroundings()),
+            initargs=(self.progress_queue, sys.stderr.isatty(), Surroundings()),
         )
         self.printer = threading.Thread(target=self._print_progress, daemon=True, name="worker-progress")
         self.printer.start()
