@@ -10,7 +10,9 @@ destinations load side by side.
 
 The pools are claimed from the step rather than declared on the asset (``pool=``) because the destination
 is run configuration, and an asset's pool is fixed when the code is loaded. A slot is claimed under the
-run's id and the step's key, so Dagster frees it with the run's other slots if the run dies.
+run's id and the step's key. Dagster's daemon frees the slots of a run that has ended; without one (the
+CLI), a load waiting for a slot gives back those held by runs that ended, or whose process died, without
+freeing theirs (:mod:`assets.abandoned_runs`).
 
 A pool is made once, at the destination's ``writers`` (one for the embedded store and JSON-backed servers):
 two processes making it at once could each add its slots, so it is made under the data directory's catalog
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 import dagster as dg
 from dagster._core.storage.event_log.base import EventLogStorage
 
+from assets.abandoned_runs import free_slots_of_ended_holders
 from assets.destination import EngramiaDestination
 from pipelines.ingest.claims import catalog_lock
 from pipelines.load.rest.servers import ServerConfigError
@@ -41,6 +44,8 @@ POLL_SECONDS = 0.1
 # the gap between another claimant's read and write of the same row (milliseconds, in one transaction),
 # and short, as every load waits it once while holding the slot.
 CLAIM_SETTLE_SECONDS = 0.1
+# How often a waiting load checks whether the runs holding the slots still exist.
+HOLDERS_SECONDS = 1.0
 # The run's log marks when a load held its slot, so the run history shows who wrote when.
 SLOT_TAKEN = "took a write slot of"
 SLOT_FREED = "freed the write slot of"
@@ -95,12 +100,17 @@ def destination_slot(
         yield
         return
     waited_since: float | None = None
+    looked_at_holders = 0.0
     claimed = False
     try:
         while not _claim(storage, pool, run_id, step_key):
             if waited_since is None:
                 waited_since = time.monotonic()
                 _say(log, f"waiting for a write slot of {pool}: every slot is held by another run")
+            if time.monotonic() - looked_at_holders >= HOLDERS_SECONDS:
+                # A holder whose process died would hold its slot for ever (no daemon frees it here).
+                free_slots_of_ended_holders(instance, pool, log)
+                looked_at_holders = time.monotonic()
             time.sleep(poll_seconds)
         claimed = True
         waited = f" after {time.monotonic() - waited_since:.1f} s" if waited_since is not None else ""

@@ -22,7 +22,9 @@ from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.execution.job_execution_result import JobExecutionResult
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 
+from assets.abandoned_runs import process_tags
 from assets.destination import EngramiaDestination
 from assets.resources import BackfillSettings
 
@@ -85,12 +87,15 @@ def execute(
         job_name,
     )
     job_def = job.get_definition()
-    run_tags = {**job_def.run_tags, **(tags or {})}
+    # Tagged with this process: a run left running by a process that died is closed by the next CLI run.
+    run_id = make_new_run_id()
+    run_tags = {**job_def.run_tags, **(tags or {}), **process_tags(run_id)}
     if partition_key is not None:
         run_tags["dagster/partition"] = partition_key
     plan = create_execution_plan(job, run_config=config, instance_ref=instance.get_ref(), tags=run_tags)
     run = instance.create_run_for_job(
         job_def=job_def,
+        run_id=run_id,
         run_config=config,
         tags=run_tags,
         remote_job_origin=origin,

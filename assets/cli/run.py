@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from assets.abandoned_runs import close_abandoned_runs
 from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
@@ -157,10 +158,20 @@ def _backfill(
     config = run_config(settings, destination, log_level="INFO" if args.debug else "CRITICAL")
     # Made by the CLI before the workers open it (two processes creating a new instance's tables would
     # race), while they start.
-    with ScopePool(
-        str(args.data_dir), config, not args.no_progress, prepare=lambda: open_instance(Path(args.data_dir))
-    ) as pool:
-        return _ingest_and_scopes(args, settings, destination, config, pool, say)
+    instance: list[Any] = []
+
+    def prepare() -> None:
+        instance.append(open_instance(Path(args.data_dir)))
+        # Runs an earlier CLI's killed process left running would hold their scopes and write slots.
+        close_abandoned_runs(instance[0], say)
+
+    try:
+        with ScopePool(str(args.data_dir), config, not args.no_progress, prepare=prepare) as pool:
+            return _ingest_and_scopes(args, settings, destination, config, pool, say)
+    finally:
+        # A worker killed after an interrupt it did not stop for leaves its run open: closed now.
+        if instance:
+            close_abandoned_runs(instance[0], say)
 
 
 def _ingest_and_scopes(

@@ -3,11 +3,18 @@ around a load's writes, so one destination has at most that many writers while o
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
+import dagster as dg
 import pytest
+from dagster._core.utils import make_new_run_id
 
+from assets.abandoned_runs import PROCESS_TAG, abandoned, close_abandoned_runs, process_tags
 from assets.pools import destination_pool, destination_slot, ensure_destination_pool
 from pipelines.ingest.catalog import read_scopes
 from pipelines.load.embedded import destination_id
@@ -150,3 +157,64 @@ def test_a_scope_run_waits_while_its_destination_is_written_by_another_run(layou
     assert any(m.startswith(f"took a write slot of {pool} after") for m in logs)
     assert storage.get_concurrency_info(pool).active_slot_count == 0
     assert graph.loaded(result)
+
+
+def _run_of(instance, process_tag: str | None) -> dg.DagsterRun:
+    run_id = make_new_run_id()
+    tags = {PROCESS_TAG: process_tag.format(run_id=run_id)} if process_tag else {}
+    run = dg.DagsterRun(job_name="scope_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags)
+    instance.add_run(run)
+    return run
+
+
+def test_a_slot_held_by_a_run_whose_process_died_is_given_back(instance, layout):
+    """A worker killed in the middle of its load leaves its run running and its slot taken: the next load
+    would wait for it for ever. It takes the slot, and the dead run is recorded as failed."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    dead = _run_of(instance, f"{host}:{gone.pid}:?:{{run_id}}")
+    # A re-execution from the UI carries its parent's tags: not judged by them (the run id differs).
+    copied = _run_of(instance, f"{host}:{gone.pid}:?:{dead.run_id}")
+    # A live process's run, and a run of another machine, are left as they are.
+    live = _run_of(instance, f"{host}:{os.getpid()}:?:{{run_id}}")
+    elsewhere = _run_of(instance, f"other-host:{gone.pid}:?:{{run_id}}")
+    pool = "engramia_writes/store"
+    ensure_destination_pool(instance, layout, pool, 1)
+    storage = instance.event_log_storage
+    assert storage.claim_concurrency_slot(pool, dead.run_id, "engramia_scopes").is_claimed
+    lines: list[str] = []
+    started = time.monotonic()
+    with destination_slot(instance, pool, "run-2", "engramia_scopes", log=lines.append, poll_seconds=0.05):
+        holders = storage.get_concurrency_info(pool).claimed_slots
+        assert [s.run_id for s in holders] == ["run-2"]
+    assert time.monotonic() - started < 10
+    assert any(dead.run_id in line and "had not given it back" in line for line in lines), lines
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    for kept in (copied, live, elsewhere):
+        assert instance.get_run_by_id(kept.run_id).status == dg.DagsterRunStatus.STARTED
+    assert close_abandoned_runs(instance) == []
+
+
+def test_the_cli_closes_the_runs_its_dead_processes_left_running(instance):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = _run_of(instance, f"{socket.gethostname()}:{gone.pid}:?:{{run_id}}")
+    untagged = _run_of(instance, None)
+    said: list[str] = []
+    assert close_abandoned_runs(instance, said.append) == [dead.run_id]
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(untagged.run_id).status == dg.DagsterRunStatus.STARTED
+    assert said and "recorded as failed" in said[0]
+
+
+def test_a_run_is_judged_by_the_process_its_tag_names():
+    run_id = make_new_run_id()
+    running = dg.DagsterRun(job_name="j", run_id=run_id, status=dg.DagsterRunStatus.STARTED)
+    assert not abandoned(running.with_tags(process_tags(run_id)))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host, _, started, _ = process_tags(run_id)[PROCESS_TAG].split(":")
+    assert abandoned(running.with_tags({PROCESS_TAG: f"{host}:{gone.pid}:{started}:{run_id}"}))
+    # The process id alive, but another process's start: the id was taken again.
+    assert abandoned(running.with_tags({PROCESS_TAG: f"{host}:{os.getpid()}:1:{run_id}"}))

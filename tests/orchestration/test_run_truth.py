@@ -246,12 +246,13 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_completes_it(tmp_path):
         capture_output=True,
         text=True,
         env=env,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads(resumed.stdout)
     fresh = subprocess.run(
         _cli("--input", str(source), "--data-dir", str(tmp_path / "fresh"), "--json"),
-        capture_output=True, text=True, env=env,
+        capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     clean = json.loads(fresh.stdout)
     for scope, s in clean["scopes"].items():
@@ -284,7 +285,9 @@ def test_ctrl_c_during_the_ingest_stops_it_and_the_next_run_ingests_the_dump_who
     assert proc.poll() is None, proc.communicate()
     report = _interrupt(proc)
     assert report["failures"] == ["interrupted while ingesting: run the same command again"]
-    resumed = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, env=env)
+    resumed = subprocess.run(
+        [*command, "--no-progress"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads(resumed.stdout)
     # Where the interrupt reached the ingest decides which run staged the dump (the interrupted one when
