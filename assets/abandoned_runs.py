@@ -1,6 +1,6 @@
 """Runs whose process is gone: closed as failed, with the write slots they held given back.
 
-A run the CLI executes in one of its processes is tagged with that process (``host:pid``). Where the
+A run the CLI executes in one of its processes is tagged with that process (``PROCESS_TAG``). Where the
 process dies in the middle of a run (killed after an interrupt it did not stop for, killed by the system for
 memory), nothing writes the run's end: Dagster would show it running for ever, the sensor would hold its
 scope back as under way, and the write slot of its destination's pool (:mod:`assets.pools`) would stay
@@ -69,9 +69,11 @@ def abandoned(run: dg.DagsterRun) -> bool:
     return ours and not _alive(int(pid), started)
 
 
-def close_run(instance: dg.DagsterInstance, run: dg.DagsterRun, why: str) -> None:
-    """Record the run as failed, saying ``why``, and give back every write slot it holds."""
+def close_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Record an abandoned run as failed, naming its process, and give back every write slot the run
+    holds (those of a run that has ended too)."""
     if not run.is_finished:
+        why = f"the process running it ({run.tags.get(PROCESS_TAG)}) ended before the run did"
         instance.report_run_failed(run, message=why)
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
@@ -79,16 +81,13 @@ def close_run(instance: dg.DagsterInstance, run: dg.DagsterRun, why: str) -> Non
 
 def close_abandoned_runs(instance: dg.DagsterInstance, say: Callable[[str], None] | None = None) -> list[str]:
     """Close every abandoned run of the instance (see :func:`abandoned`); the ids of those closed."""
-    closed = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=_RUNNING)):
-        if abandoned(run):
-            process = run.tags[PROCESS_TAG]
-            close_run(instance, run, f"the process running it ({process}) ended before the run did")
-            closed.append(run.run_id)
-            if say is not None:
-                say(f"run {run.run_id} was left running by a process that no longer exists ({process}): "
-                    "recorded as failed, its write slots given back")  # fmt: skip
-    return closed
+    closed = [run for run in instance.get_runs(dg.RunsFilter(statuses=_RUNNING)) if abandoned(run)]
+    for run in closed:
+        close_run(instance, run)
+        if say is not None:
+            say(f"run {run.run_id} was left running by a process that no longer exists "
+                f"({run.tags[PROCESS_TAG]}): recorded as failed, its write slots given back")  # fmt: skip
+    return [run.run_id for run in closed]
 
 
 def free_slots_of_ended_holders(
@@ -96,20 +95,12 @@ def free_slots_of_ended_holders(
 ) -> list[str]:
     """Give back the slots of ``pool`` held by runs that have ended or were abandoned; the ids of those
     runs. A holder with no run record (a claim made outside a run) is left alone."""
-    freed = []
     holders = {s.run_id for s in instance.event_log_storage.get_concurrency_info(pool).claimed_slots}
-    for run_id in sorted(holders):
-        run = instance.get_run_by_id(run_id)
-        if run is None or not (run.is_finished or abandoned(run)):
-            continue
-        if run.is_finished:
-            state = run.status.value
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-        else:
-            state = "abandoned by its process"
-            why = f"the process running it ({run.tags[PROCESS_TAG]}) ended before the run did"
-            close_run(instance, run, why)
-        freed.append(run_id)
+    runs = [instance.get_run_by_id(run_id) for run_id in sorted(holders)]
+    ended = [run for run in runs if run is not None and (run.is_finished or abandoned(run))]
+    for run in ended:
+        state = run.status.value if run.is_finished else "abandoned by its process"
+        close_run(instance, run)
         if say is not None:
-            say(f"freed the slot of {pool} held by run {run_id} ({state}), which had not given it back")
-    return freed
+            say(f"freed the slot of {pool} held by run {run.run_id} ({state}), which had not given it back")
+    return [run.run_id for run in ended]
