@@ -15,6 +15,7 @@ from typing import NoReturn
 from assets.cli import status
 from assets.cli.exit import run_and_exit
 from assets.cli.formatting import parse_args
+from assets.cli.worker_start import start_server_early
 from pipelines.tools import synth
 
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(synth.main(argv[1:], prog="assistants-backfill synth") or 0)
     if argv[:1] == ["status"]:
         sys.exit(status.main(argv[1:]))
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv):
+        # Before Dagster's import below: the workers' server imports it meanwhile on the other core.
+        start_server_early()
     args = parse_args(build_parser(), argv)
     sys.exit(args.func(args))
 

@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import signal
+import sys
 import threading
 from multiprocessing import forkserver, reduction
 from typing import Any
@@ -40,6 +41,35 @@ def worker_context() -> multiprocessing.context.BaseContext:
         finally:
             signal.signal(signal.SIGINT, previous)
     return context
+
+
+def start_server_early() -> None:
+    """Start the fork server now, at the command's first line, so that its imports of Dagster run beside
+    the command's own instead of after them (a 1M-message run started its ingest 4.2 s into the process,
+    the core path 0.9 s).
+
+    The server gets no standard output or error of the command's (it writes nothing: its errors reach the
+    command as a worker that failed, and each worker takes the command's streams as it starts, see
+    :class:`Surroundings`). Otherwise a command refused or with nothing new would end while the server,
+    still importing, held its output open: a caller reading that output to its end would wait for the
+    server's imports.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        # The server is started synchronously: it holds /dev/null once started, the command its own again.
+        for fd in saved:
+            os.dup2(null, fd)
+        worker_context()
+    finally:
+        for fd, original in saved.items():
+            os.dup2(original, fd)
+            os.close(original)
+        os.close(null)
 
 
 class Surroundings:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from assets.cli.instance import open_instance, run_config
 from assets.cli.scope_pool import ScopeOutcome, ScopePool, _outcome
@@ -105,3 +108,25 @@ def test_a_worker_has_the_clis_environment_folder_and_output_of_the_moment_it_st
     assert seen == {("set after the first pool", str(tmp_path))}
     out, err = (outputs[fd].read_text() for fd in (1, 2))
     assert all(f"call {n} on stdout" in out and f"call {n} on stderr" in err for n in range(4))
+
+
+_SERVER_OUTPUT = """
+import multiprocessing.forkserver as forkserver, os, sys
+from assets.cli.worker_start import start_server_early
+start_server_early()
+pid = forkserver._forkserver._forkserver_pid
+print(os.readlink(f"/proc/{pid}/fd/1"), os.readlink(f"/proc/{pid}/fd/2"))
+print("the command's own stderr", file=sys.stderr)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads the server's descriptors in /proc")
+def test_the_fork_server_started_early_holds_none_of_the_commands_output():
+    """Started at the command's first line, the server may still be importing when a refused or
+    nothing-new command ends: it must not hold the command's output open, or a caller reading it to its
+    end would wait for those imports. The command keeps its own output."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVER_OUTPUT], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == [os.devnull, os.devnull]
+    assert "the command's own stderr" in done.stderr
