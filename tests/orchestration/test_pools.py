@@ -106,6 +106,33 @@ def test_a_load_queued_after_the_last_holder_left_still_gets_the_slot(request, l
     assert storage.get_concurrency_info(pool).active_slot_count == 0
 
 
+def test_a_load_waiting_on_this_machine_takes_the_slot_as_soon_as_it_is_freed(tmp_path, layout):
+    """The holder says it freed its slot (a file in the instance's folder): a waiting load asks at once
+    instead of at its next poll, here minutes away. Two instances of one folder, as two processes have."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    holder, waiter = (dg.DagsterInstance.from_config(str(home)) for _ in range(2))
+    pool = "engramia_writes/store"
+    ensure_destination_pool(holder, layout, pool, 1)
+    took: list[float] = []
+
+    def load() -> None:
+        with destination_slot(waiter, pool, "run-2", "engramia_scopes", poll_seconds=300):
+            took.append(time.monotonic())
+
+    with destination_slot(holder, pool, "run-1", "engramia_scopes"):
+        waiting = threading.Thread(target=load, daemon=True)
+        waiting.start()
+        # The waiter has asked once and is watching for the signal by now.
+        time.sleep(1.0)
+        assert not took
+    freed = time.monotonic()
+    waiting.join(timeout=60)
+    assert not waiting.is_alive(), "the waiting load did not notice the freed slot"
+    assert took[0] - freed < 5  # a claim and its settle: well under a second unless the machine is swamped
+    assert waiter.event_log_storage.get_concurrency_info(pool).active_slot_count == 0
+
+
 def test_two_destinations_write_side_by_side(pg_instance, layout):
     for pool in ("engramia_writes/a", "engramia_writes/b"):
         ensure_destination_pool(pg_instance, layout, pool, 1)
