@@ -90,6 +90,16 @@ def close_abandoned_runs(instance: dg.DagsterInstance, say: Callable[[str], None
     return [run.run_id for run in closed]
 
 
+def close_abandoned_runs_after(instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
+    """:func:`close_abandoned_runs` once a command's workers have stopped. A storage that cannot be read
+    then (a full disk) is told in one line and left to the next command's sweep at its start: it never
+    takes the place of the command's own outcome."""
+    try:
+        close_abandoned_runs(instance, say)
+    except Exception as exc:
+        say(f"warning: runs a stopped worker left running were not looked for: {type(exc).__name__}: {exc}")
+
+
 def free_slots_of_ended_holders(
     instance: dg.DagsterInstance, pool: str, say: Callable[[str], None] | None = None
 ) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from assets.abandoned_runs import close_abandoned_runs
+from assets.abandoned_runs import close_abandoned_runs, close_abandoned_runs_after
 from assets.cli.destination import add_rest_options, destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
@@ -171,7 +171,7 @@ def _backfill(
     finally:
         # A worker killed after an interrupt it did not stop for leaves its run open: closed now.
         if instance:
-            close_abandoned_runs(instance[0], say)
+            close_abandoned_runs_after(instance[0], say)
 
 
 def _ingest_and_scopes(

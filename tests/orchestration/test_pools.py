@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,7 +15,13 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from assets.abandoned_runs import PROCESS_TAG, abandoned, close_abandoned_runs, process_tags
+from assets.abandoned_runs import (
+    PROCESS_TAG,
+    abandoned,
+    close_abandoned_runs,
+    close_abandoned_runs_after,
+    process_tags,
+)
 from assets.pools import destination_pool, destination_slot, ensure_destination_pool
 from pipelines.ingest.catalog import read_scopes
 from pipelines.load.embedded import destination_id
@@ -240,6 +247,21 @@ def test_the_cli_closes_the_runs_its_dead_processes_left_running(instance):
     assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(untagged.run_id).status == dg.DagsterRunStatus.STARTED
     assert said and "recorded as failed" in said[0]
+
+
+class _FullDisk:
+    """An instance whose run storage can no longer be read (the disk filled during the run)."""
+
+    def get_runs(self, *args: object, **kwargs: object) -> list:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_the_sweep_after_the_workers_never_replaces_the_commands_own_outcome():
+    said: list[str] = []
+    close_abandoned_runs_after(_FullDisk(), said.append)  # type: ignore[arg-type]
+    assert said == [
+        "warning: runs a stopped worker left running were not looked for: OperationalError: disk I/O error"
+    ]
 
 
 def test_a_run_is_judged_by_the_process_its_tag_names():
