@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import NoReturn
 
 from assets.cli import status
 from assets.cli.exit import run_and_exit
 from assets.cli.formatting import parse_args
 from assets.cli.worker_start import start_server_early
+from pipelines.ingest.catalog import pending_dumps
+from pipelines.tables import DataLayout
 from pipelines.tools import synth
 
 
@@ -46,13 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _will_ingest(argv: list[str]) -> bool:
+    """Whether ``run`` with these arguments certainly has dumps to ingest (a local data folder with no
+    manifest, or a dump in ``--input`` not in it), judged from the files alone before Dagster is imported.
+    Only then is the workers' server started early: a run with nothing new would spend a core on its
+    imports for nothing (0.35 s more for the whole 1.4 s command at 1M messages). Anything unclear
+    (object storage, an argument the real parser will refuse) is no: the server then starts when the
+    workers are needed."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--input")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("-h", "--help", action="store_true")
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except SystemExit:
+        return False
+    if known.help or not known.input or "://" in f"{known.input} {known.data_dir}":
+        return False
+    layout = DataLayout.at(Path(known.data_dir))
+    try:
+        return not layout.manifest.exists() or bool(pending_dumps(layout, Path(known.input)))
+    except Exception:
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["synth"]:
         sys.exit(synth.main(argv[1:], prog="assistants-backfill synth") or 0)
     if argv[:1] == ["status"]:
         sys.exit(status.main(argv[1:]))
-    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv):
+    if argv[:1] == ["run"] and _will_ingest(argv[1:]):
         # Before Dagster's import below: the workers' server imports it meanwhile on the other core.
         start_server_early()
     args = parse_args(build_parser(), argv)

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from assets.cli.instance import open_instance
-from assets.cli.main import main
+from assets.cli.main import _will_ingest, main
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rollback import rollback_embedded
 from pipelines.scoring.signals import DEFAULT_RULES
@@ -146,3 +146,22 @@ def test_progress_goes_to_stderr_with_json(tmp_path, capsys, sample_dir):
     assert "ingest " in err and "done" in err
     for scope in report["scopes"]:
         assert f"{scope}: done in" in err
+
+
+def test_the_workers_server_starts_ahead_only_for_a_run_with_dumps_to_ingest(tmp_path, capsys, sample_dir):
+    """Judged from the files before Dagster is imported: a new data folder or a dump not in its manifest
+    starts the server early; a run with nothing new, help, or object storage does not."""
+    landing, data = tmp_path / "in", tmp_path / "d"
+    shutil.copytree(sample_dir, landing)
+    args = ["--input", str(landing), "--data-dir", str(data)]
+    assert _will_ingest(args)
+    _run(capsys, *args)
+    assert not _will_ingest(args)
+    write_ndjson(
+        landing / "assistants-export-2026-09-01.ndjson",
+        [msg("t-late", "late-1", "user", "hi?", 1_787_000_000)],
+    )
+    assert _will_ingest(args)
+    assert not _will_ingest([*args, "--help"])
+    assert not _will_ingest(["--input", "s3://bucket/exports", "--data-dir", str(data)])
+    assert not _will_ingest(["--data-dir", str(data)])
