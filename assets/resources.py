@@ -15,13 +15,13 @@ from pipelines.scopes import ScopeBy, ScopeMapping
 from pipelines.scoring.gates import GateOptions
 from pipelines.scoring.judge.options import DEFAULT_KEY_ENV, OPENAI_BASE_URL, JudgeOptions
 from pipelines.scoring.options import ScoreStrategy, ScoringOptions
-from pipelines.tables import DataLayout
+from pipelines.tables import DEFAULT_DATA_DIR, DataLayout
 
 
 class BackfillSettings(dg.ConfigurableResource):
     """Where the data lives and how threads become patterns."""
 
-    data_dir: str = Field(default="data", description="Root of landing/, staged/, engramia/.")
+    data_dir: str = Field(default=str(DEFAULT_DATA_DIR), description="Root of landing/, staged/, engramia/.")
     landing: str | None = Field(
         default=None,
         description="A dump file or a folder of dumps (*.ndjson, *.jsonl, *.json, each also .gz or .zst, "

@@ -143,6 +143,9 @@ UNPAIRED_SCHEMA: PolarsSchema = {
 # Paths
 # ------------------------------------------------------------------------------------------------
 
+# The data folder of a command or a resource that names none (relative to the current folder).
+DEFAULT_DATA_DIR = Path("data")
+
 
 @dataclass(frozen=True)
 class DataLayout:

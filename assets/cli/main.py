@@ -18,7 +18,8 @@ from assets.cli.exit import run_and_exit
 from assets.cli.formatting import parse_args
 from assets.cli.worker_start import start_server_early
 from pipelines.ingest.catalog import pending_dumps
-from pipelines.tables import DataLayout
+from pipelines.objectstore.location import is_remote
+from pipelines.tables import DEFAULT_DATA_DIR, DataLayout
 from pipelines.tools import synth
 
 
@@ -58,13 +59,13 @@ def _will_ingest(argv: list[str]) -> bool:
     workers are needed."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--input")
-    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("-h", "--help", action="store_true")
     try:
         known, _ = parser.parse_known_args(argv)
     except SystemExit:
         return False
-    if known.help or not known.input or "://" in f"{known.input} {known.data_dir}":
+    if known.help or not known.input or is_remote(known.input) or is_remote(known.data_dir):
         return False
     layout = DataLayout.at(Path(known.data_dir))
     try:

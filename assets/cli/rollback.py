@@ -13,7 +13,7 @@ from assets.cli.formatting import DefaultsHelpFormatter
 from pipelines.ingest.catalog import read_scopes, scope_names
 from pipelines.load.rest.pacing import SERVER_PER_KEY_LIMIT, rollback_pace
 from pipelines.load.rollback import rollback_embedded, rollback_rest
-from pipelines.tables import DataLayout
+from pipelines.tables import DEFAULT_DATA_DIR, DataLayout
 
 
 def rollback(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def add_rollback_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     b.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="the data folder the scope was loaded from"
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the data folder the scope was loaded from"
     )
     b.add_argument("--scope", required=True, help="the scope key (as in staged/*/scope=<key>)")
     b.add_argument(

@@ -59,6 +59,7 @@ from pipelines.load.rest.options import MODES
 from pipelines.objectstore.location import absolute
 from pipelines.pairing.pairs import Pairing
 from pipelines.scopes import ScopeBy
+from pipelines.tables import DEFAULT_DATA_DIR
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
 DEFAULT_MAX_QUARANTINE_PCT = 10.0
@@ -316,7 +317,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--data-dir",
         type=location_arg,
-        default=Path("data"),
+        default=DEFAULT_DATA_DIR,
         help="root of everything a run writes: staged Parquet, the warehouse, the embedded store, the ledger "
         "(a folder, or s3://bucket/prefix)",
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from assets.cli.formatting import DefaultsHelpFormatter, parse_args
 from pipelines.quality.status import BackfillStatus, NothingStaged, ScopeStatus, backfill_status
+from pipelines.tables import DEFAULT_DATA_DIR
 
 COLUMNS = (
     "lines_in",
@@ -162,7 +163,7 @@ def add_status_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="the data folder of the runs")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the data folder of the runs")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=status)
     return p
