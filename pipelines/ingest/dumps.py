@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,20 +121,62 @@ def is_dump_name(name: str, packed: bool = True) -> bool:
     return lower.endswith(CONTENT_SUFFIXES)
 
 
-def iter_chunks(
-    dump: Dump | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[tuple[int, bytes, int]]:
-    """Yield ``(first line number, bytes, line count)`` for newline-aligned chunks of a dump's
-    (decompressed) content."""
-    first = 1
+def line_count(data: bytes) -> int:
+    """Lines in ``data``: one per newline, and a last line without one."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _chunk_bytes(dump: Dump | Path, chunk_bytes: int) -> Iterator[bytes]:
+    """Newline-aligned chunks of about ``chunk_bytes``; a plain file is read chunk by chunk in one read
+    each (its end found first), a stream by reading on to the end of the line."""
     path, member = (dump.path, dump.member) if isinstance(dump, Dump) else (dump, None)
+    if member is None and compression(path) is None:
+        yield from _file_chunks(path, chunk_bytes)
+        return
     with open_member(path, member) as f:
         while data := f.read(chunk_bytes):
             if not data.endswith(b"\n"):
                 data += f.readline()
-            count = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            yield first, data, count
-            first += count
+            yield data
+
+
+# Bytes read at a time while looking for the end of a chunk's last line.
+_PEEK = 64 * 1024
+
+
+def _file_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    """A file's chunks, each read at once into its own buffer once its last line's end is known. The
+    same chunks as reading ``chunk_bytes`` and then the rest of the line, without that concatenation's
+    copy of every chunk (0.3-0.6 s of CPU per 1.25 GB, measured)."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos < size:
+            end = _line_end(f, pos + chunk_bytes, size)
+            f.seek(pos)
+            data = f.read(end - pos)
+            # A single read may return fewer bytes (a regular file rarely does): the rest is appended.
+            while len(data) < end - pos:
+                more = f.read(end - pos - len(data))
+                if not more:
+                    raise RuntimeError(f"{path}: shorter than when its reading began")
+                data += more
+            yield data
+            pos = end
+
+
+def _line_end(f: io.RawIOBase, at: int, size: int) -> int:
+    """The offset just past the newline that ends the line holding byte ``at - 1`` (``size`` if none)."""
+    if at >= size:
+        return size
+    f.seek(at - 1)
+    offset = at - 1
+    while block := f.read(_PEEK):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return offset + newline + 1
+        offset += len(block)
+    return size
 
 
 def _bad_utf8_lines(data: bytes, first: int) -> list[int]:
@@ -154,7 +197,7 @@ def _bad_utf8_lines(data: bytes, first: int) -> list[int]:
     return bad
 
 
-def _lines_frame(data: bytes, first: int, count: int) -> pl.DataFrame:
+def _lines_frame(data: bytes, first: int) -> pl.DataFrame:
     # NUL never appears in valid JSON text, so as a separator it leaves every real line whole.
     frame = pl.read_csv(
         io.BytesIO(data),
@@ -165,7 +208,10 @@ def _lines_frame(data: bytes, first: int, count: int) -> pl.DataFrame:
         encoding="utf8-lossy",
         extra_columns="ignore",
     )
-    if frame.height != count:
+    # The reader splits at "\n" alone (a "\r" before it is dropped, one elsewhere kept in its line), so
+    # its rows are the chunk's lines; counted again, as a check, only where a "\r" could say otherwise
+    # (counting every chunk cost ~0.4 s of CPU per GB).
+    if b"\r" in data and frame.height != (count := line_count(data)):
         raise RuntimeError(f"line split mismatch: expected {count} lines, read {frame.height}")
     bad = _bad_utf8_lines(data, first)
     return frame.with_row_index("line_no", offset=first).with_columns(
@@ -175,10 +221,13 @@ def _lines_frame(data: bytes, first: int, count: int) -> pl.DataFrame:
 
 
 def split_chunks(dump: Dump | Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame, int]]:
-    """``(bytes, lines frame, line count)`` per chunk of the file; the frame has ``line_no``, ``line``
-    and ``bad_utf8``."""
-    for first, data, count in iter_chunks(dump, chunk_bytes):
-        yield data, _lines_frame(data, first, count), count
+    """``(bytes, lines frame, line count)`` per newline-aligned chunk of the dump's (decompressed)
+    content; the frame has ``line_no`` (numbered from 1 across chunks), ``line`` and ``bad_utf8``."""
+    first = 1
+    for data in _chunk_bytes(dump, chunk_bytes):
+        frame = _lines_frame(data, first)
+        yield data, frame, frame.height
+        first += frame.height
 
 
 def prefetched[T](items: Iterator[T], depth: int = 1) -> Iterator[T]:

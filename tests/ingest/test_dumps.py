@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import random
+
 import polars as pl
 import pytest
 
-from pipelines.ingest.dumps import discover_dumps
+from pipelines.ingest.dumps import discover_dumps, line_count, split_chunks
 from pipelines.ingest.staging import ingest
 from pipelines.scopes import ScopeMapping
 from tests.conftest import msg, staged_quarantine, staged_raw, write_ndjson
@@ -59,3 +62,26 @@ def test_file_without_trailing_newline_and_crlf(layout, landing):
     [r] = ingest(layout, landing, ScopeMapping())
     assert (r.lines, r.staged, r.quarantined) == (2, 2, 0)
     assert staged_raw(layout)["text"].to_list() == ["q", "a"]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""])
+def test_a_plain_file_is_cut_where_its_stream_would_be(tmp_path, ending):
+    """A plain file's chunks are found by looking ahead for the line end, a compressed one's by reading
+    on to it: both give the same chunks, lines and numbers, whatever the chunk size (lines longer than
+    a chunk and than a look-ahead read included)."""
+    rng = random.Random(7)
+    lines = [b"x" * rng.choice([0, 1, 5, 40, 900, 70_000]) for _ in range(300)] + [b"last"]
+    data = b"\n".join(lines) + ending
+    plain = tmp_path / "d.ndjson"
+    plain.write_bytes(data)
+    packed = tmp_path / "d.ndjson.gz"
+    packed.write_bytes(gzip.compress(data))
+    for chunk_bytes in (1, 2, 997, 65_536, 1 << 20, len(data), len(data) + 1):
+        cut = list(split_chunks(plain, chunk_bytes))
+        streamed = list(split_chunks(packed, chunk_bytes))
+        assert [c[0] for c in cut] == [c[0] for c in streamed]
+        assert b"".join(c[0] for c in cut) == data
+        assert all(c[0].endswith(b"\n") for c in cut[:-1])
+        numbers = pl.concat([c[1] for c in cut])["line_no"].to_list()
+        assert numbers == list(range(1, line_count(data) + 1))
+        assert sum(c[2] for c in cut) == line_count(data) == len(lines)
