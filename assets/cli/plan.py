@@ -1,6 +1,6 @@
 """``assistants-backfill plan``: what ``run`` with the same options would do, doing none of it.
 
-It takes exactly ``run``'s command line (the options are defined once, in :mod:`assets.cli.run`), writes
+It takes exactly ``run``'s command line (the options are defined once, in :mod:`assets.cli.run_args`), writes
 nothing (no staged file, ledger row, store folder or Dagster run) and asks a REST server only for reads.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 from assets.cli.destination import destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
-from assets.cli.run import _refuse, add_run_arguments
+from assets.cli.run import refuse
+from assets.cli.run_args import add_run_arguments
 from assets.cli.scoring_args import judge_from_args, judge_plan_lines
 from assets.cli.status import format_table
 from assets.cli.validate import run_problems
@@ -107,12 +108,12 @@ def plan(args: argparse.Namespace) -> int:
     # Refused as run refuses, in the same words and shape (--json too): plan takes run's options, and a
     # plan for options run would refuse would promise a run that never happens.
     if is_remote(args.input) or is_remote(args.data_dir):
-        return _refuse(
+        return refuse(
             args,
             ["plan reads local folders only; for s3:// locations use run (or plan against a local copy)"],
         )
     if not Path(args.input).exists():
-        return _refuse(args, [f"input not found: {args.input}"])
+        return refuse(args, [f"input not found: {args.input}"])
     problems = run_problems(args)  # reads only, as plan must
     destination = None
     try:
@@ -120,7 +121,7 @@ def plan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         problems.append(str(exc))
     if problems or destination is None:
-        return _refuse(args, problems)
+        return refuse(args, problems)
     mapping = ScopeMapping(
         scope_by=ScopeBy(args.scope_by),
         tenant=args.tenant,

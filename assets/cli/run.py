@@ -25,16 +25,17 @@ from typing import Any
 import polars as pl
 
 from assets.abandoned_runs import close_abandoned_runs, close_abandoned_runs_after
-from assets.cli.destination import add_rest_options, destination_from_args
+from assets.cli.destination import destination_from_args
 from assets.cli.formatting import DefaultsHelpFormatter
 from assets.cli.guard import FolderBusy, Interrupts, folder_lock
 from assets.cli.instance import (
     open_instance,
     run_config,
 )
-from assets.cli.remote import add_s3_arguments, location_arg, run_on_object_storage, uses_object_storage
+from assets.cli.remote import run_on_object_storage, uses_object_storage
+from assets.cli.run_args import add_run_arguments
 from assets.cli.scope_pool import ScopeOutcome, ScopePool, SummaryOf
-from assets.cli.scoring_args import add_scoring_arguments, scoring_settings
+from assets.cli.scoring_args import scoring_settings
 from assets.cli.summary import (
     dump_failures,
     dump_figures,
@@ -50,19 +51,12 @@ from assets.cli.uptodate import (
     up_to_date_summary,
 )
 from assets.cli.validate import run_problems
-from assets.destination import LOAD_SKIPPED_REASON, NO_DESTINATION, EngramiaDestination
+from assets.destination import LOAD_SKIPPED_REASON, EngramiaDestination
 from assets.resources import BackfillSettings
 from pipelines.ingest.catalog import read_manifest, read_scopes
-from pipelines.ingest.formats import FORMATS
-from pipelines.ingest.messages import CONFLICT_POLICIES
-from pipelines.load.rest.options import MODES
 from pipelines.objectstore.location import absolute
-from pipelines.pairing.pairs import Pairing
-from pipelines.scopes import ScopeBy
-from pipelines.tables import DEFAULT_DATA_DIR
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
-DEFAULT_MAX_QUARANTINE_PCT = 10.0
 
 
 def _emit(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -79,7 +73,7 @@ def _emit(args: argparse.Namespace, report: dict[str, Any]) -> None:
             print(f"error: {failure}", file=sys.stderr)
 
 
-def _refuse(args: argparse.Namespace, failures: list[str], code: int = EXIT_USAGE) -> int:
+def refuse(args: argparse.Namespace, failures: list[str], code: int = EXIT_USAGE) -> int:
     _emit(args, {"ok": False, "exit_code": code, "failures": failures})
     return code
 
@@ -110,7 +104,7 @@ def _settings(args: argparse.Namespace) -> BackfillSettings:
 
 def run(args: argparse.Namespace) -> int:
     if uses_object_storage(args):
-        return run_on_object_storage(args, _run_local, _refuse, _emit)
+        return run_on_object_storage(args, _run_local, refuse, _emit)
     return _run_local(args)
 
 
@@ -122,21 +116,21 @@ def _run_local(args: argparse.Namespace) -> int:
     except ValueError as exc:
         problems.append(str(exc))
     if problems or destination is None:
-        return _refuse(args, problems)
+        return refuse(args, problems)
     interrupts = Interrupts()
     try:
         with interrupts.installed(), folder_lock(Path(args.data_dir)):
             return _backfill(args, _settings(args), destination)
     except FolderBusy as exc:
-        return _refuse(args, [f"--data-dir {exc}: wait for that run, or use another --data-dir"], EXIT_BUSY)
+        return refuse(args, [f"--data-dir {exc}: wait for that run, or use another --data-dir"], EXIT_BUSY)
     except KeyboardInterrupt:
-        return _refuse(
+        return refuse(
             args, ["interrupted before any scope ran: run the same command again"], EXIT_INTERRUPTED
         )
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        return _refuse(args, [f"{type(exc).__name__}: {exc} (--debug shows where)"], EXIT_FAILED)
+        return refuse(args, [f"{type(exc).__name__}: {exc} (--debug shows where)"], EXIT_FAILED)
 
 
 def _backfill(
@@ -188,9 +182,9 @@ def _ingest_and_scopes(
     say(f"ingesting {getattr(args, 'input_url', args.input)} into {layout.root}")
     ingest = pool.ingest()
     if ingest.stopped:
-        return _refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
+        return refuse(args, ["interrupted while ingesting: run the same command again"], EXIT_INTERRUPTED)
     if not ingest.success:
-        return _refuse(args, [f"ingest failed: {ingest.error}"], EXIT_FAILED)
+        return refuse(args, [f"ingest failed: {ingest.error}"], EXIT_FAILED)
     new_dumps = read_manifest(layout).filter(~pl.col("dump_id").is_in(known_dumps))
     failures = dump_failures(layout, new_dumps, args.max_quarantine_pct)
     scopes = read_scopes(layout)["scope"].to_list()
@@ -298,108 +292,3 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(r)
     r.set_defaults(func=run)
-
-
-def add_run_arguments(r: argparse.ArgumentParser) -> None:
-    """The options of ``run``; ``plan`` takes the same command line and tells what it would do."""
-    r.add_argument(
-        "--input",
-        type=location_arg,
-        required=True,
-        help="a dump file, a folder of dumps, or s3://bucket/prefix",
-    )
-    r.add_argument(
-        "--format",
-        choices=list(FORMATS),
-        help="read every input file as this shape instead of detecting it from the file's first 64 KB: "
-        + "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items()),
-    )
-    r.add_argument(
-        "--data-dir",
-        type=location_arg,
-        default=DEFAULT_DATA_DIR,
-        help="root of everything a run writes: staged Parquet, the warehouse, the embedded store, the ledger "
-        "(a folder, or s3://bucket/prefix)",
-    )
-    r.add_argument(
-        "--scope-by",
-        choices=[s.value for s in ScopeBy],
-        default=ScopeBy.ASSISTANT.value,
-        help="one Engramia (tenant, project) per assistant, per tenant (with --tenant-map), or one for all",
-    )
-    r.add_argument("--tenant", default="default", help="tenant name (scope-by assistant|single)")
-    r.add_argument("--project", default="default", help="project name (scope-by tenant|single)")
-    r.add_argument("--tenant-map", type=Path, help="CSV/Parquet thread_id,tenant_id (scope-by tenant)")
-    r.add_argument(
-        "--assistant-name",
-        help="the assistant of ChatGPT exports (instead of the model), ShareGPT and Chat Completions files "
-        "(instead of their default: sharegpt, the file's model, chat-completions)",
-    )
-    r.add_argument("--feedback", type=Path, help="CSV/Parquet of feedback keyed by message_id or thread_id")
-    r.add_argument(
-        "--rating-min", type=float, default=1.0, help="lowest value of the feedback file's rating scale"
-    )
-    r.add_argument(
-        "--rating-max", type=float, default=5.0, help="highest value of the feedback file's rating scale"
-    )
-    add_scoring_arguments(r)
-    r.add_argument(
-        "--conflicts",
-        choices=CONFLICT_POLICIES,
-        default="first",
-        help="which copy of a message_id with different content wins: the first staged, or the latest "
-        "(a corrected re-export; the copy it replaces is quarantined as superseded)",
-    )
-    r.add_argument(
-        "--pairing",
-        choices=[p.value for p in Pairing],
-        default=Pairing.MERGE.value,
-        help="merge: consecutive messages of one role form one turn; strict: only direct question/answer "
-        "neighbours pair",
-    )
-    r.add_argument(
-        "--task-max-chars", type=int, default=2_000, help="cut a task (the question) to this many characters"
-    )
-    r.add_argument(
-        "--code-max-chars", type=int, default=8_000, help="cut a code (the answer) to this many characters"
-    )
-    r.add_argument(
-        "--destination",
-        choices=["embedded", *MODES, NO_DESTINATION],
-        default="embedded",
-        help="embedded: the engramia package in-process; rest-learn / rest-import: a running Engramia "
-        "server; none: transform only (every table and every check that needs no store; nothing is loaded, "
-        "the load's checks are skipped, and a later run with a destination loads what was scored)",
-    )
-    r.add_argument("--store", type=Path, help="embedded Engramia store folder (default <data-dir>/engramia)")
-    r.add_argument("--json", action="store_true", help="print the per-scope summary as JSON")
-    r.add_argument("--verbose", action="store_true", help="stage lines on stderr even with --no-progress")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    r.add_argument(
-        "--max-quarantine-pct",
-        type=float,
-        default=DEFAULT_MAX_QUARANTINE_PCT,
-        help="fail the run (exit 1) when more of this run's lines than this share are quarantined",
-    )
-    r.add_argument(
-        "--allow-option-change",
-        action="store_true",
-        help="accept other pairing or truncation options than the data folder was built with "
-        "(re-pairs every thread and retracts loaded patterns that change)",
-    )
-    r.add_argument("--debug", action="store_true", help="show Dagster's log and stack traces of failures")
-    add_s3_arguments(r)
-    add_rest_options(r)
-    r.add_argument("--no-validate", action="store_true", help="skip the check of the server's input limits")
-    r.add_argument("--async-import", action="store_true", help="rest-import: Prefer: respond-async + polling")
-    r.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=1_048_576,
-        help="the server's request body limit (default 1 MiB); import batches stay under it",
-    )
-    r.add_argument(
-        "--resend-rejected",
-        action="store_true",
-        help="send again patterns the server rejected (422) or did not store",
-    )
