@@ -130,7 +130,7 @@ def _chunk_bytes(dump: Dump | Path, chunk_bytes: int) -> Iterator[bytes]:
     """Newline-aligned chunks of about ``chunk_bytes``; a plain file is read chunk by chunk in one read
     each (its end found first), a stream by reading on to the end of the line."""
     path, member = (dump.path, dump.member) if isinstance(dump, Dump) else (dump, None)
-    if member is None and compression(path) is None:
+    if dump.plain if isinstance(dump, Dump) else compression(path) is None:
         yield from _file_chunks(path, chunk_bytes)
         return
     with open_member(path, member) as f:
@@ -220,13 +220,13 @@ def _lines_frame(data: bytes, first: int) -> pl.DataFrame:
     )
 
 
-def split_chunks(dump: Dump | Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame, int]]:
-    """``(bytes, lines frame, line count)`` per newline-aligned chunk of the dump's (decompressed)
-    content; the frame has ``line_no`` (numbered from 1 across chunks), ``line`` and ``bad_utf8``."""
+def split_chunks(dump: Dump | Path, chunk_bytes: int) -> Iterator[tuple[bytes, pl.DataFrame]]:
+    """``(bytes, lines frame)`` per newline-aligned chunk of the dump's (decompressed) content, a row
+    per line; the frame has ``line_no`` (numbered from 1 across chunks), ``line`` and ``bad_utf8``."""
     first = 1
     for data in _chunk_bytes(dump, chunk_bytes):
         frame = _lines_frame(data, first)
-        yield data, frame, frame.height
+        yield data, frame
         first += frame.height
 
 

@@ -231,9 +231,9 @@ def _stage_lines(
 
         try:
             chunks = prefetched(split_chunks(dump, chunk_bytes))
-            for number, (data, lines, count) in enumerate(chunks):
+            for number, (data, lines) in enumerate(chunks):
                 cursor = classifiers[number % len(classifiers)]
-                classified.append((data, count, classify.submit(classify_chunk, cursor, lines, sql)))
+                classified.append((data, lines.height, classify.submit(classify_chunk, cursor, lines, sql)))
                 del data, lines
                 while len(classified) >= len(classifiers) or (classified and classified[0][2].done()):
                     hand_over()

@@ -84,4 +84,4 @@ def test_a_plain_file_is_cut_where_its_stream_would_be(tmp_path, ending):
         assert all(c[0].endswith(b"\n") for c in cut[:-1])
         numbers = pl.concat([c[1] for c in cut])["line_no"].to_list()
         assert numbers == list(range(1, line_count(data) + 1))
-        assert sum(c[2] for c in cut) == line_count(data) == len(lines)
+        assert sum(c[1].height for c in cut) == line_count(data) == len(lines)
