@@ -146,6 +146,65 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
     )
 
 
+def bench_cli_incremental(base: int, repeats: int) -> Row:
+    """A scheduled incremental backfill as users run it: the CLI (embedded load) over a landing folder
+    holding the base dump, then again once a 1% dump has landed beside it; the core path's same pair
+    of runs (``backfill()`` with the CLI's default gates and the load) in the same repeat, for the ratio.
+    The input is the ``incremental_load`` row's."""
+    total = base + base // 100
+    label = f"{base // 1_000_000}M" if base >= 1_000_000 else f"{base // 1000}k"
+    dumps = synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
+    first, second = sorted(dumps.glob("*.ndjson"))
+    landing_dir = WORK / f"landing-cli-incremental-{label}"
+    core_data, cli_data = WORK / f"data-core-incremental-{label}", WORK / f"data-cli-incremental-{label}"
+    core_args = {"source": str(landing_dir), "data": str(core_data), "load": True, "gates": True}
+    cmd = cli_command(landing_dir, cli_data)
+    runs: list[tuple[Measured, Measured, Measured, Measured, dict[str, Any]]] = []
+
+    def landed(*names: Path) -> None:
+        landing = fresh(landing_dir)
+        landing.mkdir(parents=True)
+        for dump in names:
+            (landing / dump.name).symlink_to(dump)
+
+    for _ in range(repeats):
+        landed(first)
+        fresh(core_data)
+        core_full = measure("backfill", **core_args)
+        (landing_dir / second.name).symlink_to(second)
+        core_incr = measure("backfill", **core_args)
+        landed(first)
+        fresh(cli_data)
+        cli_full = measure_command(cmd, WORK / f"cli-incremental-full-{label}.json")
+        (landing_dir / second.name).symlink_to(second)
+        out = WORK / f"cli-incremental-{label}.json"
+        cli_incr = measure_command(cmd, out)
+        report = json.loads(out.read_text())
+        if not report["ok"]:
+            raise RuntimeError(f"the CLI run failed: {report['failures']}")
+        runs.append((core_full, core_incr, cli_full, cli_incr, report))
+    core_full, core_incr, cli_full, cli_incr, report = _median(runs, key=lambda r: r[3].wall / r[2].wall)
+    share = cli_incr.wall / cli_full.wall
+    return Row(
+        name="cli_incremental_1m",
+        title=f"incremental run after a 1% dump vs full run through the CLI (assistants-backfill run --json, "
+        f"embedded load, {label} base), as whole processes, vs backfill() in the same run",
+        input=f"{first.name} ({size(first)}) then {second.name} ({size(second)})",
+        command=f"{_shown(cmd)}  # twice: with {first.name} only, then with both",
+        wall_s=cli_incr.wall,
+        rss_mb=cli_incr.inner["tree_rss_mb"],
+        throughput=f"{share:.1%} of the CLI's full run; {cli_incr.wall / core_incr.wall:.2f}x the core's",
+        target="<= 10% of a full run, as whole processes",
+        met=share <= 0.10,
+        details=f"{_spread([r[3].wall / r[2].wall * 100 for r in runs], '%')}"
+        f"CLI: full run {cli_full.wall:.1f} s ({cli_full.inner['tree_rss_mb']:,.0f} MB summed), incremental "
+        f"run {cli_incr.wall:.2f} s ({len(report['scopes'])} scopes); "
+        f"core path: full run {core_full.wall:.1f} s, "
+        f"incremental run {core_incr.wall:.2f} s (backfill() {core_incr.inner['seconds']:.2f} s, stages "
+        f"{core_incr.inner['stages']}; command: {worker_command('backfill', **core_args)}, twice)",
+    )
+
+
 def launch_worker(args: dict[str, Any]) -> dict[str, Any]:
     """One scope launched through the instance's run launcher, as the UI launches it (a GraphQL launch
     against a code server for workspace.yaml; the launcher starts a run process), after the ingest ran."""

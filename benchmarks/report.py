@@ -33,6 +33,7 @@ ORDER = [
     "cli_1m",
     "cli_rerun_1m",
     "cli_10m",
+    "cli_incremental_1m",
     "launched_scope",
     "checks",
     "scaleout_10m",

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.bench_chatgpt import bench_chatgpt
-from benchmarks.bench_doors import bench_checks, bench_cli, bench_cli_transform, bench_launched
+from benchmarks.bench_doors import (
+    bench_checks,
+    bench_cli,
+    bench_cli_incremental,
+    bench_cli_transform,
+    bench_launched,
+)
 from benchmarks.bench_judge import bench_judge
 from benchmarks.bench_scaleout import bench_scaleout
 from benchmarks.inputs import fresh, prepared, size, synth
@@ -246,6 +252,7 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
         "cli_1m": lambda: bench_cli(sizes.cli_messages, sizes.repeats),
         "cli_10m": lambda: [bench_cli_transform(sizes.big, sizes.repeats)],
+        "cli_incremental_1m": lambda: [bench_cli_incremental(sizes.incremental_load_base, sizes.repeats)],
         "launched_scope": lambda: [bench_launched(sizes.one_scope_messages, sizes.repeats)],
         "checks": lambda: [bench_checks(WORK / f"data-cli-{_label(sizes.cli_messages)}")],
         "scaleout_10m": lambda: [bench_scaleout(sizes.big, dumps=10)],
