@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmarks.inputs import fresh, made_once, size, synth
+from benchmarks.inputs import fresh, made_once, size, size_label, synth
 from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
@@ -111,7 +111,7 @@ def _convert(source: Path, out: Path) -> None:
 
 
 def bench_chatgpt(messages: int, repeats: int) -> Row:
-    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    label = size_label(messages)
     source = synth(WORK / f"m{label}.ndjson", messages)
     export = chatgpt_export(source, WORK / f"chatgpt-{label}" / "conversations.json")
     runs: dict[str, list[Measured]] = {"ndjson": [], "chatgpt": []}

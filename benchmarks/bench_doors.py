@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.inputs import fresh, size, synth
+from benchmarks.inputs import fresh, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import ROOT, WORK
 from benchmarks.report import Row
@@ -30,6 +30,14 @@ def _shown(cmd: list[str]) -> str:
     return " ".join(cmd).replace(f"{ROOT}/", "")
 
 
+def _succeeded(out: Path) -> dict[str, Any]:
+    """The ``--json`` report a measured CLI run wrote to ``out``; a failed run stops the row."""
+    report = json.loads(out.read_text())
+    if not report["ok"]:
+        raise RuntimeError(f"the CLI run failed: {report['failures']}")
+    return report
+
+
 def _median[T](runs: list[T], key: Any) -> T:
     return sorted(runs, key=key)[len(runs) // 2]
 
@@ -41,7 +49,7 @@ def _spread(values: list[float], unit: str) -> str:
 def bench_cli(messages: int, repeats: int) -> list[Row]:
     """The CLI end to end with the embedded load against ``backfill()`` on the same input, then the same
     command again with nothing new."""
-    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    label = size_label(messages)
     source = synth(WORK / f"m{label}.ndjson", messages)
     core_data, cli_data = WORK / f"data-core-{label}", WORK / f"data-cli-{label}"
     runs: list[tuple[Measured, Measured, Measured]] = []
@@ -51,9 +59,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
         core = measure("backfill", source=str(source), data=str(fresh(core_data)), load=True, gates=True)
         out = WORK / f"cli-{label}.json"
         cli = measure_command(cli_command(source, fresh(cli_data)), out)
-        report = json.loads(out.read_text())
-        if not report["ok"]:
-            raise RuntimeError(f"the CLI run failed: {report['failures']}")
+        _succeeded(out)
         again = measure_command(cli_command(source, cli_data), WORK / f"cli-again-{label}.json")
         runs.append((core, cli, again))
     core, cli, again = _median(runs, key=lambda r: r[1].wall / r[0].wall)
@@ -101,7 +107,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
 def bench_cli_transform(messages: int, repeats: int) -> Row:
     """The CLI transform only (``--destination none``) on the 10M export, ``repeats`` times after one run
     of the core path on the same job; each run's tens of GB of staged files are deleted after it."""
-    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    label = size_label(messages)
     source = synth(WORK / f"m{label}.ndjson", messages)
     data, core_data = WORK / f"data-cli-transform-{label}", WORK / f"data-core-transform-{label}"
     # The same job in the core path first (the CLI's default gates, no load), for the ratio in one host state.
@@ -114,9 +120,7 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
     runs = []
     for _ in range(repeats):
         m = measure_command(cmd, out)
-        report = json.loads(out.read_text())
-        if not report["ok"]:
-            raise RuntimeError(f"the CLI run failed: {report['failures']}")
+        report = _succeeded(out)
         shutil.rmtree(data)  # as the core path's folder above
         runs.append((m, report))
     m, report = _median(runs, key=lambda r: r[0].wall)
@@ -152,7 +156,7 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
     of runs (``backfill()`` with the CLI's default gates and the load) in the same repeat, for the ratio.
     The input is the ``incremental_load`` row's."""
     total = base + base // 100
-    label = f"{base // 1_000_000}M" if base >= 1_000_000 else f"{base // 1000}k"
+    label = size_label(base)
     dumps = synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
     first, second = sorted(dumps.glob("*.ndjson"))
     landing_dir = WORK / f"landing-cli-incremental-{label}"
@@ -175,13 +179,12 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
         core_incr = measure("backfill", **core_args)
         landed(first)
         fresh(cli_data)
-        cli_full = measure_command(cmd, WORK / f"cli-incremental-full-{label}.json")
+        full_out, out = WORK / f"cli-incremental-full-{label}.json", WORK / f"cli-incremental-{label}.json"
+        cli_full = measure_command(cmd, full_out)
+        _succeeded(full_out)
         (landing_dir / second.name).symlink_to(second)
-        out = WORK / f"cli-incremental-{label}.json"
         cli_incr = measure_command(cmd, out)
-        report = json.loads(out.read_text())
-        if not report["ok"]:
-            raise RuntimeError(f"the CLI run failed: {report['failures']}")
+        report = _succeeded(out)
         runs.append((core_full, core_incr, cli_full, cli_incr, report))
     core_full, core_incr, cli_full, cli_incr, report = _median(runs, key=lambda r: r[3].wall / r[2].wall)
     share = cli_incr.wall / cli_full.wall

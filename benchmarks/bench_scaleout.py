@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.inputs import fresh, size, synth
+from benchmarks.inputs import fresh, size, size_label, synth
 from benchmarks.measure import child_env, measure, tree_rss, worker_command
 from benchmarks.paths import ROOT, WORK
 from benchmarks.report import Row
@@ -153,7 +153,7 @@ WORKERS["scale"] = scale_worker
 
 def bench_scaleout(messages: int, dumps: int) -> Row:
     """The same landing folder with one run at a time and with two."""
-    label = f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+    label = size_label(messages)
     landing = synth(WORK / f"landing-{dumps}x{label}", messages, dumps=dumps)
     results = {}
     for workers in (1, 2):

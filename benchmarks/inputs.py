@@ -82,6 +82,11 @@ def prepared(messages: int) -> Path:
     return data
 
 
+def size_label(messages: int) -> str:
+    """How a row's size names its inputs and folders: ``1M``, ``100k``."""
+    return f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+
+
 def size(path: Path) -> str:
     """The size of an export (a file, or the NDJSON files of a folder of dumps), for the report."""
     total = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*.ndjson")))

@@ -21,7 +21,7 @@ from benchmarks.bench_doors import (
 )
 from benchmarks.bench_judge import bench_judge
 from benchmarks.bench_scaleout import bench_scaleout
-from benchmarks.inputs import fresh, prepared, size, synth
+from benchmarks.inputs import fresh, prepared, size, size_label, synth
 from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
@@ -80,7 +80,7 @@ def _spread(values: list[float], fmt: str, unit: str) -> str:
 
 def bench_transform(sizes: Sizes, big: bool) -> Row:
     n = sizes.big if big else sizes.transform
-    label = f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+    label = size_label(n)
     source = synth(WORK / f"m{label}.ndjson", n)
     data = fresh(WORK / f"data-transform-{label}")
     args = {"source": str(source), "data": str(data), "load": False}
@@ -155,7 +155,7 @@ def bench_load(sizes: Sizes) -> Row:
 
 def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference: bool = False) -> Row:
     total = base + base // 100
-    label = f"{base // 1000}k" if base < 1_000_000 else f"{base // 1_000_000}M"
+    label = size_label(base)
     dumps = synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
     first, second = sorted(dumps.glob("*.ndjson"))
     landing_dir = WORK / f"landing-incremental-{label}-{'load' if load else 'transform'}"
@@ -254,10 +254,6 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "cli_10m": lambda: [bench_cli_transform(sizes.big, sizes.repeats)],
         "cli_incremental_1m": lambda: [bench_cli_incremental(sizes.incremental_load_base, sizes.repeats)],
         "launched_scope": lambda: [bench_launched(sizes.one_scope_messages, sizes.repeats)],
-        "checks": lambda: [bench_checks(WORK / f"data-cli-{_label(sizes.cli_messages)}")],
+        "checks": lambda: [bench_checks(WORK / f"data-cli-{size_label(sizes.cli_messages)}")],
         "scaleout_10m": lambda: [bench_scaleout(sizes.big, dumps=10)],
     }
-
-
-def _label(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"

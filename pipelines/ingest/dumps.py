@@ -130,7 +130,8 @@ def _chunk_bytes(dump: Dump | Path, chunk_bytes: int) -> Iterator[bytes]:
     """Newline-aligned chunks of about ``chunk_bytes``; a plain file is read chunk by chunk in one read
     each (its end found first), a stream by reading on to the end of the line."""
     path, member = (dump.path, dump.member) if isinstance(dump, Dump) else (dump, None)
-    if dump.plain if isinstance(dump, Dump) else compression(path) is None:
+    plain = dump.plain if isinstance(dump, Dump) else compression(path) is None
+    if plain:
         yield from _file_chunks(path, chunk_bytes)
         return
     with open_member(path, member) as f:
