@@ -10,6 +10,7 @@ files once they appear.
 
 from __future__ import annotations
 
+import hashlib
 import types
 import typing
 from collections.abc import Callable
@@ -212,18 +213,30 @@ def _table_sql(staged: str, name: str, has_files: Callable[[str], bool]) -> str:
     return " UNION ALL BY NAME ".join(reads) if reads else _empty_sql(name)
 
 
+def _mark(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()[:16]
+
+
 def create_views(con: duckdb.DuckDBPyConnection, staged: str, has_files: Callable[[str], bool]) -> list[str]:
     """Every view of :data:`VIEWS` on ``con`` over the tables under ``staged`` (a folder, or an
-    ``s3://`` URL the connection can read); ``has_files(glob)`` says whether a glob under it matches."""
-    for name in _TABLES:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {_table_sql(staged, name, has_files)}")
-    for name, sql in _DERIVED.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    ``s3://`` URL the connection can read); ``has_files(glob)`` says whether a glob under it matches.
+
+    A view is made again only when its SQL has changed: each carries a digest of its SQL as its comment.
+    Making a view binds it, which reads the footer of every file its globs match, over every scope: a
+    cost that grows with the folder, paid by every run while the SQL changes only when a table gets its
+    first files. A view over files sees new ones at query time, new columns included.
+    """
+    wanted = {name: _table_sql(staged, name, has_files) for name in _TABLES} | _DERIVED
+    made = dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    for name, sql in wanted.items():
+        if made.get(name) != (mark := _mark(sql)):
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+            con.execute(f"COMMENT ON VIEW {name} IS {_literal(mark)}")
     return list(VIEWS)
 
 
 def refresh(layout: DataLayout) -> list[str]:
-    """(Re)create every view; returns their names (all of :data:`VIEWS`)."""
+    """(Re)create every view whose SQL has changed; returns their names (all of :data:`VIEWS`)."""
     layout.root.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(layout.warehouse))
     try:

@@ -164,3 +164,20 @@ def test_refresh_swaps_an_empty_view_for_the_files(tmp_path, name):
     con = duckdb.connect(str(layout.warehouse), read_only=True)
     assert con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0
     con.close()
+
+
+def test_refresh_makes_again_only_the_views_whose_sql_changed(tmp_path):
+    layout = DataLayout.at(tmp_path / "data")
+    _run(layout, SAMPLE)
+    con = duckdb.connect(str(layout.warehouse))
+    con.execute("CREATE OR REPLACE VIEW messages AS SELECT 1 AS x")
+    con.close()
+    # Making a view over files reads every file's footer: an unchanged view must not be made again.
+    batch = next((layout.staged / "patterns").rglob("*.parquet"))
+    batch.write_bytes(b"not parquet")
+    refresh(layout)
+    con = duckdb.connect(str(layout.warehouse), read_only=True)
+    assert con.execute("SELECT count(*) FROM messages").fetchone()[0] > 0
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT count(*) FROM pattern_batches").fetchone()
+    con.close()
