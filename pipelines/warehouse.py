@@ -227,7 +227,13 @@ def create_views(con: duckdb.DuckDBPyConnection, staged: str, has_files: Callabl
     first files. A view over files sees new ones at query time, new columns included.
     """
     wanted = {name: _table_sql(staged, name, has_files) for name in _TABLES} | _DERIVED
-    made = dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    # The views of the schema they are made in: a view of that name elsewhere is not one of them.
+    made = dict(
+        con.execute(
+            "SELECT view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = current_schema()"
+        ).fetchall()
+    )
     for name, sql in wanted.items():
         if made.get(name) != (mark := _mark(sql)):
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
