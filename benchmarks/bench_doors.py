@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.inputs import fresh, size, size_label, synth
+from benchmarks.inputs import fresh, incremental_dumps, landing, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import ROOT, WORK
 from benchmarks.report import Row
@@ -155,34 +155,25 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
     holding the base dump, then again once a 1% dump has landed beside it; the core path's same pair
     of runs (``backfill()`` with the CLI's default gates and the load) in the same repeat, for the ratio.
     The input is the ``incremental_load`` row's."""
-    total = base + base // 100
     label = size_label(base)
-    dumps = synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
-    first, second = sorted(dumps.glob("*.ndjson"))
+    first, second = incremental_dumps(base)
     landing_dir = WORK / f"landing-cli-incremental-{label}"
     core_data, cli_data = WORK / f"data-core-incremental-{label}", WORK / f"data-cli-incremental-{label}"
     core_args = {"source": str(landing_dir), "data": str(core_data), "load": True, "gates": True}
     cmd = cli_command(landing_dir, cli_data)
     runs: list[tuple[Measured, Measured, Measured, Measured, dict[str, Any]]] = []
-
-    def landed(*names: Path) -> None:
-        landing = fresh(landing_dir)
-        landing.mkdir(parents=True)
-        for dump in names:
-            (landing / dump.name).symlink_to(dump)
-
     for _ in range(repeats):
-        landed(first)
+        landing(landing_dir, first)
         fresh(core_data)
         core_full = measure("backfill", **core_args)
-        (landing_dir / second.name).symlink_to(second)
+        landing(landing_dir, first, second)
         core_incr = measure("backfill", **core_args)
-        landed(first)
+        landing(landing_dir, first)
         fresh(cli_data)
         full_out, out = WORK / f"cli-incremental-full-{label}.json", WORK / f"cli-incremental-{label}.json"
         cli_full = measure_command(cmd, full_out)
         _succeeded(full_out)
-        (landing_dir / second.name).symlink_to(second)
+        landing(landing_dir, first, second)
         cli_incr = measure_command(cmd, out)
         report = _succeeded(out)
         runs.append((core_full, core_incr, cli_full, cli_incr, report))
@@ -280,7 +271,7 @@ def _cli_scope_seconds(data: Path, scope: str) -> float:
 
 def bench_launched(messages: int, repeats: int) -> Row:
     """One scope of about a 1M export's scope size: launched through the instance vs through the CLI."""
-    source = synth(WORK / f"one-scope-{messages // 1000}k.ndjson", messages, assistants=1)
+    source = synth(WORK / f"one-scope-{size_label(messages)}.ndjson", messages, assistants=1)
     cli_data, launch_data = WORK / "data-one-scope-cli", WORK / "data-one-scope-launched"
     runs = []
     for _ in range(repeats):

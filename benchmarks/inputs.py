@@ -69,7 +69,7 @@ def empty_trash() -> None:
 
 def prepared(messages: int) -> Path:
     """A transformed (not yet loaded) data folder for the load benchmarks, made once."""
-    label = f"{messages // 1000}k"
+    label = size_label(messages)
     source = synth(WORK / f"m{label}.ndjson", messages)
     data = WORK / f"data-load-{label}"
     if not (data / ".prepared").exists():
@@ -85,6 +85,21 @@ def prepared(messages: int) -> Path:
 def size_label(messages: int) -> str:
     """How a row's size names its inputs and folders: ``1M``, ``100k``."""
     return f"{messages // 1_000_000}M" if messages >= 1_000_000 else f"{messages // 1000}k"
+
+
+def incremental_dumps(base: int) -> tuple[Path, Path]:
+    """The incremental rows' input: a dump of ``base`` messages, then a dump of 1% more."""
+    dumps = synth(WORK / f"incremental-{size_label(base)}", base + base // 100, dumps=2, shares="100,1")
+    first, second = sorted(dumps.glob("*.ndjson"))
+    return first, second
+
+
+def landing(folder: Path, *dumps: Path) -> Path:
+    """``folder`` made again holding links to ``dumps``: the landing folder a scheduled run finds."""
+    fresh(folder).mkdir(parents=True)
+    for dump in dumps:
+        (folder / dump.name).symlink_to(dump)
+    return folder
 
 
 def size(path: Path) -> str:

@@ -21,7 +21,7 @@ from benchmarks.bench_doors import (
 )
 from benchmarks.bench_judge import bench_judge
 from benchmarks.bench_scaleout import bench_scaleout
-from benchmarks.inputs import fresh, prepared, size, size_label, synth
+from benchmarks.inputs import fresh, incremental_dumps, landing, prepared, size, size_label, synth
 from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
@@ -154,21 +154,17 @@ def bench_load(sizes: Sizes) -> Row:
 
 
 def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference: bool = False) -> Row:
-    total = base + base // 100
     label = size_label(base)
-    dumps = synth(WORK / f"incremental-{label}", total, dumps=2, shares="100,1")
-    first, second = sorted(dumps.glob("*.ndjson"))
+    first, second = incremental_dumps(base)
     landing_dir = WORK / f"landing-incremental-{label}-{'load' if load else 'transform'}"
     data = WORK / f"data-incremental-{label}-{'load' if load else 'transform'}"
     args = {"source": str(landing_dir), "data": str(data), "load": load}
     runs: list[tuple[float, Measured, Measured]] = []
     for _ in range(sizes.repeats):
-        landing = fresh(landing_dir)
-        landing.mkdir(parents=True)
-        (landing / first.name).symlink_to(first)
+        landing(landing_dir, first)
         fresh(data)
         full = measure("backfill", **args)
-        (landing / second.name).symlink_to(second)
+        landing(landing_dir, first, second)
         incr = measure("backfill", **args)
         # Whole processes, interpreter start and imports included: what a scheduled run costs.
         runs.append((incr.wall / full.wall, full, incr))
@@ -193,7 +189,7 @@ def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference:
 
 
 def bench_guide(sizes: Sizes) -> list[Row]:
-    source = synth(WORK / f"m{sizes.load_messages // 1000}k.ndjson", sizes.load_messages)
+    source = synth(WORK / f"m{size_label(sizes.load_messages)}.ndjson", sizes.load_messages)
     store = fresh(WORK / "guide-store")
     guide = measure("guide", source=str(source), pairs=sizes.guide_pairs, store=str(store))
     guide_rate = guide.inner["pairs"] / guide.inner["seconds"]
