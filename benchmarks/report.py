@@ -30,6 +30,7 @@ ORDER = [
     "guide_ours",
     "judge",
     "chatgpt_export",
+    "cli_chatgpt_1m",
     "cli_1m",
     "cli_rerun_1m",
     "cli_10m",

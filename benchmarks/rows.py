@@ -15,6 +15,7 @@ from benchmarks.bench_chatgpt import bench_chatgpt
 from benchmarks.bench_doors import (
     bench_checks,
     bench_cli,
+    bench_cli_chatgpt,
     bench_cli_incremental,
     bench_cli_transform,
     bench_launched,
@@ -246,6 +247,7 @@ def benches(sizes: Sizes) -> dict[str, Callable[[], list[Row]]]:
         "guide": lambda: bench_guide(sizes),
         "judge": lambda: [bench_judge(sizes.judge_patterns)],
         "chatgpt_export": lambda: [bench_chatgpt(sizes.transform, sizes.repeats)],
+        "cli_chatgpt_1m": lambda: [bench_cli_chatgpt(sizes.transform, sizes.repeats)],
         "cli_1m": lambda: bench_cli(sizes.cli_messages, sizes.repeats),
         "cli_10m": lambda: [bench_cli_transform(sizes.big, sizes.repeats)],
         "cli_incremental_1m": lambda: [bench_cli_incremental(sizes.incremental_load_base, sizes.repeats)],
