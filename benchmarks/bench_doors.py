@@ -27,11 +27,11 @@ def cli_command(source: Path, data: Path, *extra: str) -> list[str]:
     return [CLI, "run", "--input", str(source), "--data-dir", str(data), "--json", *extra]
 
 
-def _shown(cmd: list[str]) -> str:
+def shown(cmd: list[str]) -> str:
     return " ".join(cmd).replace(f"{ROOT}/", "")
 
 
-def _succeeded(out: Path) -> dict[str, Any]:
+def cli_report(out: Path) -> dict[str, Any]:
     """The ``--json`` report a measured CLI run wrote to ``out``; a failed run stops the row."""
     report = json.loads(out.read_text())
     if not report["ok"]:
@@ -63,10 +63,10 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
         core_again = measure("backfill", **core_args)
         out = WORK / f"cli-{label}.json"
         cli = measure_command(cli_command(source, fresh(cli_data)), out)
-        _succeeded(out)
+        cli_report(out)
         again_out = WORK / f"cli-again-{label}.json"
         again = measure_command(cli_command(source, cli_data), again_out)
-        _succeeded(again_out)
+        cli_report(again_out)
         runs.append((core, cli, core_again, again))
     core, cli, _, _ = _median(runs, key=lambda r: r[1].wall / r[0].wall)
     ratios = [r[1].wall / r[0].wall for r in runs]
@@ -81,7 +81,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
             title=f"{label} messages end to end through the CLI (assistants-backfill run --json, embedded "
             "load) vs backfill() in the same run",
             input=f"{source.name} ({size(source)}, {messages:,} messages)",
-            command=_shown(cli_command(source, cli_data)),
+            command=shown(cli_command(source, cli_data)),
             wall_s=cli.wall,
             rss_mb=tree,
             throughput=f"{ratio:.2f}x the core path",
@@ -98,7 +98,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
             name="cli_rerun_1m",
             title=f"the same CLI command again with nothing new ({label} messages already loaded)",
             input=f"{source.name}, every dump already in the manifest",
-            command=_shown(cli_command(source, cli_data)) + "  # after the cli_1m row's run",
+            command=shown(cli_command(source, cli_data)) + "  # after the cli_1m row's run",
             wall_s=rerun.wall,
             rss_mb=rerun.inner["tree_rss_mb"],
             throughput=f"{rerun_ratio:.2f}x the core path's re-run",
@@ -130,7 +130,7 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
     runs = []
     for _ in range(repeats):
         m = measure_command(cmd, out)
-        report = _succeeded(out)
+        report = cli_report(out)
         shutil.rmtree(data)  # as the core path's folder above
         runs.append((m, report))
     m, report = _median(runs, key=lambda r: r[0].wall)
@@ -143,7 +143,7 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         title=f"{label} messages through the CLI, transform only (assistants-backfill run --destination none "
         "--json)",
         input=f"{source.name} ({size(source)}, {messages:,} messages)",
-        command=_shown(cmd),
+        command=shown(cmd),
         wall_s=m.wall,
         rss_mb=tree,
         throughput=f"{messages / m.wall:,.0f} messages/s; {m.wall / core.wall:.2f}x the core path",
@@ -176,7 +176,7 @@ def bench_cli_chatgpt(messages: int, repeats: int) -> Row:
         core = measure("backfill", **core_args)
         fresh(cli_data)
         cli = measure_command(cmd, out)
-        runs.append((core, cli, _succeeded(out)))
+        runs.append((core, cli, cli_report(out)))
     core, cli, report = _median(runs, key=lambda r: r[1].wall / r[0].wall)
     ratio = cli.wall / core.wall
     tree = cli.inner["tree_rss_mb"]
@@ -186,7 +186,7 @@ def bench_cli_chatgpt(messages: int, repeats: int) -> Row:
         title=f"{label} messages as a ChatGPT export through the CLI, transform only (assistants-backfill "
         "run --destination none --json) vs backfill() in the same run",
         input=f"{export.name} ({size(export)}, {messages:,} messages; the chatgpt_export row's)",
-        command=_shown(cmd),
+        command=shown(cmd),
         wall_s=cli.wall,
         rss_mb=tree,
         throughput=f"{ratio:.2f}x the core path",
@@ -224,10 +224,10 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
         fresh(cli_data)
         full_out, out = WORK / f"cli-incremental-full-{label}.json", WORK / f"cli-incremental-{label}.json"
         cli_full = measure_command(cmd, full_out)
-        _succeeded(full_out)
+        cli_report(full_out)
         landing(landing_dir, first, second)
         cli_incr = measure_command(cmd, out)
-        report = _succeeded(out)
+        report = cli_report(out)
         runs.append((core_full, core_incr, cli_full, cli_incr, report))
     core_full, core_incr, cli_full, cli_incr, report = _median(runs, key=lambda r: r[3].wall / r[2].wall)
     share = cli_incr.wall / cli_full.wall
@@ -236,7 +236,7 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
         title=f"incremental run after a 1% dump vs full run through the CLI (assistants-backfill run --json, "
         f"embedded load, {label} base), as whole processes, vs backfill() in the same run",
         input=f"{first.name} ({size(first)}) then {second.name} ({size(second)})",
-        command=f"{_shown(cmd)}  # twice: with {first.name} only, then with both",
+        command=f"{shown(cmd)}  # twice: with {first.name} only, then with both",
         wall_s=cli_incr.wall,
         rss_mb=cli_incr.inner["tree_rss_mb"],
         throughput=f"{share:.1%} of the CLI's full run; {cli_incr.wall / core_incr.wall:.2f}x the core's",
@@ -350,7 +350,7 @@ def bench_launched(messages: int, repeats: int) -> Row:
         details=f"{_spread([r[0] for r in runs], 'x')}launched: {launched.inner['seconds']:.1f} s from "
         f"the launch request to the finished run (its run process {launched.inner['run_seconds']:.1f} s from "
         f"start to end); CLI: that scope's run {cli_scope:.1f} s (whole CLI process {cli.wall:.1f} s, with "
-        f"ingest; command {_shown(cli_command(source, cli_data))}); the launch goes straight to the run "
+        f"ingest; command {shown(cli_command(source, cli_data))}); the launch goes straight to the run "
         "launcher (the instance's default run coordinator): a queued coordinator adds the daemon's dequeue "
         "interval",
     )
