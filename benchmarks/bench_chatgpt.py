@@ -1,6 +1,7 @@
-"""The ``chatgpt_export`` row: the transform row's messages as a ChatGPT export (``conversations.json``,
-one conversation per thread, a hidden system node each, model slugs as assistants), timed against the
-same messages as the guide's NDJSON. Target: at most twice the NDJSON's wall time.
+"""The ChatGPT export rows. ``chatgpt_export``: the transform row's messages as a ChatGPT export
+(``conversations.json``, one conversation per thread, a hidden system node each, model slugs as
+assistants), timed against the same messages as the guide's NDJSON; target: at most twice the NDJSON's
+wall time. ``cli_chatgpt_1m``: the same export through the CLI, against the core path on it.
 
 The export is made once from the synthetic NDJSON (its valid user and assistant lines, each thread in
 its order) and kept in ``benchmarks/work/``.
@@ -12,9 +13,11 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
+from benchmarks.bench_doors import cli_command, cli_report, median, shown, spread
 from benchmarks.inputs import fresh, made_once, size, size_label, synth
-from benchmarks.measure import Measured, measure, worker_command
+from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import WORK
 from benchmarks.report import Row
 
@@ -141,6 +144,48 @@ def bench_chatgpt(messages: int, repeats: int) -> Row:
         f"NDJSON {ndjson.wall:.1f} s wall, ingest {ndjson.inner['stages']['ingest']:.1f} s, "
         f"{ndjson.rss_mb:,.0f} MB RSS; ratio "
         f"{ratio:.2f}x; {chatgpt.inner['patterns']:,} vs {ndjson.inner['patterns']:,} patterns",
+    )
+
+
+def bench_cli_chatgpt(messages: int, repeats: int) -> Row:
+    """A ChatGPT export through the CLI, transform only, against ``backfill()`` on the same export (with the
+    CLI's default curation gates) in the same repeat. The export is the ``chatgpt_export`` row's."""
+    label = size_label(messages)
+    source = synth(WORK / f"m{label}.ndjson", messages)
+    export = chatgpt_export(source, WORK / f"chatgpt-{label}" / "conversations.json")
+    core_data, cli_data = WORK / f"data-core-chatgpt-{label}", WORK / f"data-cli-chatgpt-{label}"
+    core_args = {"source": str(export), "data": str(core_data), "load": False, "gates": True}
+    cmd = cli_command(export, cli_data, "--destination", "none")
+    out = WORK / f"cli-chatgpt-{label}.json"
+    runs: list[tuple[Measured, Measured, dict[str, Any]]] = []
+    for _ in range(repeats):
+        fresh(core_data)
+        core = measure("backfill", **core_args)
+        fresh(cli_data)
+        cli = measure_command(cmd, out)
+        runs.append((core, cli, cli_report(out)))
+    core, cli, report = median(runs, key=lambda r: r[1].wall / r[0].wall)
+    ratio = cli.wall / core.wall
+    tree = cli.inner["tree_rss_mb"]
+    scopes = report["scopes"].values()
+    return Row(
+        name="cli_chatgpt_1m",
+        title=f"{label} messages as a ChatGPT export through the CLI, transform only (assistants-backfill "
+        "run --destination none --json) vs backfill() in the same run",
+        input=f"{export.name} ({size(export)}, {messages:,} messages; the chatgpt_export row's)",
+        command=shown(cmd),
+        wall_s=cli.wall,
+        rss_mb=tree,
+        throughput=f"{ratio:.2f}x the core path",
+        target="<= 1.15x the core path, <= 2 GB RSS (all its processes)",
+        met=ratio <= 1.15 and tree <= 2048,
+        details=f"{spread([r[1].wall / r[0].wall for r in runs], 'x')}CLI {cli.wall:.1f} s, its process "
+        f"tree peaked at {tree:,.0f} MB RSS summed ({cli.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled "
+        f"every 2 s), first process {cli.rss_mb:,.0f} MB; core backfill() process {core.wall:.1f} s, "
+        f"{core.inner['tree_rss_mb']:,.0f} MB (its process and the ingest's workers), stages "
+        f"{core.inner['stages']} (command: {worker_command('backfill', **core_args)}, with the CLI's default "
+        f"curation gates); {len(scopes)} scopes, {sum(s['patterns'] for s in scopes):,} patterns by the "
+        f"CLI, {core.inner['patterns']:,} by the core path",
     )
 
 

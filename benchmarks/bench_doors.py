@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_chatgpt import chatgpt_export
 from benchmarks.inputs import fresh, incremental_dumps, landing, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import ROOT, WORK
@@ -39,11 +38,11 @@ def cli_report(out: Path) -> dict[str, Any]:
     return report
 
 
-def _median[T](runs: list[T], key: Any) -> T:
+def median[T](runs: list[T], key: Any) -> T:
     return sorted(runs, key=key)[len(runs) // 2]
 
 
-def _spread(values: list[float], unit: str) -> str:
+def spread(values: list[float], unit: str) -> str:
     return f"median of {len(values)} runs ({', '.join(f'{v:.2f}' for v in values)} {unit}); in that run: "
 
 
@@ -68,12 +67,12 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
         again = measure_command(cli_command(source, cli_data), again_out)
         cli_report(again_out)
         runs.append((core, cli, core_again, again))
-    core, cli, _, _ = _median(runs, key=lambda r: r[1].wall / r[0].wall)
+    core, cli, _, _ = median(runs, key=lambda r: r[1].wall / r[0].wall)
     ratios = [r[1].wall / r[0].wall for r in runs]
     stored = sum(s["loaded"] for s in json.loads((WORK / f"cli-{label}.json").read_text())["scopes"].values())
     tree = cli.inner["tree_rss_mb"]
     ratio = cli.wall / core.wall
-    _, _, core_rerun, rerun = _median(runs, key=lambda r: r[3].wall)
+    _, _, core_rerun, rerun = median(runs, key=lambda r: r[3].wall)
     rerun_ratio = rerun.wall / core_rerun.wall
     return [
         Row(
@@ -87,7 +86,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
             throughput=f"{ratio:.2f}x the core path",
             target="<= 180 s, <= 2 GB RSS (all its processes), <= 1.15x the core path",
             met=cli.wall <= 180 and tree <= 2048 and ratio <= 1.15,
-            details=f"{_spread(ratios, 'x')}CLI {cli.wall:.1f} s, its process tree peaked at {tree:,.0f} MB "
+            details=f"{spread(ratios, 'x')}CLI {cli.wall:.1f} s, its process tree peaked at {tree:,.0f} MB "
             f"RSS summed ({cli.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled every 2 s), first process "
             f"{cli.rss_mb:,.0f} MB; core backfill() process {core.wall:.1f} s, "
             f"{core.rss_mb:,.0f} MB, stages {core.inner['stages']} (command: "
@@ -104,7 +103,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
             throughput=f"{rerun_ratio:.2f}x the core path's re-run",
             target="<= 5 s as a whole process",
             met=rerun.wall <= 5,
-            details=f"{_spread([r[3].wall for r in runs], 's')}the process reads the manifest, the scope "
+            details=f"{spread([r[3].wall for r in runs], 's')}the process reads the manifest, the scope "
             "catalog and one record per scope; no scope runs and the store is not listed; the core path's "
             f"re-run with nothing new in the same repeat (backfill() again on its own data folder): "
             f"{core_rerun.wall:.2f} s, backfill() {core_rerun.inner['seconds']:.2f} s, "
@@ -133,8 +132,8 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         report = cli_report(out)
         shutil.rmtree(data)  # as the core path's folder above
         runs.append((m, report))
-    m, report = _median(runs, key=lambda r: r[0].wall)
-    spread = _spread([r[0].wall for r in runs], "s") if len(runs) > 1 else ""
+    m, report = median(runs, key=lambda r: r[0].wall)
+    runs_spread = spread([r[0].wall for r in runs], "s") if len(runs) > 1 else ""
     scopes = report["scopes"].values()
     tree = m.inner["tree_rss_mb"]
     core_command = worker_command("backfill", source=str(source), data=str(core_data), load=False, gates=True)
@@ -149,7 +148,7 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         throughput=f"{messages / m.wall:,.0f} messages/s; {m.wall / core.wall:.2f}x the core path",
         target="<= 180 s, <= 4 GB RSS (all its processes)",
         met=m.wall <= 180 and tree <= 4096,
-        details=f"{spread}its process tree peaked at {tree:,.0f} MB RSS summed "
+        details=f"{runs_spread}its process tree peaked at {tree:,.0f} MB RSS summed "
         f"({m.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled every 2 s), "
         f"first process {m.rss_mb:,.0f} MB; "
         f"the core path on the same job just before: {core.wall:.1f} s, {core.rss_mb:,.0f} MB, stages "
@@ -157,48 +156,6 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         f"{len(scopes)} scopes, {sum(s['patterns'] for s in scopes):,} patterns, "
         f"{sum(s['kept'] for s in scopes):,} kept, {sum(s['loaded'] for s in scopes)} loaded "
         f"(load_skipped: {report['load_skipped']!r}); every staged check ran",
-    )
-
-
-def bench_cli_chatgpt(messages: int, repeats: int) -> Row:
-    """A ChatGPT export through the CLI, transform only, against ``backfill()`` on the same export (with the
-    CLI's default curation gates) in the same repeat. The export is the ``chatgpt_export`` row's."""
-    label = size_label(messages)
-    source = synth(WORK / f"m{label}.ndjson", messages)
-    export = chatgpt_export(source, WORK / f"chatgpt-{label}" / "conversations.json")
-    core_data, cli_data = WORK / f"data-core-chatgpt-{label}", WORK / f"data-cli-chatgpt-{label}"
-    core_args = {"source": str(export), "data": str(core_data), "load": False, "gates": True}
-    cmd = cli_command(export, cli_data, "--destination", "none")
-    out = WORK / f"cli-chatgpt-{label}.json"
-    runs: list[tuple[Measured, Measured, dict[str, Any]]] = []
-    for _ in range(repeats):
-        fresh(core_data)
-        core = measure("backfill", **core_args)
-        fresh(cli_data)
-        cli = measure_command(cmd, out)
-        runs.append((core, cli, cli_report(out)))
-    core, cli, report = _median(runs, key=lambda r: r[1].wall / r[0].wall)
-    ratio = cli.wall / core.wall
-    tree = cli.inner["tree_rss_mb"]
-    scopes = report["scopes"].values()
-    return Row(
-        name="cli_chatgpt_1m",
-        title=f"{label} messages as a ChatGPT export through the CLI, transform only (assistants-backfill "
-        "run --destination none --json) vs backfill() in the same run",
-        input=f"{export.name} ({size(export)}, {messages:,} messages; the chatgpt_export row's)",
-        command=shown(cmd),
-        wall_s=cli.wall,
-        rss_mb=tree,
-        throughput=f"{ratio:.2f}x the core path",
-        target="<= 1.15x the core path, <= 2 GB RSS (all its processes)",
-        met=ratio <= 1.15 and tree <= 2048,
-        details=f"{_spread([r[1].wall / r[0].wall for r in runs], 'x')}CLI {cli.wall:.1f} s, its process "
-        f"tree peaked at {tree:,.0f} MB RSS summed ({cli.inner['tree_pss_mb']:,.0f} MB PSS summed, sampled "
-        f"every 2 s), first process {cli.rss_mb:,.0f} MB; core backfill() process {core.wall:.1f} s, "
-        f"{core.inner['tree_rss_mb']:,.0f} MB (its process and the ingest's workers), stages "
-        f"{core.inner['stages']} (command: {worker_command('backfill', **core_args)}, with the CLI's default "
-        f"curation gates); {len(scopes)} scopes, {sum(s['patterns'] for s in scopes):,} patterns by the "
-        f"CLI, {core.inner['patterns']:,} by the core path",
     )
 
 
@@ -229,7 +186,7 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
         cli_incr = measure_command(cmd, out)
         report = cli_report(out)
         runs.append((core_full, core_incr, cli_full, cli_incr, report))
-    core_full, core_incr, cli_full, cli_incr, report = _median(runs, key=lambda r: r[3].wall / r[2].wall)
+    core_full, core_incr, cli_full, cli_incr, report = median(runs, key=lambda r: r[3].wall / r[2].wall)
     share = cli_incr.wall / cli_full.wall
     return Row(
         name="cli_incremental_1m",
@@ -242,7 +199,7 @@ def bench_cli_incremental(base: int, repeats: int) -> Row:
         throughput=f"{share:.1%} of the CLI's full run; {cli_incr.wall / core_incr.wall:.2f}x the core's",
         target="<= 10% of a full run, as whole processes",
         met=share <= 0.10,
-        details=f"{_spread([r[3].wall / r[2].wall * 100 for r in runs], '%')}"
+        details=f"{spread([r[3].wall / r[2].wall * 100 for r in runs], '%')}"
         f"CLI: full run {cli_full.wall:.1f} s ({cli_full.inner['tree_rss_mb']:,.0f} MB summed), incremental "
         f"run {cli_incr.wall:.2f} s ({len(report['scopes'])} scopes); "
         f"core path: full run {core_full.wall:.1f} s, "
@@ -335,7 +292,7 @@ def bench_launched(messages: int, repeats: int) -> Row:
         if not launched.inner["success"]:
             raise RuntimeError("the launched scope run failed")
         runs.append((launched.inner["seconds"] / cli_scope, cli, cli_scope, launched))
-    ratio, cli, cli_scope, launched = _median(runs, key=lambda r: r[0])
+    ratio, cli, cli_scope, launched = median(runs, key=lambda r: r[0])
     return Row(
         name="launched_scope",
         title="one scope run launched through the Dagster instance's run launcher (as the UI and the sensor "
@@ -347,7 +304,7 @@ def bench_launched(messages: int, repeats: int) -> Row:
         throughput=f"{ratio:.2f}x the CLI's scope run",
         target="<= 1.5x the same scope through the CLI",
         met=ratio <= 1.5,
-        details=f"{_spread([r[0] for r in runs], 'x')}launched: {launched.inner['seconds']:.1f} s from "
+        details=f"{spread([r[0] for r in runs], 'x')}launched: {launched.inner['seconds']:.1f} s from "
         f"the launch request to the finished run (its run process {launched.inner['run_seconds']:.1f} s from "
         f"start to end); CLI: that scope's run {cli_scope:.1f} s (whole CLI process {cli.wall:.1f} s, with "
         f"ingest; command {shown(cli_command(source, cli_data))}); the launch goes straight to the run "

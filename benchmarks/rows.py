@@ -11,11 +11,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.bench_chatgpt import bench_chatgpt
+from benchmarks.bench_chatgpt import bench_chatgpt, bench_cli_chatgpt
 from benchmarks.bench_doors import (
     bench_checks,
     bench_cli,
-    bench_cli_chatgpt,
     bench_cli_incremental,
     bench_cli_transform,
     bench_launched,
