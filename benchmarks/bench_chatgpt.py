@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_doors import cli_command, cli_report, median, shown, spread
+from benchmarks.bench_doors import cli_command, cli_report, shown
 from benchmarks.inputs import fresh, made_once, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import WORK
+from benchmarks.repeats import median, spread
 from benchmarks.report import Row
 
 TARGET_RATIO = 2.0
@@ -123,7 +124,7 @@ def bench_chatgpt(messages: int, repeats: int) -> Row:
             data = fresh(WORK / f"data-chatgpt-{kind}-{label}")
             runs[kind].append(measure("backfill", source=str(path), data=str(data), load=False))
             shutil.rmtree(data)
-    ndjson, chatgpt = (sorted(r, key=lambda m: m.wall)[len(r) // 2] for r in runs.values())
+    ndjson, chatgpt = (median(r, key=lambda m: m.wall) for r in runs.values())
     ratio = chatgpt.wall / ndjson.wall
 
     return Row(

@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.inputs import fresh, incremental_dumps, landing, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import ROOT, WORK
+from benchmarks.repeats import median, spread
 from benchmarks.report import Row
 from benchmarks.workers import WORKERS
 
@@ -36,14 +37,6 @@ def cli_report(out: Path) -> dict[str, Any]:
     if not report["ok"]:
         raise RuntimeError(f"the CLI run failed: {report['failures']}")
     return report
-
-
-def median[T](runs: list[T], key: Any) -> T:
-    return sorted(runs, key=key)[len(runs) // 2]
-
-
-def spread(values: list[float], unit: str) -> str:
-    return f"median of {len(values)} runs ({', '.join(f'{v:.2f}' for v in values)} {unit}); in that run: "
 
 
 def bench_cli(messages: int, repeats: int) -> list[Row]:
@@ -133,7 +126,7 @@ def bench_cli_transform(messages: int, repeats: int) -> Row:
         shutil.rmtree(data)  # as the core path's folder above
         runs.append((m, report))
     m, report = median(runs, key=lambda r: r[0].wall)
-    runs_spread = spread([r[0].wall for r in runs], "s") if len(runs) > 1 else ""
+    runs_spread = spread([r[0].wall for r in runs], "s")
     scopes = report["scopes"].values()
     tree = m.inner["tree_rss_mb"]
     core_command = worker_command("backfill", source=str(source), data=str(core_data), load=False, gates=True)

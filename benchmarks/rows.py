@@ -27,6 +27,7 @@ from benchmarks.bench_scaleout import bench_scaleout
 from benchmarks.inputs import fresh, incremental_dumps, landing, prepared, size, size_label, synth
 from benchmarks.measure import Measured, measure, measure_command, worker_command
 from benchmarks.paths import WORK
+from benchmarks.repeats import median, spread
 from benchmarks.report import Row
 
 
@@ -69,18 +70,6 @@ QUICK = Sizes(
 )
 
 
-def _median_run[T](runs: list[T], key: Callable[[T], float]) -> T:
-    """The run whose ``key`` is the median (the upper one of an even count)."""
-    return sorted(runs, key=key)[len(runs) // 2]
-
-
-def _spread(values: list[float], fmt: str, unit: str) -> str:
-    """How the row's run was chosen, to lead its details ("" for a single run)."""
-    if len(values) == 1:
-        return ""
-    return f"median of {len(values)} runs ({', '.join(format(v, fmt) for v in values)} {unit}); in that run: "
-
-
 def bench_transform(sizes: Sizes, big: bool) -> Row:
     n = sizes.big if big else sizes.transform
     label = size_label(n)
@@ -91,7 +80,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
     for _ in range(sizes.repeats):
         runs.append(measure("backfill", **args))
         shutil.rmtree(data)  # tens of GB at 10M, in a few large files: only the measurement is kept
-    m = _median_run(runs, key=lambda r: r.wall)
+    m = median(runs, key=lambda r: r.wall)
     wall_target, rss_target = (180.0, 4096.0) if big else (15.0, 2048.0)
     inner = m.inner
     return Row(
@@ -104,7 +93,7 @@ def bench_transform(sizes: Sizes, big: bool) -> Row:
         throughput=f"{n / inner['seconds']:,.0f} messages/s",
         target=f"<= {wall_target:.0f} s, <= {rss_target / 1024:.0f} GB RSS",
         met=m.wall <= wall_target and m.rss_mb <= rss_target,
-        details=f"{_spread([r.wall for r in runs], '.1f', 's wall')}"
+        details=f"{spread([r.wall for r in runs], 's wall', '.1f')}"
         f"backfill() {inner['seconds']:.1f} s; stage seconds {inner['stages']} (scope stages add up "
         f"two scopes at a time); {inner['patterns']:,} patterns, {inner['kept']:,} kept; RSS sampled every "
         f"0.2 s peaked at {inner['rss_ingest_mb']:,} MB during ingest, {inner['rss_scopes_mb']:,} MB after",
@@ -137,7 +126,7 @@ def bench_load(sizes: Sizes) -> Row:
         probe = measure("fsprobe", folder=str(fresh(WORK / "fsprobe")), files=3000).inner["files_per_s"]
         m = measure("load", data=str(data))
         runs.append((m.inner["stored"] / m.inner["seconds"], probe, m))
-    rate, probe, m = _median_run(runs, key=lambda r: r[0])
+    rate, probe, m = median(runs, key=lambda r: r[0])
     return Row(
         name="load",
         title="embedded load through the project's FastJSONStorage (Engramia's JSONStorage files, byte for "
@@ -149,7 +138,7 @@ def bench_load(sizes: Sizes) -> Row:
         throughput=f"{rate:,.0f} patterns/s",
         target=">= 3,000 patterns/s",
         met=rate >= 3000,
-        details=f"{_spread([r[0] for r in runs], ',.0f', 'patterns/s')}"
+        details=f"{spread([r[0] for r in runs], 'patterns/s', ',.0f')}"
         f"{m.inner['stored']:,} patterns stored in {m.inner['seconds']:.1f} s (load calls only), "
         f"pattern_count reconciled in every scope; the file system's own ceiling just before "
         f"(write + rename of 3 KB files, one writer): {probe:,.0f} files/s",
@@ -171,7 +160,7 @@ def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference:
         incr = measure("backfill", **args)
         # Whole processes, interpreter start and imports included: what a scheduled run costs.
         runs.append((incr.wall / full.wall, full, incr))
-    ratio, full, incr = _median_run(runs, key=lambda r: r[0])
+    ratio, full, incr = median(runs, key=lambda r: r[0])
     what = "transform" if not load else "transform + embedded load"
     return Row(
         name=name,
@@ -183,7 +172,7 @@ def bench_incremental(sizes: Sizes, base: int, load: bool, name: str, reference:
         throughput=f"{ratio:.1%} of full (whole processes)",
         target="(reference: a small base)" if reference else "<= 10% of a full run, as whole processes",
         met=None if reference else ratio <= 0.10,
-        details=f"{_spread([r[0] * 100 for r in runs], '.1f', '%')}"
+        details=f"{spread([r[0] * 100 for r in runs], '%', '.1f')}"
         f"full run: process {full.wall:.2f} s, backfill() {full.inner['seconds']:.2f} s (stages "
         f"{full.inner['stages']}); incremental run: process {incr.wall:.2f} s, backfill() "
         f"{incr.inner['seconds']:.2f} s (stages {incr.inner['stages']}); backfill() calls alone "
@@ -201,7 +190,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
     for _ in range(sizes.repeats):
         fresh(store)
         guides.append(measure("guide", **guide_args))
-    guide = _median_run(guides, key=lambda m: m.wall)
+    guide = median(guides, key=lambda m: m.wall)
     guide_rate = guide.inner["pairs"] / guide.wall
     cli_data, core_data = WORK / "data-guide-ours", WORK / "data-guide-core"
     core_args = {"source": str(source), "data": str(core_data), "load": True, "gates": True}
@@ -214,7 +203,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
         fresh(cli_data)
         cli = measure_command(cmd, out)
         runs.append((cli, core, sum(s["loaded"] for s in cli_report(out)["scopes"].values())))
-    cli, core, stored = _median_run(runs, key=lambda r: r[0].wall)
+    cli, core, stored = median(runs, key=lambda r: r[0].wall)
     our_rate = stored / cli.wall
     tree = cli.inner["tree_rss_mb"]
     return [
@@ -228,7 +217,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
             rss_mb=guide.rss_mb,
             throughput=f"{guide_rate:,.1f} pairs/s",
             target="(baseline)",
-            details=f"{_spread([m.wall for m in guides], '.1f', 's wall')}{guide.inner['pairs']:,} pairs, "
+            details=f"{spread([m.wall for m in guides], 's wall', '.1f')}{guide.inner['pairs']:,} pairs, "
             f"{guide.inner['seconds']:.1f} s in the import itself; learn() lists the scope twice per call, "
             "so the rate falls as the store grows",
         ),
@@ -243,7 +232,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
             throughput=f"{our_rate:,.0f} patterns/s; {cli.wall / core.wall:.2f}x the core path",
             target="faster than the guide",
             met=our_rate > guide_rate,
-            details=f"{_spread([r[0].wall for r in runs], '.1f', 's wall')}{stored:,} patterns loaded by "
+            details=f"{spread([r[0].wall for r in runs], 's wall', '.1f')}{stored:,} patterns loaded by "
             f"the CLI in {cli.wall:.1f} s: {our_rate / guide_rate:,.0f}x the guide's throughput on "
             f"{stored / guide.inner['pairs']:,.0f}x as many pairs, peak RSS of its processes summed "
             f"{tree:,.0f} MB, {tree / guide.rss_mb:.1f}x the guide's (which holds only "
