@@ -13,11 +13,10 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
-from benchmarks.bench_doors import cli_command, cli_report, shown
+from benchmarks.bench_doors import cli_command, core_then_cli, shown
 from benchmarks.inputs import fresh, made_once, size, size_label, synth
-from benchmarks.measure import Measured, measure, measure_command, worker_command
+from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.repeats import median, spread
 from benchmarks.report import Row
@@ -158,13 +157,7 @@ def bench_cli_chatgpt(messages: int, repeats: int) -> Row:
     core_args = {"source": str(export), "data": str(core_data), "load": False, "gates": True}
     cmd = cli_command(export, cli_data, "--destination", "none")
     out = WORK / f"cli-chatgpt-{label}.json"
-    runs: list[tuple[Measured, Measured, dict[str, Any]]] = []
-    for _ in range(repeats):
-        fresh(core_data)
-        core = measure("backfill", **core_args)
-        fresh(cli_data)
-        cli = measure_command(cmd, out)
-        runs.append((core, cli, cli_report(out)))
+    runs = [core_then_cli(core_args, cmd, cli_data, out) for _ in range(repeats)]
     core, cli, report = median(runs, key=lambda r: r[1].wall / r[0].wall)
     ratio = cli.wall / core.wall
     tree = cli.inner["tree_rss_mb"]

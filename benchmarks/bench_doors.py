@@ -39,6 +39,18 @@ def cli_report(out: Path) -> dict[str, Any]:
     return report
 
 
+def core_then_cli(
+    core_args: dict[str, Any], cmd: list[str], cli_data: Path, out: Path
+) -> tuple[Measured, Measured, dict[str, Any]]:
+    """One repeat of a door row: ``backfill()`` on a fresh data folder, then the CLI command on a fresh one
+    (its ``--json`` report written to ``out`` and checked)."""
+    fresh(Path(core_args["data"]))
+    core = measure("backfill", **core_args)
+    fresh(cli_data)
+    cli = measure_command(cmd, out)
+    return core, cli, cli_report(out)
+
+
 def bench_cli(messages: int, repeats: int) -> list[Row]:
     """The CLI end to end with the embedded load against ``backfill()`` on the same input, then the same
     command again with nothing new."""

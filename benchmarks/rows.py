@@ -19,13 +19,13 @@ from benchmarks.bench_doors import (
     bench_cli_transform,
     bench_launched,
     cli_command,
-    cli_report,
+    core_then_cli,
     shown,
 )
 from benchmarks.bench_judge import bench_judge
 from benchmarks.bench_scaleout import bench_scaleout
 from benchmarks.inputs import fresh, incremental_dumps, landing, prepared, size, size_label, synth
-from benchmarks.measure import Measured, measure, measure_command, worker_command
+from benchmarks.measure import Measured, measure, worker_command
 from benchmarks.paths import WORK
 from benchmarks.repeats import median, spread
 from benchmarks.report import Row
@@ -196,14 +196,9 @@ def bench_guide(sizes: Sizes) -> list[Row]:
     core_args = {"source": str(source), "data": str(core_data), "load": True, "gates": True}
     cmd = cli_command(source, cli_data)
     out = WORK / "cli-guide-ours.json"
-    runs: list[tuple[Measured, Measured, int]] = []
-    for _ in range(sizes.repeats):
-        fresh(core_data)
-        core = measure("backfill", **core_args)
-        fresh(cli_data)
-        cli = measure_command(cmd, out)
-        runs.append((cli, core, sum(s["loaded"] for s in cli_report(out)["scopes"].values())))
-    cli, core, stored = median(runs, key=lambda r: r[0].wall)
+    runs = [core_then_cli(core_args, cmd, cli_data, out) for _ in range(sizes.repeats)]
+    core, cli, report = median(runs, key=lambda r: r[1].wall)
+    stored = sum(s["loaded"] for s in report["scopes"].values())
     our_rate = stored / cli.wall
     tree = cli.inner["tree_rss_mb"]
     return [
@@ -232,7 +227,7 @@ def bench_guide(sizes: Sizes) -> list[Row]:
             throughput=f"{our_rate:,.0f} patterns/s; {cli.wall / core.wall:.2f}x the core path",
             target="faster than the guide",
             met=our_rate > guide_rate,
-            details=f"{spread([r[0].wall for r in runs], 's wall', '.1f')}{stored:,} patterns loaded by "
+            details=f"{spread([r[1].wall for r in runs], 's wall', '.1f')}{stored:,} patterns loaded by "
             f"the CLI in {cli.wall:.1f} s: {our_rate / guide_rate:,.0f}x the guide's throughput on "
             f"{stored / guide.inner['pairs']:,.0f}x as many pairs, peak RSS of its processes summed "
             f"{tree:,.0f} MB, {tree / guide.rss_mb:.1f}x the guide's (which holds only "
