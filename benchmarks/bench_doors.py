@@ -58,7 +58,7 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
     source = synth(WORK / f"m{label}.ndjson", messages)
     core_data, cli_data = WORK / f"data-core-{label}", WORK / f"data-cli-{label}"
     core_args = {"source": str(source), "data": str(core_data), "load": True, "gates": True}
-    runs: list[tuple[Measured, Measured, Measured, Measured]] = []
+    runs: list[tuple[Measured, Measured, Measured, Measured, dict[str, Any]]] = []
     for _ in range(repeats):
         # The same job as the CLI's defaults: backfill()'s own default scores without the curation gates,
         # which read every answer's text (the CLI's scoring took 6.7 s per scope at 1M against ~1.6 s).
@@ -67,17 +67,17 @@ def bench_cli(messages: int, repeats: int) -> list[Row]:
         core_again = measure("backfill", **core_args)
         out = WORK / f"cli-{label}.json"
         cli = measure_command(cli_command(source, fresh(cli_data)), out)
-        cli_report(out)
+        report = cli_report(out)
         again_out = WORK / f"cli-again-{label}.json"
         again = measure_command(cli_command(source, cli_data), again_out)
         cli_report(again_out)
-        runs.append((core, cli, core_again, again))
-    core, cli, _, _ = median(runs, key=lambda r: r[1].wall / r[0].wall)
+        runs.append((core, cli, core_again, again, report))
+    core, cli, _, _, report = median(runs, key=lambda r: r[1].wall / r[0].wall)
     ratios = [r[1].wall / r[0].wall for r in runs]
-    stored = sum(s["loaded"] for s in json.loads((WORK / f"cli-{label}.json").read_text())["scopes"].values())
+    stored = sum(s["loaded"] for s in report["scopes"].values())
     tree = cli.inner["tree_rss_mb"]
     ratio = cli.wall / core.wall
-    _, _, core_rerun, rerun = median(runs, key=lambda r: r[3].wall)
+    _, _, core_rerun, rerun, _ = median(runs, key=lambda r: r[3].wall)
     rerun_ratio = rerun.wall / core_rerun.wall
     return [
         Row(
@@ -290,7 +290,7 @@ def bench_launched(messages: int, repeats: int) -> Row:
     runs = []
     for _ in range(repeats):
         cli = measure_command(cli_command(source, fresh(cli_data)), WORK / "cli-one-scope.json")
-        scopes = json.loads((WORK / "cli-one-scope.json").read_text())["scopes"]
+        scopes = cli_report(WORK / "cli-one-scope.json")["scopes"]
         scope = max(scopes, key=lambda s: scopes[s]["patterns"])  # (lines without an assistant: a 2nd)
         cli_scope = _cli_scope_seconds(cli_data, scope)
         launched = measure("launch", source=str(source), data=str(fresh(launch_data)), scope=scope)
