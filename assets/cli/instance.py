@@ -20,11 +20,13 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
 
 from assets.abandoned_runs import process_tags
+from assets.cli.instance_storage import keeping_connections
 from assets.destination import EngramiaDestination
 from assets.resources import BackfillSettings
 
@@ -36,14 +38,16 @@ INSTANCE_TEMPLATE = Path(__file__).parents[1] / "dagster.yaml"
 
 def open_instance(data_dir: Path) -> dg.DagsterInstance:
     """The data folder's instance (``DAGSTER_HOME`` when set): the UI's and the CLI's are one, with the same
-    run history, run queue and write pools."""
+    run history, run queue and write pools. Its SQLite storage keeps each database's connection between
+    events (:mod:`assets.cli.instance_storage`); the files are Dagster's own."""
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(INSTANCE_TEMPLATE, config)
     # Built from the folder, not from the environment: the caller's DAGSTER_HOME is left as it was.
-    return dg.DagsterInstance.from_config(str(home))
+    ref = InstanceRef.from_dir(str(home))
+    return dg.DagsterInstance.from_ref(ref._replace(storage_data=keeping_connections(ref.storage_data)))
 
 
 def _resource_config(resource: dg.ConfigurableResource) -> dict[str, Any]:
