@@ -219,7 +219,7 @@ def launch_worker(args: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-    from assets.cli.instance import INSTANCE_TEMPLATE, execute, open_instance, run_config
+    from assets.cli.instance import INSTANCE_TEMPLATE, execute, run_config
     from assets.destination import EngramiaDestination
     from assets.jobs import ingest_job, scope_run_tags
     from assets.resources import BackfillSettings
@@ -231,7 +231,9 @@ def launch_worker(args: dict[str, Any]) -> dict[str, Any]:
     # No daemon here to dequeue runs, as `dagster dev` has: the launcher starts the run at once.
     with (home / "dagster.yaml").open("a") as f:
         f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
-    instance = open_instance(data)
+    # Opened as `dagster dev` opens it (from DAGSTER_HOME's dagster.yaml, Dagster's own storage classes), not
+    # as the CLI does: the launched run is measured as the UI's and the sensor's runs are.
+    instance = dg.DagsterInstance.from_config(str(home))
     settings = BackfillSettings(data_dir=str(data), landing=args["source"], settle_seconds=0)
     config = run_config(settings, EngramiaDestination())
     assert execute(instance, ingest_job.name, config).success
