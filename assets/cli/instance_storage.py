@@ -2,10 +2,10 @@
 engine and connection kept for the next event instead of made and disposed of for every one.
 
 Dagster's SQLite event log builds a SQLAlchemy engine, opens a connection and disposes of both for each
-event it stores, and a scope run stores a few hundred events in its own database and the index's (the
-planned materializations and checks alone are ~20 per run, each written to both). On the benchmark machine
-that was about a fifth of a small CLI run's CPU: a 20k-message run (13 runs) took 15.9-16.1 s, and 13.2-13.6 s
-with the engines and connections kept.
+event it stores, and an asset or check event is written to the run's database and again to the index's. A
+scope run stores ~60 events (the planned materializations and checks alone are ~20). On the benchmark
+machine that was about a fifth of a small CLI run's CPU: a 20k-message run (13 runs) took 15.9-16.1 s,
+and 13.5-13.7 s with the engines and connections kept.
 
 The files, tables and revisions are Dagster's own: the UI, the daemon and the runs they launch read and
 write the same folder with Dagster's class (the instance's ``dagster.yaml`` names no storage). Only the
