@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 # Dagster's unified SQLite storage, as InstanceRef names it for a dagster.yaml without a storage section.
-DAGSTER_SQLITE_STORAGE = ("dagster._core.storage.sqlite_storage", "DagsterSqliteStorage")
+DAGSTER_SQLITE_STORAGE = (DagsterSqliteStorage.__module__, DagsterSqliteStorage.__name__)
 # A process writes one run's events at a time; a few more are kept for the runs it reads back.
 RUN_DATABASES_KEPT = 4
 
