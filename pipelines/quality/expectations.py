@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.imports import GREAT_EXPECTATIONS, ready
+from pipelines.imports import GREAT_EXPECTATIONS, GX_UNUSED, deferred, ready
 
 MESSAGE_COLUMNS = {
     "message_id": pl.String,
@@ -46,6 +46,7 @@ def _import_gx() -> None:
     """GX, imported here or by the thread a run started for it (:mod:`pipelines.imports`)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     ready(GREAT_EXPECTATIONS)
+    deferred(GX_UNUSED)
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX fingerprints a pandas batch smaller than this by hashing every row, twice per validation (when
