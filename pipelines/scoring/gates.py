@@ -37,7 +37,9 @@ REFUSAL = (
     r"(i\s+(can(no|')t|can not|am (not able|unable)|'m (not able|unable)|won'?t be able|must decline)"
     r"|as an ai\b)"
 )
-_PUNCT = r"[\s\p{P}\p{S}]+"
+_SEP = r"[\s\p{P}\p{S}]"
+_WORD = r"[^\s\p{P}\p{S}]"
+_PUNCT = f"{_SEP}+"
 _PHRASE_WORDS = max(len(phrase.split()) for phrase in TRIVIAL_PHRASES)
 
 FILTERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -88,21 +90,28 @@ def text_gates(texts: pl.LazyFrame | pl.DataFrame, options: GateOptions) -> pl.D
     reason is written only for the patterns a rule caught (a few in a hundred): out of the texts come
     each pattern's rule and the few values its reason is made of."""
     task = own_words(pl.col("task").fill_null(""))
+    # A task with more than `enough` words passes every task rule: more words than any phrase, at least
+    # min_words, and at least 2 * enough + 1 >= min_chars characters once stripped. Telling that is a
+    # search anchored at the task's start that stops at its (enough + 1)-th word; the words and
+    # characters are counted, and the task cleaned, only for the few tasks that are not that long
+    # (counting the words of every task took half of the gates' time). Null stands for "many".
+    enough = max(_PHRASE_WORDS, options.min_words - 1, options.min_chars // 2)
+    many = task.str.contains(rf"^{_SEP}*(?:{_WORD}+{_SEP}+){{{enough}}}{_WORD}")
+    few = pl.when(~many).then(task)
     # Words: runs of characters other than white space, punctuation and symbols (lowercasing keeps a
     # character in or out of those classes, so these are the words of the cleaned task too).
-    words = task.str.count_matches(r"[^\s\p{P}\p{S}]+").cast(pl.Int64)
-    # Only a task with no more words than the longest phrase is lowercased and cleaned to be compared:
-    # cleaning every task took most of the gates' time.
-    short = pl.when(words <= _PHRASE_WORDS).then(task)
+    words = few.str.count_matches(f"{_WORD}+").cast(pl.Int64)
+    short = pl.when(words <= _PHRASE_WORDS).then(few)
     bare = short.str.to_lowercase().str.replace_all(_PUNCT, " ").str.strip_chars()
-    chars = task.str.strip_chars().str.len_chars()
+    chars = few.str.strip_chars().str.len_chars()
     code = pl.col("code").fill_null("")
     # Both answer rules read only the answer's start: "empty after cleanup" is "no character outside
     # white space, punctuation and symbols", which a search stops at the first one of; a refusal counts
-    # only below refusal_max_chars, so its reason's text comes from that prefix. (Cleaning or collapsing
-    # every whole answer took most of the gates' time.)
-    substance = code.str.contains(r"[^\s\p{P}\p{S}]")
-    head = code.str.slice(0, options.refusal_max_chars)
+    # only in an answer shorter than refusal_max_chars characters, which has fewer than four times as
+    # many bytes: the length in bytes (free) rules out most answers before characters are counted.
+    substance = code.str.contains(_WORD)
+    brief = pl.when(code.str.len_bytes() < 4 * options.refusal_max_chars).then(code)
+    head = pl.when(brief.str.len_chars() < options.refusal_max_chars).then(brief)
     # (condition on the texts, gate, reason from the values carried out: _bare, _words, _chars, _head)
     rules: list[tuple[pl.Expr, str, pl.Expr]] = []
     carried: dict[str, pl.Expr] = {}
@@ -130,8 +139,7 @@ def text_gates(texts: pl.LazyFrame | pl.DataFrame, options: GateOptions) -> pl.D
         rules += [
             (~substance, "non_answer", pl.lit("answer empty after cleanup")),
             (
-                # The prefix is shorter than refusal_max_chars exactly when the whole answer is.
-                (head.str.len_chars() < options.refusal_max_chars) & head.str.contains(REFUSAL),
+                head.str.contains(REFUSAL),
                 "non_answer",
                 pl.lit("refusal: ") + pl.col("_head").str.replace_all(r"\s+", " ").str.slice(0, 60),
             ),
