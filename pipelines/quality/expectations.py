@@ -8,6 +8,7 @@ white space) and handed to GX as pandas. GX is imported lazily: importing it cos
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,19 +57,41 @@ def _import_gx() -> None:
     pandas_execution_engine.HASH_THRESHOLD = 0
 
 
+_contexts = threading.local()
+
+
+def _batch_definition(table: str) -> Any:
+    """The whole-dataframe batch definition of ``table`` in this thread's ephemeral GX context.
+
+    Made once per thread and table, not per validation: a new context and data source cost more than
+    a small suite's validation (GX writes its project config out as YAML for each one). A batch's
+    frame is handed over per validation and not kept.
+    """
+    definitions: dict[str, Any] | None = getattr(_contexts, "definitions", None)
+    if definitions is None:
+        import great_expectations as gx
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = {"globally": False}
+        definitions = _contexts.definitions = {"": context}
+    if table not in definitions:
+        definitions[table] = (
+            definitions[""]
+            .data_sources.add_pandas(f"{table}_source")
+            .add_dataframe_asset(table)
+            .add_batch_definition_whole_dataframe("all")
+        )
+    return definitions[table]
+
+
 def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
     import great_expectations as gx
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    batch = (
-        context.data_sources.add_pandas(f"{table}_source")
-        .add_dataframe_asset(table)
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
-    )
+    batch = _batch_definition(table).get_batch(batch_parameters={"dataframe": frame.to_pandas()})
     suite = gx.ExpectationSuite(name=table, expectations=expectations)
-    outcome = batch.validate(suite)
+    # BASIC: the unexpected count and a few unexpected values, which is all a report keeps. GX's
+    # default (SUMMARY) also counts the unexpected values and lists their row indices.
+    outcome = batch.validate(suite, result_format="BASIC")
     results = []
     for r in outcome.results:
         cfg = r.expectation_config
