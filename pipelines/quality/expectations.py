@@ -57,7 +57,15 @@ def _import_gx() -> None:
     pandas_execution_engine.HASH_THRESHOLD = 0
 
 
-_contexts = threading.local()
+class _ThreadContext(threading.local):
+    """This thread's ephemeral GX context and its batch definitions, one per table."""
+
+    def __init__(self) -> None:
+        self.context: Any = None
+        self.definitions: dict[str, Any] = {}
+
+
+_this_thread = _ThreadContext()
 
 
 def _batch_definition(table: str) -> Any:
@@ -67,21 +75,19 @@ def _batch_definition(table: str) -> Any:
     a small suite's validation (GX writes its project config out as YAML for each one). A batch's
     frame is handed over per validation and not kept.
     """
-    definitions: dict[str, Any] | None = getattr(_contexts, "definitions", None)
-    if definitions is None:
-        import great_expectations as gx
+    local = _this_thread
+    if table not in local.definitions:
+        if local.context is None:
+            import great_expectations as gx
 
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = {"globally": False}
-        definitions = _contexts.definitions = {"": context}
-    if table not in definitions:
-        definitions[table] = (
-            definitions[""]
-            .data_sources.add_pandas(f"{table}_source")
+            local.context = gx.get_context(mode="ephemeral")
+            local.context.variables.progress_bars = {"globally": False}
+        local.definitions[table] = (
+            local.context.data_sources.add_pandas(f"{table}_source")
             .add_dataframe_asset(table)
             .add_batch_definition_whole_dataframe("all")
         )
-    return definitions[table]
+    return local.definitions[table]
 
 
 def _gx_validate(table: str, frame: pl.DataFrame, expectations: list) -> QualityReport:
