@@ -51,12 +51,14 @@ def test_a_suite_judges_each_frame_it_is_given_in_turn():
 
 
 def test_threads_validating_at_once_each_judge_their_own_frames():
-    outcomes: dict[str, list[bool]] = {}
+    outcomes: dict[str, list[dict[str, int | None]]] = {}
 
     def validate(name: str, frames: list[pl.LazyFrame]) -> None:
-        outcomes[name] = [validate_messages(frame).success for frame in frames]
+        outcomes[name] = [failed(validate_messages(frame)) for frame in frames]
 
     good, bad = messages(200), messages(300, duplicated=5)
+    # The first id and its five copies.
+    ok, duplicates = {}, {"expect_column_values_to_be_unique": 6}
     threads = [
         threading.Thread(target=validate, args=("good first", [good, bad, good, bad])),
         threading.Thread(target=validate, args=("bad first", [bad, good, bad, good])),
@@ -66,4 +68,7 @@ def test_threads_validating_at_once_each_judge_their_own_frames():
     for thread in threads:
         thread.join()
 
-    assert outcomes == {"good first": [True, False, True, False], "bad first": [False, True, False, True]}
+    assert outcomes == {
+        "good first": [ok, duplicates, ok, duplicates],
+        "bad first": [duplicates, ok, duplicates, ok],
+    }
