@@ -1,6 +1,7 @@
 """The CLI's instance keeps its SQLite connections, over the files Dagster's own class reads and writes."""
 
 import os
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -83,3 +84,45 @@ def test_other_storages_are_left_as_the_folder_names_them() -> None:
     kept = keeping_connections(sqlite)
     assert kept is not None and kept.config_yaml == sqlite.config_yaml
     assert kept.class_name == "SqliteStorageKeepingConnections"
+
+
+def _schema(database: Path) -> tuple[set[str], list[str], str]:
+    with sqlite3.connect(database) as conn:
+        tables = {sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")}
+        revision = [r for (r,) in conn.execute("SELECT version_num FROM alembic_version")]
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return tables, revision, journal
+
+
+def test_run_databases_copied_from_the_first_are_what_dagster_makes(tmp_path: Path) -> None:
+    ours_home, dagsters_home = tmp_path / "ours", tmp_path / "dagsters"
+    with open_instance(ours_home) as instance:
+        first, second = (tiny.execute_in_process(instance=instance).run_id for _ in range(2))
+    runs = ours_home / "dagster_home" / "history" / "runs"
+    dagsters_home.mkdir()
+    with dg.DagsterInstance.from_config(str(dagsters_home)) as dagsters:
+        theirs = tiny.execute_in_process(instance=dagsters).run_id
+    # Dagster's class goes on writing into a database that was copied.
+    with dg.DagsterInstance.from_config(str(ours_home / "dagster_home")) as dagsters:
+        dagsters.report_engine_event("appended by Dagster's class", dagsters.get_run_by_id(second))
+    dagsters_db = dagsters_home / "history" / "runs" / f"{theirs}.db"
+    assert _schema(runs / f"{first}.db") == _schema(runs / f"{second}.db") == _schema(dagsters_db)
+    assert _schema(dagsters_db)[1] and _schema(dagsters_db)[2] == "wal"
+    assert (runs / f"{second}.db").stat().st_mode == dagsters_db.stat().st_mode
+    # No partial copy is left behind.
+    assert not [p.name for p in runs.iterdir() if p.name.endswith(".db-new")]
+    with open_instance(ours_home) as instance:
+        messages = [e.message for e in instance.all_logs(second)]
+    assert "hello" in messages and "appended by Dagster's class" in messages
+
+
+def test_a_run_database_already_there_is_not_replaced(tmp_path: Path) -> None:
+    with open_instance(tmp_path) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, SqliteEventLogStorageKeepingConnections)
+        made = Path(storage.path_for_shard("some-run"))
+        made.write_bytes(b"made by another process")
+        assert storage._new_run_database("some-run") is False
+        assert made.read_bytes() == b"made by another process"
+        assert storage._new_run_database("another-run") is True
+        assert _schema(Path(storage.path_for_shard("another-run")))[2] == "wal"
