@@ -53,7 +53,16 @@ class SqliteEventLogStorageKeepingConnections(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         # Before Dagster's __init__: it connects to make the index database of a new instance.
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._tables_seen: set[str] = set()
         super().__init__(base_dir, inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before every asset check event and every event's tags, each time through a new
+        # engine and connection of its own. A table once there stays (a migration only adds them); one not
+        # there yet is asked about again, since an upgrade of the folder may add it.
+        if table_name not in self._tables_seen and super().has_table(table_name):
+            self._tables_seen.add(table_name)
+        return table_name in self._tables_seen
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:

@@ -5,6 +5,8 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
+import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._serdes import ConfigurableClassData
 
 from assets.cli.instance import open_instance
@@ -126,3 +128,25 @@ def test_a_run_database_already_there_is_not_replaced(tmp_path: Path) -> None:
         assert made.read_bytes() == b"made by another process"
         assert storage._new_run_database("another-run") is True
         assert _schema(Path(storage.path_for_shard("another-run")))[2] == "wal"
+
+
+def test_a_table_found_is_not_asked_about_again_one_missing_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    dagsters = SqliteEventLogStorage.has_table
+
+    def counted(self: SqliteEventLogStorage, table_name: str) -> bool:
+        asked.append(table_name)
+        return dagsters(self, table_name)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "has_table", counted)
+    with open_instance(tmp_path) as instance:
+        storage = instance.event_log_storage
+        asked.clear()
+        assert storage.has_table("asset_check_executions") and storage.has_table("asset_check_executions")
+        assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")
+        assert asked == ["asset_check_executions", "no_such_table", "no_such_table"]
+        # What Dagster asks before storing each asset check event.
+        assert storage.supports_asset_checks and storage.supports_asset_checks
+        assert len(asked) == 3
