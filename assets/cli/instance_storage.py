@@ -113,7 +113,8 @@ class SqliteEventLogStorageKeepingConnections(SqliteEventLogStorage):
             with os.fdopen(handle, "wb") as out:
                 out.write(template)
             os.link(partial, path)
-        except FileExistsError:
+        except OSError:
+            # Made meanwhile by another process, or a file system without hard links: Dagster's way then.
             return False
         finally:
             os.unlink(partial)

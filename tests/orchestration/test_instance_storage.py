@@ -150,3 +150,18 @@ def test_a_table_found_is_not_asked_about_again_one_missing_is(
         # What Dagster asks before storing each asset check event.
         assert storage.supports_asset_checks and storage.supports_asset_checks
         assert len(asked) == 3
+
+
+def test_without_hard_links_runs_get_dagsters_own_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: str, target: str) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with open_instance(tmp_path) as instance:
+        run_id = tiny.execute_in_process(instance=instance).run_id
+        assert "hello" in [e.message for e in instance.all_logs(run_id)]
+    runs = tmp_path / "dagster_home" / "history" / "runs"
+    assert _schema(runs / f"{run_id}.db")[2] == "wal"
+    assert not [p.name for p in runs.iterdir() if p.name.endswith(".db-new")]
