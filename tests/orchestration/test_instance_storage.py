@@ -2,6 +2,7 @@
 
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -89,7 +90,8 @@ def test_other_storages_are_left_as_the_folder_names_them() -> None:
 
 
 def _schema(database: Path) -> tuple[set[str], list[str], str]:
-    with sqlite3.connect(database) as conn:
+    # sqlite3's own context manager commits but does not close.
+    with closing(sqlite3.connect(database)) as conn:
         tables = {sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")}
         revision = [r for (r,) in conn.execute("SELECT version_num FROM alembic_version")]
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
