@@ -10,6 +10,7 @@ files once they appear.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import types
 import typing
@@ -189,7 +190,10 @@ def columns(name: str) -> Columns:
     return files + [(h, "VARCHAR") for h in table.hive if h not in schema]
 
 
+@functools.cache
 def _empty_sql(name: str) -> str:
+    # Kept per process: finding the column types takes a DuckDB connection (~0.1 s a scope run for the
+    # tables a run has no files of yet), and a table's columns are fixed by the code.
     cols = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in columns(name))
     return f"SELECT {cols} WHERE false"
 
