@@ -167,3 +167,19 @@ def test_without_hard_links_runs_get_dagsters_own_database(
     runs = tmp_path / "dagster_home" / "history" / "runs"
     assert _schema(runs / f"{run_id}.db")[2] == "wal"
     assert not [p.name for p in runs.iterdir() if p.name.endswith(".db-new")]
+
+
+def test_event_log_commits_wait_for_no_fsync_and_the_databases_stay_in_wal_mode(tmp_path: Path) -> None:
+    # SQLite's PRAGMA synchronous: 1 is NORMAL, 2 is FULL (its default).
+    with open_instance(tmp_path) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, SqliteEventLogStorageKeepingConnections)
+        run_id = tiny.execute_in_process(instance=instance).run_id
+        for shard in ("index", run_id):
+            with storage._connect(shard) as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    runs = tmp_path / "dagster_home" / "history" / "runs"
+    # A connection of another process (the UI's, the daemon's) keeps SQLite's default.
+    with closing(sqlite3.connect(runs / f"{run_id}.db")) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
