@@ -5,7 +5,8 @@ Dagster's SQLite event log builds a SQLAlchemy engine, opens a connection and di
 event it stores, and an asset or check event is written to the run's database and again to the index's. A
 scope run stores ~60 events (the planned materializations and checks alone are ~20). On the benchmark
 machine that was about a fifth of a small CLI run's CPU: a 20k-message run (13 runs) took 15.9-16.1 s,
-and 13.5-13.7 s with the engines and connections kept.
+and 13.5-13.7 s with the engines and connections kept. Dagster's run storage likewise makes an engine and a
+connection for every call; its are kept too.
 
 A new run's database is made once per process by Dagster's own ``_initdb`` (the tables, WAL mode, the
 migration head stamped) and copied for each later run: making it took 65-100 ms a run on the benchmark
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, SqliteStorageConfig
@@ -163,14 +165,38 @@ class SqliteEventLogStorageKeepingConnections(SqliteEventLogStorage):
         super().dispose()
 
 
+class SqliteRunStorageKeepingConnection(SqliteRunStorage):
+    """Dagster's SQLite run storage with its engine and a connection kept between calls: Dagster's makes
+    both for every call (a run's start, its status changes, each read of the run), and each commit waits
+    for no fsync (see ``_commit_without_sync``)."""
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
+        super().__init__(conn_string, inst_data)
+        # Calls from several threads at once get connections beyond the kept one (the pool's overflow).
+        self._engine = create_engine(
+            conn_string, poolclass=QueuePool, pool_size=1, connect_args={"check_same_thread": False}
+        )
+        event.listen(self._engine, "connect", _commit_without_sync)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+        super().dispose()
+
+
 class SqliteStorageKeepingConnections(DagsterSqliteStorage):
     """Dagster's SQLite storage of an instance folder with :class:`SqliteEventLogStorageKeepingConnections`
-    as its event log."""
+    as its event log and :class:`SqliteRunStorageKeepingConnection` as its run storage."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data)
-        # Over the same folder as the event log Dagster's __init__ made (which has made the index database).
+        # Over the same files as the storages Dagster's __init__ made (which made the databases if new).
         self._event_log_storage = SqliteEventLogStorageKeepingConnections(self._event_log_storage._base_dir)
+        self._run_storage = SqliteRunStorageKeepingConnection(self._run_storage._conn_string)
 
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]

@@ -14,6 +14,7 @@ from assets.cli.instance import open_instance
 from assets.cli.instance_storage import (
     RUN_DATABASES_KEPT,
     SqliteEventLogStorageKeepingConnections,
+    SqliteRunStorageKeepingConnection,
     keeping_connections,
 )
 
@@ -38,7 +39,7 @@ def _open_databases(home: Path) -> set[str]:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if target.startswith(runs) and target.endswith(".db"):
+        if target.startswith(runs + os.sep) and target.endswith(".db"):
             held.add(target)
     return held
 
@@ -179,7 +180,29 @@ def test_event_log_commits_wait_for_no_fsync_and_the_databases_stay_in_wal_mode(
             with storage._connect(shard) as conn:
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        with instance.run_storage.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     runs = tmp_path / "dagster_home" / "history" / "runs"
     # A connection of another process (the UI's, the daemon's) keeps SQLite's default.
-    with closing(sqlite3.connect(runs / f"{run_id}.db")) as conn:
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    for database in (runs / f"{run_id}.db", runs.parent / "runs.db"):
+        with closing(sqlite3.connect(database)) as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def _holds_open(path: Path) -> bool:
+    fds = os.listdir("/proc/self/fd")
+    return any(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in fds)
+
+
+def test_the_run_storage_keeps_one_connection_and_closes_it_with_the_instance(tmp_path: Path) -> None:
+    runs_db = tmp_path / "dagster_home" / "history" / "runs.db"
+    with open_instance(tmp_path) as instance:
+        assert isinstance(instance.run_storage, SqliteRunStorageKeepingConnection)
+        tiny.execute_in_process(instance=instance)
+        with instance.run_storage.connect() as first:
+            kept = first.connection.dbapi_connection
+        with instance.run_storage.connect() as second:
+            assert second.connection.dbapi_connection is kept
+        assert _holds_open(runs_db)
+    assert not _holds_open(runs_db)
