@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -230,7 +232,15 @@ def create_views(con: duckdb.DuckDBPyConnection, staged: str, has_files: Callabl
     cost that grows with the folder, paid by every run while the SQL changes only when a table gets its
     first files. A view over files sees new ones at query time, new columns included.
     """
-    wanted = {name: _table_sql(staged, name, has_files) for name in _TABLES} | _DERIVED
+    _make_views(con, _wanted(staged, has_files))
+    return list(VIEWS)
+
+
+def _wanted(staged: str, has_files: Callable[[str], bool]) -> dict[str, str]:
+    return {name: _table_sql(staged, name, has_files) for name in _TABLES} | _DERIVED
+
+
+def _make_views(con: duckdb.DuckDBPyConnection, wanted: dict[str, str]) -> None:
     # The views of the schema they are made in: a view of that name elsewhere is not one of them.
     made = dict(
         con.execute(
@@ -242,14 +252,41 @@ def create_views(con: duckdb.DuckDBPyConnection, staged: str, has_files: Callabl
         if made.get(name) != (mark := _mark(sql)):
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
             con.execute(f"COMMENT ON VIEW {name} IS {_literal(mark)}")
-    return list(VIEWS)
 
 
 def refresh(layout: DataLayout) -> list[str]:
-    """(Re)create every view whose SQL has changed; returns their names (all of :data:`VIEWS`)."""
+    """(Re)create every view whose SQL has changed; returns their names (all of :data:`VIEWS`).
+
+    The file is not opened when this very SQL was checked against it last and nothing has written to it
+    since (``.warehouse.duckdb.views`` beside it records both): opening and checking took ~60 ms, paid by
+    every scope run. An analyst's change to the file, committed or still in its write-ahead log, shows
+    as a change of either file, and the views are checked again.
+    """
     layout.root.mkdir(parents=True, exist_ok=True)
+    wanted = _wanted(str(layout.staged), lambda glob: any(layout.staged.glob(glob)))
+    views = _mark(json.dumps(wanted, sort_keys=True))
+    record = layout.root / f".{layout.warehouse.name}.views"
+    if record.exists() and json.loads(record.read_text()) == _checked(views, layout.warehouse):
+        return list(VIEWS)
     con = duckdb.connect(str(layout.warehouse))
     try:
-        return create_views(con, str(layout.staged), lambda glob: any(layout.staged.glob(glob)))
+        _make_views(con, wanted)
     finally:
         con.close()
+    tmp = record.with_name(f"{record.name}.tmp")
+    tmp.write_text(json.dumps(_checked(views, layout.warehouse)))
+    tmp.replace(record)
+    return list(VIEWS)
+
+
+def _checked(views: str, warehouse: Path) -> dict[str, object]:
+    """The views' SQL and the state of the file and its write-ahead log, as a record of a check."""
+    files = {}
+    for path in (warehouse, warehouse.with_name(f"{warehouse.name}.wal")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            files[path.name] = None
+            continue
+        files[path.name] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return {"views": views, "files": files}

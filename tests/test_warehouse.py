@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -187,3 +188,37 @@ def test_refresh_makes_again_only_the_views_whose_sql_changed(tmp_path):
     with pytest.raises(duckdb.Error):
         con.execute("SELECT count(*) FROM pattern_batches").fetchone()
     con.close()
+
+
+def test_refresh_opens_the_file_only_when_its_views_or_the_file_changed(tmp_path, monkeypatch):
+    layout = DataLayout.at(tmp_path / "data")
+    _run(layout, SAMPLE)
+    refresh(layout)
+    opened: list[str] = []
+    connect = duckdb.connect
+
+    def counted(database: str = ":memory:", *args, **kwargs):
+        opened.append(database)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counted)
+    refresh(layout)
+    assert opened == []
+    # An analyst's change still in the write-ahead log (the connection open) is seen and undone.
+    analyst = connect(str(layout.warehouse))
+    analyst.execute("CREATE OR REPLACE VIEW messages AS SELECT 1 AS x")
+    refresh(layout)
+    assert opened == [str(layout.warehouse)]
+    made = analyst.sql("SELECT * FROM messages")
+    assert made.columns == [c for c, _ in columns("messages")] and len(made) > 0
+    analyst.close()
+    refresh(layout)
+    opened.clear()
+    refresh(layout)
+    assert opened == []
+    # A table without files any more changes its view's SQL: the file is opened and the view made again.
+    shutil.rmtree(layout.quarantine())
+    refresh(layout)
+    assert opened == [str(layout.warehouse)]
+    with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)
