@@ -266,7 +266,7 @@ def refresh(layout: DataLayout) -> list[str]:
     wanted = _wanted(str(layout.staged), lambda glob: any(layout.staged.glob(glob)))
     views = _mark(json.dumps(wanted, sort_keys=True))
     record = layout.root / f".{layout.warehouse.name}.views"
-    if record.exists() and json.loads(record.read_text()) == _checked(views, layout.warehouse):
+    if _read_record(record) == _checked(views, layout.warehouse):
         return list(VIEWS)
     con = duckdb.connect(str(layout.warehouse))
     try:
@@ -277,6 +277,14 @@ def refresh(layout: DataLayout) -> list[str]:
     tmp.write_text(json.dumps(_checked(views, layout.warehouse)))
     tmp.replace(record)
     return list(VIEWS)
+
+
+def _read_record(record: Path) -> object:
+    """The record of the last check; None when there is none or it cannot be read (checked again then)."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _checked(views: str, warehouse: Path) -> dict[str, object]:

@@ -216,6 +216,12 @@ def test_refresh_opens_the_file_only_when_its_views_or_the_file_changed(tmp_path
     opened.clear()
     refresh(layout)
     assert opened == []
+    # A record that cannot be read is no record: the views are checked again.
+    record = layout.root / ".warehouse.duckdb.views"
+    record.write_text("{not json")
+    refresh(layout)
+    assert opened == [str(layout.warehouse)]
+    opened.clear()
     # A table without files any more changes its view's SQL: the file is opened and the view made again.
     shutil.rmtree(layout.quarantine())
     refresh(layout)

@@ -6,7 +6,7 @@ event it stores, and an asset or check event is written to the run's database an
 scope run stores ~60 events (the planned materializations and checks alone are ~20). On the benchmark
 machine that was about a fifth of a small CLI run's CPU: a 20k-message run (13 runs) took 15.9-16.1 s,
 and 13.5-13.7 s with the engines and connections kept. Dagster's run storage likewise makes an engine and a
-connection for every call; its are kept too.
+connection for every call; the CLI keeps those too.
 
 A new run's database is made once per process by Dagster's own ``_initdb`` (the tables, WAL mode, the
 migration head stamped) and copied for each later run: making it took 65-100 ms a run on the benchmark
