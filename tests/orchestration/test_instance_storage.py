@@ -30,18 +30,21 @@ def tiny() -> None:
     say()
 
 
-def _open_databases(home: Path) -> set[str]:
-    """The event log's database files this process holds open."""
-    runs = str(home / "history" / "runs")
+def _held_open() -> set[str]:
+    """The files this process holds open."""
     held = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:
             continue
-        if target.startswith(runs + os.sep) and target.endswith(".db"):
-            held.add(target)
     return held
+
+
+def _open_databases(home: Path) -> set[str]:
+    """The event log's database files this process holds open."""
+    runs = str(home / "history" / "runs")
+    return {f for f in _held_open() if f.startswith(runs + os.sep) and f.endswith(".db")}
 
 
 def test_runs_written_by_the_cli_instance_read_the_same_through_dagsters_class(tmp_path: Path) -> None:
@@ -170,7 +173,7 @@ def test_without_hard_links_runs_get_dagsters_own_database(
     assert not [p.name for p in runs.iterdir() if p.name.endswith(".db-new")]
 
 
-def test_event_log_commits_wait_for_no_fsync_and_the_databases_stay_in_wal_mode(tmp_path: Path) -> None:
+def test_the_clis_commits_wait_for_no_fsync_and_the_databases_stay_in_wal_mode(tmp_path: Path) -> None:
     # SQLite's PRAGMA synchronous: 1 is NORMAL, 2 is FULL (its default).
     with open_instance(tmp_path) as instance:
         storage = instance.event_log_storage
@@ -190,11 +193,6 @@ def test_event_log_commits_wait_for_no_fsync_and_the_databases_stay_in_wal_mode(
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
-def _holds_open(path: Path) -> bool:
-    fds = os.listdir("/proc/self/fd")
-    return any(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in fds)
-
-
 def test_the_run_storage_keeps_one_connection_and_closes_it_with_the_instance(tmp_path: Path) -> None:
     runs_db = tmp_path / "dagster_home" / "history" / "runs.db"
     with open_instance(tmp_path) as instance:
@@ -204,5 +202,5 @@ def test_the_run_storage_keeps_one_connection_and_closes_it_with_the_instance(tm
             kept = first.connection.dbapi_connection
         with instance.run_storage.connect() as second:
             assert second.connection.dbapi_connection is kept
-        assert _holds_open(runs_db)
-    assert not _holds_open(runs_db)
+        assert str(runs_db) in _held_open()
+    assert str(runs_db) not in _held_open()
