@@ -166,10 +166,12 @@ def _backfill(
     finally:
         # A worker killed after an interrupt it did not stop for leaves its run open: closed now.
         if instance:
-            close_abandoned_runs_after(instance[0], say)
-            # Its kept SQLite connections closed after the workers' (the last to close folds the
-            # write-ahead log into the database): the folder is left as Dagster's own storage leaves it.
-            instance[0].dispose()
+            try:
+                close_abandoned_runs_after(instance[0], say)
+            finally:
+                # Its kept SQLite connections closed after the workers' (the last to close folds the
+                # write-ahead log into the database): the folder is left as Dagster's own storage leaves it.
+                instance[0].dispose()
 
 
 def _ingest_and_scopes(
