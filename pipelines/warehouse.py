@@ -178,26 +178,42 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def columns(name: str) -> Columns:
-    """The columns of a staged table's view (its files' columns, then its hive columns)."""
+def columns(name: str, con: duckdb.DuckDBPyConnection | None = None) -> Columns:
+    """The columns of a staged table's view (its files' columns, then its hive columns); their types are
+    DuckDB's for the table's schema, found on ``con`` (default: a connection of its own)."""
     table = _TABLES[name]
     schema, casts = table.schema(), dict(table.casts)
-    con = duckdb.connect()
+    own = con is None
+    con = duckdb.connect() if con is None else con
     try:
         rel = con.from_arrow(pl.DataFrame(schema=schema).to_arrow())
         found = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
     finally:
-        con.close()
+        if own:
+            con.close()
     files = [(c, casts.get(c, found[c])) for c in schema]
     return files + [(h, "VARCHAR") for h in table.hive if h not in schema]
 
 
 @functools.cache
+def _empty_sqls() -> dict[str, str]:
+    # Made once per process, for every table on one connection: a table's columns are fixed by the code,
+    # and a DuckDB connection costs more to open (~20 ms) than finding one table's types on it (~2 ms).
+    # A scope run early in a data folder's life has no files yet for several tables.
+    con = duckdb.connect()
+    try:
+        return {name: _select_nulls(columns(name, con)) for name in _TABLES}
+    finally:
+        con.close()
+
+
+def _select_nulls(cols: Columns) -> str:
+    listed = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in cols)
+    return f"SELECT {listed} WHERE false"
+
+
 def _empty_sql(name: str) -> str:
-    # Kept per process: finding the column types takes a DuckDB connection (~0.1 s a scope run for the
-    # tables a run has no files of yet), and a table's columns are fixed by the code.
-    cols = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in columns(name))
-    return f"SELECT {cols} WHERE false"
+    return _empty_sqls()[name]
 
 
 def _read_sql(staged: str, table: _Table, glob: str) -> str:

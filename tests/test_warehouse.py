@@ -228,3 +228,25 @@ def test_refresh_opens_the_file_only_when_its_views_or_the_file_changed(tmp_path
     assert opened == [str(layout.warehouse)]
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)
+
+
+def test_the_empty_views_sql_is_made_on_one_connection_per_process(monkeypatch):
+    import pipelines.warehouse as warehouse
+
+    opened = []
+    real_connect = duckdb.connect
+
+    def counting_connect(*args, **kwargs):
+        opened.append(args)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(warehouse.duckdb, "connect", counting_connect)
+    warehouse._empty_sqls.cache_clear()
+    try:
+        sqls = {name: warehouse._empty_sql(name) for name in warehouse._TABLES}
+        assert len(opened) == 1
+        for name, sql in sqls.items():
+            assert sql.startswith("SELECT ") and sql.endswith(" WHERE false"), name
+            assert len(real_connect().execute(sql).description) == len(columns(name)), name
+    finally:
+        warehouse._empty_sqls.cache_clear()
