@@ -263,6 +263,22 @@ def parquet_files(directory: Path, pattern: str = "*.parquet") -> list[Path]:
     return sorted(p for p in directory.glob(pattern) if p.is_file())
 
 
+def damaged_parquet(layout: DataLayout, scope: str) -> list[Path]:
+    """The scope's staged Parquet files that cannot be read as Parquet (cut short by a full disk, or by a
+    copy that stopped), relative to the data folder. A reader's error names no file: these name it."""
+    # Imported here: only a run that failed looks, and the command that finds nothing new never does.
+    import pyarrow.parquet as pq
+
+    damaged = []
+    for folder in sorted(layout.staged.glob(f"*/scope={scope}")):
+        for path in sorted(folder.rglob("*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except (OSError, ValueError):
+                damaged.append(path.relative_to(layout.root))
+    return damaged
+
+
 def write_parquet(
     frame: pl.DataFrame | pl.LazyFrame, path: Path, compression: ParquetCompression = "zstd"
 ) -> int:

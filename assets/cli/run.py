@@ -37,6 +37,7 @@ from assets.cli.run_args import add_run_arguments
 from assets.cli.scope_pool import ScopeOutcome, ScopePool, SummaryOf
 from assets.cli.scoring_args import scoring_settings
 from assets.cli.summary import (
+    damaged_files_note,
     dump_failures,
     dump_figures,
     print_table,
@@ -222,7 +223,7 @@ def _ingest_and_scopes(
             stopped.append(scope)
             return
         if not outcome.success:
-            failed_scopes[scope] = outcome.error or "run failed"
+            failed_scopes[scope] = (outcome.error or "run failed") + damaged_files_note(layout, scope)
             failures.append(f"scope {scope}: {failed_scopes[scope]}")
             say(f"    FAILED: {failures[-1]}")
         warnings.extend(outcome.warnings)
@@ -252,6 +253,18 @@ def _ingest_and_scopes(
             "resume; nothing loaded is sent twice"
         )
         say(f"    {failures[-1]}")
+    figures = {
+        scope: current[scope]
+        if scope in current
+        else read_back.get(scope) or how[scope].read(scope, run_ids.get(scope))
+        for scope in scopes
+    }
+    unreadable = {s: v["figures_unreadable"] for s, v in figures.items() if v.get("figures_unreadable")}
+    for scope, why in unreadable.items():
+        # A scope whose run failed has said so already, naming its damaged files.
+        if scope not in failed_scopes:
+            failures.append(f"scope {scope}: its figures could not be read back: {why}")
+            say(f"    FAILED: {failures[-1]}")
     summary: dict[str, Any] = {
         "ok": not failures,
         "exit_code": EXIT_INTERRUPTED if interrupted else EXIT_FAILED if failures else EXIT_OK,
@@ -267,12 +280,7 @@ def _ingest_and_scopes(
             "quarantined": int(new_dumps["quarantined"].sum() or 0),
             "files": dump_figures(new_dumps),
         },
-        "scopes": {
-            scope: current[scope]
-            if scope in current
-            else read_back.get(scope) or how[scope].read(scope, run_ids.get(scope))
-            for scope in scopes
-        },
+        "scopes": figures,
         "unscoped_quarantined": unscoped_quarantined(layout),
         "unscoped_quarantine_reasons": quarantine_reasons(layout, None),
         # An s3:// data directory is named as given; the run worked in its local working copy.
@@ -281,7 +289,7 @@ def _ingest_and_scopes(
         "destination": args.destination,
         "load_skipped": skipped,
     }
-    left = {*failed_scopes, *failed_checks, *stopped}
+    left = {*failed_scopes, *failed_checks, *stopped, *unreadable}
     clean = {s for s in scopes if s in run_ids and s not in left}
     record_complete(settings, destination, summary["scopes"], clean)
     _emit(args, summary)

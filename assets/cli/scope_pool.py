@@ -125,17 +125,17 @@ def _import_checks() -> None:
 
 @dataclass(frozen=True)
 class SummaryOf:
-    """What a worker needs to read a scope's figures back after its run (see ``scope_summary``)."""
+    """What a worker needs to read a scope's figures back after its run (``scope_summary_or_unreadable``)."""
 
     data: str  # the layout's root
     destination: str
     load_skipped: str | None
 
     def read(self, scope: str, run_id: str | None, counts: ScopeCounts | None = None) -> dict[str, Any]:
-        from assets.cli.summary import scope_summary
+        from assets.cli.summary import scope_summary_or_unreadable
         from pipelines.tables import DataLayout
 
-        return scope_summary(
+        return scope_summary_or_unreadable(
             DataLayout.at(self.data), scope, run_id, self.destination, self.load_skipped, counts
         )
 

@@ -19,9 +19,34 @@ from pipelines.load.plan import LOAD_TERMS, plan_load
 from pipelines.pairing.batches import pattern_totals, unpaired_reasons
 from pipelines.quality.reconcile import ScopeCounts, scope_counts
 from pipelines.scoring.scored import scan_scored
-from pipelines.tables import DataLayout, parquet_files
+from pipelines.tables import DataLayout, damaged_parquet, parquet_files
 
 TOP_REASONS = 3
+# A scope's figures in the summary (besides its run, its names and its reasons), as scope_summary reads them.
+FIGURES = (
+    "lines_in",
+    "messages",
+    "quarantined",
+    "repeats",
+    "patterns",
+    "unpaired",
+    "duplicates",
+    "filtered",
+    "kept",
+    *LOAD_TERMS,
+    "replaced",
+    "retracted",
+    "updated",
+    "tasks_truncated",
+    "codes_truncated",
+    "pattern_count_before",
+    "pattern_count_after",
+    "lines_reconcile",
+    "messages_reconcile",
+    "load_adds_up",
+    "load_reconciles",
+    "load_skipped",
+)
 
 
 def _top(frame: pl.LazyFrame | None) -> dict[str, int]:
@@ -129,6 +154,52 @@ def scope_summary(
         "quarantine_reasons": quarantine_reasons(layout, scope),
         "unpaired_reasons": unpaired_reasons(layout, scope),
     }
+
+
+def scope_summary_or_unreadable(
+    layout: DataLayout,
+    scope: str,
+    run_id: str | None,
+    destination: str,
+    load_skipped: str | None = None,
+    counts: ScopeCounts | None = None,
+) -> dict[str, Any]:
+    """:func:`scope_summary`, or, when the scope's files cannot be read back (a file cut short by a full
+    disk), an entry with the same keys whose figures are unknown and ``figures_unreadable`` says why: the
+    other scopes' figures and the run's exit code still reach the operator."""
+    try:
+        return scope_summary(layout, scope, run_id, destination, load_skipped, counts)
+    except Exception as exc:
+        return unreadable_summary(layout, scope, run_id, exc)
+
+
+def unreadable_summary(layout: DataLayout, scope: str, run_id: str | None, exc: Exception) -> dict[str, Any]:
+    first_line = next(iter(str(exc).strip().splitlines()), "")
+    why = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    try:
+        tenant_id, project_id = scope_names(layout, scope)
+    except Exception:
+        # The scope catalog itself may be what cannot be read.
+        tenant_id = project_id = None
+    unknown = dict.fromkeys(FIGURES)
+    return {
+        **unknown,
+        "run_id": run_id,
+        "tenant_id": tenant_id,
+        "project_id": project_id,
+        "quarantine_reasons": {},
+        "unpaired_reasons": {},
+        "figures_unreadable": why + damaged_files_note(layout, scope),
+    }
+
+
+def damaged_files_note(layout: DataLayout, scope: str) -> str:
+    """``"; unreadable Parquet files: ..."`` naming the scope's damaged files, or "" when none is."""
+    damaged = damaged_parquet(layout, scope)
+    if not damaged:
+        return ""
+    more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+    return f"; unreadable Parquet files: {', '.join(str(p) for p in damaged[:5])}{more}"
 
 
 def unscoped_quarantined(layout: DataLayout) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import pytest
 
 from assets.cli.guard import folder_lock
 from assets.cli.main import main
+from assets.cli.summary import FIGURES, scope_summary_or_unreadable
 from pipelines.ingest.catalog import read_manifest
 from pipelines.quality.reconcile import scope_counts
-from pipelines.tables import DataLayout
+from pipelines.tables import DataLayout, damaged_parquet
 from tests.conftest import msg, write_ndjson
 
 
@@ -311,3 +313,55 @@ def test_turning_on_task_context_on_a_paired_folder_needs_the_flag(tmp_path, cap
         f"--task-context previous: {data.resolve()} was paired with none; changing it re-pairs every thread "
         "and retracts loaded patterns that change. Repeat the old value, or pass --allow-option-change"
     ]
+
+
+# A scope the sample's second dump adds messages to, so that a run after it runs this scope again.
+TOUCHED_BY_SECOND_DUMP = "default__asst_coder"
+
+
+def _cut_short(capsys, tmp_path: Path, sample_dir: Path) -> tuple[Path, Path, Path]:
+    """The data folder after the sample's first dump, with one Parquet file of a scope cut short as a full
+    disk leaves it, and the sample's second dump added to the landing folder. Returns the landing folder,
+    the data folder and the damaged file."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    first, second = sorted(sample_dir.glob("*.ndjson"))
+    shutil.copy(first, landing)
+    data = tmp_path / "d"
+    code, _ = _run(capsys, "--input", str(landing), "--data-dir", str(data), "--destination", "none")
+    assert code == 0
+    damaged = DataLayout.at(data).threads(TOUCHED_BY_SECOND_DUMP) / "batch=000001.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    shutil.copy(second, landing)
+    return landing, data, damaged
+
+
+def test_a_damaged_file_fails_its_scope_alone_and_is_named(tmp_path, capsys, sample_dir):
+    landing, data, damaged = _cut_short(capsys, tmp_path, sample_dir)
+    named = str(damaged.relative_to(data))
+    code, report = _run(capsys, "--input", str(landing), "--data-dir", str(data), "--destination", "none")
+    assert code == 1 and not report["ok"]
+    scope = TOUCHED_BY_SECOND_DUMP
+    assert named in report["failed_scopes"][scope]
+    failure = f"scope {scope}: {report['failed_scopes'][scope]}"
+    assert [f for f in report["failures"] if named in f] == [failure]
+    # Every scope is in the summary; the damaged one with its figures unknown and the reason.
+    entry = report["scopes"][scope]
+    assert named in entry["figures_unreadable"] and entry["kept"] is None and entry["lines_in"] is None
+    others = {s: v for s, v in report["scopes"].items() if s != scope}
+    assert others and all(v["kept"] is not None and "figures_unreadable" not in v for v in others.values())
+    assert set(entry) == set(next(iter(others.values()))) | {"figures_unreadable"}
+
+
+def test_figures_that_cannot_be_read_are_reported_with_every_key(tmp_path, capsys, sample_dir):
+    _, data, damaged = _cut_short(capsys, tmp_path, sample_dir)
+    layout = DataLayout.at(data)
+    assert damaged_parquet(layout, TOUCHED_BY_SECOND_DUMP) == [damaged.relative_to(data)]
+    assert damaged_parquet(layout, "default__asst_analyst") == []
+    whole = scope_summary_or_unreadable(layout, "default__asst_analyst", "r1", "none")
+    broken = scope_summary_or_unreadable(layout, TOUCHED_BY_SECOND_DUMP, "r2", "none")
+    assert "figures_unreadable" not in whole and set(broken) == set(whole) | {"figures_unreadable"}
+    assert set(FIGURES) < set(whole)
+    assert broken["figures_unreadable"].startswith("ComputeError: ")
+    assert str(damaged.relative_to(data)) in broken["figures_unreadable"]
+    assert (broken["run_id"], broken["tenant_id"], broken["project_id"]) == ("r2", "default", "asst_coder")
