@@ -7,7 +7,8 @@ that starts processes of its own (the CLI's scope workers) is measured with the 
 tree, sampled every 0.2 s and summed over the processes alive at each sample: the memory the command takes
 from the machine, not only its first process's. That sum counts the pages the processes share (the
 libraries' code, mapped by each) once per process; the same samples' PSS (each shared page split between
-the processes that map it) is reported beside it, and the targets are judged on the RSS sum.
+the processes that map it) is reported beside it, and the targets are judged on the RSS sum. A process that
+shares its parent's address space is not counted (:func:`shares_parent_memory`).
 """
 
 from __future__ import annotations
@@ -99,12 +100,33 @@ def tree_memory(root: int, pss: bool = False) -> tuple[int, int]:
     rss = proportional = 0
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if process.pid != root and shares_parent_memory(process.pid, process.ppid()):
+                continue
             if pss:
                 full = process.memory_full_info()
                 rss, proportional = rss + full.rss, proportional + full.pss
             else:
                 rss += process.memory_info().rss
     return rss, proportional
+
+
+_KCMP_VM = 1  # kcmp(2): do the two processes share one address space?
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272}
+
+
+def shares_parent_memory(pid: int, parent: int) -> bool:
+    """Whether ``pid`` runs in its parent's address space: a child made with vfork, as Python's subprocess
+    makes them (Dagster starts four per run to capture its output), between its start and its exec. Its RSS
+    is then its parent's memory, which the sum already counts: a sample taken in that moment counted a
+    600 MB scope worker twice. False where the kernel cannot say."""
+    import ctypes
+    import platform
+
+    number = _SYS_KCMP.get(platform.machine())
+    if number is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(number, pid, parent, _KCMP_VM, 0, 0) == 0
 
 
 # PSS is read once in this many samples (every 2 s): reading it walks every page table of the process

@@ -31,3 +31,42 @@ def test_every_worker_is_found_by_a_process_that_imports_only_the_workers_module
 def test_an_unknown_worker_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown worker 'nope'"):
         worker_for("nope")
+
+
+def _settled_child() -> subprocess.Popen:
+    """A Python process that has started and waits (for its standard input to close)."""
+    code = "import sys; print('ready', flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
+
+
+def test_a_process_in_its_parents_address_space_is_told_apart():
+    import os
+
+    from benchmarks.measure import shares_parent_memory
+
+    # One address space: what a child made with vfork shares with its parent until its exec.
+    assert shares_parent_memory(os.getpid(), os.getpid())
+    child = _settled_child()
+    try:
+        # A child running its own program has its own memory, and counts.
+        assert not shares_parent_memory(child.pid, os.getpid())
+    finally:
+        child.communicate(b"")
+
+
+def test_the_tree_sum_leaves_out_a_child_that_shares_its_parents_memory(monkeypatch):
+    import os
+
+    import benchmarks.measure as measure
+
+    child = _settled_child()
+    try:
+        with_child = measure.tree_memory(os.getpid())[0]
+        monkeypatch.setattr(measure, "shares_parent_memory", lambda pid, parent: pid == child.pid)
+        without_child = measure.tree_memory(os.getpid())[0]
+        assert abs(with_child - without_child - measure.tree_memory(child.pid)[0]) < 4 * 2**20
+        assert without_child < with_child
+    finally:
+        child.communicate(b"")
