@@ -22,8 +22,8 @@ from pipelines.scoring.scored import scan_scored
 from pipelines.tables import DataLayout, damaged_parquet, parquet_files
 
 TOP_REASONS = 3
-# A scope's figures in the summary (besides its run, its names and its reasons), as scope_summary reads them.
-FIGURES = (
+# The figures the table prints for each scope.
+TABLE_FIGURES = (
     "lines_in",
     "messages",
     "quarantined",
@@ -37,10 +37,14 @@ FIGURES = (
     "replaced",
     "retracted",
     "updated",
+    "pattern_count_after",
+)
+# Every figure of a scope in the summary (besides its run, its names and its reasons).
+FIGURES = (
+    *TABLE_FIGURES,
     "tasks_truncated",
     "codes_truncated",
     "pattern_count_before",
-    "pattern_count_after",
     "lines_reconcile",
     "messages_reconcile",
     "load_adds_up",
@@ -213,26 +217,10 @@ def _reasons_line(reasons: dict[str, int]) -> str:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    cols = [
-        "lines_in",
-        "messages",
-        "quarantined",
-        "repeats",
-        "patterns",
-        "unpaired",
-        "duplicates",
-        "filtered",
-        "kept",
-        *LOAD_TERMS,
-        "replaced",
-        "retracted",
-        "updated",
-        "pattern_count_after",
-    ]
     rows = [
         {
             "scope": s,
-            **{c: v[c] for c in cols},
+            **{c: v[c] for c in TABLE_FIGURES},
             "ok": v["lines_reconcile"]
             and v["messages_reconcile"]
             and v["load_reconciles"] is not False
