@@ -161,6 +161,9 @@ def write_report(path: Path, rows: dict[str, Row], machine: dict[str, str], load
         "writes (page cache). Each row's details end with a probe of the host taken just before it "
         "(first touch of 1 GiB, sha256 of 256 MiB) to tell a slow host from slow code.",
         "- Where the time goes, and what each optimisation did: benchmarks/NOTES.md.",
+        "- RSS (all its processes): the RSS of every process of the command's tree, summed at each 0.2 s "
+        "sample, and the largest sum; a child still in its parent's address space (started with vfork, "
+        "before its exec) is the parent's memory and is not counted again.",
         "- Folders left by earlier rows are moved aside and deleted after the last row: for minutes after "
         "tens of thousands of files are deleted, ext4 creates files several times slower (it skips recently "
         "freed inodes one by one), so a load measured right after deleting the last store measured that.",
