@@ -264,8 +264,8 @@ def parquet_files(directory: Path, pattern: str = "*.parquet") -> list[Path]:
 
 
 def damaged_parquet(layout: DataLayout, scope: str) -> list[Path]:
-    """The scope's staged Parquet files that cannot be read as Parquet (cut short by a full disk, or by a
-    copy that stopped), relative to the data folder. A reader's error names no file: these name it."""
+    """The scope's staged Parquet files that cannot be read as Parquet (cut short by a copy or a restore
+    that stopped), relative to the data folder. A reader's error names no file: these name it."""
     # Imported here: only a run that failed looks, and the command that finds nothing new never does.
     import pyarrow.parquet as pq
 

@@ -168,9 +168,9 @@ def scope_summary_or_unreadable(
     load_skipped: str | None = None,
     counts: ScopeCounts | None = None,
 ) -> dict[str, Any]:
-    """:func:`scope_summary`, or, when the scope's files cannot be read back (a file cut short by a full
-    disk), an entry with the same keys whose figures are unknown and ``figures_unreadable`` says why: the
-    other scopes' figures and the run's exit code still reach the operator."""
+    """:func:`scope_summary`, or, when the scope's files cannot be read back (a file cut short, a read
+    that failed), an entry with the same keys whose figures are unknown and ``figures_unreadable`` says
+    why: the other scopes' figures and the run's exit code still reach the operator."""
     try:
         return scope_summary(layout, scope, run_id, destination, load_skipped, counts)
     except Exception as exc:

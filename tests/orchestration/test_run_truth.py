@@ -320,9 +320,9 @@ TOUCHED_BY_SECOND_DUMP = "default__asst_coder"
 
 
 def _cut_short(capsys, tmp_path: Path, sample_dir: Path) -> tuple[Path, Path, Path]:
-    """The data folder after the sample's first dump, with one Parquet file of a scope cut short as a full
-    disk leaves it, and the sample's second dump added to the landing folder. Returns the landing folder,
-    the data folder and the damaged file."""
+    """The data folder after the sample's first dump, with one Parquet file of a scope cut short (as a copy
+    that stopped leaves it), and the sample's second dump added to the landing folder. Returns the landing
+    folder, the data folder and the damaged file."""
     landing = tmp_path / "landing"
     landing.mkdir()
     first, second = sorted(sample_dir.glob("*.ndjson"))
