@@ -125,19 +125,22 @@ def _import_checks() -> None:
 
 @dataclass(frozen=True)
 class SummaryOf:
-    """What a worker needs to read a scope's figures back after its run (``scope_summary_or_unreadable``)."""
+    """What a worker needs to read a scope's figures back after its run (``scope_summary``, or
+    ``unreadable_summary`` when its files cannot be read)."""
 
     data: str  # the layout's root
     destination: str
     load_skipped: str | None
 
     def read(self, scope: str, run_id: str | None, counts: ScopeCounts | None = None) -> dict[str, Any]:
-        from assets.cli.summary import scope_summary_or_unreadable
+        from assets.cli.summary import scope_summary, unreadable_summary
         from pipelines.tables import DataLayout
 
-        return scope_summary_or_unreadable(
-            DataLayout.at(self.data), scope, run_id, self.destination, self.load_skipped, counts
-        )
+        layout = DataLayout.at(self.data)
+        try:
+            return scope_summary(layout, scope, run_id, self.destination, self.load_skipped, counts)
+        except Exception as exc:
+            return unreadable_summary(layout, scope, run_id, exc)
 
 
 def run_scope(

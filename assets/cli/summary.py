@@ -160,24 +160,10 @@ def scope_summary(
     }
 
 
-def scope_summary_or_unreadable(
-    layout: DataLayout,
-    scope: str,
-    run_id: str | None,
-    destination: str,
-    load_skipped: str | None = None,
-    counts: ScopeCounts | None = None,
-) -> dict[str, Any]:
-    """:func:`scope_summary`, or, when the scope's files cannot be read back (a file cut short, a read
-    that failed), an entry with the same keys whose figures are unknown and ``figures_unreadable`` says
-    why: the other scopes' figures and the run's exit code still reach the operator."""
-    try:
-        return scope_summary(layout, scope, run_id, destination, load_skipped, counts)
-    except Exception as exc:
-        return unreadable_summary(layout, scope, run_id, exc)
-
-
 def unreadable_summary(layout: DataLayout, scope: str, run_id: str | None, exc: Exception) -> dict[str, Any]:
+    """A scope's entry when :func:`scope_summary` could not read its files back (a file cut short, a read
+    that failed): the same keys, its figures unknown, and ``figures_unreadable`` saying why, so that the
+    other scopes' figures and the run's exit code still reach the operator."""
     first_line = next(iter(str(exc).strip().splitlines()), "")
     why = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
     try:

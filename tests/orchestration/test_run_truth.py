@@ -16,7 +16,8 @@ import pytest
 
 from assets.cli.guard import folder_lock
 from assets.cli.main import main
-from assets.cli.summary import FIGURES, scope_summary_or_unreadable
+from assets.cli.scope_pool import SummaryOf
+from assets.cli.summary import FIGURES
 from pipelines.ingest.catalog import read_manifest
 from pipelines.quality.reconcile import scope_counts
 from pipelines.tables import DataLayout, damaged_parquet
@@ -358,8 +359,9 @@ def test_figures_that_cannot_be_read_are_reported_with_every_key(tmp_path, capsy
     layout = DataLayout.at(data)
     assert damaged_parquet(layout, TOUCHED_BY_SECOND_DUMP) == [damaged.relative_to(data)]
     assert damaged_parquet(layout, "default__asst_analyst") == []
-    whole = scope_summary_or_unreadable(layout, "default__asst_analyst", "r1", "none")
-    broken = scope_summary_or_unreadable(layout, TOUCHED_BY_SECOND_DUMP, "r2", "none")
+    read = SummaryOf(str(data), "none", None).read
+    whole = read("default__asst_analyst", "r1")
+    broken = read(TOUCHED_BY_SECOND_DUMP, "r2")
     assert "figures_unreadable" not in whole and set(broken) == set(whole) | {"figures_unreadable"}
     assert set(FIGURES) < set(whole)
     assert broken["figures_unreadable"].startswith("ComputeError: ")
