@@ -14,12 +14,14 @@ shares its parent's address space is not counted (:func:`shares_parent_memory`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,14 +121,22 @@ def shares_parent_memory(pid: int, parent: int) -> bool:
     makes them (Dagster starts four per run to capture its output), between its start and its exec. Its RSS
     is then its parent's memory, which the sum already counts: a sample taken in that moment counted a
     600 MB scope worker twice. False where the kernel cannot say."""
+    kcmp = _kcmp()
+    return kcmp is not None and kcmp(pid, parent, _KCMP_VM, 0, 0) == 0
+
+
+@functools.cache
+def _kcmp() -> Callable[..., int] | None:
+    """kcmp(2) through libc's ``syscall``, looked up once (the sampler asks for every process, five times a
+    second); None on a machine whose system call number is not known here."""
     import ctypes
     import platform
 
     number = _SYS_KCMP.get(platform.machine())
     if number is None:
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(number, pid, parent, _KCMP_VM, 0, 0) == 0
+        return None
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    return lambda *args: syscall(number, *args)
 
 
 # PSS is read once in this many samples (every 2 s): reading it walks every page table of the process
