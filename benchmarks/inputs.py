@@ -33,13 +33,14 @@ def synth(
 
 
 def made_once(out: Path, module_args: list[str], what: str) -> Path:
-    """``out``, made by ``python -m <module_args>`` unless its ``.done`` marker exists.
+    """``out``, made by ``python -m <module_args>`` unless it exists with its ``.done`` marker.
 
     Made in a child process: on Linux a process's peak RSS starts at its parent's peak when forked, so a
-    harness that had grown by making an input would pass its size on to every worker it measures.
+    harness that had grown by making an input would pass its size on to every worker it measures. A marker
+    whose input was deleted (to make room on the disk) does not count: the input is made again.
     """
     done = out.with_name(out.name + ".done")
-    if done.exists():
+    if done.exists() and out.exists():
         return out
     print(f"{what} ...", flush=True)
     subprocess.run(

@@ -70,3 +70,15 @@ def test_the_tree_sum_leaves_out_a_child_that_shares_its_parents_memory(monkeypa
         assert without_child < with_child
     finally:
         child.communicate(b"")
+
+
+def test_an_input_whose_marker_outlived_it_is_made_again(tmp_path):
+    from benchmarks.inputs import synth
+
+    out = tmp_path / "m20.ndjson"
+    synth(out, 20)
+    first = out.read_bytes()
+    assert first.count(b"\n") >= 20
+    out.unlink()  # deleted to free the disk; its .done marker stays behind
+    assert synth(out, 20) == out
+    assert out.read_bytes() == first
